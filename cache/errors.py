@@ -1,0 +1,31 @@
+"""Errors of the cache package, rooted in one base class (zarr's habit).
+
+Each also derives from the builtin that fits, so callers that only know the
+builtins still catch them.
+"""
+
+from __future__ import annotations
+
+
+class VitregError(Exception):
+    """Base class of every error vitreg raises on purpose."""
+
+
+class StoreNotFoundError(VitregError, FileNotFoundError):
+    """No vitreg store at that location."""
+
+
+class StoreFormatError(VitregError, ValueError):
+    """The store is not a vitreg store of a version this code reads."""
+
+
+class UnsafeStoreError(StoreFormatError):
+    """The store asks for a codec or dtype outside the allow-list."""
+
+
+class IncompleteStoreError(VitregError, RuntimeError):
+    """The store still has pending rows and the caller did not allow that."""
+
+
+class ConfigMismatchError(VitregError, ValueError):
+    """An existing store was written with a different configuration."""

@@ -1,0 +1,170 @@
+"""Read a store lazily: arrays, rows with status 1 in chunk-sized batches,
+provenance, and the outlier threshold computed once, the same way for all."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import zarr
+
+from .errors import IncompleteStoreError
+from .schema import Geometry
+from .store import geometry_from_attrs, open_group, stored_arrays
+from .writer import STATUS_FAILED, STATUS_OK, STATUS_PENDING
+
+#: The study's outlier rule: a patch token is an outlier when its norm is
+#: above this percentile of every patch-token norm of the store.
+OUTLIER_PERCENTILE = 98.0
+
+
+class Store:
+    """A vitreg store opened for reading (a local path or any fsspec URL)."""
+
+    def __init__(self, url: str, *, allow_partial: bool = False) -> None:
+        self.url = str(url)
+        self.root = open_group(self.url, mode="r")
+        if not allow_partial and not self.complete:
+            counts = self.counts()
+            raise IncompleteStoreError(
+                f"store {self.url} is incomplete ({counts['pending']} of {self.n_rows} rows "
+                "pending); finish it with the same `vitreg extract` command, or pass "
+                "--allow-partial to use the rows written so far"
+            )
+
+    # -- provenance and shape -------------------------------------------------
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The root `vitreg` attributes: model, weights, preprocessing, versions."""
+        return dict(self.root.attrs["vitreg"])
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.meta.get("complete", False))
+
+    @cached_property
+    def geometry(self) -> Geometry:
+        return geometry_from_attrs(self.meta)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.root["status"].shape[0])
+
+    @property
+    def chunk_rows(self) -> int:
+        return int(self.root["status"].chunks[0])
+
+    @property
+    def names(self) -> list[str]:
+        return stored_arrays(self.root)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.names
+
+    def array(self, name: str) -> zarr.Array:
+        """One array, lazily: indexing it reads only the chunks it touches."""
+        if name not in self:
+            raise KeyError(f"store {self.url} has no array {name!r}; it has {self.names}")
+        return self.root[name]
+
+    def to_xarray(self) -> Any:
+        """Every array as a lazy `xarray.Dataset` (groups flattened with '/')."""
+        import xarray as xr
+
+        def open_one(group: str | None) -> xr.Dataset:
+            # cache=False: xarray would otherwise keep every array it touched
+            # in memory, `tokens` included.
+            return xr.open_dataset(
+                self.url, engine="zarr", group=group, consolidated=False, cache=False,
+                zarr_format=3, chunks=None,
+            )
+
+        datasets = [open_one(None)]
+        for gname, _ in self.root.groups():
+            ds = open_one(gname)
+            datasets.append(ds.rename({v: f"{gname}/{v}" for v in ds.data_vars}))
+        return xr.merge(datasets, compat="override", join="outer")
+
+    # -- rows -----------------------------------------------------------------
+    @cached_property
+    def status(self) -> np.ndarray:
+        return self.root["status"][:]
+
+    def counts(self) -> dict[str, int]:
+        status = self.status
+        return {
+            "ok": int((status == STATUS_OK).sum()),
+            "failed": int((status == STATUS_FAILED).sum()),
+            "pending": int((status == STATUS_PENDING).sum()),
+        }
+
+    def ok_rows(self) -> np.ndarray:
+        return np.flatnonzero(self.status == STATUS_OK)
+
+    def chunks(self) -> Iterator[tuple[int, int]]:
+        for start in range(0, self.n_rows, self.chunk_rows):
+            yield start, min(start + self.chunk_rows, self.n_rows)
+
+    def batches(
+        self, names: Sequence[str], *, rows: np.ndarray | None = None
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Yield, chunk by chunk, the selected rows with status 1.
+
+        Each batch maps array names to arrays over its rows, plus `row`, their
+        indices in the store. Only chunks that hold a selected row are read.
+        """
+        wanted = self.status == STATUS_OK
+        if rows is not None:
+            selected = np.zeros(self.n_rows, dtype=bool)
+            selected[np.asarray(rows, dtype=np.int64)] = True
+            wanted &= selected
+        arrays = {name: self.array(name) for name in names}
+        for start, stop in self.chunks():
+            local = np.flatnonzero(wanted[start:stop])
+            if local.size == 0:
+                continue
+            batch = {"row": start + local}
+            for name, array in arrays.items():
+                block = array[start:stop]
+                batch[name] = block[local]
+            yield batch
+
+    # -- the outlier rule -----------------------------------------------------
+    def patch_norms(self) -> np.ndarray:
+        """Patch-token norms of every ok row, shape (n_ok, P), [CLS]/registers dropped."""
+        prefix = self.geometry.prefix
+        parts = [b["norms"][:, prefix:] for b in self.batches(["norms"])]
+        if not parts:
+            return np.zeros((0, self.geometry.patches), dtype=np.float32)
+        return np.concatenate(parts)
+
+    def threshold(self, percentile: float = OUTLIER_PERCENTILE) -> float:
+        """The outlier threshold: `percentile` of all patch-token norms of the store.
+
+        A complete store carries it in its attributes (written once by
+        extract); otherwise it is computed here, the same way.
+        """
+        cached = self.meta.get("outlier_threshold")
+        if self.complete and cached and float(cached["percentile"]) == percentile:
+            return float(cached["value"])
+        return outlier_threshold(self.patch_norms(), percentile)
+
+    def outlier_mask(self, norms: np.ndarray, percentile: float = OUTLIER_PERCENTILE) -> np.ndarray:
+        """Which patch tokens of `norms` (rows, T) are outliers; prefix tokens never are."""
+        mask = norms > self.threshold(percentile)
+        mask[:, : self.geometry.prefix] = False
+        return mask
+
+
+def outlier_threshold(patch_norms: np.ndarray, percentile: float = OUTLIER_PERCENTILE) -> float:
+    """`numpy.percentile` (linear interpolation) over every patch-token norm."""
+    values = np.asarray(patch_norms, dtype=np.float32).ravel()
+    if values.size == 0:
+        raise ValueError("no ok rows: the outlier threshold is undefined")
+    return float(np.percentile(values, percentile))
+
+
+def open_store(url: str, *, allow_partial: bool = False) -> Store:
+    """Open a store for reading; see `Store`."""
+    return Store(url, allow_partial=allow_partial)

@@ -1,0 +1,154 @@
+"""The store contract in code: array names, dimensions, dtypes and codecs.
+
+`cache_schema.md` is the prose version of this module; a test checks that the
+two agree, so change both together and bump `SCHEMA_VERSION`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+SCHEMA_VERSION = "1.0"
+
+#: Codec names (zarr v3 metadata) and dtypes a store may use. Anything else
+#: is refused before a chunk is decoded: a store may come from a stranger.
+ALLOWED_CODECS = frozenset(
+    {"bytes", "zstd", "blosc", "gzip", "crc32c", "transpose", "sharding_indexed", "vlen-utf8"}
+)
+ALLOWED_DTYPES = frozenset({"uint8", "int16", "int32", "float16", "float32", "string"})
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Token layout of one model at one image size."""
+
+    registers: int
+    grid: tuple[int, int]
+    dim: int
+    depth: int
+    img_size: int
+    prefix: int = 0  # number of prefix tokens: [CLS] + registers
+
+    def __post_init__(self) -> None:
+        if self.prefix == 0:
+            object.__setattr__(self, "prefix", 1 + self.registers)
+
+    @property
+    def patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def tokens(self) -> int:
+        return self.prefix + self.patches
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One array of the store: its name, per-row shape and meaning."""
+
+    name: str
+    dims: tuple[str, ...]
+    dtype: str
+    row_shape: Callable[[Geometry, int], tuple[int, ...]]
+    doc: str
+    option: str | None = None  # the `--with` option or token mode that adds it
+
+
+def _scalar(g: Geometry, k: int) -> tuple[int, ...]:
+    return ()
+
+
+ARRAYS: dict[str, ArraySpec] = {}
+
+
+def _register(spec: ArraySpec) -> None:
+    if spec.name in ARRAYS:
+        raise ValueError(f"array {spec.name!r} registered twice")
+    ARRAYS[spec.name] = spec
+
+
+for _spec in [
+    ArraySpec("key", ("image",), "string", _scalar, "the sample's `__key__`"),
+    ArraySpec("label", ("image",), "int32", _scalar, "class index, -1 if unknown"),
+    ArraySpec("status", ("image",), "uint8", _scalar, "0 pending, 1 ok, 2 failed"),
+    ArraySpec("error", ("image",), "string", _scalar, "why a row failed, empty if it did not"),
+    ArraySpec(
+        "tokens", ("image", "token", "dim"), "float16", lambda g, k: (g.tokens, g.dim),
+        "output of the last block, before the final norm", option="tokens:all",
+    ),
+    ArraySpec(
+        "norms", ("image", "token"), "float32", lambda g, k: (g.tokens,),
+        "L2 norm of each last-block token, in float32 before any cast",
+    ),
+    ArraySpec(
+        "attention", ("image", "token"), "float16", lambda g, k: (g.tokens,),
+        "last block, softmax attention of the [CLS] query, mean over heads",
+    ),
+    ArraySpec(
+        "neighbor_cos", ("image", "patch"), "float16", lambda g, k: (g.patches,),
+        "mean cosine similarity of each patch embedding with its 4-neighbours",
+    ),
+    ArraySpec(
+        "pooled/cls", ("image", "dim"), "float32", lambda g, k: (g.dim,),
+        "[CLS] after the final norm",
+    ),
+    ArraySpec(
+        "pooled/patch_mean", ("image", "dim"), "float32", lambda g, k: (g.dim,),
+        "mean of the patch tokens after the final norm, registers excluded",
+    ),
+    ArraySpec(
+        "pooled/registers", ("image", "register", "dim"), "float32",
+        lambda g, k: (g.registers, g.dim), "registers after the final norm (R may be 0)",
+    ),
+    ArraySpec(
+        "pixels", ("image", "y", "x", "channel"), "uint8",
+        lambda g, k: (g.img_size, g.img_size, 3), "the model input before normalisation",
+        option="pixels",
+    ),
+    ArraySpec(
+        "blocks/norms", ("image", "block", "token"), "float16",
+        lambda g, k: (g.depth, g.tokens), "token norms after every block", option="blocks",
+    ),
+    ArraySpec(
+        "qkv_norms", ("image", "qkv", "token"), "float16", lambda g, k: (3, g.tokens),
+        "norms of q, k, v of the last block (heads concatenated)", option="qkv",
+    ),
+    ArraySpec(
+        "sampled/index", ("image", "sample"), "int16", lambda g, k: (k,),
+        "patch index of each sampled token", option="tokens:sampled",
+    ),
+    ArraySpec(
+        "sampled/tokens", ("image", "sample", "dim"), "float16", lambda g, k: (k, g.dim),
+        "the sampled patch tokens", option="tokens:sampled",
+    ),
+]:
+    _register(_spec)
+
+#: Optional extras a user may ask for with `--with`.
+WITH_OPTIONS = ("pixels", "blocks", "qkv")
+
+
+def parse_token_mode(mode: str) -> tuple[str, int]:
+    """Parse `all`, `none` or `sampled:K` into (kind, K)."""
+    if mode in ("all", "none"):
+        return mode, 0
+    kind, _, k = mode.partition(":")
+    if kind == "sampled" and k.isdigit() and int(k) > 0 and int(k) % 2 == 0:
+        return "sampled", int(k)
+    raise ValueError(f"token mode must be all, none or sampled:K with K even and > 0, not {mode!r}")
+
+
+def arrays_for(with_options: tuple[str, ...] | list[str], token_mode: str) -> list[ArraySpec]:
+    """The arrays a store holds for these options, in a stable order."""
+    kind, _ = parse_token_mode(token_mode)
+    unknown = set(with_options) - set(WITH_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown --with option(s): {sorted(unknown)}; known: {WITH_OPTIONS}")
+    chosen = []
+    for spec in ARRAYS.values():
+        if spec.option is None or spec.option in with_options:
+            chosen.append(spec)
+        elif spec.option == f"tokens:{kind}":
+            chosen.append(spec)
+    return chosen

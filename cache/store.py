@@ -1,0 +1,195 @@
+"""Create, open and validate vitreg stores: the only code that knows Zarr paths."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import zarr
+import zarr.storage
+from zarr.codecs import ZstdCodec
+
+from .errors import StoreFormatError, StoreNotFoundError, UnsafeStoreError
+from .schema import ALLOWED_CODECS, ALLOWED_DTYPES, ARRAYS, SCHEMA_VERSION, ArraySpec, Geometry
+
+#: Target size of one `tokens` chunk. Rows of every array share the chunking
+#: along `image`, so this fixes the chunk rows of the whole store
+#: (see "Chunking" in cache_schema.md for the measurements behind it).
+TOKENS_CHUNK_BYTES = 16 * 2**20
+MIN_CHUNK_ROWS = 8
+MAX_CHUNK_ROWS = 1024
+
+#: Compressors per dtype. float16 tokens barely compress (measured 1.02-1.09x
+#: with zstd, see cache_schema.md), so they are stored raw; the small arrays
+#: keep zstd level 1, which costs nothing noticeable at their size.
+_NO_COMPRESSION: tuple = ()
+
+
+def compressors_for(spec: ArraySpec) -> Any:
+    if spec.name in ("tokens", "sampled/tokens", "pixels"):
+        return _NO_COMPRESSION
+    return (ZstdCodec(level=1),)
+
+
+def default_chunk_rows(geometry: Geometry) -> int:
+    """Rows per chunk so that a `tokens` chunk is about TOKENS_CHUNK_BYTES."""
+    row_bytes = geometry.tokens * geometry.dim * 2
+    rows = 2 ** int(math.log2(max(1, TOKENS_CHUNK_BYTES // row_bytes)))
+    return int(min(MAX_CHUNK_ROWS, max(MIN_CHUNK_ROWS, rows)))
+
+
+def _fill_value(dtype: str) -> Any:
+    return "" if dtype == "string" else 0
+
+
+def create_store(
+    url: str,
+    *,
+    geometry: Geometry,
+    n_rows: int,
+    specs: Iterable[ArraySpec],
+    attrs: dict[str, Any],
+    chunk_rows: int,
+    sample_k: int = 0,
+    overwrite: bool = False,
+) -> zarr.Group:
+    """Create an empty store with every array of `specs`, all rows pending."""
+    if n_rows < 1:
+        raise ValueError("a store needs at least one row")
+    root = zarr.open_group(url, mode="w" if overwrite else "w-", zarr_format=3)
+    for spec in specs:
+        row_shape = spec.row_shape(geometry, sample_k)
+        # A zero-size axis (no registers) still gets a chunk of 1: zero-size
+        # chunks confuse readers.
+        chunk_row_shape = tuple(max(1, s) for s in row_shape)
+        root.create_array(
+            spec.name,
+            shape=(n_rows, *row_shape),
+            chunks=(chunk_rows, *chunk_row_shape),
+            dtype=str if spec.dtype == "string" else spec.dtype,
+            compressors=compressors_for(spec),
+            fill_value=_fill_value(spec.dtype),
+            dimension_names=spec.dims,
+        )
+    root.attrs["vitreg"] = {**attrs, "schema_version": SCHEMA_VERSION, "complete": False}
+    return root
+
+
+def open_group(url: str, *, mode: str = "r") -> zarr.Group:
+    """Open the root group of a store after checking it is safe to decode."""
+    try:
+        root = zarr.open_group(url, mode=mode, zarr_format=3)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
+        raise StoreNotFoundError(
+            f"no Zarr v3 store at {url!r} (vitreg writes Zarr v3; a v2 store is refused)"
+        ) from exc
+    check_safe(root)
+    check_schema(root)
+    return root
+
+
+def _codec_names(codecs: Iterable[Any]) -> list[str]:
+    names = []
+    for codec in codecs:
+        desc = codec.to_dict()
+        names.append(desc["name"])
+        inner = desc.get("configuration", {})
+        for key in ("codecs", "index_codecs"):
+            for sub in inner.get(key, []):
+                names.append(sub["name"] if isinstance(sub, dict) else sub.to_dict()["name"])
+    return names
+
+
+def check_safe(root: zarr.Group) -> None:
+    """Refuse codecs and dtypes outside the allow-list, before any decode."""
+    for name, array in root.arrays():
+        _check_array_safe(name, array)
+    for gname, group in root.groups():
+        for name, array in group.arrays():
+            _check_array_safe(f"{gname}/{name}", array)
+
+
+def _check_array_safe(name: str, array: zarr.Array) -> None:
+    meta = array.metadata
+    if getattr(meta, "zarr_format", 3) != 3:
+        raise UnsafeStoreError(f"array {name!r} is Zarr v{meta.zarr_format}; only v3 is read")
+    codecs = _codec_names(meta.codecs)
+    bad = [c for c in codecs if c not in ALLOWED_CODECS]
+    if bad:
+        raise UnsafeStoreError(
+            f"array {name!r} uses codec(s) {bad} outside the allow-list {sorted(ALLOWED_CODECS)}; "
+            "refusing to decode it"
+        )
+    dtype = meta.data_type.to_json(zarr_format=3)
+    dtype = dtype if isinstance(dtype, str) else dtype.get("name", str(dtype))
+    if dtype not in ALLOWED_DTYPES:
+        raise UnsafeStoreError(f"array {name!r} has dtype {dtype!r} outside {sorted(ALLOWED_DTYPES)}")
+
+
+def check_schema(root: zarr.Group) -> None:
+    """The store is a vitreg store of this major version with consistent shapes."""
+    meta = root.attrs.get("vitreg")
+    if not isinstance(meta, dict) or "schema_version" not in meta:
+        raise StoreFormatError("not a vitreg store: the root group has no 'vitreg' attributes")
+    major = str(meta["schema_version"]).split(".")[0]
+    if major != SCHEMA_VERSION.split(".")[0]:
+        raise StoreFormatError(
+            f"store schema {meta['schema_version']} cannot be read by this vitreg "
+            f"(schema {SCHEMA_VERSION}); install a matching vitreg version"
+        )
+    geometry = geometry_from_attrs(meta)
+    sample_k = int(meta.get("sample_k", 0))
+    n_rows = None
+    for name in stored_arrays(root):
+        array = root[name]
+        spec = ARRAYS.get(name)
+        if spec is None:
+            continue
+        expected_row = spec.row_shape(geometry, sample_k)
+        n_rows = array.shape[0] if n_rows is None else n_rows
+        if array.shape != (n_rows, *expected_row):
+            raise StoreFormatError(
+                f"array {name!r} has shape {array.shape}, expected {(n_rows, *expected_row)}"
+            )
+    for required in ("key", "label", "status", "error", "norms"):
+        if required not in stored_arrays(root):
+            raise StoreFormatError(f"store lacks the required array {required!r}")
+
+
+def stored_arrays(root: zarr.Group) -> list[str]:
+    """Names of every array in the store, with group prefixes (`pooled/cls`)."""
+    names = [name for name, _ in root.arrays()]
+    for gname, group in root.groups():
+        names.extend(f"{gname}/{name}" for name, _ in group.arrays())
+    return sorted(names)
+
+
+def geometry_from_attrs(meta: dict[str, Any]) -> Geometry:
+    return Geometry(
+        registers=int(meta["registers"]),
+        grid=tuple(meta["grid"]),
+        dim=int(meta["embed_dim"]),
+        depth=int(meta["depth"]),
+        img_size=int(meta["img_size"]),
+        prefix=int(meta["prefix_tokens"]),
+    )
+
+
+def update_attrs(root: zarr.Group, **changes: Any) -> None:
+    """Merge `changes` into the store's `vitreg` attributes (one atomic write)."""
+    meta = dict(root.attrs["vitreg"])
+    meta.update(changes)
+    root.attrs["vitreg"] = meta
+
+
+def remove_partials(url: str) -> list[str]:
+    """Delete `.partial` files a killed write left behind; return their names."""
+    store = zarr.storage.LocalStore(url) if "://" not in url else None
+    if store is None:
+        return []
+    import pathlib
+
+    leftovers = sorted(str(p) for p in pathlib.Path(url).rglob("*.partial"))
+    for path in leftovers:
+        pathlib.Path(path).unlink(missing_ok=True)
+    return leftovers

@@ -1,0 +1,123 @@
+"""Buffer rows into whole chunks and write them from a background thread.
+
+Writes are chunk-aligned along `image`, so two writers never touch one chunk,
+and `status` is written after the data of its rows: a reader trusts only rows
+with status 1, and a killed run leaves no row that claims to be written.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import zarr
+
+STATUS_PENDING, STATUS_OK, STATUS_FAILED = 0, 1, 2
+
+#: Arrays written last, in this order; `status` must be the very last.
+_ROW_META = ("key", "label", "error", "status")
+
+
+@dataclass
+class _ChunkBuffer:
+    start: int
+    stop: int
+    data: dict[str, np.ndarray] = field(default_factory=dict)
+    filled: np.ndarray | None = None
+
+    def add(self, rows: np.ndarray, values: dict[str, np.ndarray], arrays: dict) -> None:
+        if self.filled is None:
+            self.filled = np.zeros(self.stop - self.start, dtype=bool)
+        local = rows - self.start
+        for name, value in values.items():
+            if name not in self.data:
+                array = arrays[name]
+                dtype = object if array.dtype.kind in "OTU" else array.dtype
+                fill = "" if dtype is object else 0
+                self.data[name] = np.full((self.stop - self.start, *array.shape[1:]), fill, dtype)
+            self.data[name][local] = value
+        self.filled[local] = True
+
+    @property
+    def complete(self) -> bool:
+        return self.filled is not None and bool(self.filled.all())
+
+
+class ChunkWriter:
+    """Accept rows in any order; write each chunk once all its rows are in.
+
+    `max_pending` bounds the chunks queued for the write thread (and so the
+    memory); `waited` is the time the caller spent blocked on it.
+    """
+
+    def __init__(self, root: zarr.Group, names: list[str], *, max_pending: int = 2) -> None:
+        self.arrays = {name: root[name] for name in names}
+        self.n_rows = self.arrays["status"].shape[0]
+        self.chunk_rows = self.arrays["status"].chunks[0]
+        self.max_pending = max_pending
+        self.waited = 0.0
+        self.rows_written = 0
+        self._buffers: dict[int, _ChunkBuffer] = {}
+        self._pending: list[Future] = []
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitreg-writer")
+
+    def chunk_bounds(self, index: int) -> tuple[int, int]:
+        start = index * self.chunk_rows
+        return start, min(start + self.chunk_rows, self.n_rows)
+
+    def put(self, rows: np.ndarray, values: dict[str, np.ndarray]) -> None:
+        """Add rows; `values` maps array names to arrays whose first axis is `rows`."""
+        rows = np.asarray(rows, dtype=np.int64)
+        chunk_ids = rows // self.chunk_rows
+        for cid in np.unique(chunk_ids):
+            mask = chunk_ids == cid
+            buf = self._buffers.get(int(cid))
+            if buf is None:
+                buf = self._buffers[int(cid)] = _ChunkBuffer(*self.chunk_bounds(int(cid)))
+            buf.add(rows[mask], {k: v[mask] for k, v in values.items()}, self.arrays)
+            if buf.complete:
+                self._submit(self._buffers.pop(int(cid)))
+
+    def _submit(self, buf: _ChunkBuffer) -> None:
+        self._raise_failed()
+        while len(self._pending) >= self.max_pending:
+            start = time.perf_counter()
+            self._pending.pop(0).result()
+            self.waited += time.perf_counter() - start
+        self._pending.append(self._pool.submit(self._write, buf))
+
+    def _write(self, buf: _ChunkBuffer) -> None:
+        region = slice(buf.start, buf.stop)
+        data_names = [n for n in buf.data if n not in _ROW_META]
+        for name in data_names + [n for n in _ROW_META if n in buf.data]:
+            self.arrays[name][region] = buf.data[name]
+        self.rows_written += buf.stop - buf.start
+
+    def _raise_failed(self) -> None:
+        done = [f for f in self._pending if f.done()]
+        for fut in done:
+            self._pending.remove(fut)
+            fut.result()  # re-raises the write thread's error here
+
+    def close(self) -> None:
+        """Wait for every queued write; refuse to drop rows of unfinished chunks."""
+        try:
+            for fut in self._pending:
+                start = time.perf_counter()
+                fut.result()
+                self.waited += time.perf_counter() - start
+        finally:
+            self._pending.clear()
+            self._pool.shutdown(wait=True)
+        if self._buffers:
+            open_chunks = sorted(self._buffers)
+            raise RuntimeError(f"chunks {open_chunks} were never completed; their rows stay pending")
+
+    def abort(self) -> None:
+        """Stop without writing unfinished chunks (their rows stay pending)."""
+        self._buffers.clear()
+        for fut in self._pending:
+            fut.cancel()
+        self._pool.shutdown(wait=True)
