@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Iterable
 
 import zarr
@@ -183,13 +184,15 @@ def update_attrs(root: zarr.Group, **changes: Any) -> None:
 
 
 def remove_partials(url: str) -> list[str]:
-    """Delete `.partial` files a killed write left behind; return their names."""
-    store = zarr.storage.LocalStore(url) if "://" not in url else None
-    if store is None:
-        return []
-    import pathlib
+    """Delete the `.partial` files a killed local write left behind; return them.
 
-    leftovers = sorted(str(p) for p in pathlib.Path(url).rglob("*.partial"))
+    zarr's LocalStore writes each chunk to `<name>.<uuid>.partial`, then
+    renames it, so a kill leaves at most such orphans, never half a chunk.
+    """
+    root = Path(url.removeprefix("file://"))
+    if "://" in url.removeprefix("file://") or not root.is_dir():
+        return []
+    leftovers = sorted(root.rglob("*.partial"))
     for path in leftovers:
-        pathlib.Path(path).unlink(missing_ok=True)
-    return leftovers
+        path.unlink(missing_ok=True)
+    return [str(p) for p in leftovers]

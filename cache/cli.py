@@ -1,0 +1,122 @@
+"""Click commands on a store itself: `vitreg info` and `vitreg verify`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from .errors import VitregError
+from .reader import Store
+from .store import remove_partials
+from .writer import STATUS_FAILED, STATUS_OK, STATUS_PENDING
+
+console = Console()
+
+
+def array_sizes(store: Store) -> list[tuple[str, tuple, str, int, int]]:
+    """(name, shape, dtype, bytes on disk, bytes uncompressed) of every array."""
+    rows = []
+    for name in store.names:
+        array = store.array(name)
+        stored = array.nbytes_stored()
+        raw = int(np.prod(array.shape)) * (array.dtype.itemsize if array.dtype.kind not in "OTU" else 0)
+        rows.append((name, array.shape, str(array.dtype), stored, raw))
+    return rows
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return str(n)
+
+
+def run_info(url: str) -> None:
+    store = Store(url, allow_partial=True)
+    meta, counts = store.meta, store.counts()
+    head = Table(title=f"vitreg store {url}", show_header=False)
+    for key, value in [
+        ("model", meta.get("model")), ("weights", meta.get("weights")),
+        ("weights sha256", meta.get("weights_sha256")), ("image size", meta.get("img_size")),
+        ("grid / registers", f"{meta.get('grid')} / {meta.get('registers')}"),
+        ("precision", meta.get("precision")), ("schema", meta.get("schema_version")),
+        ("rows", f"{store.n_rows}: {counts['ok']} ok, {counts['failed']} failed, "
+                 f"{counts['pending']} pending"),
+        ("complete", meta.get("complete")),
+        ("outlier threshold", (meta.get("outlier_threshold") or {}).get("value")),
+    ]:
+        head.add_row(key, str(value))
+    if meta.get("weights") == "random":
+        head.add_row("[bold red]WARNING[/]", "[bold red]random weights: values mean nothing[/]")
+    console.print(head)
+    table = Table("array", "shape", "dtype", "chunks", "on disk", "raw", "ratio")
+    total_stored = total_raw = 0
+    for name, shape, dtype, stored, raw in array_sizes(store):
+        total_stored, total_raw = total_stored + stored, total_raw + raw
+        ratio = f"{raw / stored:.2f}x" if stored and raw else "-"
+        table.add_row(name, str(shape), dtype, str(store.array(name).chunks), _human(stored),
+                      _human(raw) if raw else "-", ratio)
+    table.add_row("total", "", "", "", _human(total_stored), _human(total_raw),
+                  f"{total_raw / total_stored:.2f}x" if total_stored else "-")
+    console.print(table)
+
+
+@dataclass
+class VerifyReport:
+    problems: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+def run_verify(url: str) -> VerifyReport:
+    """Read everything back: shapes, status values, finiteness of ok rows."""
+    report = VerifyReport(removed=remove_partials(url))
+    store = Store(url, allow_partial=True)
+    status = store.status
+    bad_status = ~np.isin(status, [STATUS_PENDING, STATUS_OK, STATUS_FAILED])
+    if bad_status.any():
+        report.problems.append(f"{int(bad_status.sum())} rows have an unknown status value")
+    if store.complete and (status == STATUS_PENDING).any():
+        report.problems.append("the store says it is complete but has pending rows")
+    errors = store.array("error")[:]
+    failed_without_reason = (status == STATUS_FAILED) & (errors == "")
+    if failed_without_reason.any():
+        report.problems.append(f"{int(failed_without_reason.sum())} failed rows give no reason")
+    numeric = [n for n in store.names if store.array(n).dtype.kind == "f"]
+    for batch in store.batches(numeric):
+        for name in numeric:
+            finite = np.isfinite(batch[name].reshape(len(batch["row"]), -1)).all(1)
+            for row in batch["row"][~finite]:
+                report.problems.append(f"{name}: row {row} holds NaN or inf")
+    return report
+
+
+@click.command("info")
+@click.argument("store")
+def info_command(store: str) -> None:
+    """Model, weights, rows ok/failed/pending, arrays with shapes and bytes on disk."""
+    try:
+        run_info(store)
+    except VitregError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.command("verify")
+@click.argument("store")
+def verify_command(store: str) -> None:
+    """Read the whole store back; exit 1 on any problem."""
+    try:
+        report = run_verify(store)
+    except VitregError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for path in report.removed:
+        console.print(f"removed leftover of a killed write: {path}")
+    for problem in report.problems:
+        console.print(f"[red]problem:[/] {problem}")
+    if report.problems:
+        raise SystemExit(1)
+    console.print(f"{store}: ok")

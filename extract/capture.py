@@ -1,0 +1,120 @@
+"""One forward pass per batch that yields every array of the store contract."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from vitreg.cache import VitregError
+
+from .model import LoadedModel, Taps, cls_attention, neighbor_cosine, split_qkv
+
+FLOAT16_MAX = float(torch.finfo(torch.float16).max)
+
+_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Float16OverflowError(VitregError, OverflowError):
+    """A token value does not fit in float16."""
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` is bf16 autocast on CUDA and float32 elsewhere."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision not in _PRECISIONS:
+        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
+    return precision
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    dtype = _PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def normalize(images: torch.Tensor, mean: Iterable[float], std: Iterable[float]) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float32 normalised, the same ops as ToTensor + Normalize."""
+    x = images.float().div(255)
+    mean_t = torch.as_tensor(tuple(mean), dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std_t = torch.as_tensor(tuple(std), dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return x.sub(mean_t).div(std_t)
+
+
+class Capture:
+    """Run the model on uint8 batches and return the store's arrays as numpy."""
+
+    def __init__(
+        self, loaded: LoadedModel, *, device: torch.device, precision: str,
+        with_options: Iterable[str] = (), token_mode: str = "all",
+    ) -> None:
+        self.loaded = loaded
+        self.model = loaded.model.to(device)
+        self.device = device
+        self.precision = resolve_precision(precision, device)
+        self.with_options = set(with_options)
+        self.token_mode = token_mode
+        self.taps = Taps(self.model)
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Arrays of one batch, on the device; `finite` marks rows without NaN/inf."""
+        model, geom = self.model, self.loaded.geometry
+        cfg = self.loaded.data_config
+        x = normalize(images.to(self.device, non_blocking=True), cfg["mean"], cfg["std"])
+        last = len(model.blocks)
+        indices = list(range(last)) if "blocks" in self.with_options else [last - 1]
+        with autocast(self.precision, self.device):
+            final, inter = model.forward_intermediates(
+                x, indices=indices, return_prefix_tokens=True, norm=False, output_fmt="NLC"
+            )
+        blocks = [torch.cat([prefix, patches], dim=1).float() for patches, prefix in inter]
+        tokens = blocks[-1]
+        final = final.float()
+        attn = model.blocks[-1].attn
+        q, k, v = split_qkv(attn, self.taps.outputs.pop("qkv"))
+        out = {
+            "norms": tokens.norm(dim=-1),
+            "attention": cls_attention(q, k, attn.scale),
+            "neighbor_cos": neighbor_cosine(self.taps.outputs.pop("patch_embed"), geom.grid),
+            "pooled/cls": final[:, 0],
+            "pooled/patch_mean": final[:, geom.prefix :].mean(dim=1),
+            "pooled/registers": final[:, 1 : geom.prefix],
+        }
+        if self.token_mode == "all":
+            out["tokens"] = tokens
+        if "blocks" in self.with_options:
+            out["blocks/norms"] = torch.stack([b.norm(dim=-1) for b in blocks], dim=1)
+        if "qkv" in self.with_options:
+            qkv = [t.transpose(1, 2).flatten(2).norm(dim=-1) for t in (q, k, v)]
+            out["qkv_norms"] = torch.stack(qkv, dim=1)
+        if "pixels" in self.with_options:
+            out["pixels"] = images.permute(0, 2, 3, 1)
+        out["finite"] = torch.stack(
+            [torch.isfinite(t.float()).flatten(1).all(1) for t in out.values()], dim=1
+        ).all(1)
+        return out
+
+
+def to_numpy(out: dict[str, torch.Tensor], dtypes: dict[str, str]) -> dict[str, np.ndarray]:
+    """Cast on the device to each array's store dtype, then copy to the host.
+
+    Values beyond float16's range would be stored as inf: refuse instead.
+    """
+    arrays = {}
+    for name, tensor in out.items():
+        dtype = dtypes.get(name, "bool")
+        if dtype == "float16" and tensor.is_floating_point():
+            finite = tensor[torch.isfinite(tensor)]
+            if finite.numel() and finite.abs().max().item() > FLOAT16_MAX:
+                raise Float16OverflowError(
+                    f"values of {name!r} exceed float16's range ({FLOAT16_MAX:g}); they would "
+                    "be stored as inf"
+                )
+        torch_dtype = getattr(torch, dtype)
+        arrays[name] = tensor.to(torch_dtype).cpu().numpy()
+    return arrays

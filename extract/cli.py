@@ -1,0 +1,109 @@
+"""Click commands of stage 1: `vitreg shards` and `vitreg extract`."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+
+from vitreg.cache import VitregError
+from vitreg.cache.schema import WITH_OPTIONS, parse_token_mode
+
+console = Console(stderr=True)
+
+
+class TokenMode(click.ParamType):
+    name = "all|none|sampled:K"
+
+    def convert(self, value, param, ctx):  # type: ignore[override]
+        try:
+            parse_token_mode(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return value
+
+
+class CommaChoice(click.ParamType):
+    """A comma-separated subset of fixed choices (`--with pixels,blocks`)."""
+
+    name = ",".join(WITH_OPTIONS)
+
+    def convert(self, value, param, ctx):  # type: ignore[override]
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        unknown = sorted(set(items) - set(WITH_OPTIONS))
+        if unknown:
+            self.fail(f"unknown {unknown}; choose from {', '.join(WITH_OPTIONS)}", param, ctx)
+        return items
+
+
+@click.command("shards")
+@click.argument("src", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the tars.")
+@click.option("--per-shard", default=1000, show_default=True, type=click.IntRange(min=1))
+@click.option("--synsets", type=click.Path(exists=True, dir_okay=False),
+              help="`synset name` per line; files named n01440764_... get that line's index.")
+def shards_command(src: str, out: str, per_shard: int, synsets: str | None) -> None:
+    """Pack an image folder into webdataset shards (original bytes, `cls`, `json`)."""
+    from .shards import run_shards
+
+    try:
+        paths = run_shards(src=src, out=out, per_shard=per_shard, synsets=synsets)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(f"wrote {len(paths)} shard(s) to {out}")
+
+
+@click.command("extract")
+@click.argument("shards", nargs=-1, required=True)
+@click.option("--model", "model_name", required=True, help="timm model name, e.g. vit_small_patch14_reg4_dinov2.lvd142m")
+@click.option("--out", required=True, help="Store path or fsspec URL.")
+@click.option("--weights", default="pretrained", show_default=True,
+              help="pretrained (timm hub or local cache), random (tests, demo), or a .safetensors / torch file.")
+@click.option("--img-size", type=click.IntRange(min=1), help="Input size; rounded down to a multiple of the patch size.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--precision", default="auto", show_default=True,
+              type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="auto: bf16 autocast on CUDA, fp32 on CPU.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:i.")
+@click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0), help="DataLoader decode workers.")
+@click.option("--limit", type=click.IntRange(min=1), help="Stop after this many samples.")
+@click.option("--tokens", default="all", show_default=True, type=TokenMode())
+@click.option("--with", "with_options", default="", type=CommaChoice(), help="Optional arrays: pixels,blocks,qkv.")
+@click.option("--chunk-rows", type=click.IntRange(min=1), help="Rows per chunk (default: tokens chunks of ~16 MiB).")
+@click.option("--seed", default=42, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Start afresh even if the store exists.")
+@click.option("--strict", is_flag=True, help="Exit non-zero if any row failed or a shard was damaged.")
+@click.option("--no-progress", is_flag=True)
+def extract_command(shards: tuple[str, ...], model_name: str, out: str, weights: str,
+                    img_size: int | None, batch_size: int, precision: str, device: str,
+                    workers: int, limit: int | None, tokens: str, with_options: list[str],
+                    chunk_rows: int | None, seed: int, overwrite: bool, strict: bool,
+                    no_progress: bool) -> None:
+    """Run SHARDS (paths, brace patterns, pipe: URLs) through a timm ViT into a store."""
+    from .run import run_extract, tune_allocator
+
+    tune_allocator()
+    try:
+        summary = run_extract(
+            shards=list(shards), model=model_name, out=out, weights=weights, img_size=img_size,
+            batch_size=batch_size, precision=precision, device=device, workers=workers,
+            limit=limit, tokens=tokens, with_options=with_options, overwrite=overwrite,
+            seed=seed, chunk_rows=chunk_rows, progress=not no_progress,
+        )
+    except (VitregError, ValueError, NotImplementedError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    print_summary(summary)
+    if strict and (summary.failed or summary.damaged_shards):
+        raise SystemExit(1)
+
+
+def print_summary(summary) -> None:
+    for note in summary.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    for damage in summary.damaged_shards:
+        console.print(f"[red]damaged shard[/] {damage['url']}: {damage['reason']}")
+    console.print(
+        f"{summary.store}: {summary.rows} rows, {summary.ok} ok, {summary.failed} failed; "
+        f"{summary.processed} processed in {summary.seconds:.1f} s "
+        f"({summary.images_per_second:.1f} img/s)"
+    )

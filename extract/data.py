@@ -1,0 +1,155 @@
+"""Shards -> samples -> decoded uint8 batches, in a deterministic order.
+
+Every sample's row in the store is its position in the stream (shards in the
+order given, then tar order). Each DataLoader worker walks the whole stream
+and decodes only the batches it owns (batch b belongs to worker b % W), so the
+DataLoader's round-robin hands batches back in stream order whatever W is.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+from torch.utils.data import IterableDataset, get_worker_info
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "ppm", "pgm", "bmp", "tif", "tiff", "gif")
+
+
+def expand_shards(shards: list[str]) -> list[str]:
+    """Brace patterns (`shard-{000..063}.tar`) expanded, order kept."""
+    urls: list[str] = []
+    for shard in shards:
+        urls.extend(wds.shardlists.expand_urls(shard))
+    return urls
+
+
+@dataclass
+class ShardDamage:
+    url: str
+    reason: str
+
+
+def shard_samples(url: str, damage: list[ShardDamage] | None = None) -> Iterator[dict[str, Any]]:
+    """Raw samples (member bytes by extension, `__key__`) of one shard.
+
+    A shard that cannot be opened or is cut short ends early: the samples
+    before the cut are kept and the damage recorded in `damage`.
+    """
+
+    def record(exc: Exception) -> bool:
+        if damage is not None:
+            damage.append(ShardDamage(url, f"{type(exc).__name__}: {exc.args[0] if exc.args else exc}"))
+        return False  # stop reading this shard
+
+    yield from wds.tarfile_samples([{"url": url}], handler=record)
+
+
+def count_samples(url: str) -> tuple[int, str | None]:
+    """Samples in a shard as webdataset groups them, and the damage if any."""
+    damage: list[ShardDamage] = []
+    n = sum(1 for _ in shard_samples(url, damage))
+    return n, damage[0].reason if damage else None
+
+
+def decode_image(sample: dict[str, Any]) -> Image.Image:
+    """The sample's image as RGB; raises with a reason a person can act on."""
+    ext = next((e for e in IMAGE_EXTS if e in sample), None)
+    if ext is None:
+        members = sorted(k for k in sample if not k.startswith("__"))
+        raise ValueError(f"no image member (members: {members})")
+    with Image.open(io.BytesIO(sample[ext])) as img:
+        img.load()
+        return img.convert("RGB")
+
+
+def read_label(sample: dict[str, Any]) -> int:
+    """`cls` member, else a `label` in `json`, else -1."""
+    if "cls" in sample:
+        return int(sample["cls"].decode().strip())
+    if "json" in sample:
+        meta = json.loads(sample["json"])
+        if isinstance(meta, dict) and isinstance(meta.get("label"), int):
+            return meta["label"]
+    return -1
+
+
+class ShardStream(IterableDataset):
+    """Batches of decoded images with their rows, keys, labels and errors.
+
+    `skip_rows` (a boolean mask over rows) drops rows already in the store, so
+    that a resumed run decodes only what is missing.
+    """
+
+    def __init__(
+        self, urls: list[str], *, n_rows: int, batch_size: int,
+        transform: Callable[[Image.Image], torch.Tensor], img_size: int,
+        skip_rows: np.ndarray | None = None,
+    ) -> None:
+        self.urls = urls
+        self.n_rows = n_rows
+        self.batch_size = batch_size
+        self.transform = transform
+        self.img_size = img_size
+        self.skip_rows = skip_rows
+
+    def _owned(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        row = 0
+        for url in self.urls:
+            for sample in shard_samples(url):
+                if row >= self.n_rows:
+                    return
+                owned = (row // self.batch_size) % workers == worker
+                if owned and (self.skip_rows is None or not self.skip_rows[row]):
+                    yield row, sample
+                row += 1
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        batch: list[tuple[int, dict[str, Any]]] = []
+        for row, sample in self._owned():
+            if batch and row // self.batch_size != batch[0][0] // self.batch_size:
+                yield self._collate(batch)
+                batch = []
+            batch.append((row, sample))
+        if batch:
+            yield self._collate(batch)
+
+    def _collate(self, items: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+        size = self.img_size
+        images = torch.zeros((len(items), 3, size, size), dtype=torch.uint8)
+        errors, labels = [], []
+        for i, (_, sample) in enumerate(items):
+            error = ""
+            try:
+                images[i] = self.transform(decode_image(sample))
+            except Exception as exc:  # any decode failure becomes a failed row
+                error = _reason("decode", exc)
+            try:
+                labels.append(read_label(sample))
+            except (ValueError, UnicodeDecodeError) as exc:
+                labels.append(-1)
+                error = error or _reason("label", exc)
+            errors.append(error)
+        return {
+            "row": torch.tensor([r for r, _ in items], dtype=torch.int64),
+            "key": [s["__key__"] for _, s in items],
+            "label": torch.tensor(labels, dtype=torch.int32),
+            "image": images,
+            "error": errors,
+        }
+
+
+def _reason(stage: str, exc: Exception) -> str:
+    # Object addresses ("<_io.BytesIO object at 0x7f...>") would make two
+    # runs over the same input store different error strings.
+    text = re.sub(r"<[^<>]* at 0x[0-9a-f]+>", "<image bytes>", str(exc))
+    return f"{stage}: {type(exc).__name__}: {text}"

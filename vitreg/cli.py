@@ -1,0 +1,28 @@
+"""The `vitreg` command: one click group gathering each stage's commands."""
+
+from __future__ import annotations
+
+import click
+
+from vitreg import __version__
+from vitreg.analysis.cli import analysis
+from vitreg.cache.cli import info_command, verify_command
+from vitreg.extract.cli import extract_command, shards_command
+from vitreg.probe.cli import probe
+
+from .demo import demo_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vitreg")
+def cli() -> None:
+    """Cache a ViT's tokens once, then probe and analyse outlier tokens and registers."""
+
+
+for command in (shards_command, extract_command, info_command, verify_command, probe, analysis,
+                demo_command):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli()
