@@ -84,7 +84,10 @@ def open_group(url: str, *, mode: str = "r") -> zarr.Group:
         raise StoreNotFoundError(
             f"no Zarr v3 store at {url!r} (vitreg writes Zarr v3; a v2 store is refused)"
         ) from exc
-    check_safe(root)
+    try:
+        check_safe(root)
+    except zarr.errors.UnknownCodecError as exc:
+        raise UnsafeStoreError(f"{url}: {exc}; refusing to decode it") from exc
     check_schema(root)
     return root
 

@@ -1,0 +1,173 @@
+"""Creating, validating, writing and reading stores, with no model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from vitreg.cache import (
+    ChunkWriter, Geometry, IncompleteStoreError, StoreFormatError, StoreNotFoundError,
+    UnsafeStoreError, arrays_for, create_store, default_chunk_rows, open_store, stored_arrays,
+)
+from vitreg.cache.synthetic import synthetic_attrs, write_store
+
+GEOM = Geometry(registers=2, grid=(3, 4), dim=8, depth=2, img_size=48)
+
+
+def random_arrays(n: int, seed: int = 42) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "tokens": rng.normal(size=(n, GEOM.tokens, GEOM.dim)).astype(np.float16),
+        "norms": rng.gamma(2.0, size=(n, GEOM.tokens)).astype(np.float32),
+        "pooled/cls": rng.normal(size=(n, GEOM.dim)).astype(np.float32),
+        "label": rng.integers(0, 5, n).astype(np.int32),
+    }
+
+
+def test_every_array_has_dimension_names_and_shared_row_chunks(tmp_path):
+    root = create_store(str(tmp_path / "s"), geometry=GEOM, n_rows=10, chunk_rows=4,
+                        specs=arrays_for(["pixels", "blocks", "qkv"], "all"),
+                        attrs=synthetic_attrs(GEOM))
+    names = stored_arrays(root)
+    assert len(names) == 14
+    for name in names:
+        array = root[name]
+        assert array.metadata.dimension_names[0] == "image"
+        assert len(array.metadata.dimension_names) == array.ndim
+        assert array.chunks[0] == 4
+    assert root["pooled/registers"].shape == (10, 2, 8)
+    assert root["pixels"].shape == (10, 48, 48, 3)
+
+
+def test_zero_registers_get_a_chunk_of_one(tmp_path):
+    geom = Geometry(registers=0, grid=(2, 2), dim=4, depth=1, img_size=28)
+    root = create_store(str(tmp_path / "s"), geometry=geom, n_rows=3, chunk_rows=8,
+                        specs=arrays_for([], "all"), attrs=synthetic_attrs(geom))
+    assert root["pooled/registers"].shape == (3, 0, 4)
+    assert root["pooled/registers"].chunks == (8, 1, 4)
+
+
+def test_default_chunk_rows_targets_16_mib():
+    vit_s = Geometry(registers=4, grid=(16, 16), dim=384, depth=12, img_size=224)
+    rows = default_chunk_rows(vit_s)
+    row_bytes = vit_s.tokens * vit_s.dim * 2
+    assert rows * row_bytes <= 16 * 2**20 < 2 * rows * row_bytes
+    assert default_chunk_rows(Geometry(registers=0, grid=(1, 1), dim=2, depth=1, img_size=1)) == 1024
+
+
+def test_writer_accepts_rows_in_any_order(tmp_path):
+    n = 23
+    arrays = random_arrays(n)
+    root = create_store(str(tmp_path / "s"), geometry=GEOM, n_rows=n, chunk_rows=5,
+                        specs=arrays_for([], "all"), attrs=synthetic_attrs(GEOM))
+    writer = ChunkWriter(root, ["tokens", "norms", "pooled/cls", "label", "status", "key", "error"])
+    order = np.random.default_rng(0).permutation(n)
+    for piece in np.array_split(order, 6):
+        values = {k: v[piece] for k, v in arrays.items()}
+        values["status"] = np.ones(len(piece), np.uint8)
+        values["key"] = np.array([f"k{i}" for i in piece], dtype=object)
+        values["error"] = np.array([""] * len(piece), dtype=object)
+        writer.put(piece, values)
+    writer.close()
+    for name, value in arrays.items():
+        np.testing.assert_array_equal(root[name][:], value)
+    assert list(root["key"][:]) == [f"k{i}" for i in range(n)]
+
+
+def test_writer_refuses_to_drop_an_unfinished_chunk(tmp_path):
+    root = create_store(str(tmp_path / "s"), geometry=GEOM, n_rows=10, chunk_rows=5,
+                        specs=arrays_for([], "all"), attrs=synthetic_attrs(GEOM))
+    writer = ChunkWriter(root, ["status"])
+    writer.put(np.arange(7), {"status": np.ones(7, np.uint8)})
+    with pytest.raises(RuntimeError, match=r"chunks \[1\]"):
+        writer.close()
+    assert list(root["status"][:]) == [1] * 5 + [0] * 5
+
+
+def test_status_is_written_after_the_data(tmp_path, monkeypatch):
+    """Kill the write between data and status: no row may claim to be written."""
+    root = create_store(str(tmp_path / "s"), geometry=GEOM, n_rows=4, chunk_rows=4,
+                        specs=arrays_for([], "all"), attrs=synthetic_attrs(GEOM))
+    writer = ChunkWriter(root, ["norms", "status", "key"])
+    order = []
+    real = type(root["status"]).__setitem__
+
+    def record(self, key, value):
+        order.append(self.path)
+        if self.path == "status":
+            raise OSError(28, "No space left on device")
+        real(self, key, value)
+
+    monkeypatch.setattr(type(root["status"]), "__setitem__", record)
+    writer.put(np.arange(4), {"norms": np.ones((4, GEOM.tokens), np.float32),
+                              "status": np.ones(4, np.uint8),
+                              "key": np.array(list("abcd"), dtype=object)})
+    with pytest.raises(OSError, match="No space"):
+        writer.close()
+    assert order == ["norms", "key", "status"]
+    monkeypatch.undo()
+    assert (root["status"][:] == 0).all()
+
+
+def test_reader_batches_only_ok_rows_and_threshold_is_numpys(tmp_path):
+    n = 37
+    arrays = random_arrays(n)
+    status = np.ones(n, np.uint8)
+    status[[0, 5, 6, 30]] = 2
+    arrays["status"] = status
+    url = write_store(str(tmp_path / "s"), arrays, geometry=GEOM, chunk_rows=8)
+    store = open_store(url)
+    seen = np.concatenate([b["row"] for b in store.batches(["norms", "label"])])
+    np.testing.assert_array_equal(seen, np.flatnonzero(status == 1))
+    chosen = [b for b in store.batches(["label"], rows=np.array([1, 2, 5, 33]))]
+    assert [list(b["row"]) for b in chosen] == [[1, 2], [33]]
+    ok_norms = arrays["norms"][status == 1][:, GEOM.prefix:]
+    assert store.threshold() == pytest.approx(float(np.percentile(ok_norms, 98)), rel=1e-6)
+    recomputed = open_store(url).threshold(percentile=90)
+    assert recomputed == pytest.approx(float(np.percentile(ok_norms, 90)), rel=1e-6)
+    mask = store.outlier_mask(arrays["norms"])
+    assert not mask[:, : GEOM.prefix].any()
+    assert store.counts() == {"ok": 33, "failed": 4, "pending": 0}
+
+
+def test_incomplete_store_needs_allow_partial(tmp_path):
+    url = write_store(str(tmp_path / "s"), random_arrays(6), geometry=GEOM, complete=False)
+    with pytest.raises(IncompleteStoreError, match="--allow-partial"):
+        open_store(url)
+    assert open_store(url, allow_partial=True).n_rows == 6
+
+
+def test_open_refuses_what_is_not_a_vitreg_store(tmp_path):
+    with pytest.raises(StoreNotFoundError):
+        open_store(str(tmp_path / "missing"))
+    zarr.open_group(str(tmp_path / "plain"), mode="w").create_array("x", shape=(2,), dtype="f4")
+    with pytest.raises(StoreFormatError, match="not a vitreg store"):
+        open_store(str(tmp_path / "plain"))
+    url = write_store(str(tmp_path / "s"), random_arrays(4), geometry=GEOM)
+    meta_path = Path(url) / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["attributes"]["vitreg"]["schema_version"] = "2.0"
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(StoreFormatError, match="schema 2.0"):
+        open_store(url)
+
+
+def test_unknown_codec_is_refused_before_decoding(tmp_path):
+    url = write_store(str(tmp_path / "s"), random_arrays(4), geometry=GEOM)
+    meta_path = Path(url) / "norms" / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["codecs"].append({"name": "numcodecs.pickle", "configuration": {}})
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(UnsafeStoreError, match="pickle"):
+        open_store(url)
+
+
+def test_zarr_v2_store_is_refused(tmp_path):
+    zarr.open_group(str(tmp_path / "v2"), mode="w", zarr_format=2).create_array(
+        "norms", shape=(2,), dtype="f4")
+    with pytest.raises(StoreNotFoundError, match="v2"):
+        open_store(str(tmp_path / "v2"))
