@@ -12,11 +12,12 @@ import io
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 import webdataset as wds
+from webdataset import tariterators
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -40,16 +41,51 @@ class ShardDamage:
 def shard_samples(url: str, damage: list[ShardDamage] | None = None) -> Iterator[dict[str, Any]]:
     """Raw samples (member bytes by extension, `__key__`) of one shard.
 
-    A shard that cannot be opened or is cut short ends early: the samples
-    before the cut are kept and the damage recorded in `damage`.
+    A shard that cannot be opened or is cut short ends early: the whole
+    samples before the cut are kept, the one it cut is dropped, and the
+    damage is recorded in `damage`.
     """
+    seen: list[ShardDamage] = []
 
     def record(exc: Exception) -> bool:
-        if damage is not None:
-            damage.append(ShardDamage(url, f"{type(exc).__name__}: {exc.args[0] if exc.args else exc}"))
+        reason = str(exc.args[0]) if exc.args else repr(exc)
+        seen.append(ShardDamage(url, f"{type(exc).__name__}: {reason}"))
         return False  # stop reading this shard
 
-    yield from wds.tarfile_samples([{"url": url}], handler=record)
+    streams = tariterators.url_opener([{"url": url}], handler=record)
+    held = None  # a sample is whole only once the next one starts or the tar ends cleanly
+    for sample in group_members(tariterators.tar_file_expander(streams, handler=record)):
+        if held is not None:
+            yield held
+        held = sample
+    if held is not None and not seen:
+        yield held
+    if damage is not None:
+        damage.extend(seen)
+
+
+def group_members(files: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Consecutive tar members with one key make a sample (webdataset's rule).
+
+    Unlike webdataset's `group_by_keys`, a member whose extension the current
+    sample already has starts a new sample instead of raising: two samples
+    with one key both get a row, and the later one is failed as a duplicate.
+    """
+    current: dict[str, Any] | None = None
+    for member in files:
+        if not member:  # webdataset's end-of-shard marker
+            continue
+        prefix, suffix = tariterators.base_plus_ext(member["fname"])
+        if prefix is None:
+            continue
+        suffix = suffix.lower()
+        if current is None or prefix != current["__key__"] or suffix in current:
+            if current is not None:
+                yield current
+            current = {"__key__": prefix, "__url__": member["__url__"]}
+        current[suffix] = member["data"]
+    if current is not None:
+        yield current
 
 
 def count_samples(url: str) -> tuple[int, str | None]:
@@ -104,10 +140,14 @@ class ShardStream(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         row = 0
+        first_row: dict[str, int] = {}  # every worker sees every key: same verdicts
         for url in self.urls:
             for sample in shard_samples(url):
                 if row >= self.n_rows:
                     return
+                first = first_row.setdefault(sample["__key__"], row)
+                if first != row:
+                    sample["__duplicate_of__"] = first
                 owned = (row // self.batch_size) % workers == worker
                 if owned and (self.skip_rows is None or not self.skip_rows[row]):
                     yield row, sample
@@ -129,8 +169,11 @@ class ShardStream(IterableDataset):
         errors, labels = [], []
         for i, (_, sample) in enumerate(items):
             error = ""
+            if "__duplicate_of__" in sample:
+                error = f"duplicate key: row {sample['__duplicate_of__']} has the same key"
             try:
-                images[i] = self.transform(decode_image(sample))
+                if not error:
+                    images[i] = self.transform(decode_image(sample))
             except Exception as exc:  # any decode failure becomes a failed row
                 error = _reason("decode", exc)
             try:

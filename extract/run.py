@@ -43,12 +43,14 @@ class Summary:
     failed: int
     processed: int
     seconds: float
+    loop_seconds: float = 0.0  # decode + model + write, without setup and counting
+    writer_waited: float = 0.0  # time the loop spent blocked on the writer
     damaged_shards: list[dict[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
-        return self.processed / self.seconds if self.seconds else 0.0
+        return self.processed / self.loop_seconds if self.loop_seconds else 0.0
 
 
 def resolve_device(device: str) -> torch.device:
@@ -128,7 +130,9 @@ def prepare_store(out: str, attrs: dict[str, Any], loaded: LoadedModel, *, n_row
     return create_store(
         out, geometry=loaded.geometry, n_rows=n_rows, attrs=attrs, sample_k=sample_k,
         specs=arrays_for(with_options, token_mode), overwrite=overwrite,
-        chunk_rows=chunk_rows or default_chunk_rows(loaded.geometry),
+        # A store smaller than one chunk gets one chunk of its size: zarr
+        # stores edge chunks whole, so a larger chunk would be padding on disk.
+        chunk_rows=chunk_rows or min(default_chunk_rows(loaded.geometry), n_rows),
     )
 
 
@@ -166,24 +170,29 @@ def run_extract(
     root = prepare_store(out, attrs, loaded, n_rows=n_rows, token_mode=tokens,
                          with_options=with_options, chunk_rows=chunk_rows, overwrite=overwrite)
     skip = done_rows(root)
-    processed = _extract_rows(root, loaded, urls, skip=skip, device=dev, precision=precision,
-                              with_options=with_options, token_mode=tokens,
-                              batch_size=batch_size, workers=workers, progress=progress)
+    loop_start = time.perf_counter()
+    processed, waited = _extract_rows(
+        root, loaded, urls, skip=skip, device=dev, precision=precision, with_options=with_options,
+        token_mode=tokens, batch_size=batch_size, workers=workers, progress=progress,
+    )
+    loop_seconds = time.perf_counter() - loop_start
     counts = _finish(root, loaded)
     return Summary(
         store=out, rows=n_rows, ok=counts[0], failed=counts[1], processed=processed,
-        seconds=time.perf_counter() - start, notes=loaded.notes,
+        seconds=time.perf_counter() - start, loop_seconds=loop_seconds, writer_waited=waited,
+        notes=loaded.notes,
         damaged_shards=[{"url": u, "reason": r} for u, _, r in counted if r],
     )
 
 
 def _extract_rows(root: zarr.Group, loaded: LoadedModel, urls: list[str], *, skip: np.ndarray,
                   device: torch.device, precision: str, with_options: list[str], token_mode: str,
-                  batch_size: int, workers: int, progress: bool) -> int:
-    """Decode, run and write every row not in `skip`; return how many."""
+                  batch_size: int, workers: int, progress: bool) -> tuple[int, float]:
+    """Decode, run and write every row not in `skip`; return how many, and the
+    seconds spent waiting on the writer."""
     todo = int((~skip).sum())
     if todo == 0:
-        return 0
+        return 0, 0.0
     stream = ShardStream(
         urls, n_rows=len(skip), batch_size=batch_size, img_size=loaded.geometry.img_size,
         transform=eval_transform(loaded.data_config), skip_rows=skip,
@@ -206,7 +215,7 @@ def _extract_rows(root: zarr.Group, loaded: LoadedModel, urls: list[str], *, ski
         writer.abort()
         raise
     writer.close()
-    return todo
+    return todo, writer.waited
 
 
 def _batch_values(batch: dict[str, Any], capture: Capture,
