@@ -1,0 +1,191 @@
+"""Shared helpers of the analyses: opening stores, sampling rows, reading only
+the arrays asked for, labelling stores, and writing figures with their data."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from vitreg.cache import STATUS_OK, Store, open_store, outlier_threshold
+
+#: Colours of the stores, in the order they are given (matplotlib's tab10).
+COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+
+#: What every analysis returns: figures (PNG paths), their data and statistics.
+Result = dict[str, Any]
+
+ANALYSES: dict[str, Callable[..., Result]] = {}
+
+
+def register_analysis(name: str) -> Callable[[Callable[..., Result]], Callable[..., Result]]:
+    """Add a `run_*` function to `ANALYSES` (the report runs them all); no duplicates."""
+
+    def add(fn: Callable[..., Result]) -> Callable[..., Result]:
+        if name in ANALYSES:
+            raise ValueError(f"analysis {name!r} registered twice")
+        ANALYSES[name] = fn
+        return fn
+
+    return add
+
+
+def open_stores(urls: Sequence[str | Store], *, allow_partial: bool = False) -> list[Store]:
+    """Open each store (already opened ones pass through)."""
+    if not urls:
+        raise ValueError("give at least one store")
+    return [u if isinstance(u, Store) else open_store(str(u), allow_partial=allow_partial)
+            for u in urls]
+
+
+def is_random(store: Store) -> bool:
+    """True when the store was made with randomly initialised weights."""
+    return str(store.meta.get("weights", "")).lower() == "random"
+
+
+def store_labels(stores: Sequence[Store]) -> list[str]:
+    """Short, unique legend names: model, registers, image size, random weights."""
+    labels = []
+    for store in stores:
+        meta = store.meta
+        label = f"{meta.get('model', '?')} · {meta.get('img_size', '?')} px"
+        if store.geometry.registers:
+            label += f" · {store.geometry.registers} reg"
+        if is_random(store):
+            label += " · RANDOM WEIGHTS"
+        labels.append(label)
+    seen: dict[str, int] = {}
+    for i, label in enumerate(labels):
+        if labels.count(label) > 1:
+            seen[label] = seen.get(label, 0) + 1
+            labels[i] = f"{label} #{seen[label]}"
+    return labels
+
+
+def wrap(label: str, width: int = 34) -> str:
+    """`label` broken into lines for figure titles and axis labels."""
+    return textwrap.fill(label, width, break_long_words=True)
+
+
+def sample_rows(store: Store, images: int, seed: int) -> np.ndarray:
+    """`images` ok rows drawn without replacement with `seed`, sorted (all if 0 or more)."""
+    ok = store.ok_rows()
+    if images <= 0 or images >= ok.size:
+        return ok
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(ok, size=images, replace=False))
+
+
+def read_rows(store: Store, names: Sequence[str], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The given rows of each named array, reading only the chunks that hold them.
+
+    One orthogonal selection per array, so zarr fetches the chunks concurrently
+    (a chunk-by-chunk Python loop was slower on large stores).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    out = {}
+    for name in names:
+        array = store.array(name)
+        if rows.size == array.shape[0]:
+            out[name] = array[:]
+        else:
+            out[name] = array.get_orthogonal_selection((rows,))
+    return out
+
+
+def read_sample(
+    store: Store, names: Sequence[str], images: int, seed: int,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The rows of `sample_rows(store, images, seed)` and those rows of each named array.
+
+    When every row is wanted, the arrays are read whole while `status` is read
+    in a second thread: both reads are dominated by per-chunk overhead, which
+    then overlaps.
+    """
+    if 0 < images < store.n_rows:
+        rows = sample_rows(store, images, seed)
+        return rows, read_rows(store, names, rows)
+    with ThreadPoolExecutor(1) as pool:
+        status = pool.submit(lambda: store.status)
+        data = {name: store.array(name)[:] for name in names}
+        ok = status.result() == STATUS_OK
+    if not ok.all():
+        data = {name: values[ok] for name, values in data.items()}
+    return np.flatnonzero(ok), data
+
+
+def patch_part(values: np.ndarray, store: Store) -> np.ndarray:
+    """Drop the prefix tokens ([CLS], registers) of a (..., T) array."""
+    return values[..., store.geometry.prefix:]
+
+
+def threshold_for(store: Store, patch: np.ndarray, rows: np.ndarray) -> float:
+    """The store's outlier threshold, from `patch` norms when they already cover every ok row."""
+    if not store.complete and rows.size == store.counts()["ok"]:
+        return outlier_threshold(patch)
+    return store.threshold()
+
+
+def as_grid(patch_values: np.ndarray, store: Store) -> np.ndarray:
+    """Reshape (..., P) patch values into (..., gh, gw), row-major as timm orders them."""
+    gh, gw = store.geometry.grid
+    return patch_values.reshape(*patch_values.shape[:-1], gh, gw)
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of `text`."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def write_json(path: Path, data: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, default=_plain))
+    return path
+
+
+def save_figure(fig: Figure, data: Any, path: Path, *, tight: bool = True) -> Path:
+    """Write `fig` as PNG and `data` as JSON with the same stem; return the PNG path.
+
+    `tight=False` keeps the figure's own layout: one draw instead of two.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight" if tight else None)
+    write_json(path.with_suffix(".json"), data)
+    return path
+
+
+def provenance(store: Store) -> dict[str, Any]:
+    """What the report shows about where a store came from."""
+    meta = store.meta
+    counts = store.counts()
+    return {
+        "url": store.url,
+        "model": meta.get("model"),
+        "weights": meta.get("weights"),
+        "weights_sha256": meta.get("weights_sha256"),
+        "img_size": meta.get("img_size"),
+        "patch_size": meta.get("patch_size"),
+        "grid": list(store.geometry.grid),
+        "registers": store.geometry.registers,
+        "precision": meta.get("precision"),
+        "images_ok": counts["ok"],
+        "images_failed": counts["failed"],
+        "images_pending": counts["pending"],
+        "complete": store.complete,
+        "schema_version": meta.get("schema_version"),
+        "arrays": store.names,
+    }
