@@ -6,7 +6,7 @@ two agree, so change both together and bump `SCHEMA_VERSION`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 SCHEMA_VERSION = "1.0"
@@ -139,16 +139,25 @@ def parse_token_mode(mode: str) -> tuple[str, int]:
     raise ValueError(f"token mode must be all, none or sampled:K with K even and > 0, not {mode!r}")
 
 
-def arrays_for(with_options: tuple[str, ...] | list[str], token_mode: str) -> list[ArraySpec]:
+#: Arrays whose dtype `--dtype` chooses (float16 by default).
+TOKEN_ARRAYS = ("tokens", "sampled/tokens")
+TOKEN_DTYPES = ("float16", "float32")
+
+
+def arrays_for(
+    with_options: tuple[str, ...] | list[str], token_mode: str, tokens_dtype: str = "float16"
+) -> list[ArraySpec]:
     """The arrays a store holds for these options, in a stable order."""
     kind, _ = parse_token_mode(token_mode)
+    if tokens_dtype not in TOKEN_DTYPES:
+        raise ValueError(f"tokens dtype must be one of {TOKEN_DTYPES}, not {tokens_dtype!r}")
     unknown = set(with_options) - set(WITH_OPTIONS)
     if unknown:
         raise ValueError(f"unknown --with option(s): {sorted(unknown)}; known: {WITH_OPTIONS}")
     chosen = []
     for spec in ARRAYS.values():
-        if spec.option is None or spec.option in with_options:
-            chosen.append(spec)
-        elif spec.option == f"tokens:{kind}":
+        if spec.name in TOKEN_ARRAYS:
+            spec = replace(spec, dtype=tokens_dtype)
+        if spec.option is None or spec.option in with_options or spec.option == f"tokens:{kind}":
             chosen.append(spec)
     return chosen

@@ -58,6 +58,10 @@ def create_store(
     if n_rows < 1:
         raise ValueError("a store needs at least one row")
     root = zarr.open_group(url, mode="w" if overwrite else "w-", zarr_format=3)
+    meta = {**attrs, "schema_version": SCHEMA_VERSION, "complete": False}
+    # `created` turns true only once every array exists: a creation killed
+    # half-way leaves a store that says so, and is created again.
+    root.attrs["vitreg"] = {**meta, "created": False}
     for spec in specs:
         row_shape = spec.row_shape(geometry, sample_k)
         # A zero-size axis (no registers) still gets a chunk of 1: zero-size
@@ -72,8 +76,18 @@ def create_store(
             fill_value=_fill_value(spec.dtype),
             dimension_names=spec.dims,
         )
-    root.attrs["vitreg"] = {**attrs, "schema_version": SCHEMA_VERSION, "complete": False}
+    root.attrs["vitreg"] = {**meta, "created": True}
     return root
+
+
+def creation_interrupted(url: str) -> bool:
+    """True if a vitreg store's creation at `url` was cut off before it finished."""
+    try:
+        root = zarr.open_group(url, mode="r", zarr_format=3)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return False
+    meta = root.attrs.get("vitreg")
+    return isinstance(meta, dict) and meta.get("created") is False
 
 
 def open_group(url: str, *, mode: str = "r") -> zarr.Group:
@@ -86,7 +100,10 @@ def open_group(url: str, *, mode: str = "r") -> zarr.Group:
         ) from exc
     try:
         check_safe(root)
-    except zarr.errors.UnknownCodecError as exc:
+    except UnsafeStoreError:
+        raise
+    except (zarr.errors.BaseZarrError, ValueError, TypeError, KeyError) as exc:
+        # zarr could not even parse some metadata (unknown codec or dtype)
         raise UnsafeStoreError(f"{url}: {exc}; refusing to decode it") from exc
     check_schema(root)
     return root

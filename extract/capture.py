@@ -113,7 +113,7 @@ def to_numpy(out: dict[str, torch.Tensor], dtypes: dict[str, str]) -> dict[str, 
             if finite.numel() and finite.abs().max().item() > FLOAT16_MAX:
                 raise Float16OverflowError(
                     f"values of {name!r} exceed float16's range ({FLOAT16_MAX:g}); they would "
-                    "be stored as inf"
+                    "be stored as inf. Run again with --dtype float32 to store tokens in float32."
                 )
         torch_dtype = getattr(torch, dtype)
         arrays[name] = tensor.to(torch_dtype).cpu().numpy()

@@ -68,6 +68,8 @@ def shards_command(src: str, out: str, per_shard: int, synsets: str | None) -> N
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0), help="DataLoader decode workers.")
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after this many samples.")
 @click.option("--tokens", default="all", show_default=True, type=TokenMode())
+@click.option("--dtype", default="float16", show_default=True, type=click.Choice(["float16", "float32"]),
+              help="dtype of the stored tokens; float32 when values exceed float16's range.")
 @click.option("--with", "with_options", default="", type=CommaChoice(), help="Optional arrays: pixels,blocks,qkv.")
 @click.option("--chunk-rows", type=click.IntRange(min=1), help="Rows per chunk (default: tokens chunks of ~16 MiB).")
 @click.option("--seed", default=42, show_default=True)
@@ -76,7 +78,8 @@ def shards_command(src: str, out: str, per_shard: int, synsets: str | None) -> N
 @click.option("--no-progress", is_flag=True)
 def extract_command(shards: tuple[str, ...], model_name: str, out: str, weights: str,
                     img_size: int | None, batch_size: int, precision: str, device: str,
-                    workers: int, limit: int | None, tokens: str, with_options: list[str],
+                    workers: int, limit: int | None, tokens: str, dtype: str,
+                    with_options: list[str],
                     chunk_rows: int | None, seed: int, overwrite: bool, strict: bool,
                     no_progress: bool) -> None:
     """Run SHARDS (paths, brace patterns, pipe: URLs) through a timm ViT into a store."""
@@ -87,11 +90,16 @@ def extract_command(shards: tuple[str, ...], model_name: str, out: str, weights:
         summary = run_extract(
             shards=list(shards), model=model_name, out=out, weights=weights, img_size=img_size,
             batch_size=batch_size, precision=precision, device=device, workers=workers,
-            limit=limit, tokens=tokens, with_options=with_options, overwrite=overwrite,
+            limit=limit, tokens=tokens, dtype=dtype, with_options=with_options, overwrite=overwrite,
             seed=seed, chunk_rows=chunk_rows, progress=not no_progress,
         )
     except (VitregError, ValueError, NotImplementedError) as exc:
         raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        raise click.ClickException(
+            f"writing the store failed: {exc}. Rows written so far are safe; free the space or "
+            "fix the destination, then run the same command again to resume."
+        ) from exc
     print_summary(summary)
     if strict and (summary.failed or summary.damaged_shards):
         raise SystemExit(1)

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from vitreg import __version__
 from vitreg.cache import (
     OUTLIER_PERCENTILE, STATUS_FAILED, STATUS_OK, ChunkWriter, ConfigMismatchError,
-    StoreNotFoundError, arrays_for, create_store, default_chunk_rows, open_group,
+    StoreNotFoundError, arrays_for, create_store, creation_interrupted, default_chunk_rows, open_group,
     outlier_threshold, stored_arrays, update_attrs,
 )
 from vitreg.cache.schema import parse_token_mode
@@ -31,7 +31,7 @@ from .transforms import eval_transform, transform_kwargs
 #: Attributes that define what a store holds; a rerun must match them all.
 CONFIG_KEYS = (
     "model", "weights", "weights_sha256", "img_size", "dynamic_img_size", "precision",
-    "preprocessing", "token_mode", "with", "shards", "n_rows", "seed",
+    "preprocessing", "token_mode", "tokens_dtype", "with", "shards", "n_rows", "seed",
 )
 
 
@@ -59,8 +59,9 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def store_attrs(name: str, loaded: LoadedModel, *, precision: str, token_mode: str, with_options: list[str],
-                shards: list[dict[str, Any]], n_rows: int, seed: int) -> dict[str, Any]:
+def store_attrs(name: str, loaded: LoadedModel, *, precision: str, token_mode: str,
+                tokens_dtype: str, with_options: list[str], shards: list[dict[str, Any]],
+                n_rows: int, seed: int) -> dict[str, Any]:
     geom = loaded.geometry
     weights_file = None
     if loaded.weights not in ("pretrained", "random"):
@@ -83,6 +84,7 @@ def store_attrs(name: str, loaded: LoadedModel, *, precision: str, token_mode: s
         "precision": precision,
         "preprocessing": transform_kwargs(loaded.data_config),
         "token_mode": token_mode,
+        "tokens_dtype": tokens_dtype,
         "with": sorted(with_options),
         "shards": shards,
         "n_rows": n_rows,
@@ -115,10 +117,9 @@ def check_config(root: zarr.Group, attrs: dict[str, Any]) -> None:
 
 
 def prepare_store(out: str, attrs: dict[str, Any], loaded: LoadedModel, *, n_rows: int,
-                  token_mode: str, with_options: list[str], chunk_rows: int | None,
-                  overwrite: bool) -> zarr.Group:
+                  chunk_rows: int | None, overwrite: bool) -> zarr.Group:
     """Open the store to resume it, or create it."""
-    if not overwrite:
+    if not overwrite and not creation_interrupted(out):
         try:
             root = open_group(out, mode="r+")
         except StoreNotFoundError:
@@ -126,10 +127,10 @@ def prepare_store(out: str, attrs: dict[str, Any], loaded: LoadedModel, *, n_row
         else:
             check_config(root, attrs)
             return root
-    _, sample_k = parse_token_mode(token_mode)
+    _, sample_k = parse_token_mode(attrs["token_mode"])
     return create_store(
-        out, geometry=loaded.geometry, n_rows=n_rows, attrs=attrs, sample_k=sample_k,
-        specs=arrays_for(with_options, token_mode), overwrite=overwrite,
+        out, overwrite=overwrite or creation_interrupted(out), geometry=loaded.geometry, n_rows=n_rows, attrs=attrs, sample_k=sample_k,
+        specs=arrays_for(attrs["with"], attrs["token_mode"], attrs["tokens_dtype"]),
         # A store smaller than one chunk gets one chunk of its size: zarr
         # stores edge chunks whole, so a larger chunk would be padding on disk.
         chunk_rows=chunk_rows or min(default_chunk_rows(loaded.geometry), n_rows),
@@ -145,7 +146,8 @@ def run_extract(
     *, shards: list[str], model: str, out: str, weights: str = "random",
     img_size: int | None = None, batch_size: int = 32, precision: str = "auto",
     device: str = "auto", workers: int = 0, limit: int | None = None, tokens: str = "all",
-    with_options: list[str] | tuple[str, ...] = (), overwrite: bool = False, seed: int = 42,
+    with_options: list[str] | tuple[str, ...] = (), dtype: str = "float16",
+    overwrite: bool = False, seed: int = 42,
     chunk_rows: int | None = None, progress: bool = True,
 ) -> Summary:
     """Extract every sample of `shards` through `model` into the store `out`."""
@@ -165,10 +167,11 @@ def run_extract(
     loaded = build_model(model, weights=weights, img_size=img_size, seed=seed)
     precision = resolve_precision(precision, dev)
     shard_info = [{"url": u, "samples": n} for u, n, _ in counted]
-    attrs = store_attrs(model, loaded, precision=precision, token_mode=tokens, with_options=with_options,
-                        shards=shard_info, n_rows=n_rows, seed=seed)
-    root = prepare_store(out, attrs, loaded, n_rows=n_rows, token_mode=tokens,
-                         with_options=with_options, chunk_rows=chunk_rows, overwrite=overwrite)
+    attrs = store_attrs(model, loaded, precision=precision, token_mode=tokens,
+                        tokens_dtype=dtype, with_options=with_options, shards=shard_info,
+                        n_rows=n_rows, seed=seed)
+    root = prepare_store(out, attrs, loaded, n_rows=n_rows, chunk_rows=chunk_rows,
+                         overwrite=overwrite)
     skip = done_rows(root)
     loop_start = time.perf_counter()
     processed, waited = _extract_rows(

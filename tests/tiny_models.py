@@ -55,3 +55,25 @@ for _name, (_real, _size) in FAMILIES.items():
         build.__name__ = _name
         build.__module__ = __name__
         register_model(build)
+
+
+@register_model
+def tiny_dino_loud(pretrained: bool = False, **kwargs):
+    """tiny_dino whose last block outputs values far beyond float16's range."""
+    model = _factory(*FAMILIES["tiny_dino"])(**kwargs)
+    with torch.no_grad():
+        model.blocks[-1].mlp.fc2.weight.mul_(1e7)
+    return model
+
+
+@register_model
+def tiny_dino_nan(pretrained: bool = False, **kwargs):
+    """tiny_dino that outputs NaN for images whose input is all black."""
+    model = _factory(*FAMILIES["tiny_dino"])(**kwargs)
+
+    def poison(module, args, output):
+        black = args[0].flatten(2).std(dim=-1).amax(dim=-1) < 1e-6  # a constant image
+        return torch.where(black.view(-1, *[1] * (output.dim() - 1)), torch.nan, output)
+
+    model.patch_embed.register_forward_hook(poison)
+    return model
