@@ -7,13 +7,13 @@ import json
 import re
 import textwrap
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from vitreg.cache import STATUS_OK, Store, open_store, outlier_threshold
+from matplotlib.ticker import FuncFormatter, LogLocator
+from vitreg.cache import Store, open_store, outlier_threshold
 
 #: Colours of the stores, in the order they are given (matplotlib's tab10).
 COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
@@ -73,6 +73,18 @@ def wrap(label: str, width: int = 34) -> str:
     return textwrap.fill(label, width, break_long_words=True)
 
 
+def plain_log_y(ax: Any) -> None:
+    """A log y axis labelled in plain numbers: 1, 2, 5, 10, 20, 50, ...
+
+    matplotlib's default mathtext labels of log axes were most of a figure's
+    drawing time, and read poorly at small sizes.
+    """
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.minorticks_off()
+
+
 def sample_rows(store: Store, images: int, seed: int) -> np.ndarray:
     """`images` ok rows drawn without replacement with `seed`, sorted (all if 0 or more)."""
     ok = store.ok_rows()
@@ -85,8 +97,8 @@ def sample_rows(store: Store, images: int, seed: int) -> np.ndarray:
 def read_rows(store: Store, names: Sequence[str], rows: np.ndarray) -> dict[str, np.ndarray]:
     """The given rows of each named array, reading only the chunks that hold them.
 
-    One orthogonal selection per array, so zarr fetches the chunks concurrently
-    (a chunk-by-chunk Python loop was slower on large stores).
+    One orthogonal selection per array: zarr fetches the chunks those rows
+    touch, concurrently; all rows are read as one slice.
     """
     rows = np.asarray(rows, dtype=np.int64)
     out = {}
@@ -102,22 +114,9 @@ def read_rows(store: Store, names: Sequence[str], rows: np.ndarray) -> dict[str,
 def read_sample(
     store: Store, names: Sequence[str], images: int, seed: int,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The rows of `sample_rows(store, images, seed)` and those rows of each named array.
-
-    When every row is wanted, the arrays are read whole while `status` is read
-    in a second thread: both reads are dominated by per-chunk overhead, which
-    then overlaps.
-    """
-    if 0 < images < store.n_rows:
-        rows = sample_rows(store, images, seed)
-        return rows, read_rows(store, names, rows)
-    with ThreadPoolExecutor(1) as pool:
-        status = pool.submit(lambda: store.status)
-        data = {name: store.array(name)[:] for name in names}
-        ok = status.result() == STATUS_OK
-    if not ok.all():
-        data = {name: values[ok] for name, values in data.items()}
-    return np.flatnonzero(ok), data
+    """The rows of `sample_rows(store, images, seed)` and those rows of each named array."""
+    rows = sample_rows(store, images, seed)
+    return rows, read_rows(store, names, rows)
 
 
 def patch_part(values: np.ndarray, store: Store) -> np.ndarray:

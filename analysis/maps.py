@@ -20,6 +20,7 @@ from .common import (
     as_grid,
     open_stores,
     patch_part,
+    plain_log_y,
     read_rows,
     read_sample,
     register_analysis,
@@ -154,7 +155,7 @@ def plot_blocks(key: str, m: dict, label: str) -> tuple[Figure, dict]:
     blocks = m["blocks"]
     cols = min(6, len(blocks))
     rows = -(-len(blocks) // cols)
-    fig = Figure(figsize=(2.3 * cols, 2.3 * rows + 0.6))
+    fig = Figure(figsize=(2.3 * cols, 2.6 * rows + 1.0))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for i, ax in enumerate(axes):
         if i >= len(blocks):
@@ -225,7 +226,7 @@ def plot_first_block(results: list[dict], labels: list[str]) -> tuple[Figure, di
         ax2.plot(x, res["fraction_high"], color=colour, marker="o", ms=3, label=wrap(label, 60))
         if res["first_block"]:
             ax2.axvline(res["first_block"], color=colour, ls="--", lw=1)
-    ax.set_yscale("log")
+    plain_log_y(ax)
     for a in (ax, ax2):
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("block")

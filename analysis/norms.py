@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
 from vitreg.cache import Store
 
 from .common import (
@@ -18,11 +17,13 @@ from .common import (
     Result,
     open_stores,
     patch_part,
+    plain_log_y,
     read_sample,
     register_analysis,
     save_figure,
     store_labels,
     threshold_for,
+    wrap,
 )
 
 BINS = 100
@@ -122,34 +123,31 @@ def plot_norms(summaries: list[dict[str, Any]], labels: list[str], edges: np.nda
     """Patch-norm histograms (log count) with thresholds; [CLS] and registers in a second panel."""
     # legends go under the axes: store names are long
     entries = 2 * len(summaries)
-    height = 4.2 + 0.2 * entries
+    height = 4.2 + 0.28 * entries
     fig = Figure(figsize=(12, height))
-    fig.subplots_adjust(left=0.07, right=0.99, bottom=(0.75 + 0.2 * entries) / height,
+    fig.subplots_adjust(left=0.07, right=0.99, bottom=(0.75 + 0.28 * entries) / height,
                         top=1 - 0.35 / height, wspace=0.2)
     ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     for summary, label, colour in zip(summaries, labels, COLOURS * 4):
         counts = summary["patch_counts"]
-        ax.stairs(counts, edges, color=colour, fill=True, alpha=0.35, label=label)
+        ax.stairs(counts, edges, color=colour, fill=True, alpha=0.35, label=wrap(label, 60))
         ax.stairs(counts, edges, color=colour)
         thr = summary["stats"]["threshold"]
         ax.axvline(thr, color=colour, ls="--", lw=1.5, label=f"98th percentile = {thr:.3g}")
-        ax2.stairs(summary["cls_counts"], edges, color=colour, lw=2, label=f"[CLS] · {label}")
+        ax2.stairs(summary["cls_counts"], edges, color=colour, lw=2, label=wrap(f"[CLS] · {label}", 60))
         if "register_counts" in summary:
             ax2.stairs(summary["register_counts"], edges, color=colour, ls=":", lw=2,
-                       label=f"registers · {label}")
+                       label=wrap(f"registers · {label}", 60))
     ax.set_xlabel("L2 norm of output patch token (before final LayerNorm)")
     ax.set_ylabel("number of patch tokens (log scale)")
-    # explicit title heights and plain tick labels: matplotlib's automatic title
-    # placement and mathtext labels of log axes took most of the run's time
+    # explicit title heights: matplotlib's automatic title placement drew the axes twice
     ax.set_title("Patch-token norm distribution (study Fig. 4)", y=1.01)
     ax2.set_xlabel("L2 norm (before final LayerNorm)")
     ax2.set_ylabel("number of tokens (log scale)")
     ax2.set_title("[CLS] and register tokens", y=1.01)
     for a in (ax, ax2):
-        a.set_yscale("log")
+        plain_log_y(a)
         a.set_ylim(bottom=0.5)
-        a.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        a.minorticks_off()
         a.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), frameon=False)
     return fig
 

@@ -42,11 +42,17 @@ def esc(value: Any) -> str:
 
 
 def fmt(value: Any, scale: float = 1.0) -> str:
+    """Statistics with 4 significant digits."""
     if value is None:
         return "—"
     if isinstance(value, float):
         return f"{value * scale:.4g}" if abs(value * scale) < 1e4 else f"{value * scale:.4e}"
     return esc(value)
+
+
+def fmt2(value: Any, scale: float = 1.0) -> str:
+    """Probe metrics with two decimals, as the study prints them."""
+    return "—" if value is None else f"{float(value) * scale:.2f}"
 
 
 def table(header: Sequence[str], rows: Sequence[tuple[str, Sequence[Any]]]) -> str:
@@ -127,11 +133,11 @@ def probe_table(kind: str, results: Sequence[dict]) -> str:
     header = ["model", *(f"{g} {k}" for g, k, _ in columns)]
     rows = []
     for result in results:
-        rows.append(_ours_row(result, [fmt(_metric(result, g, k), s) for g, k, s in columns]))
+        rows.append(_ours_row(result, [fmt2(_metric(result, g, k), s) for g, k, s in columns]))
         name = study_name(result["store"].get("model"))
         if name in study:
             rows.append(("study", [esc(f"study: {name}"),
-                                   *(fmt(study[name].get(g, {}).get(k)) for g, k, _ in columns)]))
+                                   *(fmt2(study[name].get(g, {}).get(k)) for g, k, _ in columns)]))
     return f"<h3>Table {number}. {esc(caption)}</h3>" + table(header, rows)
 
 
@@ -143,21 +149,25 @@ def linear_tables(results: Sequence[dict]) -> str:
         if head is None:
             continue
         regs = "+reg" if "reg" in str(result["store"].get("model")) else ""
-        rows4.append(_ours_row(result, [fmt(head, 100) if not regs else "—",
-                                        fmt(head, 100) if regs else "—"]))
+        rows4.append(_ours_row(result, [fmt2(head, 100) if not regs else "—",
+                                        fmt2(head, 100) if regs else "—"]))
         name = study_name(result["store"].get("model"))
         if name:
             base = name.replace("+reg", "")
-            rows4.append(("study", [esc(f"study: {base}"), fmt(TABLE4.get(base, {}).get("head")),
-                                    fmt(TABLE4.get(base + "+reg", {}).get("head"))]))
-    combos = list(dict.fromkeys(k for r in results for k in r["metrics"]))
+            rows4.append(("study", [esc(f"study: {base} / {base}+reg"),
+                                    fmt2(TABLE4.get(base, {}).get("head")),
+                                    fmt2(TABLE4.get(base + "+reg", {}).get("head"))]))
+    matched = [TABLE5[n] for n in (study_name(r["store"].get("model")) for r in results)
+               if n in TABLE5]
+    combos = list(dict.fromkeys([*(k for r in results for k in r["metrics"]),
+                                 *(k for t in matched for k in t)]))
     rows5 = []
     for result in results:
-        rows5.append(_ours_row(result, [fmt(_metric(result, c, "top1"), 100) for c in combos]))
+        rows5.append(_ours_row(result, [fmt2(_metric(result, c, "top1"), 100) for c in combos]))
         name = study_name(result["store"].get("model"))
         if name in TABLE5:
             rows5.append(("study", [esc(f"study: {name}"),
-                                    *(fmt(TABLE5[name].get(c)) for c in combos)]))
+                                    *(fmt2(TABLE5[name].get(c)) for c in combos)]))
     return (
         "<h3>Table 4. Official pretrained heads, ImageNet-1K top-1 (%)</h3>"
         + (table(["model", "no registers", "with registers"], rows4) if rows4 else
@@ -180,6 +190,11 @@ def probes_html(probes: Sequence[dict]) -> str:
     linear = [p for p in probes if p["probe"] == "linear"]
     if linear:
         parts.append(linear_tables(linear))
+    missing = [f"Table {n} ({kind})" for kind, (n, _, _) in TABLES.items()
+               if not any(p["probe"] == kind for p in probes)]
+    missing += [] if linear else ["Tables 4-5 (linear)"]
+    if missing:
+        parts.append(f'<p class="note">No probe results for {esc(", ".join(missing))}.</p>')
     return "".join(parts)
 
 

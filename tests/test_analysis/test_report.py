@@ -63,11 +63,15 @@ def test_random_weights_banner(tmp_path):
     assert "RANDOM WEIGHTS" in text
 
 
-def test_cli_commands(planted, tmp_path):
+def test_cli_commands(planted, probes, tmp_path):
     runner = CliRunner()
     for cmd in (["norms"], ["similarity", "--redundant-percentile", "80"], ["maps", "--top", "1"]):
         res = runner.invoke(analysis, [*cmd, planted.url, "--out", str(tmp_path / cmd[0])])
         assert res.exit_code == 0, res.output
+    res = runner.invoke(analysis, ["report", planted.url, "--out", str(tmp_path / "rep"),
+                                   "--top", "1", "--images", "0", "--probes", probes[0]])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "rep" / "report.html").exists()
     res = runner.invoke(analysis, ["norms", str(tmp_path / "missing.zarr"), "--out", "x"])
     assert res.exit_code != 0 and "no Zarr v3 store" in res.output
 
