@@ -26,17 +26,22 @@ MAX_CHUNK_ROWS = 1024
 _NO_COMPRESSION: tuple = ()
 
 
-def compressors_for(spec: ArraySpec) -> Any:
-    if spec.name in ("tokens", "sampled/tokens", "pixels"):
+def compressors_for(name: str) -> Any:
+    """The compressors of the array `name` (see cache_schema.md)."""
+    if name in ("tokens", "sampled/tokens", "pixels"):
         return _NO_COMPRESSION
     return (ZstdCodec(level=1),)
 
 
-def default_chunk_rows(geometry: Geometry) -> int:
-    """Rows per chunk so that a `tokens` chunk is about TOKENS_CHUNK_BYTES."""
-    row_bytes = geometry.tokens * geometry.dim * 2
+def chunk_rows_for(row_bytes: int) -> int:
+    """The largest power of two of rows whose chunk fits TOKENS_CHUNK_BYTES."""
     rows = 2 ** int(math.log2(max(1, TOKENS_CHUNK_BYTES // row_bytes)))
     return int(min(MAX_CHUNK_ROWS, max(MIN_CHUNK_ROWS, rows)))
+
+
+def default_chunk_rows(geometry: Geometry) -> int:
+    """Rows per chunk so that a float16 `tokens` chunk is about TOKENS_CHUNK_BYTES."""
+    return chunk_rows_for(geometry.tokens * geometry.dim * 2)
 
 
 def _fill_value(dtype: str) -> Any:
@@ -72,7 +77,7 @@ def create_store(
             shape=(n_rows, *row_shape),
             chunks=(chunk_rows, *chunk_row_shape),
             dtype=str if spec.dtype == "string" else spec.dtype,
-            compressors=compressors_for(spec),
+            compressors=compressors_for(spec.name),
             fill_value=_fill_value(spec.dtype),
             dimension_names=spec.dims,
         )

@@ -26,3 +26,7 @@ for command in (shards_command, extract_command, info_command, verify_command, p
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

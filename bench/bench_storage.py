@@ -1,0 +1,180 @@
+"""Codecs, writes and reads of the cache against the raw disk, in one run.
+
+    .venv/bin/python bench/bench_storage.py [--store STORE] [--rows 2000]
+
+Takes `tokens` from a store (by default it extracts the ImageNet sample
+images with vit_small_patch14_reg4_dinov2 first; the weights are random here,
+offline, which the output says), tiles them to --rows images, and measures:
+
+1. bytes on disk and write/read speed of `tokens` for each codec considered
+   (none, zstd 1, zstd 3, blosc-zstd with bit-shuffle);
+2. vitreg's ChunkWriter (the chosen codec) against plain sequential file
+   writes of the same bytes, and the time the caller waited on it;
+3. chunked sequential reads of `tokens` against a `.npy` memory map of the
+   same data, the median latency of one random row, and the per-image read
+   time of `pooled/*` and `norms` against `tokens`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
+
+from vitreg.cache import ChunkWriter, Geometry, arrays_for, create_store, open_store
+from vitreg.cache.store import chunk_rows_for, compressors_for
+from vitreg.cache.synthetic import synthetic_attrs
+
+CODECS = {
+    "none": (),
+    "zstd-1": (ZstdCodec(level=1),),
+    "zstd-3": (ZstdCodec(level=3),),
+    "blosc-zstd-bitshuffle": (BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.bitshuffle),),
+}
+DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared/data/imagenet-samples"
+
+
+def drop_cache(path: Path) -> None:
+    """Ask the kernel to forget a file's pages, so reads hit the disk path."""
+    for file in [path] if path.is_file() else path.rglob("*"):
+        if file.is_file():
+            with open(file, "rb") as f:
+                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+def source_tokens(args: argparse.Namespace, tmp: Path) -> tuple[np.ndarray, str]:
+    if args.store:
+        store = open_store(args.store)
+    else:
+        from vitreg.extract.run import run_extract
+        from vitreg.extract.shards import run_shards
+
+        shards = run_shards(src=str(DEFAULT_IMAGES / "images"), out=str(tmp / "shards"),
+                            synsets=str(DEFAULT_IMAGES / "synsets.txt"))
+        run_extract(shards=shards, model="vit_small_patch14_reg4_dinov2.lvd142m",
+                    out=str(tmp / "src.zarr"), weights="random", img_size=224,
+                    precision="bf16", batch_size=16, progress=False)
+        store = open_store(str(tmp / "src.zarr"))
+    tokens = store.array("tokens")[:]
+    reps = -(-args.rows // len(tokens))
+    return np.concatenate([tokens] * reps)[: args.rows], f"{store.meta['model']} ({store.meta['weights']} weights)"
+
+
+def codec_table(tokens: np.ndarray, tmp: Path, chunk_rows: int) -> None:
+    raw = tokens.nbytes
+    print(f"\n1. codecs on tokens {tokens.shape} float16, {raw / 2**20:.0f} MiB, chunks of {chunk_rows} rows")
+    print(f"{'codec':24s} {'ratio':>6s} {'write MB/s':>11s} {'read MB/s':>10s}")
+    for name, compressors in CODECS.items():
+        path = tmp / f"codec-{name}.zarr"
+        array = zarr.create_array(str(path), shape=tokens.shape, dtype="float16",
+                                  chunks=(chunk_rows, *tokens.shape[1:]), compressors=compressors)
+        start = time.perf_counter()
+        for s in range(0, len(tokens), chunk_rows):
+            array[s:s + chunk_rows] = tokens[s:s + chunk_rows]
+        write = time.perf_counter() - start
+        drop_cache(path)
+        start = time.perf_counter()
+        for s in range(0, len(tokens), chunk_rows):
+            array[s:s + chunk_rows]
+        read = time.perf_counter() - start
+        print(f"{name:24s} {raw / array.nbytes_stored():6.3f} {raw / write / 1e6:11.0f} {raw / read / 1e6:10.0f}")
+
+
+def writer_vs_raw(tokens: np.ndarray, tmp: Path, chunk_rows: int) -> None:
+    n = len(tokens)
+    # Only the token count matters here: one prefix token and T - 1 patches.
+    geom = Geometry(registers=0, grid=(1, tokens.shape[1] - 1), dim=tokens.shape[2], depth=1,
+                    img_size=224)
+    root = create_store(str(tmp / "writer.zarr"), geometry=geom, n_rows=n, chunk_rows=chunk_rows,
+                        specs=[s for s in arrays_for([], "all") if s.name in ("tokens", "status")],
+                        attrs=synthetic_attrs(geom))
+    writer = ChunkWriter(root, ["tokens", "status"])
+    ones = np.ones(n, np.uint8)
+    batch = 16
+    start = time.perf_counter()
+    for s in range(0, n, batch):
+        writer.put(np.arange(s, min(s + batch, n)), {"tokens": tokens[s:s + batch], "status": ones[s:s + batch]})
+    writer.close()
+    os.sync()
+    vitreg_s = time.perf_counter() - start
+    start = time.perf_counter()
+    with open(tmp / "raw.bin", "wb") as f:
+        for s in range(0, n, chunk_rows):
+            f.write(tokens[s:s + chunk_rows].tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+    raw_s = time.perf_counter() - start
+    mb = tokens.nbytes / 1e6
+    codec = compressors_for("tokens") or "none"
+    print(f"\n2. writing {mb:.0f} MB of tokens through ChunkWriter (codec {codec}), fsync included")
+    print(f"ChunkWriter {mb / vitreg_s:8.0f} MB/s   raw file writes {mb / raw_s:8.0f} MB/s   "
+          f"ratio {raw_s / vitreg_s:.2f}   caller waited {writer.waited:.2f} s of {vitreg_s:.2f} s")
+
+
+def reads(tokens: np.ndarray, tmp: Path, chunk_rows: int) -> None:
+    n = len(tokens)
+    root = zarr.open_group(str(tmp / "reads.zarr"), mode="w")
+    arrays = {
+        "tokens": tokens,
+        "norms": np.linalg.norm(tokens.astype(np.float32), axis=-1),
+        "pooled/cls": tokens[:, 0].astype(np.float32),
+    }
+    for name, value in arrays.items():
+        root.create_array(name, data=value, chunks=(chunk_rows, *value.shape[1:]),
+                          compressors=compressors_for(name))
+    np.save(tmp / "tokens.npy", tokens)
+    drop_cache(tmp / "reads.zarr")
+    drop_cache(tmp / "tokens.npy")
+    start = time.perf_counter()
+    for s in range(0, n, chunk_rows):
+        root["tokens"][s:s + chunk_rows]
+    zarr_s = time.perf_counter() - start
+    mm = np.load(tmp / "tokens.npy", mmap_mode="r")
+    start = time.perf_counter()
+    for s in range(0, n, chunk_rows):
+        np.array(mm[s:s + chunk_rows])
+    npy_s = time.perf_counter() - start
+    rng = np.random.default_rng(42)
+    latencies = []
+    for row in rng.integers(0, n, 50):
+        start = time.perf_counter()
+        root["tokens"][int(row)]
+        latencies.append(time.perf_counter() - start)
+    print(f"\n3. reading {tokens.nbytes / 1e6:.0f} MB of tokens in chunks (page cache dropped first)")
+    print(f"zarr {tokens.nbytes / zarr_s / 1e6:8.0f} MB/s   npy memmap {tokens.nbytes / npy_s / 1e6:8.0f} MB/s   "
+          f"ratio {npy_s / zarr_s:.2f}")
+    print(f"one random row: median {statistics.median(latencies) * 1e3:.2f} ms (whole chunk decoded)")
+    per_image = {}
+    for name in arrays:
+        start = time.perf_counter()
+        for s in range(0, n, chunk_rows):
+            root[name][s:s + chunk_rows]
+        per_image[name] = (time.perf_counter() - start) / n
+    for name in ("norms", "pooled/cls"):
+        print(f"{name:11s} {per_image[name] * 1e6:8.1f} us/image   tokens {per_image['tokens'] * 1e6:8.1f} "
+              f"us/image   tokens / {name} {per_image['tokens'] / per_image[name]:.1f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store")
+    parser.add_argument("--rows", type=int, default=2000)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="vitreg-storage-", dir=os.environ.get("VITREG_BENCH_DIR")))
+    tokens, source = source_tokens(args, tmp)
+    chunk_rows = chunk_rows_for(tokens[0].nbytes)
+    print(f"tokens from {source}; {tmp}")
+    codec_table(tokens, tmp, chunk_rows)
+    writer_vs_raw(tokens, tmp, chunk_rows)
+    reads(tokens, tmp, chunk_rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""`python -m vitreg`."""
+
+from vitreg.cli import main
+
+main()
