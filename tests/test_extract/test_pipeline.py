@@ -164,14 +164,40 @@ def test_cli_shards_extract_info_verify(tmp_path):
                                  "--no-progress", "--with", "qkv"])
     assert result.exit_code == 0, result.output
     store = open_store(out)
-    assert list(store.array("label")[:]) == [0, 1, 0]
+    assert list(store.array("key")[:]) == ["n01440764_img0", "n01440764_img2", "n01443537_img1"]
+    assert list(store.array("label")[:]) == [0, 0, 1]
     assert "qkv_norms" in store
     result = runner.invoke(cli, ["info", out])
     assert result.exit_code == 0 and "random weights" in result.output
     assert runner.invoke(cli, ["verify", out]).exit_code == 0
-    store.root["norms"][1, 3] = np.nan  # a corrupted value must be reported
+    import zarr
+
+    zarr.open_group(out, mode="r+")["norms"][1, 3] = np.nan  # corruption must be reported
     result = runner.invoke(cli, ["verify", out])
     assert result.exit_code == 1 and "row 1" in result.output
     bad = runner.invoke(cli, ["extract", str(tmp_path / "sh" / "*.tar"), "--model", "tiny_dino",
                               "--out", out, "--with", "pixels,colour"])
     assert bad.exit_code == 2 and "colour" in bad.output
+
+
+def test_pipe_urls_and_brace_patterns_read_like_paths(tmp_path, shards):
+    extract(shards, tmp_path / "paths")
+    pattern = str(tmp_path / "shard-{000..001}.tar")
+    extract([pattern], tmp_path / "braces")
+    extract([f"pipe:cat {s}" for s in shards], tmp_path / "pipes")
+    assert_same_store(str(tmp_path / "paths"), str(tmp_path / "braces"))
+    assert_same_store(str(tmp_path / "paths"), str(tmp_path / "pipes"))
+    assert open_store(str(tmp_path / "pipes")).meta["shards"][0] == {"url": f"pipe:cat {shards[0]}", "samples": 7}
+
+
+def test_interrupted_creation_is_created_again(tmp_path, shards):
+    import zarr
+
+    out = tmp_path / "s"
+    extract(shards, out)
+    root = zarr.open_group(str(out), mode="r+")
+    meta = dict(root.attrs["vitreg"], created=False, complete=False)
+    root.attrs["vitreg"] = meta
+    del root["tokens"]  # as if killed while creating the arrays
+    summary = extract(shards, out)
+    assert summary.processed == 13 and open_store(str(out)).counts()["ok"] == 13
