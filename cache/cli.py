@@ -76,7 +76,9 @@ def run_verify(url: str) -> VerifyReport:
     """Read everything back: shapes, status values, finiteness of ok rows."""
     report = VerifyReport(removed=remove_partials(url))
     store = Store(url, allow_partial=True)
-    status = store.status
+    status = store.root["status"][:]  # the array itself, not the attributes' summary
+    if store.complete and not np.array_equal(status, store.status):
+        report.problems.append("the attribute failed_rows disagrees with the status array")
     bad_status = ~np.isin(status, [STATUS_PENDING, STATUS_OK, STATUS_FAILED])
     if bad_status.any():
         report.problems.append(f"{int(bad_status.sum())} rows have an unknown status value")

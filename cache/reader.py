@@ -11,7 +11,7 @@ import zarr
 
 from .errors import IncompleteStoreError
 from .schema import Geometry
-from .store import geometry_from_attrs, open_group, stored_arrays
+from .store import geometry_from_attrs, open_group, stored_arrays, update_attrs
 from .writer import STATUS_FAILED, STATUS_OK, STATUS_PENDING
 
 #: The study's outlier rule: a patch token is an outlier when its norm is
@@ -89,6 +89,13 @@ class Store:
     # -- rows -----------------------------------------------------------------
     @cached_property
     def status(self) -> np.ndarray:
+        """Every row's status. A complete store lists its failed rows in its
+        attributes, so this costs no read of the (small, many) status chunks."""
+        failed = self.meta.get("failed_rows")
+        if self.complete and isinstance(failed, list):
+            status = np.full(self.n_rows, STATUS_OK, dtype=np.uint8)
+            status[np.asarray(failed, dtype=np.int64)] = STATUS_FAILED
+            return status
         return self.root["status"][:]
 
     def counts(self) -> dict[str, int]:
@@ -163,6 +170,33 @@ def outlier_threshold(patch_norms: np.ndarray, percentile: float = OUTLIER_PERCE
     if values.size == 0:
         raise ValueError("no ok rows: the outlier threshold is undefined")
     return float(np.percentile(values, percentile))
+
+
+#: A complete store lists its failed rows in its attributes up to this many.
+MAX_LISTED_FAILURES = 100_000
+
+
+def mark_complete(root: zarr.Group) -> tuple[int, int]:
+    """If no row is pending, record completeness, the failed rows and the
+    outlier threshold in the attributes, once; return (ok, failed)."""
+    status = root["status"][:]
+    ok, failed = int((status == STATUS_OK).sum()), int((status == STATUS_FAILED).sum())
+    complete = ok + failed == len(status)
+    changes: dict[str, Any] = {"complete": complete}
+    if complete:
+        failed_rows = np.flatnonzero(status == STATUS_FAILED)
+        changes["failed_rows"] = (
+            failed_rows.tolist() if len(failed_rows) <= MAX_LISTED_FAILURES else None
+        )
+    if complete and ok:
+        prefix = int(root.attrs["vitreg"]["prefix_tokens"])
+        rows = np.flatnonzero(status == STATUS_OK)
+        norms = root["norms"].get_orthogonal_selection((rows, slice(prefix, None)))
+        changes["outlier_threshold"] = {
+            "percentile": OUTLIER_PERCENTILE, "value": outlier_threshold(norms),
+        }
+    update_attrs(root, **changes)
+    return ok, failed
 
 
 def open_store(url: str, *, allow_partial: bool = False) -> Store:

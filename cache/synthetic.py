@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from .reader import OUTLIER_PERCENTILE, outlier_threshold
+from .reader import mark_complete
 from .schema import ARRAYS, Geometry
-from .store import create_store, update_attrs
+from .store import create_store
 from .writer import STATUS_OK, ChunkWriter
 
 
@@ -73,11 +73,6 @@ def write_store(
         rows = np.arange(start, min(start + rows_per_put, n))
         writer.put(rows, {name: value[rows] for name, value in arrays.items()})
     writer.close()
-    if complete and "norms" in arrays:
-        ok = arrays["status"] == STATUS_OK
-        value = outlier_threshold(arrays["norms"][ok][:, geometry.prefix :])
-        update_attrs(
-            root, complete=True,
-            outlier_threshold={"percentile": OUTLIER_PERCENTILE, "value": value},
-        )
+    if complete:
+        mark_complete(root)
     return url

@@ -8,7 +8,7 @@ from rich.console import Console
 from vitreg.cache import VitregError
 from vitreg.cache.schema import WITH_OPTIONS, parse_token_mode
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 class TokenMode(click.ParamType):

@@ -16,9 +16,9 @@ from torch.utils.data import DataLoader
 
 from vitreg import __version__
 from vitreg.cache import (
-    OUTLIER_PERCENTILE, STATUS_FAILED, STATUS_OK, ChunkWriter, ConfigMismatchError,
+    STATUS_FAILED, STATUS_OK, ChunkWriter, ConfigMismatchError,
     StoreNotFoundError, arrays_for, create_store, creation_interrupted, default_chunk_rows, open_group,
-    outlier_threshold, stored_arrays, update_attrs,
+    mark_complete, stored_arrays,
 )
 from vitreg.cache.schema import parse_token_mode
 
@@ -179,7 +179,7 @@ def run_extract(
         token_mode=tokens, batch_size=batch_size, workers=workers, progress=progress,
     )
     loop_seconds = time.perf_counter() - loop_start
-    counts = _finish(root, loaded)
+    counts = mark_complete(root)
     return Summary(
         store=out, rows=n_rows, ok=counts[0], failed=counts[1], processed=processed,
         seconds=time.perf_counter() - start, loop_seconds=loop_seconds, writer_waited=waited,
@@ -237,22 +237,6 @@ def _batch_values(batch: dict[str, Any], capture: Capture,
     values["key"] = np.array(batch["key"], dtype=object)
     values["label"] = batch["label"].numpy()
     return values
-
-
-def _finish(root: zarr.Group, loaded: LoadedModel) -> tuple[int, int]:
-    """Mark the store complete and record the outlier threshold, once."""
-    status = root["status"][:]
-    ok, failed = int((status == STATUS_OK).sum()), int((status == STATUS_FAILED).sum())
-    complete = ok + failed == len(status)
-    changes: dict[str, Any] = {"complete": complete}
-    if complete and ok:
-        prefix = loaded.geometry.prefix
-        norms = root["norms"].get_orthogonal_selection((np.flatnonzero(status == STATUS_OK), slice(prefix, None)))
-        changes["outlier_threshold"] = {
-            "percentile": OUTLIER_PERCENTILE, "value": outlier_threshold(norms),
-        }
-    update_attrs(root, **changes)
-    return ok, failed
 
 
 def tune_allocator() -> None:
