@@ -13,13 +13,20 @@ from .errors import (
 )
 from .reader import OUTLIER_PERCENTILE, Store, mark_complete, open_store, outlier_threshold
 from .schema import ARRAYS, SCHEMA_VERSION, WITH_OPTIONS, ArraySpec, Geometry, arrays_for
-from .store import create_store, creation_interrupted, default_chunk_rows, open_group, stored_arrays, update_attrs
+from .store import (
+    create_store,
+    default_chunk_rows,
+    ensure_store,
+    open_group,
+    stored_arrays,
+    update_attrs,
+)
 from .writer import STATUS_FAILED, STATUS_OK, STATUS_PENDING, ChunkWriter
 
 __all__ = [
     "ARRAYS", "OUTLIER_PERCENTILE", "SCHEMA_VERSION", "STATUS_FAILED", "STATUS_OK",
     "STATUS_PENDING", "WITH_OPTIONS", "ArraySpec", "ChunkWriter", "ConfigMismatchError",
     "Geometry", "IncompleteStoreError", "Store", "StoreFormatError", "StoreNotFoundError",
-    "UnsafeStoreError", "VitregError", "arrays_for", "create_store", "mark_complete", "creation_interrupted", "default_chunk_rows",
+    "UnsafeStoreError", "VitregError", "arrays_for", "create_store", "mark_complete", "ensure_store", "default_chunk_rows",
     "open_group", "open_store", "outlier_threshold", "stored_arrays", "update_attrs",
 ]

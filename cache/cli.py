@@ -28,7 +28,7 @@ def array_sizes(store: Store) -> list[tuple[str, tuple, str, int, int]]:
     return rows
 
 
-def _human(n: float) -> str:
+def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
@@ -59,9 +59,9 @@ def run_info(url: str) -> None:
     for name, shape, dtype, stored, raw in array_sizes(store):
         total_stored, total_raw = total_stored + stored, total_raw + raw
         ratio = f"{raw / stored:.2f}x" if stored and raw else "-"
-        table.add_row(name, str(shape), dtype, str(store.array(name).chunks), _human(stored),
-                      _human(raw) if raw else "-", ratio)
-    table.add_row("total", "", "", "", _human(total_stored), _human(total_raw),
+        table.add_row(name, str(shape), dtype, str(store.array(name).chunks), human_bytes(stored),
+                      human_bytes(raw) if raw else "-", ratio)
+    table.add_row("total", "", "", "", human_bytes(total_stored), human_bytes(total_raw),
                   f"{total_raw / total_stored:.2f}x" if total_stored else "-")
     console.print(table)
 
@@ -122,3 +122,17 @@ def verify_command(store: str) -> None:
     if report.problems:
         raise SystemExit(1)
     console.print(f"{store}: ok")
+
+
+@click.command("pack")
+@click.argument("store")
+@click.argument("out", type=click.Path(dir_okay=False))
+def pack_command(store: str, out: str) -> None:
+    """Write a complete STORE into one zip (members stored) that readers open directly."""
+    from .pack import run_pack
+
+    try:
+        members = run_pack(store, out)
+    except VitregError as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(f"wrote {out}: {members} files")

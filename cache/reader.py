@@ -76,7 +76,7 @@ class Store:
             # cache=False: xarray would otherwise keep every array it touched
             # in memory, `tokens` included.
             return xr.open_dataset(
-                self.url, engine="zarr", group=group, consolidated=False, cache=False,
+                self.root.store, engine="zarr", group=group, consolidated=False, cache=False,
                 zarr_format=3, chunks=None,
             )
 
@@ -176,12 +176,18 @@ def outlier_threshold(patch_norms: np.ndarray, percentile: float = OUTLIER_PERCE
 MAX_LISTED_FAILURES = 100_000
 
 
-def mark_complete(root: zarr.Group) -> tuple[int, int]:
+def mark_complete(root: zarr.Group, *, shared: bool = False) -> tuple[int, int]:
     """If no row is pending, record completeness, the failed rows and the
-    outlier threshold in the attributes, once; return (ok, failed)."""
+    outlier threshold in the attributes, once; return (ok, failed).
+
+    `shared`: other writers may still be at work, so never write `complete:
+    false` (a stale view must not undo the last writer's `true`).
+    """
     status = root["status"][:]
     ok, failed = int((status == STATUS_OK).sum()), int((status == STATUS_FAILED).sum())
     complete = ok + failed == len(status)
+    if shared and not complete:
+        return ok, failed
     changes: dict[str, Any] = {"complete": complete}
     if complete:
         failed_rows = np.flatnonzero(status == STATUS_FAILED)

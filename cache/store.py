@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import zarr
 import zarr.storage
 from zarr.codecs import ZstdCodec
 
 from .errors import StoreFormatError, StoreNotFoundError, UnsafeStoreError
-from .schema import ALLOWED_CODECS, ALLOWED_DTYPES, ARRAYS, SCHEMA_VERSION, ArraySpec, Geometry
+from .schema import (
+    ALLOWED_CODECS,
+    ALLOWED_DTYPES,
+    ARRAYS,
+    SCHEMA_VERSION,
+    ArraySpec,
+    Geometry,
+    parse_token_mode,
+)
 
 #: Target size of one `tokens` chunk. Rows of every array share the chunking
 #: along `image`, so this fixes the chunk rows of the whole store
@@ -60,45 +68,63 @@ def create_store(
     overwrite: bool = False,
 ) -> zarr.Group:
     """Create an empty store with every array of `specs`, all rows pending."""
+    zarr.open_group(store_like(url, "w"), mode="w" if overwrite else "w-", zarr_format=3)
+    return ensure_store(url, geometry=geometry, n_rows=n_rows, specs=specs, attrs=attrs,
+                        chunk_rows=chunk_rows, sample_k=sample_k)
+
+
+def ensure_store(
+    url: str,
+    *,
+    geometry: Geometry,
+    n_rows: int,
+    specs: Iterable[ArraySpec],
+    attrs: dict[str, Any],
+    chunk_rows: int,
+    sample_k: int = 0,
+    check: Callable[[dict[str, Any]], None] | None = None,
+) -> zarr.Group:
+    """Open the store at `url`, creating whatever is missing.
+
+    Idempotent, so that a creation cut short by a kill is finished by the
+    next run, and so that several independent jobs may all call it at once:
+    they write identical metadata and never delete anything. `check` sees the
+    attributes of a store that already had them, before anything is added.
+    """
     if n_rows < 1:
         raise ValueError("a store needs at least one row")
-    root = zarr.open_group(url, mode="w" if overwrite else "w-", zarr_format=3)
-    meta = {**attrs, "schema_version": SCHEMA_VERSION, "complete": False}
-    # `created` turns true only once every array exists: a creation killed
-    # half-way leaves a store that says so, and is created again.
-    root.attrs["vitreg"] = {**meta, "created": False}
+    root = zarr.open_group(store_like(url, "a"), mode="a", zarr_format=3)
+    existing = root.attrs.get("vitreg")
+    if existing is not None and check is not None:
+        check(existing)
+    if existing is None:
+        root.attrs["vitreg"] = {**attrs, "schema_version": SCHEMA_VERSION, "complete": False}
+    present = set(stored_arrays(root))
     for spec in specs:
+        if spec.name in present:
+            continue
         row_shape = spec.row_shape(geometry, sample_k)
-        # A zero-size axis (no registers) still gets a chunk of 1: zero-size
-        # chunks confuse readers.
-        chunk_row_shape = tuple(max(1, s) for s in row_shape)
-        root.create_array(
-            spec.name,
-            shape=(n_rows, *row_shape),
-            chunks=(chunk_rows, *chunk_row_shape),
-            dtype=str if spec.dtype == "string" else spec.dtype,
-            compressors=compressors_for(spec.name),
-            fill_value=_fill_value(spec.dtype),
-            dimension_names=spec.dims,
-        )
-    root.attrs["vitreg"] = {**meta, "created": True}
+        try:
+            root.create_array(
+                spec.name,
+                shape=(n_rows, *row_shape),
+                # A zero-size axis (no registers) still gets a chunk of 1:
+                # zero-size chunks confuse readers.
+                chunks=(chunk_rows, *(max(1, s) for s in row_shape)),
+                dtype=str if spec.dtype == "string" else spec.dtype,
+                compressors=compressors_for(spec.name),
+                fill_value=_fill_value(spec.dtype),
+                dimension_names=spec.dims,
+            )
+        except zarr.errors.ContainsArrayError:
+            pass  # another job created it a moment ago
     return root
-
-
-def creation_interrupted(url: str) -> bool:
-    """True if a vitreg store's creation at `url` was cut off before it finished."""
-    try:
-        root = zarr.open_group(url, mode="r", zarr_format=3)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-        return False
-    meta = root.attrs.get("vitreg")
-    return isinstance(meta, dict) and meta.get("created") is False
 
 
 def open_group(url: str, *, mode: str = "r") -> zarr.Group:
     """Open the root group of a store after checking it is safe to decode."""
     try:
-        root = zarr.open_group(url, mode=mode, zarr_format=3)
+        root = zarr.open_group(store_like(url, mode), mode=mode, zarr_format=3)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
         raise StoreNotFoundError(
             f"no Zarr v3 store at {url!r} (vitreg writes Zarr v3; a v2 store is refused)"
@@ -112,6 +138,20 @@ def open_group(url: str, *, mode: str = "r") -> zarr.Group:
         raise UnsafeStoreError(f"{url}: {exc}; refusing to decode it") from exc
     check_schema(root)
     return root
+
+
+def store_like(url: str, mode: str) -> Any:
+    """A path or URL as zarr takes it. `file://` URLs become local paths (zarr's
+    LocalStore makes folders and writes atomically; fsspec's local one does
+    neither); a `.zip` from `vitreg pack` opens in place."""
+    url = str(url)
+    if url.startswith("file://"):
+        return url.removeprefix("file://")
+    if url.endswith(".zip") and mode == "r":
+        if not Path(url).is_file():
+            raise FileNotFoundError(url)
+        return zarr.storage.ZipStore(url, mode="r")
+    return url
 
 
 def _codec_names(codecs: Iterable[Any]) -> list[str]:
@@ -164,7 +204,7 @@ def check_schema(root: zarr.Group) -> None:
             f"(schema {SCHEMA_VERSION}); install a matching vitreg version"
         )
     geometry = geometry_from_attrs(meta)
-    sample_k = int(meta.get("sample_k", 0))
+    _, sample_k = parse_token_mode(meta.get("token_mode", "all"))
     n_rows = None
     for name in stored_arrays(root):
         array = root[name]

@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import zarr
 
+from .errors import VitregError
+
 STATUS_PENDING, STATUS_OK, STATUS_FAILED = 0, 1, 2
+
+
+class UnalignedWriteError(VitregError, AssertionError):
+    """A write range that is not chunk-aligned: a bug, never a silent loss."""
 
 #: Arrays written last, in this order; `status` must be the very last.
 _ROW_META = ("key", "label", "error", "status")
@@ -52,16 +58,30 @@ class ChunkWriter:
     memory); `waited` is the time the caller spent blocked on it.
     """
 
-    def __init__(self, root: zarr.Group, names: list[str], *, max_pending: int = 2) -> None:
+    def __init__(
+        self, root: zarr.Group, names: list[str], *, max_pending: int = 2,
+        rows: tuple[int, int] | None = None,
+    ) -> None:
         self.arrays = {name: root[name] for name in names}
         self.n_rows = self.arrays["status"].shape[0]
         self.chunk_rows = self.arrays["status"].chunks[0]
+        self.rows = rows or (0, self.n_rows)
+        self._check_aligned(*self.rows)
         self.max_pending = max_pending
         self.waited = 0.0
         self.rows_written = 0
         self._buffers: dict[int, _ChunkBuffer] = {}
         self._pending: list[Future] = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitreg-writer")
+
+    def _check_aligned(self, start: int, stop: int) -> None:
+        """A writer owns whole chunks: zarr has no locks, and two writers of
+        one chunk lose data silently. An unaligned range is a bug: fail loudly."""
+        if start % self.chunk_rows or (stop % self.chunk_rows and stop != self.n_rows):
+            raise UnalignedWriteError(
+                f"rows [{start}, {stop}) do not start and end on chunk boundaries "
+                f"(chunks of {self.chunk_rows} rows, {self.n_rows} rows in all)"
+            )
 
     def chunk_bounds(self, index: int) -> tuple[int, int]:
         start = index * self.chunk_rows
@@ -70,6 +90,10 @@ class ChunkWriter:
     def put(self, rows: np.ndarray, values: dict[str, np.ndarray]) -> None:
         """Add rows; `values` maps array names to arrays whose first axis is `rows`."""
         rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and (rows.min() < self.rows[0] or rows.max() >= self.rows[1]):
+            raise UnalignedWriteError(
+                f"rows {rows.min()}..{rows.max()} fall outside this writer's range {self.rows}"
+            )
         chunk_ids = rows // self.chunk_rows
         for cid in np.unique(chunk_ids):
             mask = chunk_ids == cid

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from vitreg.cache import VitregError
+from vitreg.cache.schema import parse_token_mode
 
 from .model import LoadedModel, Taps, cls_attention, neighbor_cosine, split_qkv
 
@@ -50,18 +51,19 @@ class Capture:
 
     def __init__(
         self, loaded: LoadedModel, *, device: torch.device, precision: str,
-        with_options: Iterable[str] = (), token_mode: str = "all",
+        with_options: Iterable[str] = (), token_mode: str = "all", seed: int = 42,
     ) -> None:
         self.loaded = loaded
         self.model = loaded.model.to(device)
         self.device = device
         self.precision = resolve_precision(precision, device)
         self.with_options = set(with_options)
-        self.token_mode = token_mode
+        self.token_kind, self.sample_k = parse_token_mode(token_mode)
+        self.seed = seed
         self.taps = Taps(self.model)
 
     @torch.inference_mode()
-    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(self, images: torch.Tensor, rows: np.ndarray) -> dict[str, torch.Tensor]:
         """Arrays of one batch, on the device; `finite` marks rows without NaN/inf."""
         model, geom = self.model, self.loaded.geometry
         cfg = self.loaded.data_config
@@ -85,8 +87,13 @@ class Capture:
             "pooled/patch_mean": final[:, geom.prefix :].mean(dim=1),
             "pooled/registers": final[:, 1 : geom.prefix],
         }
-        if self.token_mode == "all":
+        if self.token_kind == "all":
             out["tokens"] = tokens
+        elif self.token_kind == "sampled":
+            index = self.sample_index(out["norms"][:, geom.prefix :], rows)
+            patches = tokens[:, geom.prefix :]
+            out["sampled/index"] = index
+            out["sampled/tokens"] = patches.gather(1, index[..., None].expand(-1, -1, patches.shape[-1]))
         if "blocks" in self.with_options:
             out["blocks/norms"] = torch.stack([b.norm(dim=-1) for b in blocks], dim=1)
         if "qkv" in self.with_options:
@@ -100,6 +107,21 @@ class Capture:
         return out
 
 
+    def sample_index(self, patch_norms: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        """Per image: the K/2 highest-norm patches (by decreasing norm), then K/2
+        others drawn with a generator seeded by (run seed, row), so the draw is
+        the same whatever the batch, worker or process."""
+        half = self.sample_k // 2
+        top = patch_norms.topk(half, dim=1).indices.cpu().numpy()
+        patches = patch_norms.shape[1]
+        index = np.empty((len(rows), self.sample_k), dtype=np.int64)
+        for i, row in enumerate(rows):
+            rest = np.setdiff1d(np.arange(patches), top[i])
+            draw = np.random.default_rng((self.seed, int(row))).choice(rest, half, replace=False)
+            index[i] = np.concatenate([top[i], np.sort(draw)])
+        return torch.from_numpy(index).to(patch_norms.device)
+
+
 def to_numpy(out: dict[str, torch.Tensor], dtypes: dict[str, str]) -> dict[str, np.ndarray]:
     """Cast on the device to each array's store dtype, then copy to the host.
 
@@ -108,7 +130,7 @@ def to_numpy(out: dict[str, torch.Tensor], dtypes: dict[str, str]) -> dict[str, 
     arrays = {}
     for name, tensor in out.items():
         dtype = dtypes.get(name, "bool")
-        if dtype == "float16" and tensor.is_floating_point():
+        if dtype == "float16" and tensor.is_floating_point() and tensor.numel():
             finite = tensor[torch.isfinite(tensor)]
             if finite.numel() and finite.abs().max().item() > FLOAT16_MAX:
                 raise Float16OverflowError(

@@ -73,6 +73,9 @@ def shards_command(src: str, out: str, per_shard: int, synsets: str | None) -> N
 @click.option("--with", "with_options", default="", type=CommaChoice(), help="Optional arrays: pixels,blocks,qkv.")
 @click.option("--chunk-rows", type=click.IntRange(min=1), help="Rows per chunk (default: tokens chunks of ~16 MiB).")
 @click.option("--seed", default=42, show_default=True)
+@click.option("--rank", type=click.IntRange(min=0), help="This job's rank among --world-size independent jobs (SLURM array).")
+@click.option("--world-size", type=click.IntRange(min=1), help="Number of independent jobs sharing the store.")
+@click.option("--dry-run", is_flag=True, help="Count samples, print arrays, bytes and time; write nothing.")
 @click.option("--overwrite", is_flag=True, help="Start afresh even if the store exists.")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any row failed or a shard was damaged.")
 @click.option("--no-progress", is_flag=True)
@@ -80,18 +83,29 @@ def extract_command(shards: tuple[str, ...], model_name: str, out: str, weights:
                     img_size: int | None, batch_size: int, precision: str, device: str,
                     workers: int, limit: int | None, tokens: str, dtype: str,
                     with_options: list[str],
-                    chunk_rows: int | None, seed: int, overwrite: bool, strict: bool,
-                    no_progress: bool) -> None:
-    """Run SHARDS (paths, brace patterns, pipe: URLs) through a timm ViT into a store."""
+                    chunk_rows: int | None, seed: int, rank: int | None, world_size: int | None,
+                    dry_run: bool, overwrite: bool, strict: bool, no_progress: bool) -> None:
+    """Run SHARDS (paths, brace patterns, pipe: URLs) through a timm ViT into a store.
+
+    Under torchrun each rank writes its own chunk-aligned range of rows;
+    without it, --rank/--world-size split the rows among independent jobs.
+    """
     from .run import run_extract, tune_allocator
 
     tune_allocator()
+    common = dict(shards=list(shards), model=model_name, weights=weights, img_size=img_size,
+                  batch_size=batch_size, precision=precision, device=device, limit=limit,
+                  tokens=tokens, dtype=dtype, with_options=with_options, seed=seed,
+                  chunk_rows=chunk_rows)
     try:
+        if dry_run:
+            from .dryrun import run_dry_run
+
+            print_dry_run(run_dry_run(**common))
+            return
         summary = run_extract(
-            shards=list(shards), model=model_name, out=out, weights=weights, img_size=img_size,
-            batch_size=batch_size, precision=precision, device=device, workers=workers,
-            limit=limit, tokens=tokens, dtype=dtype, with_options=with_options, overwrite=overwrite,
-            seed=seed, chunk_rows=chunk_rows, progress=not no_progress,
+            **common, out=out, workers=workers, overwrite=overwrite, progress=not no_progress,
+            rank=rank, world_size=world_size,
         )
     except (VitregError, ValueError, NotImplementedError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -105,11 +119,34 @@ def extract_command(shards: tuple[str, ...], model_name: str, out: str, weights:
         raise SystemExit(1)
 
 
+def print_dry_run(plan: dict) -> None:
+    from rich.table import Table
+
+    from vitreg.cache.cli import human_bytes
+
+    table = Table("array", "shape", "dtype", "raw", "on disk (est.)",
+                  title=f"{plan['model']}: {plan['n_rows']} rows from {plan['shards']} shard(s)")
+    for a in plan["arrays"]:
+        table.add_row(a.name, str(a.shape), a.dtype, human_bytes(a.raw_bytes), human_bytes(a.disk_bytes))
+    total_raw = sum(a.raw_bytes for a in plan["arrays"])
+    total = sum(a.disk_bytes for a in plan["arrays"])
+    table.add_row("total", "", "", human_bytes(total_raw), human_bytes(total))
+    Console(soft_wrap=True).print(table)
+    hours = plan["seconds"] / 3600
+    console.print(f"{plan['images_per_second']:.1f} img/s on {plan['device']} ({plan['precision']}), "
+                  f"timed on the second of two batches: about {hours:.2f} h for {plan['n_rows']} rows")
+    for damage in plan["damaged"]:
+        console.print(f"[red]damaged shard[/] {damage['url']}: {damage['reason']}")
+
+
 def print_summary(summary) -> None:
     for note in summary.notes:
         console.print(f"[yellow]note:[/] {note}")
     for damage in summary.damaged_shards:
         console.print(f"[red]damaged shard[/] {damage['url']}: {damage['reason']}")
+    if summary.world > 1:
+        console.print(f"rank {summary.rank} of {summary.world}: rows {summary.row_range[0]}.."
+                      f"{summary.row_range[1] - 1}")
     console.print(
         f"{summary.store}: {summary.rows} rows, {summary.ok} ok, {summary.failed} failed; "
         f"{summary.processed} processed in {summary.seconds:.1f} s "

@@ -88,13 +88,6 @@ def group_members(files: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield current
 
 
-def count_samples(url: str) -> tuple[int, str | None]:
-    """Samples in a shard as webdataset groups them, and the damage if any."""
-    damage: list[ShardDamage] = []
-    n = sum(1 for _ in shard_samples(url, damage))
-    return n, damage[0].reason if damage else None
-
-
 def decode_image(sample: dict[str, Any]) -> Image.Image:
     """The sample's image as RGB; raises with a reason a person can act on."""
     ext = next((e for e in IMAGE_EXTS if e in sample), None)
@@ -120,38 +113,38 @@ def read_label(sample: dict[str, Any]) -> int:
 class ShardStream(IterableDataset):
     """Batches of decoded images with their rows, keys, labels and errors.
 
-    `skip_rows` (a boolean mask over rows) drops rows already in the store, so
-    that a resumed run decodes only what is missing.
+    Only the rows in `todo` (a boolean mask over the store's rows) are decoded:
+    a resumed run, or one process of many, skips the rest. Shards are opened
+    only if they hold a row to do, starting at their first row `offsets[i]`.
     """
 
     def __init__(
-        self, urls: list[str], *, n_rows: int, batch_size: int,
+        self, urls: list[str], *, offsets: np.ndarray, todo: np.ndarray, batch_size: int,
         transform: Callable[[Image.Image], torch.Tensor], img_size: int,
-        skip_rows: np.ndarray | None = None,
+        duplicates: dict[int, int] | None = None,
     ) -> None:
         self.urls = urls
-        self.n_rows = n_rows
+        self.offsets = offsets
+        self.todo = todo
         self.batch_size = batch_size
         self.transform = transform
         self.img_size = img_size
-        self.skip_rows = skip_rows
+        self.duplicates = duplicates or {}
 
     def _owned(self) -> Iterator[tuple[int, dict[str, Any]]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        row = 0
-        first_row: dict[str, int] = {}  # every worker sees every key: same verdicts
-        for url in self.urls:
-            for sample in shard_samples(url):
-                if row >= self.n_rows:
-                    return
-                first = first_row.setdefault(sample["__key__"], row)
-                if first != row:
-                    sample["__duplicate_of__"] = first
+        n_rows = len(self.todo)
+        for i, url in enumerate(self.urls):
+            start, stop = int(self.offsets[i]), min(int(self.offsets[i + 1]), n_rows)
+            if start >= stop or not self.todo[start:stop].any():
+                continue
+            for row, sample in zip(range(start, stop), shard_samples(url)):
                 owned = (row // self.batch_size) % workers == worker
-                if owned and (self.skip_rows is None or not self.skip_rows[row]):
+                if owned and self.todo[row]:
+                    if row in self.duplicates:
+                        sample["__duplicate_of__"] = self.duplicates[row]
                     yield row, sample
-                row += 1
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         batch: list[tuple[int, dict[str, Any]]] = []

@@ -16,15 +16,17 @@ from torch.utils.data import DataLoader
 
 from vitreg import __version__
 from vitreg.cache import (
-    STATUS_FAILED, STATUS_OK, ChunkWriter, ConfigMismatchError,
-    StoreNotFoundError, arrays_for, create_store, creation_interrupted, default_chunk_rows, open_group,
-    mark_complete, stored_arrays,
+    STATUS_FAILED, STATUS_OK, ChunkWriter, ConfigMismatchError, VitregError, arrays_for,
+    default_chunk_rows, ensure_store, mark_complete, open_group, stored_arrays,
 )
 from vitreg.cache.schema import parse_token_mode
+from vitreg.cache.store import store_like
 
 from .capture import Capture, resolve_precision, to_numpy
-from .data import ShardStream, count_samples, expand_shards
+from .data import ShardStream
+from .distributed import Ranks, barrier, detect_ranks, row_range
 from .model import LoadedModel, build_model, file_sha256
+from .plan import Plan, plan_shards
 from .progress import progress_bar
 from .transforms import eval_transform, transform_kwargs
 
@@ -47,15 +49,21 @@ class Summary:
     writer_waited: float = 0.0  # time the loop spent blocked on the writer
     damaged_shards: list[dict[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    rank: int = 0
+    world: int = 1
+    row_range: tuple[int, int] = (0, 0)
 
     @property
     def images_per_second(self) -> float:
         return self.processed / self.loop_seconds if self.loop_seconds else 0.0
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str, ranks: Ranks | None = None) -> torch.device:
+    """`auto` is CUDA when there is one (under torchrun, the local rank's GPU)."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", ranks.local_rank if ranks else 0)
     return torch.device(device)
 
 
@@ -102,9 +110,8 @@ def _model_name(loaded: LoadedModel) -> str:
     return f"{cfg['architecture']}.{tag}" if tag else cfg["architecture"]
 
 
-def check_config(root: zarr.Group, attrs: dict[str, Any]) -> None:
+def check_config(old: dict[str, Any], attrs: dict[str, Any]) -> None:
     """Refuse to resume into a store written with another configuration."""
-    old = root.attrs["vitreg"]
     diffs = [
         f"{key}: store has {old.get(key)!r}, this run {attrs.get(key)!r}"
         for key in CONFIG_KEYS if old.get(key) != attrs.get(key)
@@ -116,30 +123,39 @@ def check_config(root: zarr.Group, attrs: dict[str, Any]) -> None:
         )
 
 
-def prepare_store(out: str, attrs: dict[str, Any], loaded: LoadedModel, *, n_rows: int,
+def prepare_store(out: str, attrs: dict[str, Any], loaded: LoadedModel, *,
                   chunk_rows: int | None, overwrite: bool) -> zarr.Group:
-    """Open the store to resume it, or create it."""
-    if not overwrite and not creation_interrupted(out):
-        try:
-            root = open_group(out, mode="r+")
-        except StoreNotFoundError:
-            pass
-        else:
-            check_config(root, attrs)
-            return root
+    """Open the store to resume it, creating whatever is missing."""
+    n_rows = attrs["n_rows"]
     _, sample_k = parse_token_mode(attrs["token_mode"])
-    return create_store(
-        out, overwrite=overwrite or creation_interrupted(out), geometry=loaded.geometry, n_rows=n_rows, attrs=attrs, sample_k=sample_k,
+    if overwrite:
+        zarr.open_group(store_like(out, "w"), mode="w", zarr_format=3)
+    ensure_store(
+        out, geometry=loaded.geometry, n_rows=n_rows, attrs=attrs, sample_k=sample_k,
         specs=arrays_for(attrs["with"], attrs["token_mode"], attrs["tokens_dtype"]),
         # A store smaller than one chunk gets one chunk of its size: zarr
         # stores edge chunks whole, so a larger chunk would be padding on disk.
         chunk_rows=chunk_rows or min(default_chunk_rows(loaded.geometry), n_rows),
+        check=lambda old: check_config(old, attrs),
     )
+    return open_group(out, mode="r+")
 
 
-def done_rows(root: zarr.Group) -> np.ndarray:
-    """Rows already written (ok or failed); the rest are still to do."""
-    return root["status"][:] != 0
+def open_for_ranks(out: str, attrs: dict[str, Any], loaded: LoadedModel, ranks: Ranks, *,
+                   chunk_rows: int | None, overwrite: bool) -> zarr.Group:
+    """Under torchrun rank 0 prepares the store while the others wait;
+    independent jobs each prepare it (idempotent), and may not overwrite."""
+    if ranks.world > 1 and overwrite and not ranks.torchrun:
+        raise VitregError("--overwrite with --world-size > 1 would delete other jobs' rows; "
+                          "delete the store once before starting the jobs")
+    if ranks.torchrun and not ranks.leader:
+        barrier(ranks)
+        root = open_group(out, mode="r+")
+        check_config(root.attrs["vitreg"], attrs)
+        return root
+    root = prepare_store(out, attrs, loaded, chunk_rows=chunk_rows, overwrite=overwrite)
+    barrier(ranks)
+    return root
 
 
 def run_extract(
@@ -147,58 +163,67 @@ def run_extract(
     img_size: int | None = None, batch_size: int = 32, precision: str = "auto",
     device: str = "auto", workers: int = 0, limit: int | None = None, tokens: str = "all",
     with_options: list[str] | tuple[str, ...] = (), dtype: str = "float16",
-    overwrite: bool = False, seed: int = 42,
-    chunk_rows: int | None = None, progress: bool = True,
+    overwrite: bool = False, seed: int = 42, chunk_rows: int | None = None,
+    progress: bool = True, rank: int | None = None, world_size: int | None = None,
 ) -> Summary:
-    """Extract every sample of `shards` through `model` into the store `out`."""
+    """Extract every sample of `shards` through `model` into the store `out`.
+
+    With several processes (torchrun, or `rank`/`world_size` for independent
+    jobs) each writes its own chunk-aligned range of rows into the one store.
+    """
     start = time.perf_counter()
+    ranks = detect_ranks(rank, world_size)
     with_options = sorted(set(with_options))
-    parse_token_mode(tokens)
-    if tokens.startswith("sampled"):
-        raise NotImplementedError("--tokens sampled:K is not implemented yet (issue 6)")
-    dev = resolve_device(device)
-    urls = expand_shards(shards)
-    counted = [(url, *count_samples(url)) for url in urls]
-    n_rows = sum(n for _, n, _ in counted)
-    if limit is not None:
-        n_rows = min(n_rows, limit)
-    if n_rows == 0:
-        raise ValueError(f"no samples found in {len(urls)} shard(s): {urls[:3]}")
+    dev = resolve_device(device, ranks)
+    plan = plan_shards(shards, limit=limit)
+    if plan.n_rows == 0:
+        raise ValueError(f"no samples found in {len(plan.shards)} shard(s): {plan.urls[:3]}")
     loaded = build_model(model, weights=weights, img_size=img_size, seed=seed)
+    check_token_mode(tokens, loaded.geometry)
     precision = resolve_precision(precision, dev)
-    shard_info = [{"url": u, "samples": n} for u, n, _ in counted]
     attrs = store_attrs(model, loaded, precision=precision, token_mode=tokens,
-                        tokens_dtype=dtype, with_options=with_options, shards=shard_info,
-                        n_rows=n_rows, seed=seed)
-    root = prepare_store(out, attrs, loaded, n_rows=n_rows, chunk_rows=chunk_rows,
-                         overwrite=overwrite)
-    skip = done_rows(root)
+                        tokens_dtype=dtype, with_options=with_options,
+                        shards=plan.shard_info(), n_rows=plan.n_rows, seed=seed)
+    root = open_for_ranks(out, attrs, loaded, ranks, chunk_rows=chunk_rows, overwrite=overwrite)
+    first, last = row_range(plan.n_rows, root["status"].chunks[0], ranks)
+    todo = root["status"][:] == 0
+    todo[:first] = todo[last:] = False
     loop_start = time.perf_counter()
     processed, waited = _extract_rows(
-        root, loaded, urls, skip=skip, device=dev, precision=precision, with_options=with_options,
-        token_mode=tokens, batch_size=batch_size, workers=workers, progress=progress,
+        root, loaded, plan, todo=todo, rows=(first, last), device=dev, precision=precision,
+        with_options=with_options, token_mode=tokens, batch_size=batch_size, workers=workers,
+        seed=seed, progress=progress and ranks.leader,
     )
     loop_seconds = time.perf_counter() - loop_start
-    counts = mark_complete(root)
+    barrier(ranks)
+    ok, failed = mark_complete(root, shared=ranks.world > 1 and not ranks.torchrun)
     return Summary(
-        store=out, rows=n_rows, ok=counts[0], failed=counts[1], processed=processed,
+        store=out, rows=plan.n_rows, ok=ok, failed=failed, processed=processed,
         seconds=time.perf_counter() - start, loop_seconds=loop_seconds, writer_waited=waited,
-        notes=loaded.notes,
-        damaged_shards=[{"url": u, "reason": r} for u, _, r in counted if r],
+        notes=loaded.notes, damaged_shards=plan.damaged(), rank=ranks.rank, world=ranks.world,
+        row_range=(first, last),
     )
 
 
-def _extract_rows(root: zarr.Group, loaded: LoadedModel, urls: list[str], *, skip: np.ndarray,
-                  device: torch.device, precision: str, with_options: list[str], token_mode: str,
-                  batch_size: int, workers: int, progress: bool) -> tuple[int, float]:
-    """Decode, run and write every row not in `skip`; return how many, and the
+def check_token_mode(tokens: str, geometry) -> None:
+    kind, k = parse_token_mode(tokens)
+    if kind == "sampled" and k > geometry.patches:
+        raise ValueError(f"--tokens {tokens} asks for {k} of only {geometry.patches} patch tokens")
+
+
+def _extract_rows(root: zarr.Group, loaded: LoadedModel, plan: Plan, *, todo: np.ndarray,
+                  rows: tuple[int, int], device: torch.device, precision: str,
+                  with_options: list[str], token_mode: str, batch_size: int, workers: int,
+                  seed: int, progress: bool) -> tuple[int, float]:
+    """Decode, run and write every row in `todo`; return how many, and the
     seconds spent waiting on the writer."""
-    todo = int((~skip).sum())
-    if todo == 0:
+    count = int(todo.sum())
+    if count == 0:
         return 0, 0.0
     stream = ShardStream(
-        urls, n_rows=len(skip), batch_size=batch_size, img_size=loaded.geometry.img_size,
-        transform=eval_transform(loaded.data_config), skip_rows=skip,
+        plan.urls, offsets=plan.offsets, todo=todo, batch_size=batch_size,
+        img_size=loaded.geometry.img_size, transform=eval_transform(loaded.data_config),
+        duplicates=plan.duplicates,
     )
     loader = DataLoader(
         stream, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
@@ -207,10 +232,10 @@ def _extract_rows(root: zarr.Group, loaded: LoadedModel, urls: list[str], *, ski
     names = stored_arrays(root)
     dtypes = {name: str(root[name].dtype) for name in names}
     capture = Capture(loaded, device=device, precision=precision, with_options=with_options,
-                      token_mode=token_mode)
-    writer = ChunkWriter(root, names)
+                      token_mode=token_mode, seed=seed)
+    writer = ChunkWriter(root, names, rows=rows)
     try:
-        with progress_bar(todo, enabled=progress) as advance:
+        with progress_bar(count, enabled=progress) as advance:
             for batch in loader:
                 writer.put(batch["row"].numpy(), _batch_values(batch, capture, dtypes))
                 advance(len(batch["row"]))
@@ -218,13 +243,13 @@ def _extract_rows(root: zarr.Group, loaded: LoadedModel, urls: list[str], *, ski
         writer.abort()
         raise
     writer.close()
-    return todo, writer.waited
+    return count, writer.waited
 
 
 def _batch_values(batch: dict[str, Any], capture: Capture,
                   dtypes: dict[str, str]) -> dict[str, np.ndarray]:
     """The arrays of one batch, with status and error filled in per row."""
-    values = to_numpy(capture(batch["image"]), dtypes)
+    values = to_numpy(capture(batch["image"], batch["row"].numpy()), dtypes)
     finite = values.pop("finite")
     errors = np.array(batch["error"], dtype=object)
     bad_values = (errors == "") & ~finite

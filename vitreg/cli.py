@@ -6,7 +6,7 @@ import click
 
 from vitreg import __version__
 from vitreg.analysis.cli import analysis
-from vitreg.cache.cli import info_command, verify_command
+from vitreg.cache.cli import info_command, pack_command, verify_command
 from vitreg.extract.cli import extract_command, shards_command
 from vitreg.probe.cli import probe
 
@@ -19,8 +19,8 @@ def cli() -> None:
     """Cache a ViT's tokens once, then probe and analyse outlier tokens and registers."""
 
 
-for command in (shards_command, extract_command, info_command, verify_command, probe, analysis,
-                demo_command):
+for command in (shards_command, extract_command, info_command, verify_command, pack_command,
+                probe, analysis, demo_command):
     cli.add_command(command)
 
 

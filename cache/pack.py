@@ -1,0 +1,31 @@
+"""`vitreg pack`: a complete store into one zip that readers open directly.
+
+Members are stored, not recompressed: chunks are already compressed where it
+pays, and a stored member can be read in place.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+from .errors import IncompleteStoreError, VitregError
+from .reader import Store
+
+
+def run_pack(store: str, out: str) -> int:
+    """Write `out` (a .zip) from the local store `store`; return the member count."""
+    opened = Store(store, allow_partial=True)
+    if not opened.complete:
+        raise IncompleteStoreError(f"{store} is incomplete: finish it before packing")
+    root = Path(store.removeprefix("file://"))
+    if not root.is_dir():
+        raise VitregError(f"vitreg pack reads a local store folder; {store} is not one")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".partial"))
+    tmp = f"{out}.{os.getpid()}.partial"
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for path in files:
+            zf.write(path, arcname=path.relative_to(root).as_posix())
+    os.replace(tmp, out)  # readers never see half a zip
+    return len(files)

@@ -1,0 +1,104 @@
+"""`vitreg extract --dry-run`: rows, arrays, bytes on disk and run time, before
+anything is written."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numcodecs import Zstd
+
+from vitreg.cache import ArraySpec, Geometry, arrays_for, default_chunk_rows
+from vitreg.cache.schema import parse_token_mode
+from vitreg.cache.store import compressors_for
+
+from .capture import Capture, resolve_precision, to_numpy
+from .data import ShardStream
+from .model import build_model
+from .plan import plan_shards
+from .transforms import eval_transform
+
+
+@dataclass
+class ArrayEstimate:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    raw_bytes: int  # chunk padding included: zarr stores edge chunks whole
+    disk_bytes: int
+
+
+def _itemsize(dtype: str) -> int:
+    return 16 if dtype == "string" else np.dtype(dtype).itemsize  # strings: a rough figure
+
+
+def estimate_arrays(
+    geometry: Geometry, n_rows: int, *, with_options: list[str], token_mode: str,
+    tokens_dtype: str = "float16", chunk_rows: int | None = None,
+    ratios: dict[str, float] | None = None,
+) -> list[ArrayEstimate]:
+    """Shapes and bytes of every array; `ratios` are measured compression
+    ratios of the compressed arrays (1.0 where unknown)."""
+    _, k = parse_token_mode(token_mode)
+    chunk = chunk_rows or min(default_chunk_rows(geometry), n_rows)
+    padded = math.ceil(n_rows / chunk) * chunk
+    estimates = []
+    for spec in arrays_for(with_options, token_mode, tokens_dtype):
+        row_shape = spec.row_shape(geometry, k)
+        raw = padded * int(np.prod(row_shape, dtype=np.int64)) * _itemsize(spec.dtype)
+        ratio = (ratios or {}).get(spec.name, 1.0) if compressors_for(spec.name) else 1.0
+        estimates.append(ArrayEstimate(spec.name, (n_rows, *row_shape), spec.dtype, raw,
+                                       int(raw / ratio)))
+    return estimates
+
+
+def measure_batches(capture: Capture, stream: ShardStream, specs: list[ArraySpec],
+                    batches: int = 2) -> tuple[float, dict[str, float]]:
+    """images/s of the last of `batches` batches (the first warms up), and the
+    zstd-1 compression ratio of each array on them."""
+    dtypes = {s.name: s.dtype for s in specs if s.dtype != "string"}
+    rate, ratios = 0.0, {}
+    for i, batch in zip(range(batches), stream):
+        start = time.perf_counter()
+        values = to_numpy(capture(batch["image"], batch["row"].numpy()), dtypes)
+        rate = len(batch["row"]) / (time.perf_counter() - start)
+    for name, value in values.items():
+        if name in dtypes and value.nbytes:
+            ratios[name] = value.nbytes / len(Zstd(level=1).encode(np.ascontiguousarray(value)))
+    return rate, ratios
+
+
+def run_dry_run(
+    *, shards: list[str], model: str, weights: str = "random", img_size: int | None = None,
+    batch_size: int = 32, precision: str = "auto", device: str = "auto", limit: int | None = None,
+    tokens: str = "all", with_options: list[str] | tuple[str, ...] = (),
+    dtype: str = "float16", chunk_rows: int | None = None, seed: int = 42,
+) -> dict[str, Any]:
+    """Plan the run and time two batches; write nothing."""
+    from .run import resolve_device
+
+    plan = plan_shards(shards, limit=limit)
+    loaded = build_model(model, weights=weights, img_size=img_size, seed=seed)
+    dev = resolve_device(device)
+    precision = resolve_precision(precision, dev)
+    specs = arrays_for(sorted(with_options), tokens, dtype)
+    capture = Capture(loaded, device=dev, precision=precision, with_options=with_options,
+                      token_mode=tokens, seed=seed)
+    todo = np.zeros(plan.n_rows, dtype=bool)
+    todo[: 2 * batch_size] = True
+    stream = ShardStream(plan.urls, offsets=plan.offsets, todo=todo, batch_size=batch_size,
+                         img_size=loaded.geometry.img_size,
+                         transform=eval_transform(loaded.data_config))
+    rate, ratios = measure_batches(capture, stream, specs)
+    estimates = estimate_arrays(loaded.geometry, plan.n_rows, with_options=list(with_options),
+                                token_mode=tokens, tokens_dtype=dtype, chunk_rows=chunk_rows,
+                                ratios=ratios)
+    return {
+        "n_rows": plan.n_rows, "shards": len(plan.shards), "damaged": plan.damaged(),
+        "arrays": estimates, "images_per_second": rate,
+        "seconds": plan.n_rows / rate if rate else float("nan"),
+        "device": str(dev), "precision": precision, "model": model,
+    }

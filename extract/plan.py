@@ -1,0 +1,110 @@
+"""Planning: count every shard's samples from its tar headers and fix each
+sample's row before anything is decoded.
+
+The rows of a store are the positions of its samples in the stream (shards
+in the order given, then tar order). Counting first lets every process of a
+multi-process run, and every resumed run, agree on them without talking.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from .data import ShardDamage, expand_shards, group_members, shard_samples
+
+
+@dataclass
+class ShardCount:
+    url: str
+    keys: list[str]
+    damage: str | None = None
+
+
+@dataclass
+class Plan:
+    """Shards, their sample counts and the row of each shard's first sample."""
+
+    shards: list[ShardCount]
+    n_rows: int
+    duplicates: dict[int, int] = field(default_factory=dict)  # row -> first row with its key
+
+    @property
+    def urls(self) -> list[str]:
+        return [s.url for s in self.shards]
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum([len(s.keys) for s in self.shards])])
+
+    def shard_info(self) -> list[dict[str, Any]]:
+        return [{"url": s.url, "samples": len(s.keys)} for s in self.shards]
+
+    def damaged(self) -> list[dict[str, str]]:
+        return [{"url": s.url, "reason": s.damage} for s in self.shards if s.damage]
+
+
+def _local_path(url: str) -> str | None:
+    path = url.removeprefix("file://") if url.startswith("file://") else url
+    if ":" in path.split("/")[0] or not os.path.isfile(path):
+        return None
+    return path
+
+
+def _header_members(path: str, damage: list[ShardDamage]) -> Iterator[dict[str, Any]]:
+    """The members webdataset would yield, read from the headers alone.
+
+    A member whose data runs past the end of the file was cut short: the
+    stream would fail on it, so the scan stops there too.
+    """
+    size = os.path.getsize(path)
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for info in tar:
+                if info.offset_data + info.size > size:
+                    raise tarfile.ReadError("unexpected end of data")
+                name = info.name
+                skip = not info.isreg() or ("/" not in name and name.startswith("__") and name.endswith("__"))
+                if not skip:
+                    yield {"fname": name, "data": None, "__url__": path}
+    except (tarfile.TarError, OSError) as exc:
+        damage.append(ShardDamage(path, f"{type(exc).__name__}: {exc}"))
+
+
+def count_shard(url: str) -> ShardCount:
+    """Keys of a shard's samples, from tar headers for local files (no data
+    read), else by streaming it through webdataset."""
+    path = _local_path(url)
+    damage: list[ShardDamage] = []
+    if path is None:
+        keys = [s["__key__"] for s in shard_samples(url, damage)]
+    else:
+        samples = list(group_members(_header_members(path, damage)))
+        if damage and samples:
+            samples.pop()  # the sample the cut went through is dropped, as when streaming
+        keys = [s["__key__"] for s in samples]
+    return ShardCount(url, keys, damage[0].reason if damage else None)
+
+
+def plan_shards(shards: list[str], *, limit: int | None = None) -> Plan:
+    """Count every shard; rows beyond `limit` are not part of the store."""
+    counts = [count_shard(url) for url in expand_shards(shards)]
+    n_rows = sum(len(c.keys) for c in counts)
+    if limit is not None:
+        n_rows = min(n_rows, limit)
+    first_row: dict[str, int] = {}
+    duplicates = {}
+    row = 0
+    for count in counts:
+        for key in count.keys:
+            if row >= n_rows:
+                break
+            first = first_row.setdefault(key, row)
+            if first != row:
+                duplicates[row] = first
+            row += 1
+    return Plan(counts, n_rows, duplicates)
