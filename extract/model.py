@@ -50,6 +50,16 @@ def _native_size(name: str) -> tuple[int, int]:
     return probe.patch_embed.img_size[0], probe.patch_embed.patch_size[0]
 
 
+def model_geometry(name: str, img_size: int | None = None) -> Geometry:
+    """The token layout of `name` at `img_size`, from a weightless (meta) build."""
+    native, patch = _native_size(name)
+    size = round_img_size(img_size, patch)[0] if img_size else native
+    meta = timm.create_model(name, pretrained=False, num_classes=0, device="meta")
+    return Geometry(registers=meta.num_prefix_tokens - 1, grid=(size // patch, size // patch),
+                    dim=meta.embed_dim, depth=len(meta.blocks), img_size=size,
+                    prefix=meta.num_prefix_tokens)
+
+
 def build_model(
     name: str, *, weights: str = "random", img_size: int | None = None, seed: int = 42
 ) -> LoadedModel:
