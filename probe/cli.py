@@ -1,0 +1,80 @@
+"""`vitreg probe KIND STORE --out FILE.json`: one click command per registered
+probe, its flags built from the registry; each parses, then calls `run_probe`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.logging import RichHandler
+from vitreg.cache import VitregError
+
+from .registry import PROBES, Option, ProbeSpec
+from .report import print_result
+from .run import run_probe
+
+
+class _ProbeGroup(click.Group):
+    """Lists the registered probes in registration order, with what each measures."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in PROBES if name in self.commands]
+
+
+@click.group(name="probe", cls=_ProbeGroup)
+def probe() -> None:
+    """Linear probes on a vitreg store, streamed from the cache (CPU or --device cuda).
+
+    Normal and outlier patch tokens follow the store's outlier rule (norm above
+    the 98th percentile of its patch-token norms); normal tokens are drawn to
+    match the outlier count. Validation is --val STORE or a seeded split by image.
+    """
+
+
+def _click_option(opt: Option) -> click.Option:
+    flag = opt.flag
+    if opt.value_type is bool:
+        no = "--no-" + flag[2:]
+        return click.Option([f"{flag}/{no}", opt.name], default=opt.default, help=opt.help,
+                            show_default=True)
+    kind: Any = click.Choice(opt.choices) if opt.choices else opt.value_type
+    return click.Option([flag, opt.name], type=kind, default=opt.default, help=opt.help,
+                        show_default=opt.default is not None)
+
+
+def _command(spec: ProbeSpec) -> click.Command:
+    def callback(store: str, val: str | None, out: str, verbose: bool, **options: Any) -> None:
+        _configure_logging(verbose)
+        try:
+            result = run_probe(spec.name, store, out=out, val=val, **options)
+        except VitregError as exc:
+            raise click.ClickException(str(exc)) from exc
+        print_result(result)
+        click.echo(f"results written to {out}", err=True)
+
+    params: list[click.Parameter] = [
+        click.Argument(["store"]),
+        click.Option(["--val", "val"], default=None, metavar="STORE",
+                     help="validation store of the same model (else a split of STORE)"),
+        click.Option(["--out", "out"], required=True, metavar="FILE.json",
+                     help="where the results JSON is written"),
+        click.Option(["--verbose/--quiet", "verbose"], default=True, show_default=True,
+                     help="log selection counts and every epoch on stderr"),
+        *(_click_option(opt) for opt in spec.all_options),
+    ]
+    return click.Command(spec.name, callback=callback, params=params,
+                         help=f"Probe: {spec.summary}.", short_help=spec.summary)
+
+
+def _configure_logging(verbose: bool) -> None:
+    logger = logging.getLogger("vitreg.probe")
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    if not any(isinstance(h, RichHandler) for h in logger.handlers):
+        logger.addHandler(RichHandler(console=Console(stderr=True), show_path=False))
+        logger.propagate = False
+
+
+for _spec in PROBES.values():
+    probe.add_command(_command(_spec))

@@ -1,0 +1,393 @@
+"""The four probes of the study, registered by name.
+
+Each takes a `ProbeContext` (stores opened, split made, options resolved) and
+returns the probe-specific part of the result: counts, curves, metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .gather import (
+    POOLED,
+    ClassifyGather,
+    PixelPatchGather,
+    PooledGather,
+    TokenGather,
+    patch_geometry,
+    pooled_columns,
+    require_pixels,
+)
+from .registry import Option, ProbeError, register_probe
+from .select import (
+    Items,
+    Part,
+    select_images_with_outliers,
+    select_labelled_images,
+    select_tokens,
+    token_source,
+)
+from .stream import TokenStream
+from .train import (
+    ClassifyTask,
+    FitResult,
+    Head,
+    PositionTask,
+    ReconstructTask,
+    Task,
+    TrainConfig,
+    fit_sklearn,
+    fit_torch,
+)
+
+log = logging.getLogger("vitreg.probe")
+
+
+@dataclass
+class ProbeContext:
+    """What a probe runs on: the two parts of the split, options, device, notes."""
+
+    kind: str
+    options: dict[str, Any]
+    train: Part
+    val: Part
+    device: torch.device
+    notes: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def train_config(self, *, optimizer: str, weight_decay: float, patience: int | None,
+                     momentum: float = 0.9) -> TrainConfig:
+        o = self.options
+        return TrainConfig(
+            epochs=int(o["epochs"]), patience=patience, lr=float(o["lr"]), optimizer=optimizer,
+            weight_decay=weight_decay, batch_size=max(1, int(o["batch_size"])),
+            shuffle_buffer=int(o["shuffle_buffer"]), seed=int(o["seed"]), device=self.device,
+            standardize=bool(o["standardize"]), momentum=momentum,
+        )
+
+
+# -- shared plumbing -------------------------------------------------------------
+def make_streams(ctx: ProbeContext, items: dict[str, Items], gather) -> dict[str, TokenStream]:
+    """Streams over the train and val items, in memory or not per --in-memory."""
+    parts = {"train": ctx.train, "val": ctx.val}
+    streams = {
+        name: TokenStream(parts[name].store, items[name], gather, in_memory=False)
+        for name in ("train", "val")
+    }
+    need = sum(s.nbytes() for s in streams.values())
+    budget = int(ctx.options["memory_budget"]) * 2**20
+    mode = ctx.options["in_memory"]
+    if ctx.options["backend"] == "sklearn" and need > budget:
+        raise ProbeError(
+            f"--backend sklearn holds every selected item in memory ({need / 2**20:.0f} MiB), "
+            f"more than --memory-budget {ctx.options['memory_budget']} MiB; use the torch "
+            "backend (it streams) or raise --memory-budget"
+        )
+    in_memory = mode == "yes" or (mode == "auto" and need <= budget) or \
+        ctx.options["backend"] == "sklearn"
+    for s in streams.values():
+        s.in_memory = in_memory
+    ctx.data.update(selected_mib=round(need / 2**20, 3), in_memory=in_memory)
+    log.info("%d train and %d val items, %.1f MiB, %s", len(streams["train"]),
+             len(streams["val"]), need / 2**20, "kept in memory" if in_memory else "streamed")
+    return streams
+
+
+def fit(ctx: ProbeContext, streams: dict[str, TokenStream], task: Task, heads: list[Head],
+        cfg: TrainConfig) -> FitResult:
+    if len(streams["train"]) == 0 or len(streams["val"]) == 0:
+        raise ProbeError("nothing to train or validate on after selection")
+    if ctx.options["backend"] == "sklearn":
+        return fit_sklearn(
+            streams["train"], streams["val"], task, heads, cfg,
+            alpha=float(ctx.options["sklearn_alpha"]), C=float(ctx.options["sklearn_c"]),
+            max_iter=int(ctx.options["sklearn_max_iter"]),
+        )
+    return fit_torch(streams["train"], streams["val"], task, heads, cfg)
+
+
+def fit_summary(result: FitResult) -> dict[str, Any]:
+    return {"curves": result.curves, "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run, "stopped_early": result.stopped_early}
+
+
+def _by_category(metrics: dict[str, dict[str, float]], keys: tuple[str, ...]) -> dict:
+    """Metrics of the normal and outlier tokens (None where a category is absent)."""
+    out = {}
+    for group in ("normal", "outlier"):
+        m = metrics.get(group)
+        out[group] = None if m is None else {k: m[k] for k in (*keys, "count") if k in m}
+    return out
+
+
+def _overall(metrics: dict[str, dict[str, float]]) -> dict[str, float] | None:
+    """Both categories together: what early stopping watched."""
+    return metrics.get("all")
+
+
+def _normals(value: Any) -> int | None:
+    if value in (None, "", "match"):
+        return None
+    n = int(value)
+    if n < 0:
+        raise ProbeError("--normals must be >= 0")
+    return n
+
+
+SKLEARN_OPTIONS = (
+    Option("sklearn_c", 1.0, "--backend sklearn: inverse L2 strength of LogisticRegression"),
+    Option("sklearn_alpha", 1.0, "--backend sklearn: L2 strength of Ridge"),
+    Option("sklearn_max_iter", 1000, "--backend sklearn: LogisticRegression iterations"),
+)
+
+def training_options(monitor: str, optimizer: str, weight_decay: float, *,
+                     epochs: int = 30) -> tuple[Option, ...]:
+    """Epochs, patience, learning rate and weight decay of a probe with early stopping."""
+    return (
+        Option("epochs", epochs, f"most epochs (paper: up to {epochs})"),
+        Option("patience", 3, f"early stopping on validation {monitor} (paper: 3)"),
+        Option("lr", 1e-3, f"{optimizer} learning rate, cosine schedule (not given by the paper)"),
+        Option("weight_decay", weight_decay, f"{optimizer} weight decay"),
+    )
+
+
+TOKEN_OPTIONS = (
+    Option("normals", None, "normal tokens per split part (default: as many as the part's "
+           "outliers)", type=int),
+)
+
+
+def _select_token_items(ctx: ProbeContext) -> dict[str, Items]:
+    normals = _normals(ctx.options["normals"])
+    seed = int(ctx.options["seed"])
+    items = {}
+    for name, part in (("train", ctx.train), ("val", ctx.val)):
+        items[name] = select_tokens(part, normals=normals, seed=seed)
+        c = items[name].counts
+        if c["normal"] < c["normal_wanted"]:
+            ctx.notes.append(f"{name}: only {c['normal']} normal tokens for "
+                             f"{c['normal_wanted']} wanted")
+        if c["outlier"] == 0:
+            ctx.notes.append(f"{name}: no outlier token; outlier metrics are absent")
+    return items
+
+
+def _token_counts(items: dict[str, Items]) -> dict[str, Any]:
+    return {name: it.counts for name, it in items.items()}
+
+
+# -- position ----------------------------------------------------------------------
+@register_probe(
+    "position",
+    summary="which of the P grid positions a patch token sits at (top-1, L2 in patches)",
+    options=(
+        *training_options("top-1", "Adam", 0.0),
+        Option("mse_weight", 0.5, "loss = CE + this x MSE of the softmax-expected (row, col), "
+               "in patch units (paper: 0.5)"),
+        *TOKEN_OPTIONS, *SKLEARN_OPTIONS,
+    ),
+)
+def position(ctx: ProbeContext) -> dict[str, Any]:
+    geometry = ctx.train.store.geometry
+    items = _select_token_items(ctx)
+    streams = make_streams(ctx, items, TokenGather(token_source(ctx.train.store), "patch"))
+    task = PositionTask(tuple(geometry.grid), float(ctx.options["mse_weight"]))
+    cfg = ctx.train_config(optimizer="adam", weight_decay=float(ctx.options["weight_decay"]),
+                           patience=int(ctx.options["patience"]))
+    result = fit(ctx, streams, task, [Head("position", geometry.patches)], cfg)
+    if ctx.options["backend"] == "sklearn":
+        ctx.notes.append("sklearn backend: multinomial LogisticRegression, cross-entropy only "
+                         "(no MSE term)")
+    return {
+        "counts": _token_counts(items),
+        "metrics": _by_category(result.metrics["position"], ("top1", "distance")),
+        "overall": _overall(result.metrics["position"]),
+        "chance_top1": 1.0 / geometry.patches,
+        "units": {"top1": "fraction of tokens whose argmax position is the true one",
+                  "distance": "mean Euclidean distance between the argmax and the true "
+                              "(row, col), in patches"},
+        **fit_summary(result),
+    }
+
+
+# -- reconstruct ---------------------------------------------------------------------
+@register_probe(
+    "reconstruct",
+    summary="the token's P x P x 3 pixel patch of the model input (MSE, L2 error)",
+    options=(
+        *training_options("MSE", "AdamW", 0.01),
+        *TOKEN_OPTIONS, *SKLEARN_OPTIONS,
+    ),
+)
+def reconstruct(ctx: ProbeContext) -> dict[str, Any]:
+    for part in (ctx.train, ctx.val):
+        require_pixels(part.store)
+    p, grid = patch_geometry(ctx.train.store)
+    items = _select_token_items(ctx)
+    gather = PixelPatchGather(token_source(ctx.train.store), p, grid)
+    streams = make_streams(ctx, items, gather)
+    task = ReconstructTask()
+    cfg = ctx.train_config(optimizer="adamw", weight_decay=float(ctx.options["weight_decay"]),
+                           patience=int(ctx.options["patience"]))
+    result = fit(ctx, streams, task, [Head("reconstruct", p * p * 3)], cfg)
+    return {
+        "counts": _token_counts(items),
+        "metrics": _by_category(result.metrics["reconstruct"], ("mse", "l2")),
+        "overall": _overall(result.metrics["reconstruct"]),
+        "patch_pixels": [p, p, 3],
+        "units": {
+            "mse": "mean over the P*P*3 values of the squared error, pixel values on the 0-255 "
+                   "scale of the model input before normalisation (intensity^2)",
+            "l2": "mean over tokens of the L2 norm of the per-patch error vector (P*P*3 values), "
+                  "0-255 intensity units: the paper's 'L2 error'",
+        },
+        "targets": "pixels",
+        **fit_summary(result),
+    }
+
+
+# -- classify --------------------------------------------------------------------------
+@register_probe(
+    "classify",
+    summary="image class from [CLS], one random normal and one random outlier token (top-1)",
+    options=(
+        *training_options("accuracy", "Adam", 0.0),
+        Option("max_images", 200_000, "most training images with an outlier (paper: 200,000)"),
+        Option("num_classes", None, "classes (default: largest label + 1)", type=int),
+        *SKLEARN_OPTIONS,
+    ),
+)
+def classify(ctx: ProbeContext) -> dict[str, Any]:
+    store = ctx.train.store
+    source = token_source(store)
+    geometry = store.geometry
+    has_cls = geometry.prefix > geometry.registers
+    cls_source = "tokens" if source == "tokens" else "pooled/cls"
+    if source != "tokens":
+        ctx.notes.append("sampled store: [CLS] comes from pooled/cls (after the final "
+                         "LayerNorm), the patch tokens from before it")
+    items = {
+        "train": select_images_with_outliers(
+            ctx.train, seed=int(ctx.options["seed"]), max_images=ctx.options["max_images"],
+            has_cls_token=has_cls),
+        "val": select_images_with_outliers(
+            ctx.val, seed=int(ctx.options["seed"]), max_images=None, has_cls_token=has_cls),
+    }
+    num_classes = _num_classes(ctx, items)
+    streams = make_streams(ctx, items, ClassifyGather(source, cls_source))
+    d = geometry.dim
+    heads = [Head("normal", num_classes, np.arange(d, 2 * d)),
+             Head("outlier", num_classes, np.arange(2 * d, 3 * d))]
+    if has_cls:
+        heads.insert(0, Head("cls", num_classes, np.arange(0, d)))
+    else:
+        ctx.notes.append("the model has no [CLS] token")
+    cfg = ctx.train_config(optimizer="adam", weight_decay=float(ctx.options["weight_decay"]),
+                           patience=int(ctx.options["patience"]))
+    result = fit(ctx, streams, ClassifyTask(num_classes), heads, cfg)
+    return {
+        "counts": {name: it.counts for name, it in items.items()},
+        "images_used": {name: len(it) for name, it in items.items()},
+        "num_classes": num_classes,
+        "cls_source": cls_source if has_cls else None,
+        "metrics": {h.name: _top(result.metrics[h.name]) for h in heads},
+        "units": {"top1": "fraction of validation images classified correctly"},
+        **fit_summary(result),
+    }
+
+
+def _top(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {k: v for k, v in metrics["all"].items()}
+
+
+def _num_classes(ctx: ProbeContext, items: dict[str, Items]) -> int:
+    largest = max(int(it.fields["label"].max()) for it in items.values())
+    given = ctx.options.get("num_classes")
+    if given is None:
+        return largest + 1
+    if int(given) <= largest:
+        raise ProbeError(f"--num-classes {given} but a label is {largest}")
+    return int(given)
+
+
+# -- linear (Claim 5) --------------------------------------------------------------------
+PAPER_FEATURES = ("cls+patch_mean", "cls+patch_mean+registers", "patch_mean+registers")
+
+
+@register_probe(
+    "linear",
+    summary="image class from post-LayerNorm pooled features (Claim 5), or an official head",
+    options=(
+        Option("features", ",".join(PAPER_FEATURES), "comma-separated '+'-joined combinations "
+               "of cls, patch_mean, registers (default: the paper's three)"),
+        Option("epochs", 20, "epochs (paper: 20, no early stopping)"),
+        Option("lr", 0.01, "SGD learning rate, cosine schedule (not given by the paper)"),
+        Option("momentum", 0.9, "SGD momentum"),
+        Option("weight_decay", 0.0, "SGD weight decay"),
+        Option("num_classes", None, "classes (default: largest label + 1)", type=int),
+        Option("head", None, "evaluate this official DINOv2 linear head (torch.load with "
+               "weights_only=True, or .safetensors) instead of training", type=str),
+        *SKLEARN_OPTIONS,
+    ),
+)
+def linear(ctx: ProbeContext) -> dict[str, Any]:
+    from .heads import evaluate_head
+
+    for part in (ctx.train, ctx.val):
+        missing = [a for a in POOLED.values() if a not in part.store]
+        if missing:
+            raise ProbeError(f"store {part.store.url} lacks pooled feature array(s) {missing}")
+    if ctx.options.get("head"):
+        return evaluate_head(ctx, ctx.options["head"])
+    combos = parse_features(ctx)
+    names = tuple(n for n in POOLED if any(n in c for c in combos))
+    g = ctx.train.store.geometry
+    columns = pooled_columns(names, g.dim, g.registers)
+    items = {"train": select_labelled_images(ctx.train), "val": select_labelled_images(ctx.val)}
+    num_classes = _num_classes(ctx, items)
+    streams = make_streams(ctx, items, PooledGather(names))
+    heads = [Head("+".join(c), num_classes, np.concatenate([columns[n] for n in c]))
+             for c in combos]
+    cfg = ctx.train_config(optimizer="sgd", weight_decay=float(ctx.options["weight_decay"]),
+                           patience=None, momentum=float(ctx.options["momentum"]))
+    result = fit(ctx, streams, ClassifyTask(num_classes), heads, cfg)
+    return {
+        "counts": {name: it.counts for name, it in items.items()},
+        "num_classes": num_classes,
+        "features": {h.name: len(h.columns) for h in heads},
+        "metrics": {h.name: _top(result.metrics[h.name]) for h in heads},
+        "units": {"top1": "fraction of validation images classified correctly"},
+        **fit_summary(result),
+    }
+
+
+def parse_features(ctx: ProbeContext) -> list[tuple[str, ...]]:
+    """'a+b,c' -> [('a', 'b'), ('c',)], each in POOLED's order; registers need R > 0."""
+    text = ctx.options["features"]
+    default = text == ",".join(PAPER_FEATURES)
+    registers = ctx.train.store.geometry.registers
+    combos: list[tuple[str, ...]] = []
+    for spec in (s.strip() for s in str(text).split(",")):
+        if not spec:
+            continue
+        names = [n.strip() for n in spec.split("+")]
+        unknown = [n for n in names if n not in POOLED]
+        if unknown or len(set(names)) != len(names):
+            raise ProbeError(f"--features {spec!r}: join distinct names of {list(POOLED)} with '+'")
+        combo = tuple(n for n in POOLED if n in names)
+        if "registers" in combo and registers == 0:
+            if default:
+                ctx.notes.append(f"{spec}: skipped, the model has no registers")
+                continue
+            raise ProbeError(f"--features {spec!r}: the model of {ctx.train.store.url} has no "
+                             "registers (R = 0)")
+        if combo not in combos:
+            combos.append(combo)
+    if not combos:
+        raise ProbeError("--features names no combination to train")
+    return combos

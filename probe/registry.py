@@ -1,0 +1,108 @@
+"""The probe registry: each probe, its options with the paper's values as
+defaults, filled by a decorator that refuses duplicates (timm's `register_model`).
+
+The CLI flags and `run_probe`'s keyword arguments are both built from here, so
+a default lives in exactly one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from vitreg.cache import OUTLIER_PERCENTILE, VitregError
+
+
+class ProbeError(VitregError, ValueError):
+    """A probe cannot run on these stores with these options; the message says why."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One probe option: `--kebab-name` on the command line, `snake_name` in Python."""
+
+    name: str
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+    type: type | None = None  # when the default (None) does not say it
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def value_type(self) -> type:
+        if self.type is not None:
+            return self.type
+        return type(self.default) if self.default is not None else str
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """A registered probe: what it measures and the options it takes."""
+
+    name: str
+    run: Callable[..., dict[str, Any]]
+    summary: str
+    options: tuple[Option, ...]
+
+    @property
+    def all_options(self) -> tuple[Option, ...]:
+        return COMMON_OPTIONS + self.options
+
+    def defaults(self) -> dict[str, Any]:
+        return {opt.name: opt.default for opt in self.all_options}
+
+
+#: Every registered probe, by name, in registration order.
+PROBES: dict[str, ProbeSpec] = {}
+
+
+def register_probe(
+    name: str, *, summary: str, options: tuple[Option, ...] = ()
+) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]:
+    """Register `fn(ctx) -> result` as probe `name`; a second `name` is refused."""
+
+    def decorate(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+        if name in PROBES:
+            raise ValueError(f"probe {name!r} is already registered")
+        clash = {o.name for o in options} & {o.name for o in COMMON_OPTIONS}
+        if clash:
+            raise ValueError(f"probe {name!r} redefines common option(s) {sorted(clash)}")
+        PROBES[name] = ProbeSpec(name=name, run=fn, summary=summary, options=tuple(options))
+        return fn
+
+    return decorate
+
+
+def get_probe(name: str) -> ProbeSpec:
+    if name not in PROBES:
+        raise ProbeError(f"unknown probe {name!r}; known probes: {', '.join(PROBES)}")
+    return PROBES[name]
+
+
+#: Options every probe takes (besides STORE, --val and --out).
+COMMON_OPTIONS: tuple[Option, ...] = (
+    Option("val_fraction", 0.2, "without --val: fraction of STORE's images held out for "
+           "validation (a seeded permutation of images, never of tokens)"),
+    Option("seed", 42, "seed of the split, the token draws, the shuffling and the "
+           "initialisation (the paper's)"),
+    Option("allow_partial", False, "use the ok rows of a store that is still being written"),
+    Option("device", "auto", "where the torch backend trains", choices=("auto", "cpu", "cuda")),
+    Option("backend", "torch", "torch (the paper's probes) or sklearn (LogisticRegression / "
+           "Ridge on the same tokens, a cross-check for small stores)",
+           choices=("torch", "sklearn")),
+    Option("percentile", OUTLIER_PERCENTILE, "outlier rule: a patch token is an outlier when "
+           "its norm is above this percentile of the store's patch-token norms"),
+    Option("batch_size", 256, "mini-batch size (not given by the paper)"),
+    Option("standardize", True, "standardise features with the training tokens' mean and std "
+           "(an affine map: the linear model class is unchanged)"),
+    Option("in_memory", "auto", "keep the gathered selected tokens in memory (yes), re-read them "
+           "from the store every epoch (no), or yes when they fit --memory-budget (auto)",
+           choices=("auto", "yes", "no")),
+    Option("memory_budget", 1024, "MiB the selected tokens may take in memory under "
+           "--in-memory auto (and the most --backend sklearn accepts)"),
+    Option("shuffle_buffer", 8192, "items in the bounded shuffle buffer that mixes chunks"),
+)

@@ -1,0 +1,224 @@
+"""`run_probe`: open the stores, split by image, run one registered probe, and
+write the results JSON (configuration, seeds, provenance, counts, curves,
+metrics, elapsed time)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from vitreg.cache import SCHEMA_VERSION, Store, open_store
+
+from vitreg import __version__
+
+from . import probes as _probes  # noqa: F401 - registers the probes
+from .probes import ProbeContext
+from .registry import ProbeError, ProbeSpec, get_probe
+from .select import Part, split_rows
+
+#: Attributes two stores must share for one to validate a probe trained on the other.
+_SAME_MODEL = ("model", "weights", "weights_sha256", "img_size", "patch_size", "grid",
+               "prefix_tokens", "registers", "embed_dim")
+
+
+def run_probe(
+    kind: str, store: str, *, out: str | None = None, val: str | None = None, **options: Any
+) -> dict[str, Any]:
+    """Run probe `kind` on `store` (validated on `val`, or a split of `store`).
+
+    `options` are the probe's options by their Python names (`vitreg probe
+    KIND --help`, or `PROBES[kind].defaults()`); missing ones take the paper's
+    defaults. Returns the result dict, also written to `out` when given.
+    """
+    spec = get_probe(kind)
+    opts = resolve_options(spec, options)
+    started = _dt.datetime.now(_dt.UTC)
+    t0 = time.perf_counter()
+    train_store = open_store(store, allow_partial=opts["allow_partial"])
+    val_store = open_store(val, allow_partial=opts["allow_partial"]) if val else None
+    if val_store is not None:
+        check_same_model(train_store, val_store)
+    device = resolve_device(opts["device"])
+    train_rows, val_rows, split = split_rows(
+        train_store, val_store, val_fraction=float(opts["val_fraction"]), seed=int(opts["seed"])
+    )
+    percentile = float(opts["percentile"])
+    train = Part("train", train_store, train_rows, percentile)
+    val_part = (
+        Part("val", val_store, val_store.ok_rows(), percentile) if val_store is not None
+        else Part("val", train_store, val_rows, percentile)
+    )
+    ctx = ProbeContext(kind=kind, options=opts, train=train, val=val_part, device=device)
+    for part in (train, val_part):
+        if not part.store.complete:
+            ctx.notes.append(f"{part.store.url} is incomplete: only its {part.store.counts()['ok']}"
+                             " ok rows so far are used (--allow-partial)")
+    body = spec.run(ctx)
+    result = {
+        # The shape the analysis report reads: keep these keys as they are.
+        "probe": kind,
+        "store": store_info(train_store),
+        "val_store": None if val_store is None else store_info(val_store),
+        "config": {"store": str(store), "val": None if val is None else str(val),
+                   "out": None if out is None else str(out), **opts},
+        "counts": body.pop("counts"),
+        "metrics": body.pop("metrics"),
+        "curves": body.pop("curves"),
+        "elapsed_s": None,
+        "backend": opts["backend"],
+        # Everything else.
+        "summary": spec.summary,
+        "vitreg_version": __version__,
+        "schema_version_read": SCHEMA_VERSION,
+        "started_at": started.isoformat(timespec="seconds"),
+        "seeds": {"split": opts["seed"], "selection": opts["seed"], "torch_init": opts["seed"],
+                  "shuffle": f"numpy default_rng([{opts['seed']}, epoch])"},
+        "provenance": {"train": provenance(train), "val": provenance(val_part)},
+        "split": split,
+        "data": ctx.data,
+        "environment": environment(device),
+        **body,
+        "notes": ctx.notes,
+    }
+    result["elapsed_s"] = round(time.perf_counter() - t0, 3)
+    result = _plain(result)
+    if out is not None:
+        write_json(out, result)
+    return result
+
+
+def resolve_options(spec: ProbeSpec, given: dict[str, Any]) -> dict[str, Any]:
+    """The probe's defaults overlaid with `given`, each checked and cast to its type."""
+    known = {opt.name: opt for opt in spec.all_options}
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ProbeError(f"probe {spec.name!r} takes no option(s) {unknown}; it takes "
+                         f"{sorted(known)}")
+    resolved = spec.defaults()
+    for name, value in given.items():
+        opt = known[name]
+        if value is None:
+            resolved[name] = None
+            continue
+        kind = opt.value_type
+        try:
+            value = kind(value) if kind is not bool else _as_bool(value)
+        except (TypeError, ValueError) as exc:
+            raise ProbeError(f"option {name}={value!r}: expected {kind.__name__}") from exc
+        if opt.choices is not None and value not in opt.choices:
+            raise ProbeError(f"option {name}={value!r}: one of {list(opt.choices)}")
+        resolved[name] = value
+    for name in ("epochs", "batch_size"):
+        if name in resolved and int(resolved[name]) < 1:
+            raise ProbeError(f"option {name} must be at least 1")
+    return resolved
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(value)
+    return bool(value)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ProbeError("--device cuda: torch sees no CUDA device here; use --device cpu")
+    return torch.device(name)
+
+
+def check_same_model(a: Store, b: Store) -> None:
+    """Refuse a --val store written by another model, weights or geometry."""
+    ma, mb = a.meta, b.meta
+    diff = [k for k in _SAME_MODEL if ma.get(k) != mb.get(k)]
+    if diff:
+        pairs = ", ".join(f"{k}: {ma.get(k)!r} vs {mb.get(k)!r}" for k in diff)
+        raise ProbeError(f"--val store {b.url} does not come from the same model as {a.url} "
+                         f"({pairs}); train and validate on stores of one model")
+
+
+def store_info(store: Store) -> dict[str, Any]:
+    """The five provenance fields every consumer of a result reads."""
+    meta = store.meta
+    return {"model": meta.get("model"), "weights": meta.get("weights"),
+            "weights_sha256": meta.get("weights_sha256"),
+            "schema_version": meta.get("schema_version"), "url": store.url}
+
+
+def provenance(part: Part) -> dict[str, Any]:
+    """Where a part's tokens come from: the store's attributes, rows and threshold."""
+    store = part.store
+    g = store.geometry
+    return {
+        "url": store.url,
+        "model": store.meta.get("model"),
+        "weights": store.meta.get("weights"),
+        "weights_sha256": store.meta.get("weights_sha256"),
+        "schema_version": store.meta.get("schema_version"),
+        "complete": store.complete,
+        "rows": {"total": store.n_rows, **store.counts()},
+        "images_used": part.images,
+        "chunk_rows": store.chunk_rows,
+        "geometry": {"grid": list(g.grid), "dim": g.dim, "registers": g.registers,
+                     "prefix": g.prefix, "patches": g.patches, "img_size": g.img_size},
+        "outlier_threshold": None if part.threshold is None else
+        {"percentile": part.percentile, "value": part.threshold},
+        "attrs": store.meta,
+    }
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    from importlib.metadata import version
+
+    return {
+        "python": platform.python_version(), "torch": torch.__version__,
+        "numpy": np.__version__, "zarr": version("zarr"), "sklearn": version("scikit-learn"),
+        "device": str(device), "torch_threads": torch.get_num_threads(),
+        "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+    }
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: numpy scalars and arrays to Python, NaN and inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (torch.device, Path)):
+        return str(value)
+    return value
+
+
+def write_json(path: str, result: dict[str, Any]) -> None:
+    """Write atomically: a temporary file beside `path`, then `os.replace`."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(result, fh, indent=2, allow_nan=False)
+            fh.write("\n")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

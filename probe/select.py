@@ -1,0 +1,328 @@
+"""Choose what a probe reads, as indices only: the image split, and the
+normal / outlier patch tokens of each image, from `norms` chunk by chunk.
+
+No token vector is read here; `stream.py` gathers the chosen ones afterwards.
+Every draw is seeded per chunk (by the chunk's first row), so a selection
+does not depend on the order chunks are visited in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from vitreg.cache import STATUS_OK, Store
+
+from .registry import ProbeError
+
+NORMAL, OUTLIER, NO_CATEGORY = 0, 1, -1
+
+#: numpy's hypergeometric sampler takes fewer than 1e9 good and bad items.
+_HYPERGEOMETRIC_LIMIT = 10**9 - 1
+
+# Salts that keep the seeded streams of different draws apart.
+_SALT_NORMALS, _SALT_COUNTS, _SALT_CLASSIFY, _SALT_CAP = 101, 102, 103, 104
+
+
+@dataclass
+class Part:
+    """One side of the split: a store, the ok rows of it that are used, its threshold."""
+
+    name: str
+    store: Store
+    rows: np.ndarray
+    percentile: float
+    threshold: float | None = None
+
+    @property
+    def images(self) -> int:
+        return int(self.rows.size)
+
+
+@dataclass
+class Items:
+    """Selected items, sorted by store row: one token (or one image) each.
+
+    `fields` holds per-item columns: always `row`; `slot` (index along the
+    token axis of the array the tokens come from), `patch` (grid position),
+    `category` (NORMAL, OUTLIER or NO_CATEGORY), `label`, and probe-specific ones.
+    """
+
+    fields: dict[str, np.ndarray]
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self.fields["row"]
+
+    def __len__(self) -> int:
+        return int(self.rows.size)
+
+
+# -- the split -----------------------------------------------------------------
+def split_rows(
+    store: Store, val_store: Store | None, *, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """Train rows of `store`, and val rows of `store` when there is no `val_store`.
+
+    The split is by image: a seeded permutation of the ok rows, `val_fraction`
+    of them (at least one, at most all but one) held out.
+    """
+    ok = store.ok_rows()
+    if ok.size == 0:
+        raise ProbeError(f"store {store.url} has no ok rows (counts: {store.counts()})")
+    if val_store is not None:
+        if val_store.ok_rows().size == 0:
+            raise ProbeError(f"--val store {val_store.url} has no ok rows")
+        return ok, None, {"mode": "val_store", "train_images": int(ok.size),
+                          "val_images": int(val_store.ok_rows().size)}
+    if not 0.0 < val_fraction < 1.0:
+        raise ProbeError(f"--val-fraction must be between 0 and 1, not {val_fraction}")
+    if ok.size < 2:
+        raise ProbeError(
+            f"store {store.url} has {ok.size} ok image; a split by image needs at least 2 "
+            "(or pass --val STORE)"
+        )
+    n_val = int(np.clip(round(val_fraction * ok.size), 1, ok.size - 1))
+    perm = np.random.default_rng(seed).permutation(ok.size)
+    val = np.sort(ok[perm[:n_val]])
+    train = np.sort(ok[perm[n_val:]])
+    return train, val, {"mode": "fraction", "val_fraction": val_fraction, "seed": seed,
+                        "train_images": int(train.size), "val_images": int(val.size)}
+
+
+# -- reading rows chunk by chunk -------------------------------------------------
+def iter_rows(store: Store, names: list[str], rows: np.ndarray) -> Iterator[dict[str, np.ndarray]]:
+    """Like `Store.batches`: the ok rows among `rows`, one chunk at a time.
+
+    Looks the arrays and the chunking up once (each `Store.chunk_rows` access
+    re-opens an array) and copies only the span of selected rows of a chunk.
+    """
+    chunk, n = store.chunk_rows, store.n_rows
+    arrays = {name: store.array(name) for name in names}
+    wanted = np.zeros(n, dtype=bool)
+    wanted[np.asarray(rows, dtype=np.int64)] = True
+    wanted &= store.status == STATUS_OK
+    for start in range(0, n, chunk):
+        local = np.flatnonzero(wanted[start : start + chunk])
+        if local.size == 0:
+            continue
+        lo, hi = start + int(local[0]), start + int(local[-1]) + 1
+        batch = {"row": start + local, "chunk_start": start}
+        for name, array in arrays.items():
+            batch[name] = array[lo:hi][start + local - lo]
+        yield batch
+
+
+# -- candidate patch tokens, chunk by chunk ------------------------------------
+@dataclass
+class Candidates:
+    """The patch tokens of one chunk's selected rows that a probe may pick."""
+
+    start: int  # first row of the chunk: the seed of its draws
+    rows: np.ndarray  # (n,)
+    labels: np.ndarray  # (n,)
+    slot: np.ndarray  # (n, C) index along the token axis of the token array
+    patch: np.ndarray  # (n, C) grid position
+    outlier: np.ndarray  # (n, C) bool
+    valid: np.ndarray  # (n, C) bool
+
+
+def token_source(store: Store) -> str:
+    """The array patch tokens are read from: `tokens`, else `sampled/tokens`."""
+    if "tokens" in store:
+        return "tokens"
+    if "sampled/tokens" in store:
+        return "sampled/tokens"
+    raise ProbeError(
+        f"store {store.url} holds no patch tokens (extracted with --tokens none?); this probe "
+        "needs a store extracted with --tokens all or --tokens sampled:K"
+    )
+
+
+def candidates(part: Part) -> Iterator[Candidates]:
+    """Patch tokens of the part's rows with their outlier flag, one chunk at a time.
+
+    Full stores offer every patch token; sampled stores the K sampled ones.
+    [CLS] and registers are never candidates. The flag follows DESIGN.md's rule
+    with the store's own threshold (computed once by `cache`).
+    """
+    store, geometry = part.store, part.store.geometry
+    if part.threshold is None:
+        part.threshold = store.threshold(part.percentile)
+    source = token_source(store)
+    names = ["norms", "label"] + (["sampled/index"] if source == "sampled/tokens" else [])
+    prefix, patches = geometry.prefix, geometry.patches
+    for batch in iter_rows(store, names, part.rows):
+        n = batch["row"].size
+        if source == "tokens":
+            patch = np.broadcast_to(np.arange(patches, dtype=np.int32), (n, patches))
+            slot = patch + prefix
+            valid = np.ones((n, patches), dtype=bool)
+        else:
+            patch = batch["sampled/index"].astype(np.int32)
+            valid = (patch >= 0) & (patch < patches)
+            patch = np.where(valid, patch, 0)
+            slot = np.broadcast_to(np.arange(patch.shape[1], dtype=np.int32), patch.shape)
+        norms = np.take_along_axis(batch["norms"], patch + prefix, axis=1)
+        yield Candidates(
+            start=batch["chunk_start"],
+            rows=batch["row"], labels=batch["label"], slot=slot, patch=patch,
+            outlier=(norms > part.threshold) & valid, valid=valid,
+        )
+
+
+def _hypergeometric(rng: np.random.Generator, good: int, bad: int, draws: int) -> int:
+    """How many of `draws` items drawn without replacement are among the `good` ones."""
+    if draws <= 0 or good <= 0:
+        return 0
+    if bad <= 0:
+        return draws
+    if good > _HYPERGEOMETRIC_LIMIT or bad > _HYPERGEOMETRIC_LIMIT:
+        # Beyond numpy's range the binomial is an excellent approximation.
+        return int(min(good, rng.binomial(draws, good / (good + bad))))
+    return int(rng.hypergeometric(good, bad, draws))
+
+
+def select_tokens(part: Part, *, normals: int | None, seed: int) -> Items:
+    """All outlier patch tokens of the part, and normal ones drawn to match their count.
+
+    Two passes over `norms`: the first counts, the second draws the normal
+    tokens uniformly without replacement (a hypergeometric share per chunk,
+    then a seeded choice inside it), so memory holds only the selected indices.
+    `normals` overrides the matched count.
+    """
+    n_out, n_norm = 0, []
+    for cand in candidates(part):
+        n_out += int(cand.outlier.sum())
+        n_norm.append(int((cand.valid & ~cand.outlier).sum()))
+    total_normal = int(sum(n_norm))
+    wanted = n_out if normals is None else int(normals)
+    take = min(wanted, total_normal)
+    if take + n_out == 0:
+        raise ProbeError(_nothing_to_probe(part, normals))
+
+    share_rng = np.random.default_rng([seed, _SALT_COUNTS])
+    left_items, left_draws = total_normal, take
+    parts: list[dict[str, np.ndarray]] = []
+    for cand, m in zip(candidates(part), n_norm):
+        k = _hypergeometric(share_rng, m, left_items - m, left_draws)
+        left_items, left_draws = left_items - m, left_draws - k
+        is_normal = cand.valid & ~cand.outlier
+        r_norm, c_norm = np.nonzero(is_normal)
+        if k:
+            pick = np.random.default_rng([seed, _SALT_NORMALS, cand.start]).choice(
+                m, size=k, replace=False
+            )
+            r_norm, c_norm = r_norm[pick], c_norm[pick]
+        else:
+            r_norm, c_norm = r_norm[:0], c_norm[:0]
+        r_out, c_out = np.nonzero(cand.outlier)
+        r = np.concatenate([r_out, r_norm])
+        c = np.concatenate([c_out, c_norm])
+        order = np.lexsort((cand.slot[r, c], r))
+        r, c = r[order], c[order]
+        parts.append({
+            "row": cand.rows[r].astype(np.int64),
+            "slot": cand.slot[r, c].astype(np.int32),
+            "patch": cand.patch[r, c].astype(np.int32),
+            "category": np.where(cand.outlier[r, c], OUTLIER, NORMAL).astype(np.int8),
+        })
+    fields = _concat(parts, ("row", "slot", "patch", "category"))
+    return Items(fields, counts={
+        "images": part.images, "outlier": n_out, "normal": take,
+        "normal_available": total_normal, "normal_wanted": wanted,
+    })
+
+
+def _nothing_to_probe(part: Part, normals: int | None) -> str:
+    msg = (
+        f"the {part.name} images of {part.store.url} have no outlier token (no patch-token "
+        f"norm above the {part.percentile:g}th-percentile threshold {part.threshold:.6g})"
+    )
+    if normals is None:
+        return msg + ("; normal tokens are drawn to match the outlier count, so there is "
+                      "nothing to probe. Pass --normals N to probe N normal tokens anyway")
+    return msg + " and no normal token either"
+
+
+def _concat(parts: list[dict[str, np.ndarray]], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    if not parts:
+        raise ProbeError("no rows selected")
+    return {name: np.concatenate([p[name] for p in parts]) for name in names}
+
+
+def _random_pick(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
+    """For each row of `mask`, a uniformly random column where it is True (rows need one)."""
+    keys = rng.random(mask.shape)
+    keys[~mask] = -1.0
+    return keys.argmax(axis=1)
+
+
+def select_images_with_outliers(
+    part: Part, *, seed: int, max_images: int | None, has_cls_token: bool
+) -> Items:
+    """Labelled images with at least one outlier (and one normal) patch token.
+
+    Per image: one random normal and one random outlier patch token (seeded),
+    and the [CLS] slot. At most `max_images` images, a seeded choice.
+    """
+    parts: list[dict[str, np.ndarray]] = []
+    seen = unlabelled = no_outlier = 0
+    for cand in candidates(part):
+        seen += cand.rows.size
+        labelled = cand.labels >= 0
+        has_out = cand.outlier.any(axis=1)
+        has_norm = (cand.valid & ~cand.outlier).any(axis=1)
+        unlabelled += int((~labelled).sum())
+        no_outlier += int((labelled & ~(has_out & has_norm)).sum())
+        keep = np.flatnonzero(labelled & has_out & has_norm)
+        if keep.size == 0:
+            continue
+        rng = np.random.default_rng([seed, _SALT_CLASSIFY, cand.start])
+        o = _random_pick(rng, cand.outlier[keep])
+        nrm = _random_pick(rng, (cand.valid & ~cand.outlier)[keep])
+        parts.append({
+            "row": cand.rows[keep].astype(np.int64),
+            "label": cand.labels[keep].astype(np.int64),
+            "outlier_slot": cand.slot[keep, o].astype(np.int32),
+            "normal_slot": cand.slot[keep, nrm].astype(np.int32),
+            "category": np.full(keep.size, NO_CATEGORY, np.int8),
+        })
+    if not parts:
+        raise ProbeError(
+            f"none of the {seen} {part.name} images of {part.store.url} has a label and an "
+            f"outlier token ({unlabelled} unlabelled, {no_outlier} without an outlier above "
+            f"the {part.percentile:g}th-percentile threshold {part.threshold:.6g})"
+        )
+    fields = _concat(parts, ("row", "label", "outlier_slot", "normal_slot", "category"))
+    eligible = fields["row"].size
+    if max_images is not None and eligible > max_images:
+        rng = np.random.default_rng([seed, _SALT_CAP])
+        keep = np.sort(rng.choice(eligible, size=max_images, replace=False))
+        fields = {k: v[keep] for k, v in fields.items()}
+    return Items(fields, counts={
+        "images": part.images, "eligible": eligible, "used": int(fields["row"].size),
+        "unlabelled": unlabelled, "without_outlier": no_outlier, "has_cls_token": has_cls_token,
+    })
+
+
+def select_labelled_images(part: Part) -> Items:
+    """Every labelled ok image of the part (the pooled-feature probes)."""
+    rows, labels = [], []
+    for batch in iter_rows(part.store, ["label"], part.rows):
+        keep = batch["label"] >= 0
+        rows.append(batch["row"][keep])
+        labels.append(batch["label"][keep])
+    row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    if row.size == 0:
+        raise ProbeError(
+            f"the {part.name} images of {part.store.url} carry no label (all -1); "
+            "classification probes need labelled shards (class folders or --synsets)"
+        )
+    fields = {
+        "row": row.astype(np.int64), "label": np.concatenate(labels).astype(np.int64),
+        "category": np.full(row.size, NO_CATEGORY, np.int8),
+    }
+    return Items(fields, counts={"images": part.images, "labelled": int(row.size)})

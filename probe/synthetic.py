@@ -1,0 +1,205 @@
+"""Write stores with planted, known answers through `cache`'s writer, chunk by
+chunk (so a benchmark store of several GB never sits in memory).
+
+What is planted, per image of class y:
+- normal patch tokens: a code of their grid position and a linear code of
+  their pixel patch (each patch is 128 + a few random basis patterns), no class;
+- outlier patch tokens (exactly `outlier_fraction` of all patch tokens, the
+  highest norms): a code of the class, no position, no pixels;
+- [CLS]: a code of the class; registers: noise;
+- pooled features: `cls` weakly encodes the class, `registers` (the first
+  register) strongly, `patch_mean` not at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from vitreg.cache import (
+    ARRAYS,
+    STATUS_FAILED,
+    STATUS_OK,
+    ChunkWriter,
+    Geometry,
+    create_store,
+    mark_complete,
+)
+from vitreg.cache.schema import parse_token_mode
+from vitreg.cache.synthetic import synthetic_attrs
+
+
+@dataclass(frozen=True)
+class Planted:
+    """Strengths of the planted signals (token units unless said)."""
+
+    classes: int = 4
+    outlier_fraction: float = 0.02
+    position: float = 6.0  # norm of a normal token's position code
+    pixels: float = 4.0  # token scale of the pixel-pattern coefficients
+    pixel_amplitude: float = 12.0  # 0-255 intensity of one unit pattern coefficient
+    basis: int = 4  # pixel patterns per patch
+    outlier: float = 25.0  # norm of an outlier's class code
+    cls: float = 8.0
+    noise: float = 0.3
+    pooled_cls: float = 2.0  # weak
+    pooled_registers: float = 6.0  # strong
+
+
+class _Codes:
+    """The random codebooks of one planted store, fixed by its seed."""
+
+    def __init__(self, g: Geometry, p: int, planted: Planted, seed: int) -> None:
+        rng = np.random.default_rng([seed, 7])
+        d = g.dim
+
+        def unit(n: int) -> np.ndarray:
+            v = rng.standard_normal((n, d))
+            return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+        self.position = unit(g.patches) * planted.position
+        self.pixel_dirs = np.linalg.qr(rng.standard_normal((d, planted.basis)))[0].T.astype(
+            np.float32)  # (basis, D), orthonormal rows
+        self.patterns = rng.uniform(-1, 1, (planted.basis, p * p * 3)).astype(np.float32)
+        self.outlier = unit(planted.classes) * planted.outlier
+        self.cls = unit(planted.classes) * planted.cls
+        self.pooled_cls = unit(planted.classes) * planted.pooled_cls
+        self.pooled_registers = unit(planted.classes) * planted.pooled_registers
+
+
+def plant_outliers(n_images: int, patches: int, fraction: float, seed: int) -> np.ndarray:
+    """(N, P) bool: exactly round(fraction * N * P) outlier patch tokens, seeded.
+
+    With fraction 0.02 they are exactly the tokens above the 98th percentile.
+    """
+    total = n_images * patches
+    k = round(fraction * total)
+    flat = np.zeros(total, dtype=bool)
+    flat[np.random.default_rng([seed, 3]).choice(total, size=k, replace=False)] = True
+    return flat.reshape(n_images, patches)
+
+
+def _chunk(
+    rows: np.ndarray, g: Geometry, p: int, codes: _Codes, planted: Planted, labels: np.ndarray,
+    outliers: np.ndarray, seed: int,
+) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng([seed, 11, int(rows[0])])
+    n, d, P = rows.size, g.dim, g.patches
+    y = labels[rows]
+    out = outliers[rows]
+    coef = rng.standard_normal((n, P, planted.basis)).astype(np.float32)
+    patch = np.clip(128.0 + planted.pixel_amplitude * (coef @ codes.patterns), 0, 255)
+    gh, gw = g.grid
+    pixels = (np.rint(patch).astype(np.uint8).reshape(n, gh, gw, p, p, 3)
+              .transpose(0, 1, 3, 2, 4, 5).reshape(n, gh * p, gw * p, 3))
+    tokens = planted.noise * rng.standard_normal((n, g.tokens, d), dtype=np.float32)
+    tokens[:, 0] += codes.cls[y]
+    normal_part = codes.position[None] + planted.pixels * (coef @ codes.pixel_dirs)
+    patch_tokens = np.where(out[..., None], codes.outlier[y][:, None], normal_part)
+    tokens[:, g.prefix:] += patch_tokens
+    norms = np.linalg.norm(tokens, axis=-1).astype(np.float32)
+    noise = lambda *shape: rng.standard_normal(shape, dtype=np.float32)
+    registers = noise(n, g.registers, d)
+    if g.registers:
+        registers[:, 0] += codes.pooled_registers[y]
+    return {
+        "label": y.astype(np.int32),
+        "tokens": tokens,
+        "norms": norms,
+        "pixels": pixels,
+        "pooled/cls": codes.pooled_cls[y] + noise(n, d),
+        "pooled/patch_mean": noise(n, d),
+        "pooled/registers": registers,
+    }
+
+
+def _sample(values: dict[str, np.ndarray], g: Geometry, k: int, rng: np.random.Generator):
+    """Keep K patch tokens per image: the K/2 highest norms, then K/2 others at random."""
+    norms = values["norms"][:, g.prefix:]
+    order = np.argsort(-norms, axis=1, kind="stable")
+    top = order[:, : k // 2]
+    rest = order[:, k // 2:]
+    keys = rng.random(rest.shape).argsort(axis=1)[:, : k - k // 2]
+    index = np.concatenate([top, np.take_along_axis(rest, keys, 1)], axis=1)
+    values["sampled/index"] = index.astype(np.int16)
+    values["sampled/tokens"] = np.take_along_axis(
+        values["tokens"][:, g.prefix:], index[..., None], axis=1)
+    del values["tokens"]
+    return values
+
+
+def write_planted_store(
+    url: str,
+    *,
+    n_images: int,
+    geometry: Geometry,
+    planted: Planted = Planted(),
+    seed: int = 0,
+    codes_seed: int | None = None,
+    chunk_rows: int = 16,
+    token_mode: str = "all",
+    with_pixels: bool = True,
+    failed: np.ndarray | None = None,
+    written_rows: int | None = None,
+    labels: np.ndarray | None = None,
+    **attrs: Any,
+) -> str:
+    """Write a planted store at `url`; returns `url`.
+
+    `codes_seed` (default `seed`) fixes the codebooks: two stores with one
+    `codes_seed` and different `seed`s are different images of one "model".
+    `failed`: rows written with status 2 (and zero data); `written_rows`: stop
+    after the chunks below this row, leaving the rest pending and the store
+    incomplete (a store still being written). `labels` overrides the classes.
+    """
+    g = geometry
+    p = g.img_size // g.grid[0]
+    kind, k = parse_token_mode(token_mode)
+    specs = [s for s in ARRAYS.values() if s.option is None]
+    if kind == "all":
+        specs.append(ARRAYS["tokens"])
+    elif kind == "sampled":
+        specs += [ARRAYS["sampled/index"], ARRAYS["sampled/tokens"]]
+    if with_pixels:
+        specs.append(ARRAYS["pixels"])
+    names = [s.name for s in specs]
+    meta = synthetic_attrs(g, token_mode=token_mode, sample_k=k, patch_size=p,
+                           planted=planted.__dict__, **attrs)
+    meta["with"] = ["pixels"] if with_pixels else []
+    root = create_store(url, geometry=g, n_rows=n_images, specs=specs, attrs=meta,
+                        chunk_rows=chunk_rows, sample_k=k)
+    codes = _Codes(g, p, planted, seed if codes_seed is None else codes_seed)
+    if labels is None:
+        labels = np.random.default_rng([seed, 5]).integers(0, planted.classes, n_images)
+    labels = np.asarray(labels)
+    outliers = plant_outliers(n_images, g.patches, planted.outlier_fraction, seed)
+    failed_mask = np.zeros(n_images, bool)
+    if failed is not None:
+        failed_mask[np.asarray(failed)] = True
+    stop = n_images if written_rows is None else written_rows // chunk_rows * chunk_rows
+    written = [n_ for n_ in names if n_ not in ("attention", "neighbor_cos")]
+    writer = ChunkWriter(root, written)
+    try:
+        for start in range(0, stop, chunk_rows):
+            rows = np.arange(start, min(start + chunk_rows, n_images))
+            values = _chunk(rows, g, p, codes, planted, labels, outliers, seed)
+            if kind == "sampled":
+                values = _sample(values, g, k, np.random.default_rng([seed, 13, start]))
+            elif kind == "none":
+                del values["tokens"]
+            if not with_pixels:
+                del values["pixels"]
+            bad = failed_mask[rows]
+            for name in values:
+                if name != "label":
+                    values[name][bad] = 0
+            values["status"] = np.where(bad, STATUS_FAILED, STATUS_OK).astype(np.uint8)
+            values["key"] = np.array([f"{r:08d}" for r in rows], dtype=object)
+            values["error"] = np.array(["planted failure" if b else "" for b in bad], dtype=object)
+            values = {n_: values[n_] for n_ in written}
+            writer.put(rows, values)
+    finally:
+        writer.close()
+    mark_complete(root)  # complete (with threshold) only when no row is pending
+    return url

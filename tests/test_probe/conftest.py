@@ -1,0 +1,65 @@
+"""Planted stores for the probe tests, written through cache's writer (no model)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from vitreg.cache import Geometry
+from vitreg.probe.synthetic import write_planted_store
+
+#: 4 x 4 grid of 8 px patches, 2 registers, D = 48: small enough for CPU tests.
+GEOMETRY = Geometry(registers=2, grid=(4, 4), dim=48, depth=2, img_size=32)
+
+#: Optimiser settings for the small planted stores: the paper gives no learning
+#: rate or batch size, and its defaults (1e-3, 256) take more steps than a
+#: store of 2000 images x 16 patches offers; 12 epochs keep the tests short.
+FAST = {"lr": 1e-2, "batch_size": 64, "epochs": 12}
+
+#: Reconstruction (a 48 -> 192 regression) keeps the paper's 30 epochs to converge.
+FAST_RECONSTRUCT = {"lr": 1e-2, "batch_size": 64}
+
+
+@pytest.fixture(scope="package", autouse=True)
+def one_torch_thread():
+    """The probes here are tiny: one intra-op thread beats two on a shared 2-core box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def planted(tmp_path_factory) -> str:
+    """2000 images, 16 patches each, exactly 2% outlier patch tokens (640)."""
+    path = tmp_path_factory.mktemp("planted") / "store.zarr"
+    return write_planted_store(str(path), n_images=2000, geometry=GEOMETRY, seed=0)
+
+
+@pytest.fixture(scope="session")
+def planted_val(tmp_path_factory) -> str:
+    """Other images of the same planted "model" (same codebooks), for --val."""
+    path = tmp_path_factory.mktemp("planted_val") / "store.zarr"
+    return write_planted_store(str(path), n_images=500, geometry=GEOMETRY, seed=1, codes_seed=0)
+
+
+@pytest.fixture(scope="session")
+def sampled(tmp_path_factory) -> str:
+    """Planted images kept as K = 8 sampled patch tokens per image."""
+    path = tmp_path_factory.mktemp("sampled") / "store.zarr"
+    return write_planted_store(str(path), n_images=2000, geometry=GEOMETRY, seed=0,
+                               token_mode="sampled:8")
+
+
+@pytest.fixture(scope="session")
+def geometry() -> Geometry:
+    return GEOMETRY
+
+
+@pytest.fixture(scope="session")
+def fast() -> dict:
+    return dict(FAST)
+
+
+@pytest.fixture(scope="session")
+def fast_reconstruct() -> dict:
+    return dict(FAST_RECONSTRUCT)
