@@ -25,6 +25,7 @@ class Store:
     def __init__(self, url: str, *, allow_partial: bool = False) -> None:
         self.url = str(url)
         self.root = open_group(self.url, mode="r")
+        self._arrays: dict[str, zarr.Array] = {}
         if not allow_partial and not self.complete:
             counts = self.counts()
             raise IncompleteStoreError(
@@ -47,15 +48,17 @@ class Store:
     def geometry(self) -> Geometry:
         return geometry_from_attrs(self.meta)
 
-    @property
+    # Shapes, chunking and the array list are looked up once: each zarr
+    # lookup re-reads metadata, which adds up over a loop of many chunks.
+    @cached_property
     def n_rows(self) -> int:
-        return int(self.root["status"].shape[0])
+        return int(self.array("status").shape[0])
 
-    @property
+    @cached_property
     def chunk_rows(self) -> int:
-        return int(self.root["status"].chunks[0])
+        return int(self.array("status").chunks[0])
 
-    @property
+    @cached_property
     def names(self) -> list[str]:
         return stored_arrays(self.root)
 
@@ -64,9 +67,11 @@ class Store:
 
     def array(self, name: str) -> zarr.Array:
         """One array, lazily: indexing it reads only the chunks it touches."""
-        if name not in self:
-            raise KeyError(f"store {self.url} has no array {name!r}; it has {self.names}")
-        return self.root[name]
+        if name not in self._arrays:
+            if name not in self:
+                raise KeyError(f"store {self.url} has no array {name!r}; it has {self.names}")
+            self._arrays[name] = self.root[name]
+        return self._arrays[name]
 
     def to_xarray(self) -> Any:
         """Every array as a lazy `xarray.Dataset` (groups flattened with '/')."""
@@ -96,7 +101,7 @@ class Store:
             status = np.full(self.n_rows, STATUS_OK, dtype=np.uint8)
             status[np.asarray(failed, dtype=np.int64)] = STATUS_FAILED
             return status
-        return self.root["status"][:]
+        return self.array("status")[:]
 
     def counts(self) -> dict[str, int]:
         status = self.status
@@ -119,7 +124,9 @@ class Store:
         """Yield, chunk by chunk, the selected rows with status 1.
 
         Each batch maps array names to arrays over its rows, plus `row`, their
-        indices in the store. Only chunks that hold a selected row are read.
+        indices in the store, and `chunk_start`, the chunk's first row. Only
+        chunks that hold a selected row are read, and of those only the span
+        from the first to the last selected row.
         """
         wanted = self.status == STATUS_OK
         if rows is not None:
@@ -131,10 +138,10 @@ class Store:
             local = np.flatnonzero(wanted[start:stop])
             if local.size == 0:
                 continue
-            batch = {"row": start + local}
+            lo, hi = start + int(local[0]), start + int(local[-1]) + 1
+            batch = {"row": start + local, "chunk_start": start}
             for name, array in arrays.items():
-                block = array[start:stop]
-                batch[name] = block[local]
+                batch[name] = array[lo:hi][start + local - lo]
             yield batch
 
     # -- the outlier rule -----------------------------------------------------

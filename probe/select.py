@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from vitreg.cache import STATUS_OK, Store
+from vitreg.cache import Store
 
 from .registry import ProbeError
 
@@ -93,28 +93,6 @@ def split_rows(
 
 
 # -- reading rows chunk by chunk -------------------------------------------------
-def iter_rows(store: Store, names: list[str], rows: np.ndarray) -> Iterator[dict[str, np.ndarray]]:
-    """Like `Store.batches`: the ok rows among `rows`, one chunk at a time.
-
-    Looks the arrays and the chunking up once (each `Store.chunk_rows` access
-    re-opens an array) and copies only the span of selected rows of a chunk.
-    """
-    chunk, n = store.chunk_rows, store.n_rows
-    arrays = {name: store.array(name) for name in names}
-    wanted = np.zeros(n, dtype=bool)
-    wanted[np.asarray(rows, dtype=np.int64)] = True
-    wanted &= store.status == STATUS_OK
-    for start in range(0, n, chunk):
-        local = np.flatnonzero(wanted[start : start + chunk])
-        if local.size == 0:
-            continue
-        lo, hi = start + int(local[0]), start + int(local[-1]) + 1
-        batch = {"row": start + local, "chunk_start": start}
-        for name, array in arrays.items():
-            batch[name] = array[lo:hi][start + local - lo]
-        yield batch
-
-
 # -- candidate patch tokens, chunk by chunk ------------------------------------
 @dataclass
 class Candidates:
@@ -154,7 +132,7 @@ def candidates(part: Part) -> Iterator[Candidates]:
     source = token_source(store)
     names = ["norms", "label"] + (["sampled/index"] if source == "sampled/tokens" else [])
     prefix, patches = geometry.prefix, geometry.patches
-    for batch in iter_rows(store, names, part.rows):
+    for batch in store.batches(names, rows=part.rows):
         n = batch["row"].size
         if source == "tokens":
             patch = np.broadcast_to(np.arange(patches, dtype=np.int32), (n, patches))
@@ -311,7 +289,7 @@ def select_images_with_outliers(
 def select_labelled_images(part: Part) -> Items:
     """Every labelled ok image of the part (the pooled-feature probes)."""
     rows, labels = [], []
-    for batch in iter_rows(part.store, ["label"], part.rows):
+    for batch in part.store.batches(["label"], rows=part.rows):
         keep = batch["label"] >= 0
         rows.append(batch["row"][keep])
         labels.append(batch["label"][keep])
