@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -26,11 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
-
 from vitreg.cache import ChunkWriter, Geometry, arrays_for, create_store, open_store
 from vitreg.cache.store import chunk_rows_for, compressors_for
 from vitreg.cache.synthetic import synthetic_attrs
+from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 
 CODECS = {
     "none": (),
@@ -87,12 +87,13 @@ def codec_table(tokens: np.ndarray, tmp: Path, chunk_rows: int) -> None:
         print(f"{name:24s} {raw / array.nbytes_stored():6.3f} {raw / write / 1e6:11.0f} {raw / read / 1e6:10.0f}")
 
 
-def writer_vs_raw(tokens: np.ndarray, tmp: Path, chunk_rows: int) -> None:
+def writer_vs_raw(tokens: np.ndarray, tmp: Path, chunk_rows: int, rep: int = 0) -> tuple[float, ...]:
+    """Seconds of ChunkWriter and of raw writes (fsync included), and the caller's wait."""
     n = len(tokens)
     # Only the token count matters here: one prefix token and T - 1 patches.
     geom = Geometry(registers=0, grid=(1, tokens.shape[1] - 1), dim=tokens.shape[2], depth=1,
                     img_size=224)
-    root = create_store(str(tmp / "writer.zarr"), geometry=geom, n_rows=n, chunk_rows=chunk_rows,
+    root = create_store(str(tmp / f"writer-{rep}.zarr"), geometry=geom, n_rows=n, chunk_rows=chunk_rows,
                         specs=[s for s in arrays_for([], "all") if s.name in ("tokens", "status")],
                         attrs=synthetic_attrs(geom))
     writer = ChunkWriter(root, ["tokens", "status"])
@@ -105,21 +106,31 @@ def writer_vs_raw(tokens: np.ndarray, tmp: Path, chunk_rows: int) -> None:
     os.sync()
     vitreg_s = time.perf_counter() - start
     start = time.perf_counter()
-    with open(tmp / "raw.bin", "wb") as f:
+    with open(tmp / f"raw-{rep}.bin", "wb") as f:
         for s in range(0, n, chunk_rows):
             f.write(tokens[s:s + chunk_rows].tobytes())
         f.flush()
         os.fsync(f.fileno())
     raw_s = time.perf_counter() - start
+    # zarr alone: whole chunks straight from the caller, no ChunkWriter buffers or thread
+    direct = zarr.create_array(str(tmp / f"direct-{rep}.zarr"), shape=tokens.shape, dtype="float16",
+                               chunks=(chunk_rows, *tokens.shape[1:]), compressors=compressors_for("tokens"))
+    start = time.perf_counter()
+    for s in range(0, n, chunk_rows):
+        direct[s:s + chunk_rows] = tokens[s:s + chunk_rows]
+    os.sync()
+    direct_s = time.perf_counter() - start
     mb = tokens.nbytes / 1e6
-    codec = compressors_for("tokens") or "none"
-    print(f"\n2. writing {mb:.0f} MB of tokens through ChunkWriter (codec {codec}), fsync included")
-    print(f"ChunkWriter {mb / vitreg_s:8.0f} MB/s   raw file writes {mb / raw_s:8.0f} MB/s   "
-          f"ratio {raw_s / vitreg_s:.2f}   caller waited {writer.waited:.2f} s of {vitreg_s:.2f} s")
+    print(f"  repeat {rep}: ChunkWriter {mb / vitreg_s:6.0f} MB/s   zarr direct {mb / direct_s:6.0f} MB/s   "
+          f"raw file writes {mb / raw_s:6.0f} MB/s   ratio {raw_s / vitreg_s:.2f}   caller waited "
+          f"{writer.waited:.2f} s of {vitreg_s:.2f} s")
+    shutil.rmtree(tmp / f"writer-{rep}.zarr")
+    shutil.rmtree(tmp / f"direct-{rep}.zarr")
+    os.unlink(tmp / f"raw-{rep}.bin")
+    return vitreg_s, raw_s, writer.waited, direct_s
 
 
-def reads(tokens: np.ndarray, tmp: Path, chunk_rows: int) -> None:
-    n = len(tokens)
+def reads_setup(tokens: np.ndarray, tmp: Path, chunk_rows: int) -> dict:
     root = zarr.open_group(str(tmp / "reads.zarr"), mode="w")
     arrays = {
         "tokens": tokens,
@@ -130,6 +141,12 @@ def reads(tokens: np.ndarray, tmp: Path, chunk_rows: int) -> None:
         root.create_array(name, data=value, chunks=(chunk_rows, *value.shape[1:]),
                           compressors=compressors_for(name))
     np.save(tmp / "tokens.npy", tokens)
+    return arrays
+
+
+def reads(tokens: np.ndarray, tmp: Path, chunk_rows: int, arrays: dict, rep: int = 0) -> dict:
+    n = len(tokens)
+    root = zarr.open_group(str(tmp / "reads.zarr"), mode="r")
     drop_cache(tmp / "reads.zarr")
     drop_cache(tmp / "tokens.npy")
     start = time.perf_counter()
@@ -147,33 +164,63 @@ def reads(tokens: np.ndarray, tmp: Path, chunk_rows: int) -> None:
         start = time.perf_counter()
         root["tokens"][int(row)]
         latencies.append(time.perf_counter() - start)
-    print(f"\n3. reading {tokens.nbytes / 1e6:.0f} MB of tokens in chunks (page cache dropped first)")
-    print(f"zarr {tokens.nbytes / zarr_s / 1e6:8.0f} MB/s   npy memmap {tokens.nbytes / npy_s / 1e6:8.0f} MB/s   "
-          f"ratio {npy_s / zarr_s:.2f}")
-    print(f"one random row: median {statistics.median(latencies) * 1e3:.2f} ms (whole chunk decoded)")
     per_image = {}
     for name in arrays:
         start = time.perf_counter()
         for s in range(0, n, chunk_rows):
             root[name][s:s + chunk_rows]
         per_image[name] = (time.perf_counter() - start) / n
-    for name in ("norms", "pooled/cls"):
-        print(f"{name:11s} {per_image[name] * 1e6:8.1f} us/image   tokens {per_image['tokens'] * 1e6:8.1f} "
-              f"us/image   tokens / {name} {per_image['tokens'] / per_image[name]:.1f}x")
+    wide = chunk_rows * 16  # one call over 16 chunks: zarr fetches and decodes them concurrently
+    for name in arrays:
+        start = time.perf_counter()
+        for s in range(0, n, wide):
+            root[name][s:s + wide]
+        per_image[f"{name} x16"] = (time.perf_counter() - start) / n
+    r = {"zarr": tokens.nbytes / zarr_s / 1e6, "npy": tokens.nbytes / npy_s / 1e6,
+         "row_ms": statistics.median(latencies) * 1e3, **{k: v * 1e6 for k, v in per_image.items()}}
+    print(f"  repeat {rep}: zarr {r['zarr']:6.0f} MB/s  npy memmap {r['npy']:6.0f} MB/s  ratio "
+          f"{r['zarr'] / r['npy']:.2f}  random row {r['row_ms']:.2f} ms  us/image: "
+          + "  ".join(f"{k} {r[k]:.1f}" for k in per_image))
+    return r
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store")
     parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="vitreg-storage-", dir=os.environ.get("VITREG_BENCH_DIR")))
     tokens, source = source_tokens(args, tmp)
     chunk_rows = chunk_rows_for(tokens[0].nbytes)
     print(f"tokens from {source}; {tmp}")
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     codec_table(tokens, tmp, chunk_rows)
-    writer_vs_raw(tokens, tmp, chunk_rows)
-    reads(tokens, tmp, chunk_rows)
+    mb = tokens.nbytes / 1e6
+    codec = compressors_for("tokens") or "none"
+    print(f"\n2. writing {mb:.0f} MB of tokens through ChunkWriter (codec {codec}) vs raw writes, "
+          f"fsync included, {args.repeats} repeats interleaved")
+    w = [writer_vs_raw(tokens, tmp, chunk_rows, rep) for rep in range(args.repeats)]
+    v_s, r_s, wait, d_s = (statistics.median(x[i] for x in w) for i in range(4))
+    print(f"median: ChunkWriter {mb / v_s:.0f} MB/s   zarr direct {mb / d_s:.0f} MB/s   raw {mb / r_s:.0f} MB/s"
+          f"   ratio {r_s / v_s:.2f}   "
+          f"caller waited {wait:.2f} s of {v_s:.2f} s")
+    print(f"\n3. reading {mb:.0f} MB of tokens in chunks of {chunk_rows} rows (page cache dropped "
+          f"before each pass), {args.repeats} repeats")
+    arrays = reads_setup(tokens, tmp, chunk_rows)
+    rs = [reads(tokens, tmp, chunk_rows, arrays, rep) for rep in range(args.repeats)]
+    med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+    print(f"median: zarr {med['zarr']:.0f} MB/s   npy memmap {med['npy']:.0f} MB/s   ratio "
+          f"{med['zarr'] / med['npy']:.2f}   one random row {med['row_ms']:.2f} ms (whole chunk decoded)")
+    for suffix, how in (("", f"one chunk ({chunk_rows} rows) per call"),
+                        (" x16", f"16 chunks ({chunk_rows * 16} rows) per call")):
+        print(f"per image, {how}:")
+        for name in arrays:
+            if name != "tokens":
+                t, a = med["tokens" + suffix], med[name + suffix]
+                print(f"  {name:11s} {a:8.1f} us/image   tokens {t:8.1f} us/image   "
+                      f"tokens / {name} {t / a:.1f}x")
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,118 @@
+"""CPU extraction with DataLoader workers: torch's OpenMP threads against the
+decode processes, in one run.
+
+    .venv/bin/python bench/bench_threads.py [--model NAME] [--workers 0,1] [--repeats 2]
+
+On a CPU the model's OpenMP threads and the decode workers share the cores.
+libgomp's threads spin at every barrier; when a decode worker takes one of
+their cores, the others spin until it comes back, and a bf16 forward pass
+can lose most of its speed. Each configuration runs `run_extract` over the
+ImageNet sample images in a fresh child process (OpenMP reads its settings
+when torch loads), interleaved and repeated:
+
+- `default`: what vitreg does now (torch's default threads = cores);
+- `passive`: `OMP_WAIT_POLICY=PASSIVE` (threads sleep instead of spinning);
+- `cores-workers`: `torch.set_num_threads(max(1, cores - workers))`;
+
+and the bare forward pass of the same model in the same child for reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared/data/imagenet-samples"
+POLICIES = ("default", "passive", "cores-workers")
+
+
+def child(args: argparse.Namespace) -> None:
+    import torch
+    from vitreg.extract.capture import autocast
+    from vitreg.extract.model import build_model
+    from vitreg.extract.run import run_extract, tune_allocator
+
+    tune_allocator()
+    if args.policy == "cores-workers":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - args.w))
+    model = build_model(args.model, weights="random", img_size=224).model
+    x = torch.randn(args.batch_size, 3, 224, 224)
+    with torch.inference_mode(), autocast(args.precision, torch.device("cpu")):
+        model.forward_features(x)
+        start = time.perf_counter()
+        for _ in range(100 // args.batch_size + 1):
+            model.forward_features(x)
+        bare = (100 // args.batch_size + 1) * args.batch_size / (time.perf_counter() - start)
+    s = run_extract(shards=args.shards, model=args.model, out=str(Path(args.tmp) / "s.zarr"),
+                    weights="random", img_size=224, batch_size=args.batch_size,
+                    precision=args.precision, workers=args.w, overwrite=True, progress=False)
+    print("RESULT " + json.dumps({"bare": bare, "extract": s.images_per_second,
+                                  "threads": torch.get_num_threads()}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    parser.add_argument("--model", default="vit_small_patch14_reg4_dinov2.lvd142m")
+    parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--workers", default="0,1")
+    parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--policy", help=argparse.SUPPRESS)
+    parser.add_argument("--w", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--tmp", help=argparse.SUPPRESS)
+    parser.add_argument("--shards", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    from vitreg.extract.shards import run_shards
+
+    tmp = Path(tempfile.mkdtemp(prefix="vitreg-threads-", dir=os.environ.get("VITREG_BENCH_DIR")))
+    shards = run_shards(src=str(args.images / "images"), out=str(tmp / "shards"),
+                        synsets=str(args.images / "synsets.txt"), per_shard=50)
+    configs = [(p, int(w)) for w in args.workers.split(",") for p in args.policies.split(",")
+               if not (p == "cores-workers" and int(w) == 0)]  # same as default
+    res: dict[tuple[str, int], list[dict]] = {c: [] for c in configs}
+    print(f"{args.model} bf16 batch {args.batch_size}, 100 images, {os.cpu_count()} cores; "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    for rep in range(args.repeats):
+        for policy, w in configs:
+            env = dict(os.environ)
+            env.pop("OMP_WAIT_POLICY", None)
+            if policy == "passive":
+                env["OMP_WAIT_POLICY"] = "PASSIVE"
+            cmd = [sys.executable, __file__, "--child", "--policy", policy, "--w", str(w),
+                   "--tmp", str(tmp), "--model", args.model, "--precision", args.precision,
+                   "--batch-size", str(args.batch_size), "--shards", *shards]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+            line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+            if line is None:
+                raise RuntimeError(f"child failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+            r = json.loads(line[len("RESULT "):])
+            res[(policy, w)].append(r)
+            print(f"repeat {rep} {policy:14s} workers {w}: threads {r['threads']}, bare "
+                  f"{r['bare']:5.1f} img/s, extract loop {r['extract']:5.1f} img/s   load average "
+                  f"{os.getloadavg()[0]:.2f}")
+    print(f"\nmedians of {args.repeats}; extract / bare in the same child, and extract against "
+          "the default policy's bare forward with 0 workers")
+    ref = statistics.median(r["bare"] for r in res[("default", 0)]) if ("default", 0) in res else None
+    for (policy, w), rs in res.items():
+        b = statistics.median(r["bare"] for r in rs)
+        e = statistics.median(r["extract"] for r in rs)
+        tail = f"   extract / default bare {e / ref:.3f}" if ref else ""
+        print(f"{policy:14s} workers {w}: bare {b:5.1f}  extract {e:5.1f} img/s   extract / bare "
+              f"{e / b:.3f}{tail}")
+
+
+if __name__ == "__main__":
+    main()
