@@ -2,7 +2,7 @@
 loop, with glibc's allocator tuned and not, in one run.
 
     .venv/bin/python bench/bench_extract.py [--images DIR] [--model NAME]
-        [--precision bf16] [--batch-size 16] [--workers 0,1,2] [--repeats 3]
+        [--precision bf16] [--batch-size 16] [--workers 0,1,2] [--repeats 2]
 
 Shards are built from the ImageNet sample images (../shared/data by default).
 The parent runs, per repeat, one child process with vitreg's allocator tuning
@@ -180,7 +180,7 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--workers", default="0,1,2")
     parser.add_argument("--naive-workers", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no-cli", action="store_true", help="skip the `vitreg extract` command check")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
