@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_datapath as bd
 from vitreg.extract.capture import Capture, autocast, to_numpy
 from vitreg.extract.model import build_model
-from vitreg.extract.run import tune_allocator
+from vitreg.runtime import tune_allocator
 
 DTYPES = {"tokens": "float16", "norms": "float32", "attention": "float16", "neighbor_cos": "float16",
           "pooled/cls": "float32", "pooled/patch_mean": "float32", "pooled/registers": "float32"}

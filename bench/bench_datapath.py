@@ -45,7 +45,8 @@ from timm.models.vision_transformer import _create_vision_transformer
 from vitreg.extract import capture as capture_mod
 from vitreg.extract import data as data_mod
 from vitreg.extract.data import decode_image
-from vitreg.extract.run import run_extract, tune_allocator
+from vitreg.extract.run import run_extract
+from vitreg.runtime import tune_allocator
 from vitreg.extract.transforms import eval_transform
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared/data/imagenet-samples"

@@ -105,7 +105,8 @@ def naive_loop(name: str, images: Path, out: Path, *, batch_size: int, precision
 
 
 def child(args: argparse.Namespace) -> None:
-    from vitreg.extract.run import run_extract, tune_allocator
+    from vitreg.extract.run import run_extract
+    from vitreg.runtime import tune_allocator
 
     tune_allocator()  # a no-op under VITREG_NO_MALLOPT=1
     tmp = Path(args.tmp)

@@ -35,7 +35,8 @@ def rss_mib() -> float:
 def child(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(BENCH))
     import bench_datapath as bd  # registers the one-block models
-    from vitreg.extract.run import run_extract, tune_allocator
+    from vitreg.extract.run import run_extract
+    from vitreg.runtime import tune_allocator
 
     tune_allocator()
     tmp = Path(args.tmp)

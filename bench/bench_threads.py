@@ -37,7 +37,8 @@ def child(args: argparse.Namespace) -> None:
     import torch
     from vitreg.extract.capture import autocast
     from vitreg.extract.model import build_model
-    from vitreg.extract.run import run_extract, tune_allocator
+    from vitreg.extract.run import run_extract
+    from vitreg.runtime import tune_allocator
 
     tune_allocator()
     if args.policy == "cores-workers":

@@ -41,8 +41,8 @@ class _ChunkBuffer:
             if name not in self.data:
                 array = arrays[name]
                 dtype = object if array.dtype.kind in "OTU" else array.dtype
-                fill = "" if dtype is object else 0
-                self.data[name] = np.full((self.stop - self.start, *array.shape[1:]), fill, dtype)
+                # empty, not zeros: a chunk is written only once every row is in
+                self.data[name] = np.empty((self.stop - self.start, *array.shape[1:]), dtype)
             self.data[name][local] = value
         self.filled[local] = True
 

@@ -90,9 +90,8 @@ def extract_command(shards: tuple[str, ...], model_name: str, out: str, weights:
     Under torchrun each rank writes its own chunk-aligned range of rows;
     without it, --rank/--world-size split the rows among independent jobs.
     """
-    from .run import run_extract, tune_allocator
+    from .run import run_extract
 
-    tune_allocator()
     common = dict(shards=list(shards), model=model_name, weights=weights, img_size=img_size,
                   batch_size=batch_size, precision=precision, device=device, limit=limit,
                   tokens=tokens, dtype=dtype, with_options=with_options, seed=seed,

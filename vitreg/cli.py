@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from vitreg import __version__
+from vitreg.runtime import tune_allocator
 from vitreg.analysis.cli import analysis
 from vitreg.cache.cli import info_command, pack_command, verify_command
 from vitreg.extract.cli import extract_command, shards_command
@@ -17,6 +18,7 @@ from .demo import demo_command
 @click.version_option(__version__, prog_name="vitreg")
 def cli() -> None:
     """Cache a ViT's tokens once, then probe and analyse outlier tokens and registers."""
+    tune_allocator()
 
 
 for command in (shards_command, extract_command, info_command, verify_command, pack_command,

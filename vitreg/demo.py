@@ -80,11 +80,10 @@ def run_demo(*, out: str, batch_size: int = 16) -> Path:
     """Run every stage into `out`; return the report's path."""
     from vitreg.analysis.cli import run_report
     from vitreg.extract.model import WeightsError
-    from vitreg.extract.run import run_extract, tune_allocator
+    from vitreg.extract.run import run_extract
     from vitreg.extract.shards import run_shards
     from vitreg.probe.cli import run_probe
 
-    tune_allocator()
     root = Path(out)
     n = gather_photos(root / "photos")
     shards = run_shards(src=str(root / "photos"), out=str(root / "shards"), per_shard=32)
