@@ -177,3 +177,20 @@ def test_packed_store_opens_as_xarray_through_the_api(tmp_path, shards):
     ds = open_store(str(tmp_path / "s.zip")).to_xarray()
     np.testing.assert_array_equal(ds["pooled/cls"].values,
                                   open_store(str(tmp_path / "s")).array("pooled/cls")[:])
+
+
+def test_probes_and_the_report_run_on_a_sampled_store(tmp_path):
+    from vitreg.analysis.cli import run_report
+    from vitreg.probe import run_probe
+
+    shard = write_shard(tmp_path / "s.tar", image_samples(30))
+    store = str(tmp_path / "sampled")
+    extract([shard], store, tokens="sampled:4")
+    probes = []
+    for kind in ("position", "reconstruct", "classify", "linear"):
+        out = tmp_path / f"{kind}.json"
+        result = run_probe(kind, store, out=str(out), epochs=1)
+        assert result["metrics"], kind
+        probes.append(str(out))
+    report = run_report([store], out=str(tmp_path / "report"), probes=probes)
+    assert "sampled" in open_store(store).meta["token_mode"] and report.exists()
