@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import tarfile
 from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
-from PIL import Image
 
 import tests.tiny_models  # noqa: F401
 from tests.conftest import encode, image_samples, make_image, write_shard

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import zarr
 
 import tests.tiny_models  # noqa: F401
 from vitreg.cache import Geometry, StoreNotFoundError, UnsafeStoreError, open_store
