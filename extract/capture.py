@@ -102,10 +102,10 @@ class Capture:
         if "pixels" in self.with_options:
             out["pixels"] = images.permute(0, 2, 3, 1)
         out["finite"] = torch.stack(
-            [torch.isfinite(t.float()).flatten(1).all(1) for t in out.values()], dim=1
+            [torch.isfinite(t).flatten(1).all(1) for t in out.values() if t.is_floating_point()],
+            dim=1,
         ).all(1)
         return out
-
 
     def sample_index(self, patch_norms: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
         """Per image: the K/2 highest-norm patches (by decreasing norm), then K/2
