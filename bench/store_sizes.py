@@ -43,7 +43,7 @@ def main() -> None:
         for split in ("val", "train"):
             for mode in ("all", f"sampled:{args.sampled}"):
                 arrays = estimate_arrays(geom, SPLITS[split], with_options=[], token_mode=mode)
-                cells.append(human_bytes(sum(a.disk_bytes for a in arrays)))
+                cells.append(human_bytes(sum(a.nbytes for a in arrays)))
         print(f"| `{name}` | {geom.tokens} x {geom.dim} | " + " | ".join(cells) + " |")
 
 

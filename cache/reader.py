@@ -10,8 +10,15 @@ import numpy as np
 import zarr
 
 from .errors import IncompleteStoreError
+from .mapped import MappedArray, mapped
 from .schema import Geometry
-from .store import geometry_from_attrs, open_group, stored_arrays, update_attrs
+from .store import (
+    TOKENS_CHUNK_BYTES,
+    geometry_from_attrs,
+    open_group,
+    stored_arrays,
+    update_attrs,
+)
 from .writer import STATUS_FAILED, STATUS_OK, STATUS_PENDING
 
 #: The study's outlier rule: a patch token is an outlier when its norm is
@@ -26,6 +33,7 @@ class Store:
         self.url = str(url)
         self.root = open_group(self.url, mode="r")
         self._arrays: dict[str, zarr.Array] = {}
+        self._readers: dict[str, MappedArray | zarr.Array] = {}
         if not allow_partial and not self.complete:
             counts = self.counts()
             raise IncompleteStoreError(
@@ -72,6 +80,15 @@ class Store:
                 raise KeyError(f"store {self.url} has no array {name!r}; it has {self.names}")
             self._arrays[name] = self.root[name]
         return self._arrays[name]
+
+    def reader(self, name: str) -> MappedArray | zarr.Array:
+        """What `batches` and the probes slice rows from: a memory map of the chunk
+        files for an uncompressed array of a local store (see `cache.mapped`),
+        else the zarr array."""
+        if name not in self._readers:
+            array = self.array(name)
+            self._readers[name] = mapped(array) or array
+        return self._readers[name]
 
     def to_xarray(self) -> Any:
         """Every array as a lazy `xarray.Dataset` (groups flattened with '/')."""
@@ -126,23 +143,40 @@ class Store:
         Each batch maps array names to arrays over its rows, plus `row`, their
         indices in the store, and `chunk_start`, the chunk's first row. Only
         chunks that hold a selected row are read, and of those only the span
-        from the first to the last selected row.
+        from the first to the last selected row. Small arrays are read several
+        chunks per call (see `chunks_per_read`): zarr's cost per call, not the
+        bytes, dominates their reads.
         """
         wanted = self.status == STATUS_OK
         if rows is not None:
             selected = np.zeros(self.n_rows, dtype=bool)
             selected[np.asarray(rows, dtype=np.int64)] = True
             wanted &= selected
-        arrays = {name: self.array(name) for name in names}
-        for start, stop in self.chunks():
-            local = np.flatnonzero(wanted[start:stop])
+        readers = {name: self.reader(name) for name in names}
+        starts = [start for start, _ in self.chunks()]
+        step = self.chunks_per_read(names)
+        for group in (starts[i:i + step] for i in range(0, len(starts), step)):
+            stop = min(group[-1] + self.chunk_rows, self.n_rows)
+            local = np.flatnonzero(wanted[group[0]:stop])
             if local.size == 0:
                 continue
-            lo, hi = start + int(local[0]), start + int(local[-1]) + 1
-            batch = {"row": start + local, "chunk_start": start}
-            for name, array in arrays.items():
-                batch[name] = array[lo:hi][start + local - lo]
-            yield batch
+            lo, hi = group[0] + int(local[0]), group[0] + int(local[-1]) + 1
+            blocks = {name: reader[lo:hi] for name, reader in readers.items()}
+            for start in group:
+                rows_here = start + np.flatnonzero(wanted[start:start + self.chunk_rows])
+                if rows_here.size:
+                    batch = {"row": rows_here, "chunk_start": start}
+                    batch.update({name: block[rows_here - lo] for name, block in blocks.items()})
+                    yield batch
+
+    def chunks_per_read(self, names: Sequence[str]) -> int:
+        """Chunks per zarr call so that one call reads about one `tokens` chunk of bytes."""
+        row_bytes = 0
+        for name in names:
+            array = self.array(name)
+            itemsize = array.dtype.itemsize if array.dtype.kind in "biuf" else 64
+            row_bytes += int(np.prod(array.shape[1:], dtype=np.int64)) * itemsize
+        return max(1, TOKENS_CHUNK_BYTES // max(1, row_bytes * self.chunk_rows))
 
     # -- the outlier rule -----------------------------------------------------
     def patch_norms(self) -> np.ndarray:

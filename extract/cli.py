@@ -123,13 +123,11 @@ def print_dry_run(plan: dict) -> None:
 
     from vitreg.cache.cli import human_bytes
 
-    table = Table("array", "shape", "dtype", "raw", "on disk (est.)",
+    table = Table("array", "shape", "dtype", "on disk",
                   title=f"{plan['model']}: {plan['n_rows']} rows from {plan['shards']} shard(s)")
     for a in plan["arrays"]:
-        table.add_row(a.name, str(a.shape), a.dtype, human_bytes(a.raw_bytes), human_bytes(a.disk_bytes))
-    total_raw = sum(a.raw_bytes for a in plan["arrays"])
-    total = sum(a.disk_bytes for a in plan["arrays"])
-    table.add_row("total", "", "", human_bytes(total_raw), human_bytes(total))
+        table.add_row(a.name, str(a.shape), a.dtype, human_bytes(a.nbytes))
+    table.add_row("total", "", "", human_bytes(sum(a.nbytes for a in plan["arrays"])))
     Console(soft_wrap=True).print(table)
     hours = plan["seconds"] / 3600
     console.print(f"{plan['images_per_second']:.1f} img/s on {plan['device']} ({plan['precision']}), "

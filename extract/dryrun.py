@@ -9,11 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numcodecs import Zstd
-
 from vitreg.cache import ArraySpec, Geometry, arrays_for, default_chunk_rows
 from vitreg.cache.schema import parse_token_mode
-from vitreg.cache.store import compressors_for
 
 from .capture import Capture, resolve_precision, to_numpy
 from .data import ShardStream
@@ -27,8 +24,7 @@ class ArrayEstimate:
     name: str
     shape: tuple[int, ...]
     dtype: str
-    raw_bytes: int  # chunk padding included: zarr stores edge chunks whole
-    disk_bytes: int
+    nbytes: int  # on disk: nothing is compressed, and zarr stores edge chunks whole
 
 
 def _itemsize(dtype: str) -> int:
@@ -38,37 +34,29 @@ def _itemsize(dtype: str) -> int:
 def estimate_arrays(
     geometry: Geometry, n_rows: int, *, with_options: list[str], token_mode: str,
     tokens_dtype: str = "float16", chunk_rows: int | None = None,
-    ratios: dict[str, float] | None = None,
 ) -> list[ArrayEstimate]:
-    """Shapes and bytes of every array; `ratios` are measured compression
-    ratios of the compressed arrays (1.0 where unknown)."""
+    """Shapes and bytes on disk of every array (strings: a rough figure)."""
     _, k = parse_token_mode(token_mode)
     chunk = chunk_rows or min(default_chunk_rows(geometry), n_rows)
     padded = math.ceil(n_rows / chunk) * chunk
     estimates = []
     for spec in arrays_for(with_options, token_mode, tokens_dtype):
         row_shape = spec.row_shape(geometry, k)
-        raw = padded * int(np.prod(row_shape, dtype=np.int64)) * _itemsize(spec.dtype)
-        ratio = (ratios or {}).get(spec.name, 1.0) if compressors_for(spec.name) else 1.0
-        estimates.append(ArrayEstimate(spec.name, (n_rows, *row_shape), spec.dtype, raw,
-                                       int(raw / ratio)))
+        nbytes = padded * int(np.prod(row_shape, dtype=np.int64)) * _itemsize(spec.dtype)
+        estimates.append(ArrayEstimate(spec.name, (n_rows, *row_shape), spec.dtype, nbytes))
     return estimates
 
 
 def measure_batches(capture: Capture, stream: ShardStream, specs: list[ArraySpec],
-                    batches: int = 2) -> tuple[float, dict[str, float]]:
-    """images/s of the last of `batches` batches (the first warms up), and the
-    zstd-1 compression ratio of each array on them."""
+                    batches: int = 2) -> float:
+    """images/s of the last of `batches` batches (the first warms up)."""
     dtypes = {s.name: s.dtype for s in specs if s.dtype != "string"}
-    rate, ratios = 0.0, {}
-    for i, batch in zip(range(batches), stream):
+    rate = 0.0
+    for _, batch in zip(range(batches), stream):
         start = time.perf_counter()
-        values = to_numpy(capture(batch["image"], batch["row"].numpy()), dtypes)
+        to_numpy(capture(batch["image"], batch["row"].numpy()), dtypes)
         rate = len(batch["row"]) / (time.perf_counter() - start)
-    for name, value in values.items():
-        if name in dtypes and value.nbytes:
-            ratios[name] = value.nbytes / len(Zstd(level=1).encode(np.ascontiguousarray(value)))
-    return rate, ratios
+    return rate
 
 
 def run_dry_run(
@@ -92,10 +80,9 @@ def run_dry_run(
     stream = ShardStream(plan.urls, offsets=plan.offsets, todo=todo, batch_size=batch_size,
                          img_size=loaded.geometry.img_size,
                          transform=eval_transform(loaded.data_config))
-    rate, ratios = measure_batches(capture, stream, specs)
+    rate = measure_batches(capture, stream, specs)
     estimates = estimate_arrays(loaded.geometry, plan.n_rows, with_options=list(with_options),
-                                token_mode=tokens, tokens_dtype=dtype, chunk_rows=chunk_rows,
-                                ratios=ratios)
+                                token_mode=tokens, tokens_dtype=dtype, chunk_rows=chunk_rows)
     return {
         "n_rows": plan.n_rows, "shards": len(plan.shards), "damaged": plan.damaged(),
         "arrays": estimates, "images_per_second": rate,

@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from vitreg.cache import ARRAYS, SCHEMA_VERSION
+from vitreg.cache import (
+    ARRAYS, SCHEMA_VERSION, WITH_OPTIONS, Geometry, arrays_for, create_store, stored_arrays,
+)
 from vitreg.cache.schema import ALLOWED_CODECS, ALLOWED_DTYPES
+from vitreg.cache.synthetic import synthetic_attrs
 
 DOC = (Path(__file__).parents[2] / "cache_schema.md").read_text()
 
@@ -47,3 +50,17 @@ def test_allow_lists_match_code():
     assert codecs == ALLOWED_CODECS
     dtypes_text = section.split("Allowed dtypes:")[1].split(".")[0]
     assert {d.strip() for d in dtypes_text.replace("\n", " ").split(",")} == ALLOWED_DTYPES
+
+
+def test_codecs_of_a_created_store_are_the_documented_ones(tmp_path):
+    """"Compression: none": numbers get `bytes` alone, strings `vlen-utf8`."""
+    section = DOC.split("## Codecs and safety")[1].split("##")[0]
+    assert "Compression: none." in section
+    geom = Geometry(registers=2, grid=(2, 2), dim=4, depth=2, img_size=28)
+    root = create_store(str(tmp_path / "s"), geometry=geom, n_rows=3, chunk_rows=2,
+                        specs=arrays_for(sorted(WITH_OPTIONS), "all"),
+                        attrs=synthetic_attrs(geom))
+    for name in stored_arrays(root):
+        codecs = [c.to_dict()["name"] for c in root[name].metadata.codecs]
+        expected = ["vlen-utf8"] if ARRAYS[name].dtype == "string" else ["bytes"]
+        assert codecs == expected, name

@@ -171,3 +171,41 @@ def test_zarr_v2_store_is_refused(tmp_path):
         "norms", shape=(2,), dtype="f4")
     with pytest.raises(StoreNotFoundError, match="v2"):
         open_store(str(tmp_path / "v2"))
+
+
+class CountingReader:
+    def __init__(self, reader):
+        self.reader, self.calls = reader, 0
+
+    def __getitem__(self, key):
+        self.calls += 1
+        return self.reader[key]
+
+
+@pytest.mark.parametrize("budget, per_call", [(1, 1), (3 * 4 * 64, 3), (2**24, 2**24 // (4 * 64))])
+def test_batches_read_many_chunks_per_call_but_yield_one_chunk_each(
+    tmp_path, monkeypatch, budget, per_call
+):
+    n, chunk = 41, 4  # 11 chunks
+    names = ["norms", "label"]  # 15 float32 + 1 int32 = 64 bytes a row
+    arrays = random_arrays(n)
+    status = np.ones(n, np.uint8)
+    status[[3, 8, 9, 10, 11, 40]] = 2  # chunk 2 (rows 8-11) holds no ok row
+    arrays["status"] = status
+    store = open_store(write_store(str(tmp_path / "s"), arrays, geometry=GEOM, chunk_rows=chunk))
+    monkeypatch.setattr("vitreg.cache.reader.TOKENS_CHUNK_BYTES", budget)
+    assert store.chunks_per_read(names) == per_call
+    readers = {name: CountingReader(store.reader(name)) for name in names}
+    monkeypatch.setattr(store, "reader", readers.__getitem__)
+    rows = np.random.default_rng(42).choice(n, 25, replace=False)
+    wanted = np.intersect1d(rows, np.flatnonzero(status == 1))
+    batches = list(store.batches(names, rows=rows))
+    for batch in batches:
+        assert (batch["row"] // chunk == batch["chunk_start"] // chunk).all()
+        assert batch["chunk_start"] % chunk == 0
+        for name in names:
+            np.testing.assert_array_equal(batch[name], arrays[name][batch["row"]])
+    np.testing.assert_array_equal(np.concatenate([b["row"] for b in batches]), wanted)
+    assert len(batches) == len(np.unique(wanted // chunk))
+    groups_read = len(np.unique(wanted // (chunk * per_call)))
+    assert [r.calls for r in readers.values()] == [groups_read, groups_read]

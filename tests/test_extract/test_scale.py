@@ -111,9 +111,9 @@ def test_dry_run_prints_rows_arrays_bytes_and_time(tmp_path, shards):
 
     geom = build_model("tiny_dinov2_reg4").geometry
     all_tokens = {a.name: a for a in estimate_arrays(geom, 1000, with_options=[], token_mode="all")}
-    assert all_tokens["tokens"].raw_bytes == 1000 * geom.tokens * geom.dim * 2
+    assert all_tokens["tokens"].nbytes == 1000 * geom.tokens * geom.dim * 2
     sampled = estimate_arrays(geom, 1000, with_options=[], token_mode="sampled:4")
-    assert sum(a.raw_bytes for a in sampled) < sum(a.raw_bytes for a in all_tokens.values())
+    assert sum(a.nbytes for a in sampled) < sum(a.nbytes for a in all_tokens.values())
 
 
 def test_header_count_matches_streaming(tmp_path, shards):

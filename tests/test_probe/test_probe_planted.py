@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+from vitreg.cache import SCHEMA_VERSION
 from vitreg.probe import run_probe
 
 #: Torch vs sklearn tolerances: top-1 within 0.10 (absolute), MSE within 25%
@@ -101,7 +102,7 @@ def test_results_json_has_the_shape_the_report_reads(results, tmp_path):
                 "elapsed_s", "backend"):
         assert key in r, key
     assert r["store"] == {"model": "synthetic", "weights": "synthetic", "weights_sha256": None,
-                          "schema_version": "1.0", "url": r["config"]["store"]}
+                          "schema_version": SCHEMA_VERSION, "url": r["config"]["store"]}
     assert r["val_store"] is None and r["backend"] == "torch"
     assert set(r["metrics"]) == {"normal", "outlier"}
     assert {"top1", "distance"} <= set(r["metrics"]["normal"])

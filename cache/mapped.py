@@ -1,0 +1,91 @@
+"""Rows of an uncompressed array of a local store, read through memory maps.
+
+`tokens`, `sampled/tokens` and `pixels` are stored with zarr's `bytes` codec
+alone (no compressor, see cache_schema.md), so each chunk file holds exactly
+the chunk's little-endian C-order array (the zarr v3 spec's `bytes` codec).
+Mapping the file lets a reader touch only the pages it indexes: a probe that
+wants 4% of the tokens reads those pages instead of copying every 16 MiB chunk
+through zarr's buffers, and a slice that lies inside one chunk costs no copy.
+
+This is safe next to a writer: zarr's LocalStore replaces chunk files
+atomically (write, then rename), so a mapped file is never truncated under a
+reader. Anything else (remote stores, zip files, compressed arrays, chunking
+along a second axis) is read through zarr unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+import zarr.storage
+from zarr.codecs import BytesCodec
+
+from .errors import StoreFormatError
+
+
+class MappedArray:
+    """Row slices `a[i:j]` of one array as NumPy arrays.
+
+    A slice inside one chunk is a read-only view of the chunk's memory map (no
+    copy); one over several chunks is joined into a new array. Any other index
+    (rows by list, a single row, a tuple) is handed to zarr.
+    """
+
+    def __init__(self, array: zarr.Array, root: Path, endian: str) -> None:
+        self.array = array
+        self.shape = tuple(array.shape)
+        self.chunks = tuple(array.chunks)
+        self.dtype = array.dtype.newbyteorder("<" if endian == "little" else ">")
+        self._dir = Path(root, array.path)
+        self._chunk_bytes = int(np.prod(self.chunks)) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            return self.array[key]
+        start, stop, _ = key.indices(self.shape[0])
+        if stop <= start:
+            return np.empty((0, *self.shape[1:]), dtype=self.dtype)
+        rows = self.chunks[0]
+        parts = [
+            self.chunk(i)[max(start - i * rows, 0): min(stop - i * rows, rows)]
+            for i in range(start // rows, (stop - 1) // rows + 1)
+        ]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def chunk(self, index: int) -> np.ndarray:
+        """Chunk `index` whole (edge chunks are stored whole too), read-only."""
+        key = self.array.metadata.encode_chunk_key((index,) + (0,) * (len(self.shape) - 1))
+        path = self._dir / key
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            # zarr does not write a chunk equal to the fill value: it reads as that value.
+            filled = np.full(self.chunks, self.array.fill_value, dtype=self.dtype)
+            filled.flags.writeable = False
+            return filled
+        if size != self._chunk_bytes:
+            raise StoreFormatError(
+                f"{path}: {size} bytes, expected {self._chunk_bytes} for an uncompressed "
+                f"chunk of shape {self.chunks} {self.dtype}; the store is damaged"
+            )
+        return np.memmap(path, dtype=self.dtype, mode="r", shape=self.chunks)
+
+
+def mapped(array: zarr.Array) -> MappedArray | None:
+    """A `MappedArray` over `array` when its chunk files can be mapped, else None."""
+    store = array.store
+    if not isinstance(store, zarr.storage.LocalStore) or array.metadata.zarr_format != 3:
+        return None
+    codecs = array.metadata.codecs
+    if len(codecs) != 1 or not isinstance(codecs[0], BytesCodec):
+        return None
+    if array.dtype.kind not in "biuf" or tuple(array.chunks[1:]) != tuple(array.shape[1:]):
+        return None
+    endian = codecs[0].endian.value if codecs[0].endian is not None else "little"
+    return MappedArray(array, Path(store.root), endian)
