@@ -21,11 +21,15 @@ from .select import Items
 
 
 class ArraySource(Protocol):
-    """What a stream needs from a store: arrays that slice along rows, and the chunking."""
+    """What a stream needs from a store: arrays that slice along rows, and the chunking.
+
+    `Store.reader` slices uncompressed arrays straight from memory-mapped chunk
+    files, so gathering a few tokens of a chunk reads only their pages.
+    """
 
     chunk_rows: int
 
-    def array(self, name: str) -> Any: ...
+    def reader(self, name: str) -> Any: ...
 
 
 @dataclass
@@ -62,7 +66,7 @@ class TokenStream:
     ) -> None:
         self.source, self.items, self.gather = source, items, gather
         self.prefetch = prefetch
-        self.arrays = {name: source.array(name) for name in gather.arrays}
+        self.arrays = {name: source.reader(name) for name in gather.arrays}
         chunk_id = items.rows // source.chunk_rows
         if chunk_id.size and np.any(np.diff(items.rows) < 0):
             raise ValueError("items must be sorted by row")

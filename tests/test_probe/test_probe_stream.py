@@ -27,7 +27,7 @@ class NumpySource:
         self.chunk_rows = store.chunk_rows
         self._arrays = {name: store.array(name)[:] for name in names}
 
-    def array(self, name):
+    def reader(self, name):
         return self._arrays[name]
 
 
