@@ -10,9 +10,10 @@ offline, which the output says), tiles them to --rows images, and measures:
    (none, zstd 1, zstd 3, blosc-zstd with bit-shuffle);
 2. vitreg's ChunkWriter (the chosen codec) against plain sequential file
    writes of the same bytes, and the time the caller waited on it;
-3. chunked sequential reads of `tokens` against a `.npy` memory map of the
-   same data, the median latency of one random row, and the per-image read
-   time of `pooled/*` and `norms` against `tokens`.
+3. chunked sequential reads of `tokens` through vitreg's reader (and plain
+   zarr) against a `.npy` memory map of the same data, the median latency of
+   one random row, and the per-image read time of `pooled/*` and `norms`
+   against `tokens` through `Store.batches`.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 from vitreg.cache import ChunkWriter, Geometry, arrays_for, create_store, open_store
-from vitreg.cache.store import chunk_rows_for, compressors_for
-from vitreg.cache.synthetic import synthetic_attrs
+from vitreg.cache.store import COMPRESSORS, chunk_rows_for
+from vitreg.cache.synthetic import synthetic_attrs, write_store
 from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 
 CODECS = {
@@ -114,7 +115,7 @@ def writer_vs_raw(tokens: np.ndarray, tmp: Path, chunk_rows: int, rep: int = 0) 
     raw_s = time.perf_counter() - start
     # zarr alone: whole chunks straight from the caller, no ChunkWriter buffers or thread
     direct = zarr.create_array(str(tmp / f"direct-{rep}.zarr"), shape=tokens.shape, dtype="float16",
-                               chunks=(chunk_rows, *tokens.shape[1:]), compressors=compressors_for("tokens"))
+                               chunks=(chunk_rows, *tokens.shape[1:]), compressors=COMPRESSORS)
     start = time.perf_counter()
     for s in range(0, n, chunk_rows):
         direct[s:s + chunk_rows] = tokens[s:s + chunk_rows]
@@ -131,56 +132,62 @@ def writer_vs_raw(tokens: np.ndarray, tmp: Path, chunk_rows: int, rep: int = 0) 
 
 
 def reads_setup(tokens: np.ndarray, tmp: Path, chunk_rows: int) -> dict:
-    root = zarr.open_group(str(tmp / "reads.zarr"), mode="w")
+    """A vitreg store (through the real writer) and a `.npy` file of the same tokens."""
+    geom = Geometry(registers=0, grid=(1, tokens.shape[1] - 1), dim=tokens.shape[2], depth=1,
+                    img_size=224)
     arrays = {
         "tokens": tokens,
         "norms": np.linalg.norm(tokens.astype(np.float32), axis=-1),
         "pooled/cls": tokens[:, 0].astype(np.float32),
     }
-    for name, value in arrays.items():
-        root.create_array(name, data=value, chunks=(chunk_rows, *value.shape[1:]),
-                          compressors=compressors_for(name))
+    write_store(str(tmp / "reads.zarr"), arrays, geometry=geom, chunk_rows=chunk_rows,
+                rows_per_put=chunk_rows)
     np.save(tmp / "tokens.npy", tokens)
     return arrays
 
 
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def reads(tokens: np.ndarray, tmp: Path, chunk_rows: int, arrays: dict, rep: int = 0) -> dict:
-    n = len(tokens)
-    root = zarr.open_group(str(tmp / "reads.zarr"), mode="r")
-    drop_cache(tmp / "reads.zarr")
-    drop_cache(tmp / "tokens.npy")
-    start = time.perf_counter()
-    for s in range(0, n, chunk_rows):
-        root["tokens"][s:s + chunk_rows]
-    zarr_s = time.perf_counter() - start
+    """Sequential passes from a cold page cache (each consumes the rows into a new
+    array), random rows, and whole-store passes per array through `Store.batches`."""
+    n, path = len(tokens), tmp / "reads.zarr"
+    store = open_store(str(path))
+    reader, raw = store.reader("tokens"), store.array("tokens")
     mm = np.load(tmp / "tokens.npy", mmap_mode="r")
-    start = time.perf_counter()
-    for s in range(0, n, chunk_rows):
-        np.array(mm[s:s + chunk_rows])
-    npy_s = time.perf_counter() - start
-    rng = np.random.default_rng(42)
-    latencies = []
-    for row in rng.integers(0, n, 50):
-        start = time.perf_counter()
-        root["tokens"][int(row)]
-        latencies.append(time.perf_counter() - start)
-    per_image = {}
-    for name in arrays:
-        start = time.perf_counter()
-        for s in range(0, n, chunk_rows):
-            root[name][s:s + chunk_rows]
-        per_image[name] = (time.perf_counter() - start) / n
-    wide = chunk_rows * 16  # one call over 16 chunks: zarr fetches and decodes them concurrently
-    for name in arrays:
-        start = time.perf_counter()
-        for s in range(0, n, wide):
-            root[name][s:s + wide]
-        per_image[f"{name} x16"] = (time.perf_counter() - start) / n
-    r = {"zarr": tokens.nbytes / zarr_s / 1e6, "npy": tokens.nbytes / npy_s / 1e6,
-         "row_ms": statistics.median(latencies) * 1e3, **{k: v * 1e6 for k, v in per_image.items()}}
-    print(f"  repeat {rep}: zarr {r['zarr']:6.0f} MB/s  npy memmap {r['npy']:6.0f} MB/s  ratio "
-          f"{r['zarr'] / r['npy']:.2f}  random row {r['row_ms']:.2f} ms  us/image: "
-          + "  ".join(f"{k} {r[k]:.1f}" for k in per_image))
+    passes = {
+        "vitreg": lambda: [np.array(reader[s:s + chunk_rows]) for s in range(0, n, chunk_rows)],
+        "zarr": lambda: [raw[s:s + chunk_rows] for s in range(0, n, chunk_rows)],
+        "npy": lambda: [np.array(mm[s:s + chunk_rows]) for s in range(0, n, chunk_rows)],
+    }
+    seconds = {}
+    for name, fn in passes.items():
+        drop_cache(path)
+        drop_cache(tmp / "tokens.npy")
+        seconds[name] = timed(fn)
+    rows = np.random.default_rng(42).integers(0, n, 30)
+    one_row = {"vitreg": lambda r: np.array(reader[r:r + 1]), "zarr": lambda r: raw[int(r)]}
+    row_ms = {}
+    for name, fn in one_row.items():
+        list(store.batches(["tokens"]))  # the whole store into the page cache
+        warm = statistics.median(timed(lambda: fn(r)) for r in rows)
+        cold = []
+        for r in rows:
+            drop_cache(path / "tokens")
+            cold.append(timed(lambda: fn(r)))
+        row_ms[name], row_ms[f"{name} cold"] = warm * 1e3, statistics.median(cold) * 1e3
+    per_image = {name: timed(lambda: list(store.batches([name]))) / n * 1e6 for name in arrays}
+    r = {**{k: tokens.nbytes / v / 1e6 for k, v in seconds.items()},
+         **{f"row_ms {k}": v for k, v in row_ms.items()}, **per_image}
+    print(f"  repeat {rep}: vitreg {r['vitreg']:6.0f} MB/s  zarr {r['zarr']:6.0f} MB/s  "
+          f"npy memmap {r['npy']:6.0f} MB/s  vitreg/npy {r['vitreg'] / r['npy']:.2f}  "
+          f"random row (warm/cold) vitreg {row_ms['vitreg']:.3f}/{row_ms['vitreg cold']:.2f} ms "
+          f"zarr {row_ms['zarr']:.2f}/{row_ms['zarr cold']:.2f} ms  "
+          "us/image (Store.batches): " + "  ".join(f"{k} {per_image[k]:.1f}" for k in arrays))
     return r
 
 
@@ -197,7 +204,7 @@ def main() -> None:
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     codec_table(tokens, tmp, chunk_rows)
     mb = tokens.nbytes / 1e6
-    codec = compressors_for("tokens") or "none"
+    codec = COMPRESSORS or "none"
     print(f"\n2. writing {mb:.0f} MB of tokens through ChunkWriter (codec {codec}) vs raw writes, "
           f"fsync included, {args.repeats} repeats interleaved")
     w = [writer_vs_raw(tokens, tmp, chunk_rows, rep) for rep in range(args.repeats)]
@@ -210,16 +217,18 @@ def main() -> None:
     arrays = reads_setup(tokens, tmp, chunk_rows)
     rs = [reads(tokens, tmp, chunk_rows, arrays, rep) for rep in range(args.repeats)]
     med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-    print(f"median: zarr {med['zarr']:.0f} MB/s   npy memmap {med['npy']:.0f} MB/s   ratio "
-          f"{med['zarr'] / med['npy']:.2f}   one random row {med['row_ms']:.2f} ms (whole chunk decoded)")
-    for suffix, how in (("", f"one chunk ({chunk_rows} rows) per call"),
-                        (" x16", f"16 chunks ({chunk_rows * 16} rows) per call")):
-        print(f"per image, {how}:")
-        for name in arrays:
-            if name != "tokens":
-                t, a = med["tokens" + suffix], med[name + suffix]
-                print(f"  {name:11s} {a:8.1f} us/image   tokens {t:8.1f} us/image   "
-                      f"tokens / {name} {t / a:.1f}x")
+    print(f"median: vitreg reader {med['vitreg']:.0f} MB/s   zarr {med['zarr']:.0f} MB/s   npy memmap "
+          f"{med['npy']:.0f} MB/s   vitreg / npy {med['vitreg'] / med['npy']:.2f}   zarr / npy "
+          f"{med['zarr'] / med['npy']:.2f}")
+    print(f"one random row, page cache warm: vitreg reader {med['row_ms vitreg']:.3f} ms   zarr "
+          f"{med['row_ms zarr']:.2f} ms (zarr reads the whole chunk)")
+    print(f"one random row, page cache dropped: vitreg reader {med['row_ms vitreg cold']:.2f} ms   "
+          f"zarr {med['row_ms zarr cold']:.2f} ms")
+    print("per image, whole store through Store.batches:")
+    for name in arrays:
+        if name != "tokens":
+            t, a = med["tokens"], med[name]
+            print(f"  {name:11s} {a:8.1f} us/image   tokens {t:8.1f} us/image   tokens / {name} {t / a:.1f}x")
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
