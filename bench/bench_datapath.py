@@ -213,14 +213,14 @@ def _to_numpy_no_overflow_scan(out, dtypes):
 class _StubCapture:
     """A device that costs nothing: the right arrays of zeros (the GPU regime's host side)."""
 
-    def __init__(self, loaded, *, device, precision, with_options=(), token_mode="all") -> None:
+    def __init__(self, loaded, *, device, precision, with_options=(), token_mode="all", seed=42) -> None:
         g = loaded.geometry
         self.shapes = {"norms": (g.tokens,), "attention": (g.tokens,), "neighbor_cos": (g.patches,),
                        "pooled/cls": (g.dim,), "pooled/patch_mean": (g.dim,),
                        "pooled/registers": (max(g.registers, 0), g.dim), "tokens": (g.tokens, g.dim)}
         self.cache: dict[int, dict[str, torch.Tensor]] = {}
 
-    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(self, images: torch.Tensor, rows=None) -> dict[str, torch.Tensor]:
         b = images.shape[0]
         if b not in self.cache:
             out = {k: torch.zeros((b, *s)) for k, s in self.shapes.items()}

@@ -1,15 +1,18 @@
 """Shards -> samples -> decoded uint8 batches, in a deterministic order.
 
 Every sample's row in the store is its position in the stream (shards in the
-order given, then tar order). Each DataLoader worker walks the whole stream
-and decodes only the batches it owns (batch b belongs to worker b % W), so the
-DataLoader's round-robin hands batches back in stream order whatever W is.
+order given, then tar order). Each DataLoader worker decodes only the batches
+it owns (batch b belongs to worker b % W), so the DataLoader's round-robin
+hands batches back in stream order whatever W is. For a local shard the plan
+knows each sample's byte range, and a worker reads only its own samples; other
+shards (pipes, URLs) are streamed whole by every worker.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
@@ -36,6 +39,25 @@ def expand_shards(shards: list[str]) -> list[str]:
 class ShardDamage:
     url: str
     reason: str
+
+
+def local_path(url: str) -> str | None:
+    """The file of a local shard (a path or `file://` URL), else None."""
+    path = url.removeprefix("file://") if url.startswith("file://") else url
+    if ":" in path.split("/")[0] or not os.path.isfile(path):
+        return None
+    return path
+
+
+def read_span(file: io.BufferedReader, span: np.ndarray, url: str) -> dict[str, Any]:
+    """One sample from the byte range of its tar members, parsed as webdataset would."""
+    file.seek(int(span[0]))
+    data = io.BytesIO(file.read(int(span[1] - span[0])))
+    members = ({**m, "__url__": url} for m in tariterators.tar_file_iterator(data))
+    sample = next(group_members(members), None)
+    if sample is None:
+        raise ValueError(f"{url}: no tar member at bytes {span[0]}-{span[1]}")
+    return sample
 
 
 def shard_samples(url: str, damage: list[ShardDamage] | None = None) -> Iterator[dict[str, Any]]:
@@ -84,6 +106,9 @@ def group_members(files: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
                 yield current
             current = {"__key__": prefix, "__url__": member["__url__"]}
         current[suffix] = member["data"]
+        if "__span__" in member:  # from a header scan: the sample's byte range
+            current["__span__"] = (current.get("__span__", member["__span__"])[0],
+                                   member["__span__"][1])
     if current is not None:
         yield current
 
@@ -116,14 +141,16 @@ class ShardStream(IterableDataset):
     Only the rows in `todo` (a boolean mask over the store's rows) are decoded:
     a resumed run, or one process of many, skips the rest. Shards are opened
     only if they hold a row to do, starting at their first row `offsets[i]`.
+    `spans[i]`, when known, holds the byte range of each sample of shard i.
     """
 
     def __init__(
         self, urls: list[str], *, offsets: np.ndarray, todo: np.ndarray, batch_size: int,
         transform: Callable[[Image.Image], torch.Tensor], img_size: int,
-        duplicates: dict[int, int] | None = None,
+        duplicates: dict[int, int] | None = None, spans: list[np.ndarray | None] | None = None,
     ) -> None:
         self.urls = urls
+        self.spans = spans or [None] * len(urls)
         self.offsets = offsets
         self.todo = todo
         self.batch_size = batch_size
@@ -137,14 +164,28 @@ class ShardStream(IterableDataset):
         n_rows = len(self.todo)
         for i, url in enumerate(self.urls):
             start, stop = int(self.offsets[i]), min(int(self.offsets[i + 1]), n_rows)
-            if start >= stop or not self.todo[start:stop].any():
+            mine = self.todo[start:stop] & ((np.arange(start, stop) // self.batch_size) % workers
+                                            == worker)
+            if not mine.any():
                 continue
+            for row, sample in self._samples(i, start, stop, mine):
+                if row in self.duplicates:
+                    sample["__duplicate_of__"] = self.duplicates[row]
+                yield row, sample
+
+    def _samples(self, i: int, start: int, stop: int,
+                 mine: np.ndarray) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Shard i's samples at the rows `start + flatnonzero(mine)`."""
+        url, spans = self.urls[i], self.spans[i]
+        path = local_path(url) if spans is not None else None
+        if path is None:
             for row, sample in zip(range(start, stop), shard_samples(url)):
-                owned = (row // self.batch_size) % workers == worker
-                if owned and self.todo[row]:
-                    if row in self.duplicates:
-                        sample["__duplicate_of__"] = self.duplicates[row]
+                if mine[row - start]:
                     yield row, sample
+            return
+        with open(path, "rb") as file:
+            for local in np.flatnonzero(mine):
+                yield start + int(local), read_span(file, spans[local], url)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         batch: list[tuple[int, dict[str, Any]]] = []

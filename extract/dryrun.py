@@ -79,7 +79,7 @@ def run_dry_run(
     todo[: 2 * batch_size] = True
     stream = ShardStream(plan.urls, offsets=plan.offsets, todo=todo, batch_size=batch_size,
                          img_size=loaded.geometry.img_size,
-                         transform=eval_transform(loaded.data_config))
+                         transform=eval_transform(loaded.data_config), spans=plan.spans)
     rate = measure_batches(capture, stream, specs)
     estimates = estimate_arrays(loaded.geometry, plan.n_rows, with_options=list(with_options),
                                 token_mode=tokens, tokens_dtype=dtype, chunk_rows=chunk_rows)

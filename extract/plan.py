@@ -9,13 +9,18 @@ multi-process run, and every resumed run, agree on them without talking.
 from __future__ import annotations
 
 import os
+import re
 import tarfile
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
+from webdataset import tariterators
 
-from .data import ShardDamage, expand_shards, group_members, shard_samples
+from .data import ShardDamage, expand_shards, group_members, local_path, shard_samples
+
+#: Members webdataset skips (its `tar_file_iterator` default), matched the same way.
+_SKIP_META = re.compile(tariterators.tar_file_iterator.__defaults__[0])
 
 
 @dataclass
@@ -23,6 +28,9 @@ class ShardCount:
     url: str
     keys: list[str]
     damage: str | None = None
+    #: (n, 2) byte range of each sample's tar members, for local shards: a
+    #: decode worker then reads only the samples it owns.
+    spans: np.ndarray | None = None
 
 
 @dataclass
@@ -41,6 +49,10 @@ class Plan:
     def offsets(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum([len(s.keys) for s in self.shards])])
 
+    @property
+    def spans(self) -> list[np.ndarray | None]:
+        return [s.spans for s in self.shards]
+
     def shard_info(self) -> list[dict[str, Any]]:
         return [{"url": s.url, "samples": len(s.keys)} for s in self.shards]
 
@@ -48,15 +60,9 @@ class Plan:
         return [{"url": s.url, "reason": s.damage} for s in self.shards if s.damage]
 
 
-def _local_path(url: str) -> str | None:
-    path = url.removeprefix("file://") if url.startswith("file://") else url
-    if ":" in path.split("/")[0] or not os.path.isfile(path):
-        return None
-    return path
-
-
 def _header_members(path: str, damage: list[ShardDamage]) -> Iterator[dict[str, Any]]:
-    """The members webdataset would yield, read from the headers alone.
+    """The members webdataset would yield, read from the headers alone, with
+    the byte range from their header to the end of their padded data.
 
     A member whose data runs past the end of the file was cut short: the
     stream would fail on it, so the scan stops there too.
@@ -69,8 +75,10 @@ def _header_members(path: str, damage: list[ShardDamage]) -> Iterator[dict[str, 
                     raise tarfile.ReadError("unexpected end of data")
                 name = info.name
                 skip = not info.isreg() or ("/" not in name and name.startswith("__") and name.endswith("__"))
-                if not skip:
-                    yield {"fname": name, "data": None, "__url__": path}
+                if not skip and not _SKIP_META.match(name):
+                    end = info.offset_data + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+                    yield {"fname": name, "data": None, "__url__": path,
+                           "__span__": (info.offset, end)}
     except (tarfile.TarError, OSError) as exc:
         damage.append(ShardDamage(path, f"{type(exc).__name__}: {exc}"))
 
@@ -78,8 +86,9 @@ def _header_members(path: str, damage: list[ShardDamage]) -> Iterator[dict[str, 
 def count_shard(url: str) -> ShardCount:
     """Keys of a shard's samples, from tar headers for local files (no data
     read), else by streaming it through webdataset."""
-    path = _local_path(url)
+    path = local_path(url)
     damage: list[ShardDamage] = []
+    spans = None
     if path is None:
         keys = [s["__key__"] for s in shard_samples(url, damage)]
     else:
@@ -87,7 +96,8 @@ def count_shard(url: str) -> ShardCount:
         if damage and samples:
             samples.pop()  # the sample the cut went through is dropped, as when streaming
         keys = [s["__key__"] for s in samples]
-    return ShardCount(url, keys, damage[0].reason if damage else None)
+        spans = np.array([s["__span__"] for s in samples], dtype=np.int64).reshape(-1, 2)
+    return ShardCount(url, keys, damage[0].reason if damage else None, spans)
 
 
 def plan_shards(shards: list[str], *, limit: int | None = None) -> Plan:

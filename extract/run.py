@@ -231,7 +231,7 @@ def _extract_rows(root: zarr.Group, loaded: LoadedModel, plan: Plan, *, todo: np
     stream = ShardStream(
         plan.urls, offsets=plan.offsets, todo=todo, batch_size=batch_size,
         img_size=loaded.geometry.img_size, transform=eval_transform(loaded.data_config),
-        duplicates=plan.duplicates,
+        duplicates=plan.duplicates, spans=plan.spans,
     )
     loader = DataLoader(
         stream, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",

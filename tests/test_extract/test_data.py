@@ -1,0 +1,90 @@
+"""Workers read local shards by the byte ranges the plan found, and get exactly
+the samples webdataset's stream gives, whatever the tar holds."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from tests.conftest import image_samples, write_shard
+from tests.test_extract.test_bad_inputs import bad_samples, truncated_tar
+from vitreg.extract import data as data_mod
+from vitreg.extract.data import ShardStream
+from vitreg.extract.plan import plan_shards
+
+
+def odd_tar(path: Path) -> str:
+    """Members webdataset skips or must group: a directory, a `__meta__` file,
+    a PAX long name, two members of one key in a row, a key split by another."""
+    def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        add(tar, "a.jpg", b"A1")
+        add(tar, "a.cls", b"1")
+        folder = tarfile.TarInfo("folder.jpg")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+        add(tar, "__meta__", b"skip me")
+        add(tar, "__info__/x.txt", b"skip me too")
+        add(tar, "dir/" + "long" * 40 + ".jpg", b"L")
+        add(tar, "b.jpg", b"B1")
+        add(tar, "b.jpg", b"B2")  # a second b.jpg starts a new sample with the same key
+        add(tar, "c.json", b"{}")
+        add(tar, "a.txt", b"a again")
+    return str(path)
+
+
+def owned(stream: ShardStream, worker: int, workers: int, monkeypatch) -> list:
+    monkeypatch.setattr(data_mod, "get_worker_info",
+                        lambda: SimpleNamespace(id=worker, num_workers=workers))
+    return [(row, sample) for row, sample in stream._owned()]
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_byte_ranges_give_the_streamed_samples(tmp_path, monkeypatch, workers):
+    rng = np.random.default_rng(42)
+    shards = [
+        write_shard(tmp_path / "good.tar", image_samples(9, start=0)),
+        write_shard(tmp_path / "bad.tar", [s for s, _ in bad_samples(rng)]),
+        truncated_tar(tmp_path / "cut.tar", image_samples(4, start=20)),
+        odd_tar(tmp_path / "odd.tar"),
+        str(tmp_path / "missing.tar"),
+    ]
+    plan = plan_shards(shards)
+    assert [s is not None for s in plan.spans] == [True, True, True, True, False]
+    todo = np.ones(plan.n_rows, dtype=bool)
+    todo[[2, 11]] = False
+    args = dict(offsets=plan.offsets, todo=todo, batch_size=2, transform=None, img_size=8,
+                duplicates=plan.duplicates)
+    for worker in range(workers):
+        by_span = owned(ShardStream(plan.urls, spans=plan.spans, **args), worker, workers,
+                        monkeypatch)
+        streamed = owned(ShardStream(plan.urls, **args), worker, workers, monkeypatch)
+        assert [r for r, _ in by_span] == [r for r, _ in streamed]
+        assert [s for _, s in by_span] == [s for _, s in streamed]
+        assert all((r // 2) % workers == worker and todo[r] for r, _ in by_span)
+
+
+def test_odd_tar_groups_like_webdataset(tmp_path, monkeypatch):
+    plan = plan_shards([odd_tar(tmp_path / "odd.tar")])
+    samples = owned(ShardStream(plan.urls, spans=plan.spans, offsets=plan.offsets,
+                                todo=np.ones(plan.n_rows, bool), batch_size=4, transform=None,
+                                img_size=8), 0, 1, monkeypatch)
+    got = [{k: v for k, v in s.items() if k != "__url__"} for _, s in samples]
+    assert got == [
+        {"__key__": "a", "jpg": b"A1", "cls": b"1"},
+        {"__key__": "dir/" + "long" * 40, "jpg": b"L"},
+        {"__key__": "b", "jpg": b"B1"},
+        {"__key__": "b", "jpg": b"B2"},
+        {"__key__": "c", "json": b"{}"},
+        {"__key__": "a", "txt": b"a again"},
+    ]
+    assert plan.duplicates == {3: 2, 5: 0}
