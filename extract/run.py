@@ -287,8 +287,9 @@ def _batch_values(batch: dict[str, Any], capture: Capture,
     bad_values = (errors == "") & ~finite
     errors[bad_values] = "model: NaN or inf in the outputs"
     failed = errors != ""
-    for name, value in values.items():
-        value[failed] = 0  # a failed row holds fill values only
+    if failed.any():
+        for value in values.values():
+            value[failed] = 0  # a failed row holds fill values only
     values["status"] = np.where(failed, STATUS_FAILED, STATUS_OK).astype(np.uint8)
     values["error"] = errors
     values["key"] = np.array(batch["key"], dtype=object)
