@@ -1,14 +1,16 @@
 """`vitreg extract` against the bare forward pass of the same model and a naive
-loop, with glibc's allocator tuned and not, in one run.
+loop, with vitreg's process settings and without, in one run.
 
     .venv/bin/python bench/bench_extract.py [--images DIR] [--model NAME]
         [--precision bf16] [--batch-size 16] [--workers 0,1,2] [--repeats 2]
 
 Shards are built from the ImageNet sample images (../shared/data by default).
-The parent runs, per repeat, one child process with vitreg's allocator tuning
-(`tune_allocator`, mallopt) and one with `VITREG_NO_MALLOPT=1`, alternating,
-so that the shared machine's noise hits both alike. Each child measures, side
-by side on the same 100 images:
+The parent runs, per repeat, one child process "tuned" as the `vitreg`
+command tunes itself (glibc's allocator thresholds, `tune_allocator`, and
+OpenMP threads that sleep when idle, `quiet_openmp`) and one "untuned"
+(`VITREG_NO_TUNING=1`, OpenMP's own wait policy), alternating, so that the
+shared machine's noise hits both alike. Each child measures, side by side on
+the same 100 images, every run between two bare forwards (bracketed):
 
 - the bare forward pass (`forward_features`) on random tensors: same model,
   precision and batch size, as many images;
@@ -36,6 +38,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+if "--child" in sys.argv:
+    from vitreg.runtime import quiet_openmp
+
+    quiet_openmp()  # as the `vitreg` command does, before torch loads (no-op untuned)
 
 import numpy as np
 import torch
@@ -105,15 +112,29 @@ def naive_loop(name: str, images: Path, out: Path, *, batch_size: int, precision
 
 
 def child(args: argparse.Namespace) -> None:
+    """Every extraction and the naive loop run between two bare forwards; each
+    is also divided by the mean of the two, so that the machine's drifting
+    load (other jobs share it) weighs on both sides of a ratio alike."""
     from vitreg.extract.run import run_extract
     from vitreg.runtime import tune_allocator
 
-    tune_allocator()  # a no-op under VITREG_NO_MALLOPT=1
+    tune_allocator()  # no-op untuned (VITREG_NO_TUNING=1)
     tmp = Path(args.tmp)
-    result: dict = {"extract": {}, "extract_faults": {}, "writer_wait": {}}
+    result: dict = {"extract": {}, "extract_faults": {}, "writer_wait": {}, "bracketed": {}}
     n = sum(1 for p in (args.images / "images").iterdir() if p.suffix.lower() in (".jpeg", ".jpg"))
-    result["bare"], result["bare_faults"] = bare_forward(
-        args.model, n=n, batch_size=args.batch_size, precision=args.precision, img_size=args.img_size)
+
+    def bare() -> float:
+        rate, faults = bare_forward(args.model, n=n, batch_size=args.batch_size,
+                                    precision=args.precision, img_size=args.img_size)
+        result.setdefault("bare_faults", faults)
+        bares.append(rate)
+        return (bares[-2] + bares[-1]) / 2 if len(bares) > 1 else rate
+
+    bares: list[float] = []
+    # The first forward passes of a process run slow (oneDNN builds its kernels): not counted.
+    bare_forward(args.model, n=2 * args.batch_size, batch_size=args.batch_size,
+                 precision=args.precision, img_size=args.img_size)
+    bare()
     for w in [int(x) for x in args.workers.split(",")]:
         faults = minflt()
         summary = run_extract(
@@ -124,18 +145,23 @@ def child(args: argparse.Namespace) -> None:
         result["extract"][w] = summary.images_per_second
         result["extract_faults"][w] = minflt() - faults
         result["writer_wait"][w] = summary.writer_waited
+        result["bracketed"][str(w)] = summary.images_per_second / bare()
     result["naive"] = naive_loop(args.model, args.images, tmp / "naive", batch_size=args.batch_size,
                                  precision=args.precision, img_size=args.img_size,
                                  workers=args.naive_workers)
+    result["bracketed"]["naive"] = result["naive"] / bare()
+    result["bare"] = statistics.median(bares)
+    result["bares"] = bares
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(result))
 
 
 def run_child(args: argparse.Namespace, shards: list[str], tmp: Path, mallopt: bool) -> dict:
     env = dict(os.environ)
-    env.pop("VITREG_NO_MALLOPT", None)
+    env.pop("VITREG_NO_TUNING", None)
+    env.pop("OMP_WAIT_POLICY", None)
     if not mallopt:
-        env["VITREG_NO_MALLOPT"] = "1"
+        env["VITREG_NO_TUNING"] = "1"
     cmd = [sys.executable, __file__, "--child", "--tmp", str(tmp), "--model", args.model,
            "--precision", args.precision, "--batch-size", str(args.batch_size),
            "--img-size", str(args.img_size), "--workers", args.workers,
@@ -152,9 +178,10 @@ def run_child(args: argparse.Namespace, shards: list[str], tmp: Path, mallopt: b
 def run_cli(args: argparse.Namespace, shards: list[str], out: Path, mallopt: bool, workers: int) -> tuple[float, int]:
     """`vitreg extract` in a fresh process: its printed img/s and its minor page faults."""
     env = dict(os.environ)
-    env.pop("VITREG_NO_MALLOPT", None)
+    env.pop("VITREG_NO_TUNING", None)
+    env.pop("OMP_WAIT_POLICY", None)
     if not mallopt:
-        env["VITREG_NO_MALLOPT"] = "1"
+        env["VITREG_NO_TUNING"] = "1"
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
     cmd = [sys.executable, "-m", "vitreg", "extract", *shards, "--model", args.model,
            "--weights", "random", "--img-size", str(args.img_size), "--precision", args.precision,
@@ -206,13 +233,16 @@ def main() -> None:
             r = run_child(args, shards, tmp / ("on" if mallopt else "off"), mallopt)
             runs[mallopt].append(r)
             ext = ", ".join(f"w{w} {v:5.1f}" for w, v in r["extract"].items())
-            print(f"repeat {rep} mallopt {'on ' if mallopt else 'off'}: bare {r['bare']:5.1f} img/s "
+            bracketed = ", ".join(f"{k} {v:.3f}" for k, v in r["bracketed"].items())
+            print(f"repeat {rep} {'tuned  ' if mallopt else 'untuned'}: bare {r['bare']:5.1f} img/s "
+                  f"(runs: {', '.join(f'{b:.1f}' for b in r['bares'])}) "
                   f"({r['bare_faults']} faults), extract {ext} img/s, naive {r['naive']:5.1f} img/s, "
-                  f"peak RSS {r['peak_rss_mib']:.0f} MiB   {load()}")
+                  f"peak RSS {r['peak_rss_mib']:.0f} MiB   {load()}\n"
+                  f"    each over its bracketing bare forwards: {bracketed}")
         if rep == 0 and not args.no_cli:
             for mallopt in (True, False):
                 cli[mallopt] = run_cli(args, shards, tmp / "cli.zarr", mallopt, workers=1)
-                print(f"  vitreg extract (CLI, workers 1) mallopt {'on ' if mallopt else 'off'}: "
+                print(f"  vitreg extract (CLI, workers 1) {'tuned  ' if mallopt else 'untuned'}: "
                       f"{cli[mallopt][0]:5.1f} img/s, {cli[mallopt][1]} minor faults")
 
     def med(mallopt: bool, key: str, w: int | None = None) -> float:
@@ -221,7 +251,7 @@ def main() -> None:
 
     workers = [int(x) for x in args.workers.split(",")]
     print(f"\nmedians of {args.repeats} repeats; {load()}")
-    print(f"{'':34s} {'mallopt on':>12s} {'mallopt off':>12s}   on/off")
+    print(f"{'':34s} {'tuned':>12s} {'untuned':>12s}   tuned/untuned")
     rows = [("bare forward", "bare", None)] + [(f"extract loop, workers {w}", "extract", w) for w in workers] \
         + [(f"naive loop, workers {args.naive_workers}", "naive", None)]
     for label, key, w in rows:
@@ -237,12 +267,18 @@ def main() -> None:
         ratios = "   ".join(f"w{w} {med(mallopt, 'extract', w) / b:.3f}" for w in workers)
         naive = med(mallopt, "naive")
         best = max(med(mallopt, "extract", w) for w in workers)
-        print(f"mallopt {'on ' if mallopt else 'off'}: extract / bare  {ratios}   naive / bare "
+        print(f"{'tuned  ' if mallopt else 'untuned'}: extract / bare  {ratios}   naive / bare "
               f"{naive / b:.3f}   best extract / naive {best / naive:.2f}   writer wait (w1) "
               f"{statistics.median(r['writer_wait'].get('1', 0.0) for r in runs[mallopt]):.2f} s")
+    for mallopt in (True, False):
+        keys = [str(w) for w in workers] + ["naive"]
+        ratios = "   ".join(
+            f"{'w' + k if k != 'naive' else k} {statistics.median(r['bracketed'][k] for r in runs[mallopt]):.3f}"
+            for k in keys)
+        print(f"{'tuned  ' if mallopt else 'untuned'}: over the bracketing bare forwards (median)  {ratios}")
     if cli:
         print(f"vitreg extract CLI: tuned {cli[True][0]:.1f} img/s ({cli[True][1]} faults), "
-              f"VITREG_NO_MALLOPT=1 {cli[False][0]:.1f} img/s ({cli[False][1]} faults)")
+              f"VITREG_NO_TUNING=1 {cli[False][0]:.1f} img/s ({cli[False][1]} faults)")
     store = open_store(str(tmp / "on" / "store.zarr"))
     sizes = array_sizes(store)
     on_disk = sum(s for *_, s, _ in sizes)
