@@ -6,7 +6,9 @@ against the decode-and-transform limit of this machine, in one run.
 
 Shards hold the ImageNet sample JPEGs (../shared/data by default) repeated
 under new keys to --n samples. The model is `vit_tiny_patch16_224` cut to one
-block, random weights: its forward pass costs little next to decoding.
+block and narrowed (`vit_pico_patch16_224_1block`), random weights: its forward
+pass costs little next to decoding. The process tunes glibc's allocator as the
+`vitreg` command does (`tune_allocator`) unless VITREG_NO_TUNING=1.
 
 1. decoders, one process: vitreg's path (PIL decode + timm eval transform to
    uint8) against PIL decode only, simplejpeg and torchvision.io.decode_jpeg,
@@ -46,8 +48,8 @@ from vitreg.extract import capture as capture_mod
 from vitreg.extract import data as data_mod
 from vitreg.extract.data import decode_image
 from vitreg.extract.run import run_extract
-from vitreg.runtime import tune_allocator
 from vitreg.extract.transforms import eval_transform
+from vitreg.runtime import tune_allocator
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared/data/imagenet-samples"
 TINY = "vit_tiny_patch16_224_1block"
@@ -318,7 +320,8 @@ def main() -> None:
     transform = eval_transform(cfg)
     blobs = [b for _, b, _ in jpegs]
     print(f"{len(jpegs)} JPEGs x {args.n // len(jpegs)} = {args.n} samples in {len(shards)} shards; "
-          f"{procs} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; {load()}")
+          f"{procs} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; {load()}")
 
     if not args.skip_decoders:
         fns = decoders(transform)

@@ -6,10 +6,9 @@ loop, with vitreg's process settings and without, in one run.
 
 Shards are built from the ImageNet sample images (../shared/data by default).
 The parent runs, per repeat, one child process "tuned" as the `vitreg`
-command tunes itself (glibc's allocator thresholds, `tune_allocator`, and
-OpenMP threads that sleep when idle, `quiet_openmp`) and one "untuned"
-(`VITREG_NO_TUNING=1`, OpenMP's own wait policy), alternating, so that the
-shared machine's noise hits both alike. Each child measures, side by side on
+command tunes itself (glibc's allocator thresholds, `tune_allocator`) and one
+"untuned" (`VITREG_NO_TUNING=1`), alternating, so that the shared machine's
+noise hits both alike. Each child measures, side by side on
 the same 100 images, every run between two bare forwards (bracketed):
 
 - the bare forward pass (`forward_features`) on random tensors: same model,
@@ -38,11 +37,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-if "--child" in sys.argv:
-    from vitreg.runtime import quiet_openmp
-
-    quiet_openmp()  # as the `vitreg` command does, before torch loads (no-op untuned)
 
 import numpy as np
 import torch

@@ -13,8 +13,7 @@ ImageNet sample images in a fresh child process (OpenMP reads its settings
 when torch loads), interleaved and repeated:
 
 - `default`: OpenMP's own wait policy (spin, then sleep), torch's default threads;
-- `passive`: `OMP_WAIT_POLICY=PASSIVE` (threads sleep instead of spinning):
-  what the `vitreg` command sets unless the user did (`vitreg.runtime.quiet_openmp`);
+- `passive`: `OMP_WAIT_POLICY=PASSIVE` (threads sleep instead of spinning);
 - `cores-workers`: `torch.set_num_threads(max(1, cores - workers))`;
 
 and the bare forward pass of the same model in the same child for reference.

@@ -5,16 +5,13 @@ from __future__ import annotations
 import click
 
 from vitreg import __version__
-from vitreg.runtime import quiet_openmp, tune_allocator
+from vitreg.analysis.cli import analysis
+from vitreg.cache.cli import info_command, pack_command, verify_command
+from vitreg.extract.cli import extract_command, shards_command
+from vitreg.probe.cli import probe
+from vitreg.runtime import tune_allocator
 
-quiet_openmp()  # before the stages import torch: OpenMP reads it once, when torch loads
-
-from vitreg.analysis.cli import analysis  # noqa: E402
-from vitreg.cache.cli import info_command, pack_command, verify_command  # noqa: E402
-from vitreg.extract.cli import extract_command, shards_command  # noqa: E402
-from vitreg.probe.cli import probe  # noqa: E402
-
-from .demo import demo_command  # noqa: E402
+from .demo import demo_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -12,21 +12,6 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _tuned = False
 
 
-def quiet_openmp() -> None:
-    """Let torch's idle OpenMP threads sleep instead of spinning (unless the
-    user set `OMP_WAIT_POLICY`, or `VITREG_NO_TUNING=1`). Must run before
-    torch is imported.
-
-    libgomp's threads spin at every barrier; next to decode workers on the
-    same cores they burn the CPU the workers need. With a one-block model and
-    2 workers on 2 cores the main process used 3.75 CPU ms per image spinning
-    and 2.0 passive, at 15-20% more images/s; a ViT-S/14 forward pass ran at
-    the same speed either way (bench/bench_threads.py).
-    """
-    if not os.environ.get("VITREG_NO_TUNING"):
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 def tune_allocator() -> None:
     """Raise glibc's mmap and trim thresholds (idempotent).
 
