@@ -1,6 +1,7 @@
 """Peak resident memory of `extract` for 200 and 2,000 images, in one run.
 
     .venv/bin/python bench/bench_memory.py [--sizes 200,2000] [--model NAME] [--workers 2]
+        [--chunk-rows N]
 
 Each size runs `run_extract` in a fresh child process (the same shards of the
 ImageNet sample JPEGs repeated under new keys, as in bench_datapath.py; the
@@ -8,7 +9,10 @@ default model is that bench's one-block ViT, whose memory is small, so that
 any growth with the number of images would show). The child samples its own
 RSS every 0.1 s from /proc while it extracts and reports: RSS after the model
 is built, the peak during the loop, RSS at 25/50/75/100% of the loop, the
-peak of the DataLoader workers (RUSAGE_CHILDREN), and ru_maxrss.
+peak of the DataLoader workers (RUSAGE_CHILDREN), and ru_maxrss. The store's
+chunk rows follow the image count up to 16 MiB of tokens (one 200-row chunk
+for 200 images, 500-row chunks for 2,000); the writer holds up to three
+chunks, so `--chunk-rows` fixes them to compare image counts alone.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ def rss_mib() -> float:
 def child(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(BENCH))
     import bench_datapath as bd  # registers the one-block models
+    from vitreg.cache import open_store
     from vitreg.extract.run import run_extract
     from vitreg.runtime import tune_allocator
 
@@ -54,7 +59,8 @@ def child(args: argparse.Namespace) -> None:
     thread.start()
     summary = run_extract(shards=shards, model=args.model, out=str(tmp / "store.zarr"),
                           weights="random", batch_size=args.batch_size, precision=args.precision,
-                          workers=args.workers, overwrite=True, progress=False)
+                          workers=args.workers, overwrite=True, progress=False,
+                          chunk_rows=args.chunk_rows)
     stop.set()
     thread.join()
     end = time.perf_counter()
@@ -66,6 +72,7 @@ def child(args: argparse.Namespace) -> None:
         marks[f"{int(q * 100)}%"] = min(loop, key=lambda s: abs(s[0] - t_q))[1]
     print("RESULT " + json.dumps({
         "n": args.n, "img_per_s": summary.images_per_second, "rss_start": before,
+        "chunk_rows": open_store(str(tmp / "store.zarr")).chunk_rows,
         "peak_loop": max(r for _, r in loop), "marks": marks,
         "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "workers_maxrss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
@@ -79,6 +86,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--chunk-rows", type=int, help="fix the store's chunk rows")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
@@ -88,20 +96,21 @@ def main() -> None:
         return
     print(f"{args.model} {args.precision} batch {args.batch_size}, workers {args.workers}; "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"{'images':>7s} {'img/s':>7s} {'RSS start':>10s} {'25%':>7s} {'50%':>7s} {'75%':>7s} "
+    print(f"{'images':>7s} {'chunk':>6s} {'img/s':>7s} {'RSS start':>10s} {'25%':>7s} {'50%':>7s} {'75%':>7s} "
           f"{'100%':>7s} {'peak loop':>10s} {'ru_maxrss':>10s} {'workers peak':>13s}  (MiB)")
     for n in [int(x) for x in args.sizes.split(",")]:
         tmp = tempfile.mkdtemp(prefix="vitreg-mem-", dir=os.environ.get("VITREG_BENCH_DIR"))
         cmd = [sys.executable, __file__, "--child", "--n", str(n), "--tmp", tmp, "--model", args.model,
                "--precision", args.precision, "--batch-size", str(args.batch_size),
-               "--workers", str(args.workers)]
+               "--workers", str(args.workers)] + (
+                   ["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else [])
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
             raise RuntimeError(f"child failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
         r = json.loads(line[len("RESULT "):])
         m = r["marks"]
-        print(f"{n:7d} {r['img_per_s']:7.1f} {r['rss_start']:10.0f} {m['25%']:7.0f} {m['50%']:7.0f} "
+        print(f"{n:7d} {r['chunk_rows']:6d} {r['img_per_s']:7.1f} {r['rss_start']:10.0f} {m['25%']:7.0f} {m['50%']:7.0f} "
               f"{m['75%']:7.0f} {m['100%']:7.0f} {r['peak_loop']:10.0f} {r['maxrss']:10.0f} "
               f"{r['workers_maxrss']:13.0f}")
 

@@ -13,7 +13,9 @@ offline, which the output says), tiles them to --rows images, and measures:
 3. chunked sequential reads of `tokens` through vitreg's reader (and plain
    zarr) against a `.npy` memory map of the same data, the median latency of
    one random row, and the per-image read time of `pooled/*` and `norms`
-   against `tokens` through `Store.batches`.
+   against `tokens` through `Store.batches`;
+4. the small arrays of real images stored raw (schema 1.1) against zstd-1
+   (schema 1.0): bytes, and per-image reads through `Store.batches`.
 """
 
 from __future__ import annotations
@@ -50,7 +52,11 @@ def drop_cache(path: Path) -> None:
                 os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
 
-def source_tokens(args: argparse.Namespace, tmp: Path) -> tuple[np.ndarray, str]:
+SMALL = ("norms", "attention", "neighbor_cos", "pooled/cls", "pooled/patch_mean", "pooled/registers")
+
+
+def source_tokens(args: argparse.Namespace, tmp: Path) -> tuple[np.ndarray, dict, str]:
+    """`tokens` and the small arrays of a store of real images, tiled to --rows."""
     if args.store:
         store = open_store(args.store)
     else:
@@ -63,9 +69,41 @@ def source_tokens(args: argparse.Namespace, tmp: Path) -> tuple[np.ndarray, str]
                     out=str(tmp / "src.zarr"), weights="random", img_size=224,
                     precision="bf16", batch_size=16, progress=False)
         store = open_store(str(tmp / "src.zarr"))
-    tokens = store.array("tokens")[:]
-    reps = -(-args.rows // len(tokens))
-    return np.concatenate([tokens] * reps)[: args.rows], f"{store.meta['model']} ({store.meta['weights']} weights)"
+    def tiled(name: str) -> np.ndarray:
+        values = store.array(name)[:]
+        return np.concatenate([values] * -(-args.rows // len(values)))[: args.rows]
+
+    small = {name: tiled(name) for name in SMALL}
+    return tiled("tokens"), small, f"{store.meta['model']} ({store.meta['weights']} weights)"
+
+
+def small_codecs(small: dict, geom: Geometry, tmp: Path, chunk_rows: int, repeats: int) -> None:
+    """Schema 1.1 (raw) against 1.0 (zstd-1) for the small arrays: bytes, and
+    per-image reads through Store.batches (page cache warm), interleaved."""
+    import vitreg.cache.store as store_mod
+
+    urls = {}
+    for label, compressors in (("raw (1.1)", ()), ("zstd-1 (1.0)", (ZstdCodec(level=1),))):
+        saved, store_mod.COMPRESSORS = store_mod.COMPRESSORS, compressors
+        try:
+            urls[label] = write_store(str(tmp / f"small-{len(urls)}.zarr"), small, geometry=geom,
+                                      chunk_rows=chunk_rows, rows_per_put=chunk_rows)
+        finally:
+            store_mod.COMPRESSORS = saved
+    n = len(next(iter(small.values())))
+    times: dict = {(label, name): [] for label in urls for name in small}
+    for _ in range(repeats):
+        for label, url in urls.items():
+            store = open_store(url)
+            for name in small:
+                times[(label, name)].append(timed(lambda: list(store.batches([name]))) / n * 1e6)
+    print(f"{'array':20s} {'raw bytes':>10s} " + " ".join(f"{lab + ' ratio':>19s}" for lab in urls)
+          + "   us/image: " + "   ".join(urls))
+    for name in small:
+        stored = {lab: open_store(u).array(name).nbytes_stored() for lab, u in urls.items()}
+        raw = small[name].nbytes
+        print(f"{name:20s} {raw / n:8.0f} B " + " ".join(f"{raw / b:19.3f}" for b in stored.values())
+              + "   " + "   ".join(f"{statistics.median(times[(lab, name)]):6.1f}" for lab in urls))
 
 
 def codec_table(tokens: np.ndarray, tmp: Path, chunk_rows: int) -> None:
@@ -198,7 +236,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="vitreg-storage-", dir=os.environ.get("VITREG_BENCH_DIR")))
-    tokens, source = source_tokens(args, tmp)
+    tokens, small, source = source_tokens(args, tmp)
     chunk_rows = chunk_rows_for(tokens[0].nbytes)
     print(f"tokens from {source}; {tmp}")
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -229,6 +267,12 @@ def main() -> None:
         if name != "tokens":
             t, a = med["tokens"], med[name]
             print(f"  {name:11s} {a:8.1f} us/image   tokens {t:8.1f} us/image   tokens / {name} {t / a:.1f}x")
+    print(f"\n4. small arrays, {len(tokens)} rows in chunks of {chunk_rows}: no codec (schema 1.1) "
+          f"against zstd-1 (schema 1.0), bytes and reads, {args.repeats} repeats interleaved")
+    geom = Geometry(registers=small["pooled/registers"].shape[1],
+                    grid=(1, small["neighbor_cos"].shape[1]), dim=tokens.shape[2], depth=1,
+                    img_size=224)
+    small_codecs(small, geom, tmp, chunk_rows, args.repeats)
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
