@@ -28,9 +28,9 @@ MIN_CHUNK_ROWS = 8
 MAX_CHUNK_ROWS = 1024
 
 #: No array is compressed (schema 1.1): float16 tokens and the float32 small
-#: arrays compress 1.07-1.2x with zstd (cache_schema.md), while reading them
+#: arrays compress 1.07-1.22x with zstd (cache_schema.md), while reading them
 #: raw lets `cache.mapped` slice chunk files without zarr's per-chunk cost:
-#: `norms` read 3.5x faster per image. Strings get zarr's vlen-utf8 codec.
+#: the small arrays read 1.5-10x faster per image. Strings get vlen-utf8.
 COMPRESSORS: tuple = ()
 
 

@@ -66,8 +66,8 @@ class ChunkWriter:
     ) -> None:
         # A chunk is written only once all its rows are computed, so it is
         # almost never all fill value; zarr's check for that (to skip writing
-        # it) scans every chunk and halved the write speed of `tokens`
-        # (bench/bench_storage.py).
+        # it) scans every chunk: plain zarr wrote `tokens` at 360-538 MB/s,
+        # this writer without the check at 615-950 (bench/bench_storage.py).
         self.arrays = {name: root[name].with_config({"write_empty_chunks": True}) for name in names}
         self.n_rows = self.arrays["status"].shape[0]
         self.chunk_rows = self.arrays["status"].chunks[0]

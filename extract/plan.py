@@ -8,6 +8,7 @@ multi-process run, and every resumed run, agree on them without talking.
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import tarfile
@@ -20,7 +21,8 @@ from webdataset import tariterators
 from .data import ShardDamage, expand_shards, group_members, local_path, shard_samples
 
 #: Members webdataset skips (its `tar_file_iterator` default), matched the same way.
-_SKIP_META = re.compile(tariterators.tar_file_iterator.__defaults__[0])
+_SKIP_META = re.compile(
+    inspect.signature(tariterators.tar_file_iterator).parameters["skip_meta"].default)
 
 
 @dataclass
