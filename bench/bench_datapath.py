@@ -231,7 +231,7 @@ class _StubCapture:
         return dict(self.cache[b])
 
 
-def _hwc_collate(self, items):
+def _hwc_collate(self, items, pool=None):
     """ShardStream._collate filling a (B, H, W, 3) buffer straight from the PIL
     image (one memcpy per image), returned as a (B, 3, H, W) view: same pixels,
     no strided uint8 copy per image."""

@@ -15,6 +15,8 @@ the same 100 images, every run between two bare forwards (bracketed):
   precision and batch size, as many images;
 - `run_extract` (every array of the store contract) for each --workers value,
   after one warm-up extraction (as the bare forward skips its first batch);
+  with 0 workers also the GPU path's way of decoding (a background thread
+  overlapping the model) instead of the CPU's (all cores between batches);
 - a naive loop like the public reproductions: PIL + DataLoader over the image
   files + a forward hook on the last block + `np.save` of the tokens per batch;
 
@@ -148,6 +150,16 @@ def child(args: argparse.Namespace) -> None:
         result["extract_faults"][w] = minflt() - faults
         result["writer_wait"][w] = summary.writer_waited
         result["bracketed"][str(w)] = summary.images_per_second / bare()
+        if w == 0:  # the alternative vitreg uses on a GPU: decoding overlapped with the model
+            import vitreg.extract.run as run_mod
+
+            default = run_mod.overlap_decoding
+            run_mod.overlap_decoding = lambda workers, device: workers == 0
+            try:
+                rate = extract(0).images_per_second
+            finally:
+                run_mod.overlap_decoding = default
+            result["bracketed"]["w0 overlapped"] = rate / bare()
     result["naive"] = naive_loop(args.model, args.images, tmp / "naive", batch_size=args.batch_size,
                                  precision=args.precision, img_size=args.img_size,
                                  workers=args.naive_workers)
@@ -273,9 +285,9 @@ def main() -> None:
               f"{naive / b:.3f}   best extract / naive {best / naive:.2f}   writer wait (w1) "
               f"{statistics.median(r['writer_wait'].get('1', 0.0) for r in runs[mallopt]):.2f} s")
     for mallopt in (True, False):
-        keys = [str(w) for w in workers] + ["naive"]
+        keys = [str(w) for w in workers] + (["w0 overlapped"] if 0 in workers else []) + ["naive"]
         ratios = "   ".join(
-            f"{'w' + k if k != 'naive' else k} {statistics.median(r['bracketed'][k] for r in runs[mallopt]):.3f}"
+            f"{'w' + k if k.isdigit() else k} {statistics.median(r['bracketed'][k] for r in runs[mallopt]):.3f}"
             for k in keys)
         print(f"{'tuned  ' if mallopt else 'untuned'}: over the bracketing bare forwards (median)  {ratios}")
     if cli:

@@ -14,6 +14,8 @@ import io
 import json
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
@@ -142,14 +144,17 @@ class ShardStream(IterableDataset):
     a resumed run, or one process of many, skips the rest. Shards are opened
     only if they hold a row to do, starting at their first row `offsets[i]`.
     `spans[i]`, when known, holds the byte range of each sample of shard i.
+    `decode_threads` > 1 decodes each batch's samples in that many threads.
     """
 
     def __init__(
         self, urls: list[str], *, offsets: np.ndarray, todo: np.ndarray, batch_size: int,
         transform: Callable[[Image.Image], torch.Tensor], img_size: int,
         duplicates: dict[int, int] | None = None, spans: list[np.ndarray | None] | None = None,
+        decode_threads: int = 1,
     ) -> None:
         self.urls = urls
+        self.decode_threads = decode_threads
         self.spans = spans or [None] * len(urls)
         self.offsets = offsets
         self.todo = todo
@@ -188,41 +193,53 @@ class ShardStream(IterableDataset):
                 yield start + int(local), read_span(file, spans[local], url)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        batch: list[tuple[int, dict[str, Any]]] = []
-        for row, sample in self._owned():
-            if batch and row // self.batch_size != batch[0][0] // self.batch_size:
-                yield self._collate(batch)
-                batch = []
-            batch.append((row, sample))
-        if batch:
-            yield self._collate(batch)
+        # Threads decode the samples of a batch side by side: PIL releases the
+        # GIL while it decodes and resizes. The pool lives in the iterating
+        # process (never across a fork).
+        with ThreadPoolExecutor(self.decode_threads) if self.decode_threads > 1 else \
+                nullcontext() as pool:
+            batch: list[tuple[int, dict[str, Any]]] = []
+            for row, sample in self._owned():
+                if batch and row // self.batch_size != batch[0][0] // self.batch_size:
+                    yield self._collate(batch, pool)
+                    batch = []
+                batch.append((row, sample))
+            if batch:
+                yield self._collate(batch, pool)
 
-    def _collate(self, items: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+    def _collate(self, items: list[tuple[int, dict[str, Any]]],
+                 pool: ThreadPoolExecutor | None = None) -> dict[str, Any]:
         size = self.img_size
         images = torch.zeros((len(items), 3, size, size), dtype=torch.uint8)
-        errors, labels = [], []
-        for i, (_, sample) in enumerate(items):
-            error = ""
-            if "__duplicate_of__" in sample:
-                error = f"duplicate key: row {sample['__duplicate_of__']} has the same key"
-            try:
-                if not error:
-                    images[i] = self.transform(decode_image(sample))
-            except Exception as exc:  # any decode failure becomes a failed row
-                error = _reason("decode", exc)
-            try:
-                labels.append(read_label(sample))
-            except (ValueError, UnicodeDecodeError) as exc:
-                labels.append(-1)
-                error = error or _reason("label", exc)
-            errors.append(error)
+        samples = [sample for _, sample in items]
+        decoded = list(pool.map(self._decode, samples) if pool else map(self._decode, samples))
+        for i, (image, _, _) in enumerate(decoded):
+            if image is not None:
+                images[i] = image
         return {
             "row": torch.tensor([r for r, _ in items], dtype=torch.int64),
-            "key": [s["__key__"] for _, s in items],
-            "label": torch.tensor(labels, dtype=torch.int32),
+            "key": [s["__key__"] for s in samples],
+            "label": torch.tensor([label for _, _, label in decoded], dtype=torch.int32),
             "image": images,
-            "error": errors,
+            "error": [error for _, error, _ in decoded],
         }
+
+    def _decode(self, sample: dict[str, Any]) -> tuple[torch.Tensor | None, str, int]:
+        """(uint8 image or None, error or "", label) of one sample."""
+        image, error = None, ""
+        if "__duplicate_of__" in sample:
+            error = f"duplicate key: row {sample['__duplicate_of__']} has the same key"
+        try:
+            if not error:
+                image = self.transform(decode_image(sample))
+        except Exception as exc:  # any decode failure becomes a failed row
+            error = _reason("decode", exc)
+        try:
+            label = read_label(sample)
+        except (ValueError, UnicodeDecodeError) as exc:
+            label = -1
+            error = error or _reason("label", exc)
+        return image, error, label
 
 
 def _reason(stage: str, exc: Exception) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import threading
 import time
@@ -232,6 +233,7 @@ def _extract_rows(root: zarr.Group, loaded: LoadedModel, plan: Plan, *, todo: np
         plan.urls, offsets=plan.offsets, todo=todo, batch_size=batch_size,
         img_size=loaded.geometry.img_size, transform=eval_transform(loaded.data_config),
         duplicates=plan.duplicates, spans=plan.spans,
+        decode_threads=1 if workers else usable_cores(),
     )
     loader = DataLoader(
         stream, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
@@ -244,7 +246,7 @@ def _extract_rows(root: zarr.Group, loaded: LoadedModel, plan: Plan, *, todo: np
     writer = ChunkWriter(root, names, rows=rows)
     try:
         with progress_bar(count, enabled=progress) as advance:
-            for batch in (loader if workers else prefetched(loader)):
+            for batch in (prefetched(loader) if overlap_decoding(workers, device) else loader):
                 writer.put(batch["row"].numpy(), _batch_values(batch, capture, dtypes))
                 advance(len(batch["row"]))
     except BaseException:
@@ -254,12 +256,22 @@ def _extract_rows(root: zarr.Group, loaded: LoadedModel, plan: Plan, *, todo: np
     return count, writer.waited
 
 
-def prefetched(batches: Iterable[Any], depth: int = 2) -> Iterator[Any]:
-    """Iterate `batches` in a background thread, `depth` ahead.
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
-    With no worker processes, decoding then overlaps the forward pass: PIL
-    and torch both release the GIL in their C code.
-    """
+
+def overlap_decoding(workers: int, device: torch.device) -> bool:
+    """With no worker processes, decode in a background thread while the model
+    runs only if the model does not need the cores: on a GPU. On a CPU the
+    forward pass uses every core, and a decode thread beside it stalls torch's
+    OpenMP threads; decoding each batch on all cores between forward passes
+    ran closer to the bare forward (bench/bench_extract.py, "w0 overlapped")."""
+    return workers == 0 and device.type != "cpu"
+
+
+def prefetched(batches: Iterable[Any], depth: int = 2) -> Iterator[Any]:
+    """Iterate `batches` in a background thread, `depth` ahead (PIL and torch
+    both release the GIL in their C code)."""
     queue: Queue = Queue(maxsize=depth)
     done = object()
 

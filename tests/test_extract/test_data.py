@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import image_samples, write_shard
 from tests.test_extract.test_bad_inputs import bad_samples, truncated_tar
@@ -88,3 +89,29 @@ def test_odd_tar_groups_like_webdataset(tmp_path, monkeypatch):
         {"__key__": "a", "txt": b"a again"},
     ]
     assert plan.duplicates == {3: 2, 5: 0}
+
+
+def test_decode_threads_give_the_same_batches(tmp_path):
+    rng = np.random.default_rng(42)
+    shards = [write_shard(tmp_path / "good.tar", image_samples(9, start=0)),
+              write_shard(tmp_path / "bad.tar", [s for s, _ in bad_samples(rng)])]
+    plan = plan_shards(shards)
+    from vitreg.extract.transforms import eval_transform
+
+    transform = eval_transform({"input_size": (3, 32, 32), "interpolation": "bicubic",
+                                "crop_pct": 0.875, "crop_mode": "center"})
+
+    def batches(threads: int) -> list[dict]:
+        return list(ShardStream(plan.urls, offsets=plan.offsets, todo=np.ones(plan.n_rows, bool),
+                                batch_size=4, transform=transform, img_size=32,
+                                duplicates=plan.duplicates, spans=plan.spans,
+                                decode_threads=threads))
+
+    one, three = batches(1), batches(3)
+    assert len(one) == len(three) == 5
+    for a, b in zip(one, three):
+        assert a["key"] == b["key"] and a["error"] == b["error"]
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+    errors = [e for b in one for e in b["error"]]
+    assert sum(e.startswith("decode:") for e in errors) == 3 and any(e.startswith("duplicate") for e in errors)
+    assert bool(one[0]["image"].float().std() > 0)
