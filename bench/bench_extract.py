@@ -30,7 +30,6 @@ against the raw float16 payload of `tokens`, and the writer wait.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import resource
@@ -43,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from benchutil import child_result, report
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared/data/imagenet-samples"
 
@@ -167,7 +167,7 @@ def child(args: argparse.Namespace) -> None:
     result["bare"] = statistics.median(bares)
     result["bares"] = bares
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("RESULT " + json.dumps(result))
+    report(result)
 
 
 def run_child(args: argparse.Namespace, shards: list[str], tmp: Path, mallopt: bool) -> dict:
@@ -180,11 +180,7 @@ def run_child(args: argparse.Namespace, shards: list[str], tmp: Path, mallopt: b
            "--precision", args.precision, "--batch-size", str(args.batch_size),
            "--img-size", str(args.img_size), "--workers", args.workers,
            "--naive-workers", str(args.naive_workers), "--images", str(args.images), "--shards", *shards]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if line is None:
-        raise RuntimeError(f"child failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    data = json.loads(line[len("RESULT "):])
+    data = child_result(cmd, env)
     data["extract"] = {int(k): v for k, v in data["extract"].items()}
     return data
 

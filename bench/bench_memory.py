@@ -18,15 +18,14 @@ chunks, so `--chunk-rows` fixes them to compare image counts alone.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from benchutil import child_result, report
 
 BENCH = Path(__file__).resolve().parent
 
@@ -70,13 +69,13 @@ def child(args: argparse.Namespace) -> None:
     for q in (0.25, 0.5, 0.75, 1.0):
         t_q = loop_start + q * (end - loop_start)
         marks[f"{int(q * 100)}%"] = min(loop, key=lambda s: abs(s[0] - t_q))[1]
-    print("RESULT " + json.dumps({
+    report({
         "n": args.n, "img_per_s": summary.images_per_second, "rss_start": before,
         "chunk_rows": open_store(str(tmp / "store.zarr")).chunk_rows,
         "peak_loop": max(r for _, r in loop), "marks": marks,
         "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "workers_maxrss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-    }))
+    })
 
 
 def main() -> None:
@@ -104,11 +103,7 @@ def main() -> None:
                "--precision", args.precision, "--batch-size", str(args.batch_size),
                "--workers", str(args.workers)] + (
                    ["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else [])
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if line is None:
-            raise RuntimeError(f"child failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-        r = json.loads(line[len("RESULT "):])
+        r = child_result(cmd)
         m = r["marks"]
         print(f"{n:7d} {r['chunk_rows']:6d} {r['img_per_s']:7.1f} {r['rss_start']:10.0f} {m['25%']:7.0f} {m['50%']:7.0f} "
               f"{m['75%']:7.0f} {m['100%']:7.0f} {r['peak_loop']:10.0f} {r['maxrss']:10.0f} "

@@ -45,6 +45,7 @@ from vitreg.probe.train import (
     make_optimizer,
     train_epoch,
 )
+from benchutil import drop_cache
 
 #: ViT-S/14 at 224 px with 4 registers: T = 1 + 4 + 256, D = 384 (200 KB a row).
 GEOMETRY = Geometry(registers=4, grid=(16, 16), dim=384, depth=12, img_size=224)
@@ -70,14 +71,6 @@ class NumpySource:
     def reader(self, name: str) -> np.ndarray:
         assert name == "tokens"
         return self.tokens
-
-
-def drop_cache(path: Path) -> None:
-    """Ask the kernel to forget the store's pages (clean pages only: the store was synced)."""
-    for file in path.rglob("*"):
-        if file.is_file():
-            with open(file, "rb") as f:
-                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def timed_epoch(model0, stream, task, cfg) -> float:

@@ -34,6 +34,7 @@ from vitreg.cache import ChunkWriter, Geometry, arrays_for, create_store, open_s
 from vitreg.cache.store import COMPRESSORS, chunk_rows_for
 from vitreg.cache.synthetic import synthetic_attrs, write_store
 from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
+from benchutil import drop_cache
 
 CODECS = {
     "none": (),
@@ -42,14 +43,6 @@ CODECS = {
     "blosc-zstd-bitshuffle": (BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.bitshuffle),),
 }
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared/data/imagenet-samples"
-
-
-def drop_cache(path: Path) -> None:
-    """Ask the kernel to forget a file's pages, so reads hit the disk path."""
-    for file in [path] if path.is_file() else path.rglob("*"):
-        if file.is_file():
-            with open(file, "rb") as f:
-                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 SMALL = ("norms", "attention", "neighbor_cos", "pooled/cls", "pooled/patch_mean", "pooled/registers")

@@ -22,14 +22,13 @@ and the bare forward pass of the same model in the same child for reference.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from benchutil import child_result, report
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared/data/imagenet-samples"
 POLICIES = ("default", "passive", "cores-workers")
@@ -60,9 +59,9 @@ def child(args: argparse.Namespace) -> None:
     s = run_extract(shards=args.shards, model=args.model, out=str(Path(args.tmp) / "s.zarr"),
                     weights="random", img_size=224, batch_size=args.batch_size,
                     precision=args.precision, workers=args.w, overwrite=True, progress=False)
-    print("RESULT " + json.dumps({"bare": bare, "extract": s.images_per_second,
+    report({"bare": bare, "extract": s.images_per_second,
                                   "main_cpu_ms": (time.process_time() - cpu0) / s.processed * 1e3,
-                                  "threads": torch.get_num_threads()}))
+                                  "threads": torch.get_num_threads()})
 
 
 def main() -> None:
@@ -103,11 +102,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", "--policy", policy, "--w", str(w),
                    "--tmp", str(tmp), "--model", args.model, "--precision", args.precision,
                    "--batch-size", str(args.batch_size), "--n", str(args.n), "--shards", *shards]
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-            line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            if line is None:
-                raise RuntimeError(f"child failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
-            r = json.loads(line[len("RESULT "):])
+            r = child_result(cmd, env)
             res[(policy, w)].append(r)
             print(f"repeat {rep} {policy:14s} workers {w}: threads {r['threads']}, bare "
                   f"{r['bare']:5.1f} img/s, extract loop {r['extract']:5.1f} img/s, main process "
