@@ -101,11 +101,12 @@ class ChunkWriter:
                 f"rows {rows.min()}..{rows.max()} fall outside this writer's range {self.rows}"
             )
         chunk_ids = rows // self.chunk_rows
-        for cid in np.unique(chunk_ids):
+        unique = np.unique(chunk_ids)
+        for cid in unique:
             buf = self._buffers.get(int(cid))
             if buf is None:
                 buf = self._buffers[int(cid)] = _ChunkBuffer(*self.chunk_bounds(int(cid)))
-            if chunk_ids[0] == chunk_ids[-1]:  # the usual batch: one chunk, no masked copies
+            if unique.size == 1:  # the usual batch: one chunk, no masked copies
                 buf.add(rows, values, self.arrays)
             else:
                 mask = chunk_ids == cid

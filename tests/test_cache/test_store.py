@@ -209,3 +209,16 @@ def test_batches_read_many_chunks_per_call_but_yield_one_chunk_each(
     assert len(batches) == len(np.unique(wanted // chunk))
     groups_read = len(np.unique(wanted // (chunk * per_call)))
     assert [r.calls for r in readers.values()] == [groups_read, groups_read]
+
+
+def test_writer_takes_unsorted_rows_whose_first_and_last_share_a_chunk(tmp_path):
+    arrays = random_arrays(12)
+    root = create_store(str(tmp_path / "s"), geometry=GEOM, n_rows=12, chunk_rows=4,
+                        specs=[s for s in arrays_for([], "all") if s.name in ("norms", "status")],
+                        attrs=synthetic_attrs(GEOM))
+    writer = ChunkWriter(root, ["norms", "status"])
+    for rows in (np.array([0, 9, 1, 5, 2]), np.array([3, 4, 6, 7, 8, 10, 11])):
+        writer.put(rows, {"norms": arrays["norms"][rows], "status": np.ones(rows.size, np.uint8)})
+    writer.close()
+    np.testing.assert_array_equal(root["norms"][:], arrays["norms"])
+    assert (root["status"][:] == 1).all()
