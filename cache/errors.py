@@ -6,9 +6,7 @@ builtins still catch them.
 
 from __future__ import annotations
 
-
-class VitregError(Exception):
-    """Base class of every error vitreg raises on purpose."""
+from vitreg.core.errors import VitregError
 
 
 class StoreNotFoundError(VitregError, FileNotFoundError):
