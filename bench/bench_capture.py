@@ -5,8 +5,10 @@
 Interleaved and repeated on the same random uint8 batch (bf16 autocast, CPU):
 the bare `forward_features`, `forward_intermediates` as `Capture` calls it,
 `Capture` itself (every array of the store contract), and `to_numpy` as it
-is and with a one-reduction float16 range check (bench_datapath's
-`fastcheck` prototype, patch 1 in PERF_NOTES.md). Medians, in ms per image.
+is (one amax, the exact scan only when that fails: applied in 4321fad) and
+with bench_datapath's `fastcheck` prototype of the same check, which
+bench/README.md quotes against the masked scan it replaced. Medians, in ms
+per image.
 """
 
 from __future__ import annotations

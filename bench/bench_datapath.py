@@ -4,8 +4,9 @@ against the decode-and-transform limit of this machine, in one run.
     .venv/bin/python bench/bench_datapath.py [--images DIR] [--n 2000]
         [--workers 0,1,2] [--repeats 2] [--variants base,...]
 
-Shards hold the ImageNet sample JPEGs (../shared/data by default) repeated
-under new keys to --n samples. The model is `vit_tiny_patch16_224` cut to one
+Shards hold the JPEGs of --images (by default 100 made from the photos that
+installed packages ship; see benchutil.py) repeated under new keys to --n
+samples. The model is `vit_tiny_patch16_224` cut to one
 block and narrowed (`vit_pico_patch16_224_1block`), random weights: its forward
 pass costs little next to decoding. The process tunes glibc's allocator as the
 `vitreg` command does (`tune_allocator`) unless VITREG_NO_TUNING=1.
@@ -40,7 +41,6 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
-import webdataset as wds
 from PIL import Image
 from timm.models import register_model
 from timm.models.vision_transformer import _create_vision_transformer
@@ -50,8 +50,8 @@ from vitreg.extract.data import decode_image
 from vitreg.extract.run import run_extract
 from vitreg.extract.transforms import eval_transform
 from vitreg.runtime import tune_allocator
+from benchutil import add_images_option, image_folder, load_jpegs, write_shards
 
-DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared/data/imagenet-samples"
 TINY = "vit_tiny_patch16_224_1block"
 PICO = "vit_pico_patch16_224_1block"
 
@@ -69,26 +69,6 @@ def vit_pico_patch16_224_1block(pretrained: bool = False, **kwargs):
     JPEG decode on this CPU, so it is not "nearly free" here)."""
     args = {"patch_size": 16, "embed_dim": 64, "depth": 1, "num_heads": 1}
     return _create_vision_transformer("vit_tiny_patch16_224", pretrained=False, **{**args, **kwargs})
-
-
-def load_jpegs(images: Path) -> list[tuple[str, bytes, int]]:
-    synsets = [line.split()[0] for line in (images / "synsets.txt").read_text().splitlines() if line.strip()]
-    index = {s: i for i, s in enumerate(synsets)}
-    out = []
-    for path in sorted((images / "images").iterdir()):
-        if path.suffix.lower() in (".jpeg", ".jpg"):
-            out.append((path.stem, path.read_bytes(), index.get(path.name.split("_")[0], -1)))
-    return out
-
-
-def write_shards(jpegs, n: int, out: Path, per_shard: int) -> list[str]:
-    out.mkdir(parents=True, exist_ok=True)
-    with wds.ShardWriter(str(out / "shard-%06d.tar"), maxcount=per_shard, verbose=0) as sink:
-        for i in range(n):
-            key, data, label = jpegs[i % len(jpegs)]
-            sink.write({"__key__": f"{key}_r{i // len(jpegs):04d}", "jpg": data,
-                        "cls": str(label).encode(), "json": json.dumps({"label": label}).encode()})
-    return sorted(str(p) for p in out.glob("shard-*.tar"))
 
 
 # -- 1. decoders in one process ---------------------------------------------------------------
@@ -298,7 +278,7 @@ def load() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    add_images_option(parser)
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--per-shard", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -313,12 +293,12 @@ def main() -> None:
     tune_allocator()
     procs = os.cpu_count() or 1
     tmp = Path(tempfile.mkdtemp(prefix="vitreg-datapath-", dir=os.environ.get("VITREG_BENCH_DIR")))
-    jpegs = load_jpegs(args.images)
+    jpegs = load_jpegs(image_folder(args.images, tmp))
     shards = write_shards(jpegs, args.n, tmp / "shards", args.per_shard)
     model = timm.create_model(args.model, num_classes=0)
     cfg = timm.data.resolve_model_data_config(model)
     transform = eval_transform(cfg)
-    blobs = [b for _, b, _ in jpegs]
+    blobs = [j.data for j in jpegs]
     print(f"{len(jpegs)} JPEGs x {args.n // len(jpegs)} = {args.n} samples in {len(shards)} shards; "
           f"{procs} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; {load()}")
@@ -329,7 +309,7 @@ def main() -> None:
         for _ in range(args.repeats):
             for name, fn in fns.items():
                 rates[name].append(time_decoder(fn, blobs))
-        print("\n1. decoders, one process, 100 images, median of", args.repeats)
+        print(f"\n1. decoders, one process, {len(blobs)} images, median of {args.repeats}")
         base = statistics.median(rates["vitreg (PIL + timm transform)"])
         for name, r in rates.items():
             print(f"  {name:32s} {statistics.median(r):7.0f} img/s  ({statistics.median(r) / base:.2f}x vitreg)")

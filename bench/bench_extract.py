@@ -4,12 +4,13 @@ loop, with vitreg's process settings and without, in one run.
     .venv/bin/python bench/bench_extract.py [--images DIR] [--model NAME]
         [--precision bf16] [--batch-size 16] [--workers 0,1,2] [--repeats 2]
 
-Shards are built from the ImageNet sample images (../shared/data by default).
+Shards are built from the JPEGs of --images (by default 100 made from the
+photos that installed packages ship; see benchutil.py).
 The parent runs, per repeat, one child process "tuned" as the `vitreg`
 command tunes itself (glibc's allocator thresholds, `tune_allocator`) and one
 "untuned" (`VITREG_NO_TUNING=1`), alternating, so that the shared machine's
 noise hits both alike. Each child measures, side by side on
-the same 100 images, every run between two bare forwards (bracketed):
+the same images, every run between two bare forwards (bracketed):
 
 - the bare forward pass (`forward_features`) on random tensors: same model,
   precision and batch size, as many images;
@@ -42,9 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchutil import child_result, report
-
-DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared/data/imagenet-samples"
+from benchutil import add_images_option, child_result, image_folder, load_jpegs, report, write_shards
 
 
 def minflt() -> int:
@@ -83,7 +82,7 @@ class _Files(torch.utils.data.Dataset):
         return self.transform(Image.open(self.paths[i]).convert("RGB")), i
 
 
-def naive_loop(name: str, images: Path, out: Path, *, batch_size: int, precision: str,
+def naive_loop(name: str, paths: list[Path], out: Path, *, batch_size: int, precision: str,
                img_size: int, workers: int) -> float:
     """The public reproductions' loop: images/s over the image files, model build excluded."""
     import timm
@@ -94,7 +93,6 @@ def naive_loop(name: str, images: Path, out: Path, *, batch_size: int, precision
     model = loaded.model
     cfg = dict(loaded.data_config)
     transform = timm.data.create_transform(**cfg, is_training=False)
-    paths = sorted(p for p in (images / "images").iterdir() if p.suffix.lower() in (".jpeg", ".jpg"))
     loader = torch.utils.data.DataLoader(_Files(paths, transform), batch_size=batch_size,
                                          num_workers=workers)
     kept = {}
@@ -118,7 +116,8 @@ def child(args: argparse.Namespace) -> None:
     tune_allocator()  # no-op untuned (VITREG_NO_TUNING=1)
     tmp = Path(args.tmp)
     result: dict = {"extract": {}, "extract_faults": {}, "writer_wait": {}, "bracketed": {}}
-    n = sum(1 for p in (args.images / "images").iterdir() if p.suffix.lower() in (".jpeg", ".jpg"))
+    paths = [jpeg.path for jpeg in load_jpegs(args.images)]
+    n = len(paths)
 
     def bare() -> float:
         rate, faults = bare_forward(args.model, n=n, batch_size=args.batch_size,
@@ -160,7 +159,7 @@ def child(args: argparse.Namespace) -> None:
             finally:
                 run_mod.overlap_decoding = default
             result["bracketed"]["w0 overlapped"] = rate / bare()
-    result["naive"] = naive_loop(args.model, args.images, tmp / "naive", batch_size=args.batch_size,
+    result["naive"] = naive_loop(args.model, paths, tmp / "naive", batch_size=args.batch_size,
                                  precision=args.precision, img_size=args.img_size,
                                  workers=args.naive_workers)
     result["bracketed"]["naive"] = result["naive"] / bare()
@@ -170,7 +169,8 @@ def child(args: argparse.Namespace) -> None:
     report(result)
 
 
-def run_child(args: argparse.Namespace, shards: list[str], tmp: Path, mallopt: bool) -> dict:
+def run_child(args: argparse.Namespace, images: Path, shards: list[str], tmp: Path,
+              mallopt: bool) -> dict:
     env = dict(os.environ)
     env.pop("VITREG_NO_TUNING", None)
     env.pop("OMP_WAIT_POLICY", None)
@@ -179,7 +179,7 @@ def run_child(args: argparse.Namespace, shards: list[str], tmp: Path, mallopt: b
     cmd = [sys.executable, __file__, "--child", "--tmp", str(tmp), "--model", args.model,
            "--precision", args.precision, "--batch-size", str(args.batch_size),
            "--img-size", str(args.img_size), "--workers", args.workers,
-           "--naive-workers", str(args.naive_workers), "--images", str(args.images), "--shards", *shards]
+           "--naive-workers", str(args.naive_workers), "--images", str(images), "--shards", *shards]
     data = child_result(cmd, env)
     data["extract"] = {int(k): v for k, v in data["extract"].items()}
     return data
@@ -211,7 +211,7 @@ def load() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    add_images_option(parser)
     parser.add_argument("--model", default="vit_small_patch14_reg4_dinov2.lvd142m")
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -229,18 +229,18 @@ def main() -> None:
         return
     from vitreg.cache import open_store
     from vitreg.cache.cli import array_sizes
-    from vitreg.extract.shards import run_shards
 
     tmp = Path(tempfile.mkdtemp(prefix="vitreg-bench-", dir=os.environ.get("VITREG_BENCH_DIR")))
-    shards = run_shards(src=str(args.images / "images"), out=str(tmp / "shards"),
-                        synsets=str(args.images / "synsets.txt"), per_shard=50)
-    print(f"{args.model} {args.img_size}px {args.precision} batch {args.batch_size}; 100 images, "
+    images = image_folder(args.images, tmp)
+    jpegs = load_jpegs(images)
+    shards = write_shards(jpegs, len(jpegs), tmp / "shards", per_shard=50)
+    print(f"{args.model} {args.img_size}px {args.precision} batch {args.batch_size}; {len(jpegs)} images, "
           f"{len(shards)} shards; {os.cpu_count()} cores; torch {torch.__version__}; {load()}")
     runs: dict[bool, list[dict]] = {True: [], False: []}
     cli: dict[bool, tuple[float, int]] = {}
     for rep in range(args.repeats):
         for mallopt in ((True, False) if rep % 2 == 0 else (False, True)):
-            r = run_child(args, shards, tmp / ("on" if mallopt else "off"), mallopt)
+            r = run_child(args, images, shards, tmp / ("on" if mallopt else "off"), mallopt)
             runs[mallopt].append(r)
             ext = ", ".join(f"w{w} {v:5.1f}" for w, v in r["extract"].items())
             bracketed = ", ".join(f"{k} {v:.3f}" for k, v in r["bracketed"].items())

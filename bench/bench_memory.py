@@ -1,10 +1,11 @@
 """Peak resident memory of `extract` for 200 and 2,000 images, in one run.
 
-    .venv/bin/python bench/bench_memory.py [--sizes 200,2000] [--model NAME] [--workers 2]
-        [--chunk-rows N]
+    .venv/bin/python bench/bench_memory.py [--images DIR] [--sizes 200,2000] [--model NAME]
+        [--workers 2] [--chunk-rows N]
 
-Each size runs `run_extract` in a fresh child process (the same shards of the
-ImageNet sample JPEGs repeated under new keys, as in bench_datapath.py; the
+Each size runs `run_extract` in a fresh child process (shards of the JPEGs of
+--images, by default 100 made from packaged photos, repeated under new keys
+as in bench_datapath.py; the
 default model is that bench's one-block ViT, whose memory is small, so that
 any growth with the number of images would show). The child samples its own
 RSS every 0.1 s from /proc while it extracts and reports: RSS after the model
@@ -25,7 +26,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from benchutil import child_result, report
+from benchutil import add_images_option, child_result, image_folder, load_jpegs, report, write_shards
 
 BENCH = Path(__file__).resolve().parent
 
@@ -37,14 +38,14 @@ def rss_mib() -> float:
 
 def child(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(BENCH))
-    import bench_datapath as bd  # registers the one-block models
+    import bench_datapath  # noqa: F401 - registers the one-block models
     from vitreg.cache import open_store
     from vitreg.extract.run import run_extract
     from vitreg.runtime import tune_allocator
 
     tune_allocator()
     tmp = Path(args.tmp)
-    shards = bd.write_shards(bd.load_jpegs(bd.DEFAULT_IMAGES), args.n, tmp / "shards", 500)
+    shards = write_shards(load_jpegs(args.images), args.n, tmp / "shards", 500)
     samples: list[tuple[float, float]] = []
     stop = threading.Event()
 
@@ -86,6 +87,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--chunk-rows", type=int, help="fix the store's chunk rows")
+    add_images_option(parser)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
@@ -93,6 +95,8 @@ def main() -> None:
     if args.child:
         child(args)
         return
+    images = image_folder(args.images, Path(tempfile.mkdtemp(prefix="vitreg-mem-images-",
+                                                            dir=os.environ.get("VITREG_BENCH_DIR"))))
     print(f"{args.model} {args.precision} batch {args.batch_size}, workers {args.workers}; "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{'images':>7s} {'chunk':>6s} {'img/s':>7s} {'RSS start':>10s} {'25%':>7s} {'50%':>7s} {'75%':>7s} "
@@ -101,7 +105,7 @@ def main() -> None:
         tmp = tempfile.mkdtemp(prefix="vitreg-mem-", dir=os.environ.get("VITREG_BENCH_DIR"))
         cmd = [sys.executable, __file__, "--child", "--n", str(n), "--tmp", tmp, "--model", args.model,
                "--precision", args.precision, "--batch-size", str(args.batch_size),
-               "--workers", str(args.workers)] + (
+               "--workers", str(args.workers), "--images", str(images)] + (
                    ["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else [])
         r = child_result(cmd)
         m = r["marks"]

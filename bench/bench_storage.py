@@ -1,10 +1,12 @@
 """Codecs, writes and reads of the cache against the raw disk, in one run.
 
-    .venv/bin/python bench/bench_storage.py [--store STORE] [--rows 2000]
+    .venv/bin/python bench/bench_storage.py [--store STORE | --images DIR] [--rows 2000]
+        [--repeats 3]
 
-Takes `tokens` from a store (by default it extracts the ImageNet sample
-images with vit_small_patch14_reg4_dinov2 first; the weights are random here,
-offline, which the output says), tiles them to --rows images, and measures:
+Takes `tokens` from a store (by default it first extracts the JPEGs of
+--images, or 100 made from packaged photos, with vit_small_patch14_reg4_dinov2
+and random weights, which the output says), tiles them to --rows images, and
+measures:
 
 1. bytes on disk and write/read speed of `tokens` for each codec considered
    (none, zstd 1, zstd 3, blosc-zstd with bit-shuffle);
@@ -34,7 +36,7 @@ from vitreg.cache import ChunkWriter, Geometry, arrays_for, create_store, open_s
 from vitreg.cache.store import COMPRESSORS, chunk_rows_for
 from vitreg.cache.synthetic import synthetic_attrs, write_store
 from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
-from benchutil import drop_cache
+from benchutil import add_images_option, drop_cache, image_folder, load_jpegs, write_shards
 
 CODECS = {
     "none": (),
@@ -42,7 +44,6 @@ CODECS = {
     "zstd-3": (ZstdCodec(level=3),),
     "blosc-zstd-bitshuffle": (BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.bitshuffle),),
 }
-DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared/data/imagenet-samples"
 
 
 SMALL = ("norms", "attention", "neighbor_cos", "pooled/cls", "pooled/patch_mean", "pooled/registers")
@@ -54,10 +55,9 @@ def source_tokens(args: argparse.Namespace, tmp: Path) -> tuple[np.ndarray, dict
         store = open_store(args.store)
     else:
         from vitreg.extract.run import run_extract
-        from vitreg.extract.shards import run_shards
 
-        shards = run_shards(src=str(DEFAULT_IMAGES / "images"), out=str(tmp / "shards"),
-                            synsets=str(DEFAULT_IMAGES / "synsets.txt"))
+        jpegs = load_jpegs(image_folder(args.images, tmp))
+        shards = write_shards(jpegs, len(jpegs), tmp / "shards", per_shard=1000)
         run_extract(shards=shards, model="vit_small_patch14_reg4_dinov2.lvd142m",
                     out=str(tmp / "src.zarr"), weights="random", img_size=224,
                     precision="bf16", batch_size=16, progress=False)
@@ -225,6 +225,7 @@ def reads(tokens: np.ndarray, tmp: Path, chunk_rows: int, arrays: dict, rep: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store")
+    add_images_option(parser)
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()

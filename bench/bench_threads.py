@@ -1,7 +1,7 @@
 """CPU extraction with DataLoader workers: torch's OpenMP threads against the
 decode processes, in one run.
 
-    .venv/bin/python bench/bench_threads.py [--model NAME] [--workers 0,1] [--repeats 2]
+    .venv/bin/python bench/bench_threads.py [--images DIR] [--model NAME] [--workers 0,1] [--repeats 2]
     .venv/bin/python bench/bench_threads.py --model vit_pico_patch16_224_1block --n 2000 \
         --workers 2 --precision fp32 --batch-size 32     # the data path of bench_datapath
 
@@ -9,7 +9,8 @@ On a CPU the model's OpenMP threads and the decode workers share the cores.
 libgomp's threads spin at every barrier; when a decode worker takes one of
 their cores, the others spin until it comes back, and a bf16 forward pass
 can lose most of its speed. Each configuration runs `run_extract` over the
-ImageNet sample images in a fresh child process (OpenMP reads its settings
+JPEGs of --images (by default 100 made from packaged photos; see
+benchutil.py), repeated to --n, in a fresh child process (OpenMP reads its settings
 when torch loads), interleaved and repeated:
 
 - `default`: OpenMP's own wait policy (spin, then sleep), torch's default threads;
@@ -28,9 +29,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from benchutil import child_result, report
+from benchutil import add_images_option, child_result, image_folder, load_jpegs, report, write_shards
 
-DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared/data/imagenet-samples"
 POLICIES = ("default", "passive", "cores-workers")
 
 
@@ -66,7 +66,7 @@ def child(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    add_images_option(parser)
     parser.add_argument("--model", default="vit_small_patch14_reg4_dinov2.lvd142m")
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -83,11 +83,8 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    sys.path.insert(0, str(Path(__file__).parent))
-    from bench_datapath import load_jpegs, write_shards
-
     tmp = Path(tempfile.mkdtemp(prefix="vitreg-threads-", dir=os.environ.get("VITREG_BENCH_DIR")))
-    shards = write_shards(load_jpegs(args.images), args.n, tmp / "shards", per_shard=500)
+    shards = write_shards(load_jpegs(image_folder(args.images, tmp)), args.n, tmp / "shards", per_shard=500)
     configs = [(p, int(w)) for w in args.workers.split(",") for p in args.policies.split(",")
                if not (p == "cores-workers" and int(w) == 0)]  # same as default
     res: dict[tuple[str, int], list[dict]] = {c: [] for c in configs}
