@@ -11,6 +11,7 @@ Target: (b) <= 2 x (a) in time and <= 1.1 x the stored bytes of `norms`.
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -84,7 +85,7 @@ def timed(fn, *args, **kwargs) -> float:
 @click.option("--images", default=50_000, show_default=True)
 @click.option("--repeats", default=5, show_default=True)
 def main(images: int, repeats: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="vitreg-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="vitreg-bench-", dir=os.environ.get("VITREG_BENCH_DIR")) as tmp:
         url, out = f"{tmp}/store.zarr", f"{tmp}/out"
         start = time.perf_counter()
         make_store(url, images)

@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--images", type=int, default=300)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="vitreg-kill-"))
+    tmp = Path(tempfile.mkdtemp(prefix="vitreg-kill-", dir=os.environ.get("VITREG_BENCH_DIR")))
     shards = make_shards(tmp / "shards", args.images)
     start = time.perf_counter()
     subprocess.run(command(shards, tmp / "ref"), check=True, capture_output=True)
