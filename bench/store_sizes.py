@@ -4,7 +4,8 @@
 
 The same estimate `vitreg extract --dry-run` prints (extract/dryrun.py),
 from weightless (meta-device) builds, so even ViT-g needs no memory here.
-Compressed arrays are counted raw (an upper bound: they are small).
+Nothing is compressed (schema 1.1), so this is the size on disk up to the
+strings `key` and `error`.
 """
 
 from __future__ import annotations
