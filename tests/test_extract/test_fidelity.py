@@ -1,0 +1,63 @@
+"""A checkpoint file gives the network timm builds from it at the run size,
+whatever size its position embedding was saved at.
+
+The reference is plain timm: `timm.create_model(real_name, pretrained=True,
+pretrained_cfg_overlay={"file": ...}, img_size=S)`, the path a user takes,
+which resamples the saved position embedding once, at load.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+import tests.tiny_models  # noqa: F401  (registers the tiny families)
+from tests.conftest import image_samples, write_shard
+from tests.test_extract.test_values import TOLERANCE, decoded_images, reference_arrays
+from tests.tiny_models import FAMILIES, SMALL, _sharpen
+from vitreg.cache import open_store
+from vitreg.extract.run import run_extract
+
+#: family -> (run size, third size); the native size is FAMILIES[family][1].
+SIZES = {"tiny_dinov2_reg4": (70, 98), "tiny_deit3": (80, 96), "tiny_openclip": (80, 48)}
+
+
+def save_checkpoint(path, family: str, saved_at: int) -> str:
+    """A sharpened random-init backbone of `family` saved at `saved_at` px, no head."""
+    torch.manual_seed(7)
+    model = _sharpen(timm.create_model(FAMILIES[family][0], pretrained=False, num_classes=0,
+                                       img_size=saved_at, **SMALL))
+    with torch.no_grad():  # a position embedding with structure, so resampling shows
+        model.pos_embed.normal_(0, 1)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return str(path)
+
+
+def timm_reference(family: str, checkpoint: str, size: int) -> torch.nn.Module:
+    return timm.create_model(FAMILIES[family][0], pretrained=True, num_classes=0, img_size=size,
+                             pretrained_cfg_overlay={"file": checkpoint, "num_classes": 0},
+                             **SMALL)
+
+
+@pytest.mark.parametrize("family", sorted(SIZES))
+@pytest.mark.parametrize("saved", ["run", "native", "third"])
+def test_checkpoint_at_any_size_gives_timms_network(tmp_path, family, saved):
+    run_size, third = SIZES[family]
+    saved_at = {"run": run_size, "native": FAMILIES[family][1], "third": third}[saved]
+    checkpoint = save_checkpoint(tmp_path / "w.safetensors", family, saved_at)
+    samples = image_samples(4, start=11)
+    shard = write_shard(tmp_path / "s.tar", samples)
+    out = str(tmp_path / "store.zarr")
+    run_extract(shards=[shard], model=family, out=out, weights=checkpoint, img_size=run_size,
+                batch_size=2, precision="fp32", with_options=["blocks", "qkv", "blocks_qkv"],
+                progress=False)
+    store = open_store(out)
+    assert store.meta["img_size"] == run_size and store.meta["dynamic_img_size"] is False
+    ref = reference_arrays(timm_reference(family, checkpoint, run_size), decoded_images(samples),
+                           run_size)
+    for name, (rtol, atol) in TOLERANCE.items():
+        np.testing.assert_allclose(store.array(name)[:].astype(np.float64), ref[name],
+                                   rtol=rtol, atol=atol, err_msg=f"{family} saved {saved} {name}")
