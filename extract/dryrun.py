@@ -60,7 +60,7 @@ def measure_batches(capture: Capture, stream: ShardStream, specs: list[ArraySpec
 
 
 def run_dry_run(
-    *, shards: list[str], model: str, weights: str = "random", img_size: int | None = None,
+    *, shards: list[str], model: str, weights: str = "pretrained", img_size: int | None = None,
     batch_size: int = 32, precision: str = "auto", device: str = "auto", limit: int | None = None,
     tokens: str = "all", with_options: list[str] | tuple[str, ...] = (),
     dtype: str = "float16", chunk_rows: int | None = None, seed: int = 42,

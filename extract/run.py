@@ -167,7 +167,7 @@ def open_for_ranks(out: str, attrs: dict[str, Any], loaded: LoadedModel, ranks: 
 
 
 def run_extract(
-    *, shards: list[str], model: str, out: str, weights: str = "random",
+    *, shards: list[str], model: str, out: str, weights: str = "pretrained",
     img_size: int | None = None, batch_size: int = 32, precision: str = "auto",
     device: str = "auto", workers: int = 0, limit: int | None = None, tokens: str = "all",
     with_options: list[str] | tuple[str, ...] = (), dtype: str = "float16",

@@ -61,3 +61,17 @@ def test_checkpoint_at_any_size_gives_timms_network(tmp_path, family, saved):
     for name, (rtol, atol) in TOLERANCE.items():
         np.testing.assert_allclose(store.array(name)[:].astype(np.float64), ref[name],
                                    rtol=rtol, atol=atol, err_msg=f"{family} saved {saved} {name}")
+
+
+def test_api_and_command_line_default_to_pretrained_weights():
+    """A caller who omits the weights never gets a random store silently."""
+    import inspect
+
+    from vitreg.extract.cli import extract_command
+    from vitreg.extract.dryrun import run_dry_run
+    from vitreg.extract.model import build_model
+
+    for function in (run_extract, run_dry_run, build_model):
+        assert inspect.signature(function).parameters["weights"].default == "pretrained"
+    option = next(p for p in extract_command.params if p.name == "weights")
+    assert option.default == "pretrained"
