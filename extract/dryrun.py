@@ -64,12 +64,14 @@ def run_dry_run(
     batch_size: int = 32, precision: str = "auto", device: str = "auto", limit: int | None = None,
     tokens: str = "all", with_options: list[str] | tuple[str, ...] = (),
     dtype: str = "float16", chunk_rows: int | None = None, seed: int = 42,
+    preprocess: str = "timm", crop_pct: float | None = None, interpolation: str | None = None,
 ) -> dict[str, Any]:
     """Plan the run and time two batches; write nothing."""
     from .run import resolve_device
 
     plan = plan_shards(shards, limit=limit)
-    loaded = build_model(model, weights=weights, img_size=img_size, seed=seed)
+    loaded = build_model(model, weights=weights, img_size=img_size, seed=seed,
+                         preprocess=preprocess, crop_pct=crop_pct, interpolation=interpolation)
     dev = resolve_device(device)
     precision = resolve_precision(precision, dev)
     specs = arrays_for(sorted(with_options), tokens, dtype)

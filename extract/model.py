@@ -16,6 +16,8 @@ import torch.nn.functional as F
 
 from vitreg.cache import Geometry, VitregError
 
+from .transforms import preprocessing_config
+
 
 class WeightsError(VitregError, RuntimeError):
     """The requested weights cannot be loaded."""
@@ -32,6 +34,7 @@ class LoadedModel:
     patch_size: int
     dynamic_img_size: bool
     notes: list[str] = field(default_factory=list)
+    preset: str = "timm"  # the named preprocessing protocol applied to data_config
 
 
 def round_img_size(size: int, patch: int) -> tuple[int, str | None]:
@@ -61,7 +64,8 @@ def model_geometry(name: str, img_size: int | None = None) -> Geometry:
 
 
 def build_model(
-    name: str, *, weights: str = "pretrained", img_size: int | None = None, seed: int = 42
+    name: str, *, weights: str = "pretrained", img_size: int | None = None, seed: int = 42,
+    preprocess: str = "timm", crop_pct: float | None = None, interpolation: str | None = None,
 ) -> LoadedModel:
     """Create `name` with `weights` ('pretrained', 'random' or a file path).
 
@@ -72,6 +76,8 @@ def build_model(
     were saved at: the network equals `timm.create_model(name, img_size=S)`
     loading them. Only a model that cannot be built at S falls back to timm's
     `dynamic_img_size` (resampling at every forward pass), and says so.
+    The data config is the model's, with the `preprocess` preset and then
+    `crop_pct` / `interpolation` applied (`transforms.preprocessing_config`).
     """
     native, patch = _native_size(name)
     notes: list[str] = []
@@ -88,7 +94,11 @@ def build_model(
     if weights not in ("pretrained", "random"):
         _load_file(model, Path(weights))
     model.eval()
-    return _describe(name, model, size, patch, weights, notes)
+    loaded = _describe(name, model, size, patch, weights, notes)
+    loaded.data_config = preprocessing_config(loaded.data_config, preset=preprocess,
+                                              crop_pct=crop_pct, interpolation=interpolation)
+    loaded.preset = preprocess
+    return loaded
 
 
 def _create(name: str, weights: str, seed: int, **kwargs: Any) -> torch.nn.Module | None:

@@ -94,6 +94,7 @@ def store_attrs(name: str, loaded: LoadedModel, *, precision: str, token_mode: s
         "heads": loaded.heads,
         "precision": precision,
         "preprocessing": transform_kwargs(loaded.data_config),
+        "preprocessing_preset": loaded.preset,
         "token_mode": token_mode,
         "tokens_dtype": tokens_dtype,
         "with": sorted(with_options),
@@ -173,11 +174,14 @@ def run_extract(
     with_options: list[str] | tuple[str, ...] = (), dtype: str = "float16",
     overwrite: bool = False, seed: int = 42, chunk_rows: int | None = None,
     progress: bool = True, rank: int | None = None, world_size: int | None = None,
+    preprocess: str = "timm", crop_pct: float | None = None, interpolation: str | None = None,
 ) -> Summary:
     """Extract every sample of `shards` through `model` into the store `out`.
 
     With several processes (torchrun, or `rank`/`world_size` for independent
     jobs) each writes its own chunk-aligned range of rows into the one store.
+    `preprocess` names an evaluation protocol (`transforms.PRESETS`);
+    `crop_pct` and `interpolation` (timm's names) override it.
     """
     tune_allocator()
     start = time.perf_counter()
@@ -187,7 +191,8 @@ def run_extract(
     plan = plan_shards(shards, limit=limit)
     if plan.n_rows == 0:
         raise ValueError(f"no samples found in {len(plan.shards)} shard(s): {plan.urls[:3]}")
-    loaded = build_model(model, weights=weights, img_size=img_size, seed=seed)
+    loaded = build_model(model, weights=weights, img_size=img_size, seed=seed,
+                         preprocess=preprocess, crop_pct=crop_pct, interpolation=interpolation)
     check_token_mode(tokens, loaded.geometry)
     precision = resolve_precision(precision, dev)
     attrs = store_attrs(model, loaded, precision=precision, token_mode=tokens,
