@@ -75,6 +75,8 @@ def shards_command(src: str, out: str, per_shard: int, synsets: str | None) -> N
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:i.")
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0), help="DataLoader decode workers.")
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after this many samples.")
+@click.option("--keys", "keys_file", type=click.Path(exists=True, dir_okay=False),
+              help="Extract only these sample keys (one a line), rows in the file's order.")
 @click.option("--tokens", default="all", show_default=True, type=TokenMode())
 @click.option("--dtype", default="float16", show_default=True, type=click.Choice(["float16", "float32"]),
               help="dtype of the stored tokens; float32 when values exceed float16's range.")
@@ -90,7 +92,7 @@ def shards_command(src: str, out: str, per_shard: int, synsets: str | None) -> N
 def extract_command(shards: tuple[str, ...], model_name: str, out: str, weights: str,
                     img_size: int | None, preprocess: str, crop_pct: float | None,
                     interpolation: str | None, batch_size: int, precision: str, device: str,
-                    workers: int, limit: int | None, tokens: str, dtype: str,
+                    workers: int, limit: int | None, keys_file: str | None, tokens: str, dtype: str,
                     with_options: list[str],
                     chunk_rows: int | None, seed: int, rank: int | None, world_size: int | None,
                     dry_run: bool, overwrite: bool, strict: bool, no_progress: bool) -> None:
@@ -105,7 +107,7 @@ def extract_command(shards: tuple[str, ...], model_name: str, out: str, weights:
                   batch_size=batch_size, precision=precision, device=device, limit=limit,
                   tokens=tokens, dtype=dtype, with_options=with_options, seed=seed,
                   chunk_rows=chunk_rows, preprocess=preprocess, crop_pct=crop_pct,
-                  interpolation=interpolation)
+                  interpolation=interpolation, keys=keys_file)
     try:
         if dry_run:
             from .dryrun import run_dry_run
