@@ -86,7 +86,7 @@ def build_model(
         size, note = round_img_size(img_size, patch)
         if note:
             notes.append(note)
-    model = _create(name, weights, seed, img_size=size)
+    model = _create(name, weights, seed, **({"img_size": size} if size != native else {}))
     if model is None or tuple(model.patch_embed.img_size) != (size, size):
         notes.append(f"{name} cannot be built at {size} px: running it through timm's "
                      "dynamic_img_size, which resamples the position embedding at every pass")

@@ -75,3 +75,23 @@ def test_api_and_command_line_default_to_pretrained_weights():
         assert inspect.signature(function).parameters["weights"].default == "pretrained"
     option = next(p for p in extract_command.params if p.name == "weights")
     assert option.default == "pretrained"
+
+
+@timm.models.register_model
+def tiny_fixed_size(pretrained: bool = False, **kwargs):
+    """A model whose definition fixes its size: timm cannot build it at another."""
+    return timm.create_model("tiny_dinov2_reg4", img_size=56, **kwargs)
+
+
+def test_a_model_that_cannot_be_built_at_the_size_runs_dynamic(tmp_path):
+    from vitreg.extract.model import build_model
+
+    assert build_model("tiny_fixed_size", weights="random").dynamic_img_size is False
+    loaded = build_model("tiny_fixed_size", weights="random", img_size=70)
+    assert loaded.dynamic_img_size and loaded.geometry.grid == (5, 5)
+    assert any("dynamic_img_size" in note for note in loaded.notes)
+    torch.manual_seed(42)
+    reference = timm.create_model("tiny_fixed_size", num_classes=0, dynamic_img_size=True).eval()
+    x = torch.randn(2, 3, 70, 70)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.forward_features(x), reference.forward_features(x))
