@@ -70,6 +70,7 @@ class Capture:
         x = normalize(images.to(self.device, non_blocking=True), cfg["mean"], cfg["std"])
         last = len(model.blocks)
         indices = list(range(last)) if "blocks" in self.with_options else [last - 1]
+        self.taps.qkv_norms.clear()  # nothing left from a pass that raised
         with autocast(self.precision, self.device):
             final, inter = model.forward_intermediates(
                 x, indices=indices, return_prefix_tokens=True, norm=False, output_fmt="NLC"

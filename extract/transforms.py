@@ -8,6 +8,8 @@ import torch
 from PIL import Image
 from timm.data import create_transform
 
+from vitreg.core import UsageError
+
 #: Keys of timm's data config that define the eval preprocessing.
 _TRANSFORM_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
 
@@ -32,11 +34,11 @@ def preprocessing_config(data_config: dict[str, Any], *, preset: str = "timm",
                          interpolation: str | None = None) -> dict[str, Any]:
     """The model's data config with a preset, then explicit settings, applied."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preprocessing preset {preset!r}; choose from {', '.join(PRESETS)}")
+        raise UsageError(f"unknown preprocessing preset {preset!r}; choose from {', '.join(PRESETS)}")
     if interpolation is not None and interpolation not in INTERPOLATIONS:
-        raise ValueError(f"unknown interpolation {interpolation!r}; choose from {', '.join(INTERPOLATIONS)}")
+        raise UsageError(f"unknown interpolation {interpolation!r}; choose from {', '.join(INTERPOLATIONS)}")
     if crop_pct is not None and not 0 < crop_pct <= 1:
-        raise ValueError(f"crop_pct must be in (0, 1], not {crop_pct}")
+        raise UsageError(f"crop_pct must be in (0, 1], not {crop_pct}")
     config = {**data_config, **PRESETS[preset]}
     if crop_pct is not None:
         config["crop_pct"] = crop_pct

@@ -55,3 +55,15 @@ def test_unknown_preset_is_refused(tmp_path):
     result = CliRunner().invoke(cli, ["extract", "x.tar", "--model", "m", "--out", "o",
                                       "--preprocess", "nope"])
     assert result.exit_code == 2 and "dinov2-linear" in result.output
+
+
+def test_the_api_refuses_an_unknown_preset_or_crop(tmp_path):
+    from vitreg.core import UsageError
+    from vitreg.extract.transforms import preprocessing_config
+
+    with pytest.raises(UsageError, match="dinov2-linear"):
+        preprocessing_config({}, preset="nope")
+    with pytest.raises(UsageError, match="crop_pct"):
+        preprocessing_config({}, crop_pct=1.5)
+    with pytest.raises(UsageError, match="bicubic"):
+        preprocessing_config({}, interpolation="cubic")
