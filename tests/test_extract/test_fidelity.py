@@ -95,3 +95,19 @@ def test_a_model_that_cannot_be_built_at_the_size_runs_dynamic(tmp_path):
     x = torch.randn(2, 3, 70, 70)
     with torch.no_grad():
         torch.testing.assert_close(loaded.model.forward_features(x), reference.forward_features(x))
+
+
+def test_pretrained_weights_are_loaded_into_the_model_built_at_the_size(monkeypatch):
+    """timm resamples the hub checkpoint at load: `create_model(pretrained=True, img_size=S)`."""
+    import vitreg.extract.model as model_module
+
+    calls = []
+
+    def fake_pretrained(name, **kwargs):
+        calls.append(kwargs)
+        return timm.create_model(name, **kwargs)
+
+    monkeypatch.setattr(model_module, "_create_pretrained", fake_pretrained)
+    loaded = model_module.build_model("tiny_dinov2_reg4", img_size=70)
+    assert calls == [{"num_classes": 0, "img_size": 70}]
+    assert loaded.weights == "pretrained" and not loaded.dynamic_img_size

@@ -62,3 +62,10 @@ def test_missing_keys_are_listed(tmp_path, shards):
 def test_a_key_listed_twice_is_refused(tmp_path, shards):
     with pytest.raises(InputError, match="more than once"):
         extract(shards, tmp_path / "s", keys=keys_file(tmp_path, ["sample00001"] * 2))
+
+
+def test_keys_need_local_shards(tmp_path, shards):
+    from vitreg.core import UsageError
+
+    with pytest.raises(UsageError, match="local shard files"):
+        extract([f"pipe:cat {shards[0]}"], tmp_path / "s", keys=keys_file(tmp_path, LISTED[:1]))
