@@ -1,6 +1,6 @@
 """Attention and feature maps (the study's Figures 1, 2, 5, 6, 7): per image,
 input | [CLS] attention | token-norm map, one row per store; q/k/v norm maps
-(Appendix A.1) and per-block norm maps (A.2) when stored; where outliers fall
+(Appendix A.1) and per-block norm and q/k/v norm maps (A.2) when stored; where outliers fall
 over the grid; and the first block at which high-norm tokens appear."""
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ def row_of(store: Store, key: str, keys_cache: dict[str, np.ndarray]) -> int | N
 
 def image_maps(store: Store, row: int) -> dict[str, Any]:
     """Grids of one row: attention, norms, outlier mask, and pixels/qkv/blocks when stored."""
-    names = [n for n in ("norms", "attention", "pixels", "qkv_norms", "blocks/norms")
-             if n in store]
+    names = [n for n in ("norms", "attention", "pixels", "qkv_norms", "blocks/norms",
+                         "blocks/qkv_norms") if n in store]
     data = {k: v[0] for k, v in read_rows(store, names, np.array([row])).items()}
     out: dict[str, Any] = {"norm": as_grid(patch_part(data["norms"], store), store)}
     out["outlier"] = out["norm"] > store.threshold()
@@ -85,6 +85,9 @@ def image_maps(store: Store, row: int) -> dict[str, Any]:
         out["qkv"] = as_grid(patch_part(data["qkv_norms"].astype(np.float32), store), store)
     if "blocks/norms" in data:
         out["blocks"] = as_grid(patch_part(data["blocks/norms"].astype(np.float32), store), store)
+    if "blocks/qkv_norms" in data:  # (L, 3, gh, gw)
+        out["blocks_qkv"] = as_grid(patch_part(data["blocks/qkv_norms"].astype(np.float32), store),
+                                    store)
     return out
 
 
@@ -169,6 +172,29 @@ def plot_blocks(key: str, m: dict, label: str) -> tuple[Figure, dict]:
                  "(each panel its own colour scale; study Fig. 7, A.2)", fontsize=10)
     fig.tight_layout()
     return fig, {"key": key, "label": label, "blocks": blocks}
+
+
+def plot_blocks_qkv(key: str, m: dict, label: str) -> tuple[Figure, dict]:
+    """Rows q, k, v norms (and output norm when `blocks/norms` is stored);
+    one column per block (A.2: a K outlier in blocks 19-20 of DINOv2-L)."""
+    qkv = m["blocks_qkv"]
+    rows = [("query", qkv[:, 0]), ("key", qkv[:, 1]), ("value", qkv[:, 2])]
+    if "blocks" in m:
+        rows.append(("output", m["blocks"]))
+    depth = len(qkv)
+    fig = Figure(figsize=(1.7 * depth + 1.0, 1.9 * len(rows) + 1.0))
+    axes = fig.subplots(len(rows), depth, squeeze=False)
+    for ax_row, (name, grids) in zip(axes, rows):
+        for i, ax in enumerate(ax_row):
+            ax.imshow(grids[i], cmap="viridis", interpolation="nearest")
+            ax.set_title(f"{name} {i + 1} (max {grids[i].max():.3g})", fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        ax_row[0].set_ylabel(f"{name} norm", fontsize=9)
+    fig.suptitle(f"{label}\nimage {key}: q/k/v and output norm maps of every block "
+                 "(each panel its own colour scale; study A.2)", fontsize=10)
+    fig.tight_layout()
+    return fig, {"key": key, "label": label, **{name: grids for name, grids in rows}}
 
 
 def outlier_positions(store: Store, images: int, seed: int) -> np.ndarray:
@@ -260,6 +286,9 @@ def _image_figures(opened: list[Store], labels: list[str], keys: list[str], out:
                 if m is not None and "blocks" in m:
                     figures.append(save_figure(*plot_blocks(key, m, lb),
                                                out / f"blocks_{i}_{slug(key)}.png"))
+                if m is not None and "blocks_qkv" in m:
+                    figures.append(save_figure(*plot_blocks_qkv(key, m, lb),
+                                               out / f"blocks_qkv_{i}_{slug(key)}.png"))
     return figures
 
 

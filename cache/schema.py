@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 #: Codec names (zarr v3 metadata) and dtypes a store may use. Anything else
 #: is refused before a chunk is decoded: a store may come from a stranger.
@@ -115,6 +115,11 @@ for _spec in [
         "norms of q, k, v of the last block (heads concatenated)", option="qkv",
     ),
     ArraySpec(
+        "blocks/qkv_norms", ("image", "block", "qkv", "token"), "float16",
+        lambda g, k: (g.depth, 3, g.tokens),
+        "norms of q, k, v of every block (heads concatenated)", option="blocks_qkv",
+    ),
+    ArraySpec(
         "sampled/index", ("image", "sample"), "int16", lambda g, k: (k,),
         "patch index of each sampled token", option="tokens:sampled",
     ),
@@ -126,7 +131,7 @@ for _spec in [
     _register(_spec)
 
 #: Optional extras a user may ask for with `--with`.
-WITH_OPTIONS = ("pixels", "blocks", "qkv")
+WITH_OPTIONS = ("pixels", "blocks", "qkv", "blocks_qkv")
 
 
 def parse_token_mode(mode: str) -> tuple[str, int]:

@@ -11,7 +11,7 @@ import torch
 from vitreg.cache import VitregError
 from vitreg.cache.schema import parse_token_mode
 
-from .model import LoadedModel, Taps, cls_attention, neighbor_cosine, split_qkv
+from .model import LoadedModel, Taps, cls_attention, neighbor_cosine, qkv_norms, split_qkv
 
 FLOAT16_MAX = float(torch.finfo(torch.float16).max)
 
@@ -60,7 +60,7 @@ class Capture:
         self.with_options = set(with_options)
         self.token_kind, self.sample_k = parse_token_mode(token_mode)
         self.seed = seed
-        self.taps = Taps(self.model)
+        self.taps = Taps(self.model, every_block="blocks_qkv" in self.with_options)
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor, rows: np.ndarray) -> dict[str, torch.Tensor]:
@@ -70,6 +70,7 @@ class Capture:
         x = normalize(images.to(self.device, non_blocking=True), cfg["mean"], cfg["std"])
         last = len(model.blocks)
         indices = list(range(last)) if "blocks" in self.with_options else [last - 1]
+        self.taps.qkv_norms.clear()  # nothing left from a pass that raised
         with autocast(self.precision, self.device):
             final, inter = model.forward_intermediates(
                 x, indices=indices, return_prefix_tokens=True, norm=False, output_fmt="NLC"
@@ -97,8 +98,10 @@ class Capture:
         if "blocks" in self.with_options:
             out["blocks/norms"] = torch.stack([b.norm(dim=-1) for b in blocks], dim=1)
         if "qkv" in self.with_options:
-            qkv = [t.transpose(1, 2).flatten(2).norm(dim=-1) for t in (q, k, v)]
-            out["qkv_norms"] = torch.stack(qkv, dim=1)
+            out["qkv_norms"] = qkv_norms(q, k, v)
+        if "blocks_qkv" in self.with_options:
+            out["blocks/qkv_norms"] = torch.stack(self.taps.qkv_norms, dim=1)
+            self.taps.qkv_norms.clear()
         if "pixels" in self.with_options:
             out["pixels"] = images.permute(0, 2, 3, 1)
         out["finite"] = torch.stack(

@@ -8,6 +8,8 @@ from rich.console import Console
 from vitreg.cache import VitregError
 from vitreg.cache.schema import WITH_OPTIONS, parse_token_mode
 
+from .transforms import INTERPOLATIONS, PRESETS
+
 console = Console(stderr=True, soft_wrap=True)
 
 
@@ -61,16 +63,24 @@ def shards_command(src: str, out: str, per_shard: int, synsets: str | None) -> N
 @click.option("--weights", default="pretrained", show_default=True,
               help="pretrained (timm hub or local cache), random (tests, demo), or a .safetensors / torch file.")
 @click.option("--img-size", type=click.IntRange(min=1), help="Input size; rounded down to a multiple of the patch size.")
+@click.option("--preprocess", default="timm", show_default=True, type=click.Choice(list(PRESETS)),
+              help="Evaluation protocol: timm (the model's pretrained config) or dinov2-linear "
+                   "(resize 256 / crop 224 at 224 px, bicubic: DINOv2's linear heads).")
+@click.option("--crop-pct", type=click.FloatRange(0, 1, min_open=True),
+              help="Resize the shorter side to S / crop-pct, then centre-crop S (0.875: 256 -> 224).")
+@click.option("--interpolation", type=click.Choice(list(INTERPOLATIONS)), help="Resize interpolation (timm's names).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--precision", default="auto", show_default=True,
               type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="auto: bf16 autocast on CUDA, fp32 on CPU.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:i.")
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0), help="DataLoader decode workers.")
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after this many samples.")
+@click.option("--keys", "keys_file", type=click.Path(exists=True, dir_okay=False),
+              help="Extract only these sample keys (one a line), rows in the file's order.")
 @click.option("--tokens", default="all", show_default=True, type=TokenMode())
 @click.option("--dtype", default="float16", show_default=True, type=click.Choice(["float16", "float32"]),
               help="dtype of the stored tokens; float32 when values exceed float16's range.")
-@click.option("--with", "with_options", default="", type=CommaChoice(), help="Optional arrays: pixels,blocks,qkv.")
+@click.option("--with", "with_options", default="", type=CommaChoice(), help="Optional arrays: pixels,blocks,qkv,blocks_qkv.")
 @click.option("--chunk-rows", type=click.IntRange(min=1), help="Rows per chunk (default: tokens chunks of ~16 MiB).")
 @click.option("--seed", default=42, show_default=True)
 @click.option("--rank", type=click.IntRange(min=0), help="This job's rank among --world-size independent jobs (SLURM array).")
@@ -80,8 +90,9 @@ def shards_command(src: str, out: str, per_shard: int, synsets: str | None) -> N
 @click.option("--strict", is_flag=True, help="Exit non-zero if any row failed or a shard was damaged.")
 @click.option("--no-progress", is_flag=True)
 def extract_command(shards: tuple[str, ...], model_name: str, out: str, weights: str,
-                    img_size: int | None, batch_size: int, precision: str, device: str,
-                    workers: int, limit: int | None, tokens: str, dtype: str,
+                    img_size: int | None, preprocess: str, crop_pct: float | None,
+                    interpolation: str | None, batch_size: int, precision: str, device: str,
+                    workers: int, limit: int | None, keys_file: str | None, tokens: str, dtype: str,
                     with_options: list[str],
                     chunk_rows: int | None, seed: int, rank: int | None, world_size: int | None,
                     dry_run: bool, overwrite: bool, strict: bool, no_progress: bool) -> None:
@@ -95,7 +106,8 @@ def extract_command(shards: tuple[str, ...], model_name: str, out: str, weights:
     common = dict(shards=list(shards), model=model_name, weights=weights, img_size=img_size,
                   batch_size=batch_size, precision=precision, device=device, limit=limit,
                   tokens=tokens, dtype=dtype, with_options=with_options, seed=seed,
-                  chunk_rows=chunk_rows)
+                  chunk_rows=chunk_rows, preprocess=preprocess, crop_pct=crop_pct,
+                  interpolation=interpolation, keys=keys_file)
     try:
         if dry_run:
             from .dryrun import run_dry_run

@@ -145,15 +145,18 @@ class ShardStream(IterableDataset):
     only if they hold a row to do, starting at their first row `offsets[i]`.
     `spans[i]`, when known, holds the byte range of each sample of shard i.
     `decode_threads` > 1 decodes each batch's samples in that many threads.
+    `selection` (rows -> shard index, sample index; `--keys`) reads rows in
+    row order from local shards by byte range, wherever they lie in the tars.
     """
 
     def __init__(
         self, urls: list[str], *, offsets: np.ndarray, todo: np.ndarray, batch_size: int,
         transform: Callable[[Image.Image], torch.Tensor], img_size: int,
         duplicates: dict[int, int] | None = None, spans: list[np.ndarray | None] | None = None,
-        decode_threads: int = 1,
+        decode_threads: int = 1, selection: np.ndarray | None = None,
     ) -> None:
         self.urls = urls
+        self.selection = selection
         self.decode_threads = decode_threads
         self.spans = spans or [None] * len(urls)
         self.offsets = offsets
@@ -167,6 +170,10 @@ class ShardStream(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         n_rows = len(self.todo)
+        if self.selection is not None:
+            rows = np.arange(n_rows)
+            yield from self._selected(rows[self.todo & ((rows // self.batch_size) % workers == worker)])
+            return
         for i, url in enumerate(self.urls):
             start, stop = int(self.offsets[i]), min(int(self.offsets[i + 1]), n_rows)
             mine = self.todo[start:stop] & ((np.arange(start, stop) // self.batch_size) % workers
@@ -191,6 +198,19 @@ class ShardStream(IterableDataset):
         with open(path, "rb") as file:
             for local in np.flatnonzero(mine):
                 yield start + int(local), read_span(file, spans[local], url)
+
+    def _selected(self, rows: np.ndarray) -> Iterator[tuple[int, dict[str, Any]]]:
+        """The samples of `rows` through the selection, each shard file opened once."""
+        files: dict[int, io.BufferedReader] = {}
+        try:
+            for row in rows:
+                shard, index = (int(v) for v in self.selection[row])
+                if shard not in files:
+                    files[shard] = open(local_path(self.urls[shard]), "rb")
+                yield int(row), read_span(files[shard], self.spans[shard][index], self.urls[shard])
+        finally:
+            for file in files.values():
+                file.close()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         # Threads decode the samples of a batch side by side: PIL releases the

@@ -60,16 +60,19 @@ def measure_batches(capture: Capture, stream: ShardStream, specs: list[ArraySpec
 
 
 def run_dry_run(
-    *, shards: list[str], model: str, weights: str = "random", img_size: int | None = None,
+    *, shards: list[str], model: str, weights: str = "pretrained", img_size: int | None = None,
     batch_size: int = 32, precision: str = "auto", device: str = "auto", limit: int | None = None,
     tokens: str = "all", with_options: list[str] | tuple[str, ...] = (),
     dtype: str = "float16", chunk_rows: int | None = None, seed: int = 42,
+    preprocess: str = "timm", crop_pct: float | None = None, interpolation: str | None = None,
+    keys: str | None = None,
 ) -> dict[str, Any]:
     """Plan the run and time two batches; write nothing."""
     from .run import resolve_device
 
-    plan = plan_shards(shards, limit=limit)
-    loaded = build_model(model, weights=weights, img_size=img_size, seed=seed)
+    plan = plan_shards(shards, limit=limit, keys=keys)
+    loaded = build_model(model, weights=weights, img_size=img_size, seed=seed,
+                         preprocess=preprocess, crop_pct=crop_pct, interpolation=interpolation)
     dev = resolve_device(device)
     precision = resolve_precision(precision, dev)
     specs = arrays_for(sorted(with_options), tokens, dtype)
@@ -79,7 +82,8 @@ def run_dry_run(
     todo[: 2 * batch_size] = True
     stream = ShardStream(plan.urls, offsets=plan.offsets, todo=todo, batch_size=batch_size,
                          img_size=loaded.geometry.img_size,
-                         transform=eval_transform(loaded.data_config), spans=plan.spans)
+                         transform=eval_transform(loaded.data_config), spans=plan.spans,
+                         selection=plan.selection)
     rate = measure_batches(capture, stream, specs)
     estimates = estimate_arrays(loaded.geometry, plan.n_rows, with_options=list(with_options),
                                 token_mode=tokens, tokens_dtype=dtype, chunk_rows=chunk_rows)

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 
 from vitreg.cache import Geometry, VitregError
 
+from .transforms import preprocessing_config
+
 
 class WeightsError(VitregError, RuntimeError):
     """The requested weights cannot be loaded."""
@@ -32,6 +34,7 @@ class LoadedModel:
     patch_size: int
     dynamic_img_size: bool
     notes: list[str] = field(default_factory=list)
+    preset: str = "timm"  # the named preprocessing protocol applied to data_config
 
 
 def round_img_size(size: int, patch: int) -> tuple[int, str | None]:
@@ -61,13 +64,20 @@ def model_geometry(name: str, img_size: int | None = None) -> Geometry:
 
 
 def build_model(
-    name: str, *, weights: str = "random", img_size: int | None = None, seed: int = 42
+    name: str, *, weights: str = "pretrained", img_size: int | None = None, seed: int = 42,
+    preprocess: str = "timm", crop_pct: float | None = None, interpolation: str | None = None,
 ) -> LoadedModel:
     """Create `name` with `weights` ('pretrained', 'random' or a file path).
 
     Always built with `num_classes=0`: vitreg reads features, and many
     checkpoints (DINOv2 backbones, OpenCLIP towers) carry no classifier.
-    A size other than the model's native one uses timm's `dynamic_img_size`.
+    The model is built at the size it runs (`img_size=S`), so timm resamples a
+    position embedding once, when the weights load, from whatever grid they
+    were saved at: the network equals `timm.create_model(name, img_size=S)`
+    loading them. Only a model that cannot be built at S falls back to timm's
+    `dynamic_img_size` (resampling at every forward pass), and says so.
+    The data config is the model's, with the `preprocess` preset and then
+    `crop_pct` / `interpolation` applied (`transforms.preprocessing_config`).
     """
     native, patch = _native_size(name)
     notes: list[str] = []
@@ -76,18 +86,33 @@ def build_model(
         size, note = round_img_size(img_size, patch)
         if note:
             notes.append(note)
-    kwargs: dict[str, Any] = {"num_classes": 0}
-    if size != native:
-        kwargs["dynamic_img_size"] = True
-    torch.manual_seed(seed)
-    if weights == "pretrained":
-        model = _create_pretrained(name, **kwargs)
-    else:
-        model = timm.create_model(name, pretrained=False, **kwargs)
-        if weights != "random":
-            _load_file(model, Path(weights))
+    model = _create(name, weights, seed, **({"img_size": size} if size != native else {}))
+    if model is None or tuple(model.patch_embed.img_size) != (size, size):
+        notes.append(f"{name} cannot be built at {size} px: running it through timm's "
+                     "dynamic_img_size, which resamples the position embedding at every pass")
+        model = _create(name, weights, seed, dynamic_img_size=True)
+    if weights not in ("pretrained", "random"):
+        _load_file(model, Path(weights))
     model.eval()
-    return _describe(name, model, size, patch, weights, notes)
+    loaded = _describe(name, model, size, patch, weights, notes)
+    loaded.data_config = preprocessing_config(loaded.data_config, preset=preprocess,
+                                              crop_pct=crop_pct, interpolation=interpolation)
+    loaded.preset = preprocess
+    return loaded
+
+
+def _create(name: str, weights: str, seed: int, **kwargs: Any) -> torch.nn.Module | None:
+    """timm's model with `kwargs`, or None if its definition refuses them
+    (a size fixed in the model's own arguments). Seeded: random weights repeat."""
+    torch.manual_seed(seed)
+    try:
+        if weights == "pretrained":
+            return _create_pretrained(name, num_classes=0, **kwargs)
+        return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+    except TypeError:
+        if "img_size" not in kwargs:
+            raise
+        return None
 
 
 def _describe(
@@ -134,6 +159,8 @@ def _create_pretrained(name: str, **kwargs: Any) -> torch.nn.Module:
     constants.HF_HUB_OFFLINE = offline
     try:
         return timm.create_model(name, pretrained=True, **kwargs)
+    except TypeError:  # the model's arguments, not the weights: the caller decides
+        raise
     except Exception as exc:  # timm raises several types for a missing file
         where = "no network and the weights are not in the local cache" if offline else str(exc)
         raise WeightsError(
@@ -207,22 +234,36 @@ class Taps:
     """Forward hooks on the patch embedding and the last block's qkv projection.
 
     timm's attention is fused (SDPA), so attention weights never exist; the
-    [CLS] row is recomputed from the captured qkv output instead.
+    [CLS] row is recomputed from the captured qkv output instead. With
+    `every_block`, each block's qkv output is reduced to its q/k/v norms as
+    it is produced (`qkv_norms`, one (B, 3, T) tensor per block), so no
+    block's projection outlives its block.
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, *, every_block: bool = False) -> None:
         self.outputs: dict[str, torch.Tensor] = {}
+        self.qkv_norms: list[torch.Tensor] = []
+        for block in model.blocks if every_block else model.blocks[-1:]:
+            if not hasattr(block.attn, "qkv"):
+                raise VitregError("a block's attention has no fused qkv projection to tap")
         attn = model.blocks[-1].attn
-        if not hasattr(attn, "qkv"):
-            raise VitregError("the last block's attention has no fused qkv projection to tap")
         self._handles = [
             model.patch_embed.register_forward_hook(self._keep("patch_embed")),
             attn.qkv.register_forward_hook(self._keep("qkv")),
         ]
+        if every_block:
+            self._handles += [block.attn.qkv.register_forward_hook(self._norms(block.attn))
+                              for block in model.blocks]
 
     def _keep(self, name: str):
         def hook(module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
             self.outputs[name] = output
+
+        return hook
+
+    def _norms(self, attn: torch.nn.Module):
+        def hook(module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
+            self.qkv_norms.append(qkv_norms(*split_qkv(attn, output)))
 
         return hook
 
@@ -262,3 +303,8 @@ def cls_attention(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tenso
     """Softmax attention of the [CLS] query to every token, mean over heads: (B, T)."""
     logits = (q[:, :, :1] * scale) @ k.transpose(-2, -1)
     return logits.softmax(dim=-1).mean(dim=1)[:, 0]
+
+
+def qkv_norms(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """(B, 3, T) L2 norms of q, k and v per token, heads concatenated."""
+    return torch.stack([t.transpose(1, 2).flatten(2).norm(dim=-1) for t in (q, k, v)], dim=1)

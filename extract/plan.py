@@ -18,6 +18,8 @@ from typing import Any, Iterator
 import numpy as np
 from webdataset import tariterators
 
+from vitreg.core import InputError, UsageError
+
 from .data import ShardDamage, expand_shards, group_members, local_path, shard_samples
 
 #: Members webdataset skips (its `tar_file_iterator` default), matched the same way.
@@ -42,6 +44,9 @@ class Plan:
     shards: list[ShardCount]
     n_rows: int
     duplicates: dict[int, int] = field(default_factory=dict)  # row -> first row with its key
+    #: With `--keys`: (n_rows, 2) shard index and sample index of each row,
+    #: rows in the keys file's order; None when rows are the stream order.
+    selection: np.ndarray | None = None
 
     @property
     def urls(self) -> list[str]:
@@ -102,9 +107,49 @@ def count_shard(url: str) -> ShardCount:
     return ShardCount(url, keys, damage[0].reason if damage else None, spans)
 
 
-def plan_shards(shards: list[str], *, limit: int | None = None) -> Plan:
-    """Count every shard; rows beyond `limit` are not part of the store."""
+def read_keys(path: str) -> list[str]:
+    """Sample keys, one a line (blank lines ignored), refusing a key listed twice."""
+    with open(path, encoding="utf-8") as f:
+        keys = [line.strip() for line in f if line.strip()]
+    if not keys:
+        raise InputError(f"{path} lists no keys: write one sample key (`__key__`) a line")
+    seen: set[str] = set()
+    twice = [k for k in keys if k in seen or seen.add(k)]
+    if twice:
+        raise InputError(f"{path} lists {len(twice)} key(s) more than once, e.g. {twice[:5]}: "
+                         "each key may have one row; remove the repeats")
+    return keys
+
+
+def select_keys(counts: list[ShardCount], keys: list[str], source: str) -> np.ndarray:
+    """(len(keys), 2) shard and sample index of each key, first occurrence in the stream."""
+    remote = [c.url for c in counts if c.spans is None]
+    if remote:
+        raise UsageError(f"--keys reads each listed sample by its byte range, so it needs local "
+                         f"shard files; {remote[:3]} are not local: copy them, then run again")
+    where: dict[str, tuple[int, int]] = {}
+    for i, count in enumerate(counts):
+        for j, key in enumerate(count.keys):
+            where.setdefault(key, (i, j))
+    missing = [k for k in keys if k not in where]
+    if missing:
+        raise InputError(
+            f"{len(missing)} of the {len(keys)} keys in {source} are in no shard: "
+            f"{', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}. "
+            "Check the shards given, or remove those keys from the file")
+    return np.array([where[k] for k in keys], dtype=np.int64).reshape(-1, 2)
+
+
+def plan_shards(shards: list[str], *, limit: int | None = None, keys: str | None = None) -> Plan:
+    """Count every shard; rows beyond `limit` are not part of the store.
+
+    With `keys` (a file of sample keys), the rows are those keys, in the
+    file's order, read from wherever the shards hold them.
+    """
     counts = [count_shard(url) for url in expand_shards(shards)]
+    if keys is not None:
+        listed = read_keys(keys)[:limit]
+        return Plan(counts, len(listed), selection=select_keys(counts, listed, keys))
     n_rows = sum(len(c.keys) for c in counts)
     if limit is not None:
         n_rows = min(n_rows, limit)

@@ -37,6 +37,7 @@ from .transforms import eval_transform, transform_kwargs
 CONFIG_KEYS = (
     "model", "weights", "weights_sha256", "img_size", "dynamic_img_size", "precision",
     "preprocessing", "token_mode", "tokens_dtype", "with", "shards", "n_rows", "seed",
+    "keys_file",
 )
 
 
@@ -94,6 +95,7 @@ def store_attrs(name: str, loaded: LoadedModel, *, precision: str, token_mode: s
         "heads": loaded.heads,
         "precision": precision,
         "preprocessing": transform_kwargs(loaded.data_config),
+        "preprocessing_preset": loaded.preset,
         "token_mode": token_mode,
         "tokens_dtype": tokens_dtype,
         "with": sorted(with_options),
@@ -167,32 +169,39 @@ def open_for_ranks(out: str, attrs: dict[str, Any], loaded: LoadedModel, ranks: 
 
 
 def run_extract(
-    *, shards: list[str], model: str, out: str, weights: str = "random",
+    *, shards: list[str], model: str, out: str, weights: str = "pretrained",
     img_size: int | None = None, batch_size: int = 32, precision: str = "auto",
     device: str = "auto", workers: int = 0, limit: int | None = None, tokens: str = "all",
     with_options: list[str] | tuple[str, ...] = (), dtype: str = "float16",
     overwrite: bool = False, seed: int = 42, chunk_rows: int | None = None,
     progress: bool = True, rank: int | None = None, world_size: int | None = None,
+    preprocess: str = "timm", crop_pct: float | None = None, interpolation: str | None = None,
+    keys: str | None = None,
 ) -> Summary:
     """Extract every sample of `shards` through `model` into the store `out`.
 
     With several processes (torchrun, or `rank`/`world_size` for independent
     jobs) each writes its own chunk-aligned range of rows into the one store.
+    `preprocess` names an evaluation protocol (`transforms.PRESETS`);
+    `crop_pct` and `interpolation` (timm's names) override it. `keys`, a file
+    of sample keys, makes the rows those keys in the file's order.
     """
     tune_allocator()
     start = time.perf_counter()
     ranks = detect_ranks(rank, world_size)
     with_options = sorted(set(with_options))
     dev = resolve_device(device, ranks)
-    plan = plan_shards(shards, limit=limit)
+    plan = plan_shards(shards, limit=limit, keys=keys)
     if plan.n_rows == 0:
         raise ValueError(f"no samples found in {len(plan.shards)} shard(s): {plan.urls[:3]}")
-    loaded = build_model(model, weights=weights, img_size=img_size, seed=seed)
+    loaded = build_model(model, weights=weights, img_size=img_size, seed=seed,
+                         preprocess=preprocess, crop_pct=crop_pct, interpolation=interpolation)
     check_token_mode(tokens, loaded.geometry)
     precision = resolve_precision(precision, dev)
     attrs = store_attrs(model, loaded, precision=precision, token_mode=tokens,
                         tokens_dtype=dtype, with_options=with_options,
                         shards=plan.shard_info(), n_rows=plan.n_rows, seed=seed)
+    attrs["keys_file"] = {"path": keys, "sha256": file_sha256(keys)} if keys else None
     root = open_for_ranks(out, attrs, loaded, ranks, chunk_rows=chunk_rows, overwrite=overwrite)
     first, last = row_range(plan.n_rows, root["status"].chunks[0], ranks)
     todo = root["status"][:] == 0
@@ -232,7 +241,7 @@ def _extract_rows(root: zarr.Group, loaded: LoadedModel, plan: Plan, *, todo: np
     stream = ShardStream(
         plan.urls, offsets=plan.offsets, todo=todo, batch_size=batch_size,
         img_size=loaded.geometry.img_size, transform=eval_transform(loaded.data_config),
-        duplicates=plan.duplicates, spans=plan.spans,
+        duplicates=plan.duplicates, spans=plan.spans, selection=plan.selection,
         decode_threads=1 if workers else usable_cores(),
     )
     loader = DataLoader(

@@ -69,6 +69,9 @@ def make_store(
         blocks[:, :2] = rng.uniform(1.0, 2.0, size=(n, 2, t))  # outliers appear at block 3
         arrays["blocks/norms"] = blocks.astype(np.float16)
         arrays["qkv_norms"] = np.stack([norms, norms * 2, norms * 3], axis=1).astype(np.float16)
+        per_block = rng.uniform(1.0, 2.0, size=(n, DEPTH, 3, t))
+        per_block[:, 1, 1] = norms  # the outliers show in block 2's keys only (as A.2's K maps)
+        arrays["blocks/qkv_norms"] = per_block.astype(np.float16)
     url = str(path)
     write_store(url, arrays, geometry=g, chunk_rows=8, **attrs)
     return Planted(url, g, arrays, outliers, peak_row, peak_patch, peaks)

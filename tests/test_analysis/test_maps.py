@@ -66,3 +66,16 @@ def test_maps_skip_stores_without_the_key(planted, tmp_path):
     run_maps([small.url, planted.url], out=out, keys=["000010"], images=0)
     entry = _json(out / "maps_000010.json")["stores"]
     assert len(entry) == 1  # only the planted store holds image 000010
+
+
+def test_per_block_qkv_maps_beside_output_norms(planted, tmp_path):
+    out = tmp_path / "out"
+    result = run_maps([planted.url], out=out, keys=["000000"], images=0, block_images=0)
+    (figure,) = [p for p in result["figures"] if p.name.startswith("blocks_qkv_")]
+    drawn = _json(figure.with_suffix(".json"))
+    g = planted.geometry
+    stored = planted.arrays["blocks/qkv_norms"][0, ..., g.prefix:].astype(np.float32)
+    for i, name in enumerate(("query", "key", "value")):
+        np.testing.assert_allclose(np.array(drawn[name]), stored[:, i].reshape(-1, *g.grid))
+    output = planted.arrays["blocks/norms"][0, :, g.prefix:].astype(np.float32)
+    np.testing.assert_allclose(np.array(drawn["output"]), output.reshape(-1, *g.grid))

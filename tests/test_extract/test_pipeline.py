@@ -135,7 +135,8 @@ def test_study_models_build_with_random_weights(name):
     assert (loaded.geometry.prefix, loaded.geometry.registers) == (prefix, registers)
     patch = loaded.patch_size
     assert loaded.geometry.grid == (224 // patch, 224 // patch)
-    assert loaded.dynamic_img_size == (name.startswith("vit_small_patch14"))  # DINOv2 is 518 native
+    # built at 224 (DINOv2 is 518 native): no resampling at every forward pass
+    assert not loaded.dynamic_img_size and tuple(loaded.model.patch_embed.img_size) == (224, 224)
 
 
 @pytest.mark.parametrize("name", ["vit_giant_patch14_reg4_dinov2.lvd142m", "vit_large_patch14_dinov2.lvd142m"])

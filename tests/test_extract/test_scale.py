@@ -109,7 +109,7 @@ def test_dry_run_prints_rows_arrays_bytes_and_time(tmp_path, shards):
     from vitreg.extract.dryrun import estimate_arrays
     from vitreg.extract.model import build_model
 
-    geom = build_model("tiny_dinov2_reg4").geometry
+    geom = build_model("tiny_dinov2_reg4", weights="random").geometry
     all_tokens = {a.name: a for a in estimate_arrays(geom, 1000, with_options=[], token_mode="all")}
     assert all_tokens["tokens"].nbytes == 1000 * geom.tokens * geom.dim * 2
     sampled = estimate_arrays(geom, 1000, with_options=[], token_mode="sampled:4")

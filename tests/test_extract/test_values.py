@@ -24,16 +24,19 @@ from vitreg.extract.run import run_extract
 
 
 def reference(model_name: str, images: list[Image.Image], img_size: int | None) -> dict:
+    """The arrays of a random-init `model_name` built by timm at `img_size`."""
     torch.manual_seed(42)
-    native = FAMILIES[model_name][1]
-    kwargs = {"num_classes": 0}
-    if img_size not in (None, native):
-        kwargs["dynamic_img_size"] = True
-    model = timm.create_model(model_name, **kwargs).eval()
+    size = img_size or FAMILIES[model_name][1]
+    model = timm.create_model(model_name, num_classes=0, img_size=size)
+    return reference_arrays(model, images, size)
+
+
+def reference_arrays(model: torch.nn.Module, images: list[Image.Image], size: int) -> dict:
+    """Every store array, from timm's own forward pass of `model` at `size` px."""
+    model.eval()
     for block in model.blocks:
         block.attn.fused_attn = False
     config = timm.data.resolve_data_config(model=model)
-    size = img_size or native
     config["input_size"] = (3, size, size)
     transform = timm.data.create_transform(**config)
     x = torch.stack([transform(img) for img in images])
@@ -42,7 +45,7 @@ def reference(model_name: str, images: list[Image.Image], img_size: int | None) 
     last = model.blocks[-1]
     hooks.append(last.attn.attn_drop.register_forward_hook(lambda m, a, o: seen["attn"].append(a[0])))
     hooks.append(model.patch_embed.register_forward_hook(lambda m, a, o: seen["embed"].append(o)))
-    hooks.append(last.norm1.register_forward_hook(lambda m, a, o: seen["norm1"].append(o)))
+    hooks += [b.norm1.register_forward_hook(lambda m, a, o: seen["norm1"].append(o)) for b in model.blocks]
     with torch.no_grad():
         final = model.forward_features(x).double().numpy()
     for h in hooks:
@@ -50,12 +53,7 @@ def reference(model_name: str, images: list[Image.Image], img_size: int | None) 
     prefix = model.num_prefix_tokens
     tokens = seen["blocks"][-1].double().numpy()
     embed = seen["embed"][0].double().numpy().reshape(len(images), size // model.patch_embed.patch_size[0], -1, tokens.shape[-1])
-    qkv = last.attn.qkv(seen["norm1"][0]).detach()
-    b, t, _ = qkv.shape
-    q, k, v = qkv.reshape(b, t, 3, last.attn.num_heads, -1).permute(2, 0, 3, 1, 4)
-    q, k = last.attn.q_norm(q), last.attn.k_norm(k)
-    with torch.no_grad():
-        qkv_norms = [z.transpose(1, 2).reshape(b, t, -1).double().norm(dim=-1).numpy() for z in (q, k, v)]
+    qkv_norms = [qkv_norms_of(block.attn, x) for block, x in zip(model.blocks, seen["norm1"])]
     return {
         "tokens": tokens,
         "norms": np.linalg.norm(tokens, axis=-1),
@@ -65,8 +63,21 @@ def reference(model_name: str, images: list[Image.Image], img_size: int | None) 
         "pooled/patch_mean": final[:, prefix:].mean(axis=1),
         "pooled/registers": final[:, 1:prefix],
         "blocks/norms": np.stack([np.linalg.norm(o.double().numpy(), axis=-1) for o in seen["blocks"]], 1),
-        "qkv_norms": np.stack(qkv_norms, axis=1),
+        "qkv_norms": qkv_norms[-1],
+        "blocks/qkv_norms": np.stack(qkv_norms, axis=1),
     }
+
+
+def qkv_norms_of(attn: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    """(B, 3, T) norms of q, k (after the block's q/k norms) and v, heads concatenated,
+    from the block's own qkv projection of its normalised input."""
+    with torch.no_grad():
+        qkv = attn.qkv(x)
+        b, t, _ = qkv.shape
+        q, k, v = qkv.reshape(b, t, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k = attn.q_norm(q), attn.k_norm(k)
+        norms = [z.transpose(1, 2).reshape(b, t, -1).double().norm(dim=-1).numpy() for z in (q, k, v)]
+    return np.stack(norms, axis=1)
 
 
 def neighbor_cos_numpy(grid: np.ndarray) -> np.ndarray:
@@ -93,6 +104,7 @@ TOLERANCE = {  # (rtol, atol): float16 arrays are compared at float16 precision
     "tokens": (2e-3, 2e-3), "norms": (1e-4, 1e-5), "attention": (2e-3, 1e-5),
     "neighbor_cos": (2e-3, 2e-3), "pooled/cls": (1e-4, 1e-5), "pooled/patch_mean": (1e-4, 1e-5),
     "pooled/registers": (1e-4, 1e-5), "blocks/norms": (2e-3, 1e-3), "qkv_norms": (2e-3, 1e-3),
+    "blocks/qkv_norms": (2e-3, 1e-3),
 }
 
 
@@ -105,7 +117,7 @@ def test_store_matches_reference(tmp_path, family, img_size):
     shard = write_shard(tmp_path / "s.tar", samples)
     out = str(tmp_path / "store.zarr")
     run_extract(shards=[shard], model=family, out=out, weights="random", img_size=img_size,
-                batch_size=2, with_options=["blocks", "qkv", "pixels"], progress=False)
+                batch_size=2, with_options=["blocks", "qkv", "blocks_qkv", "pixels"], progress=False)
     store = open_store(out)
     size = store.meta["img_size"]
     patch = store.meta["patch_size"]
