@@ -17,7 +17,7 @@ from .shardid import local_shard_path, shard_digest
 from .store import remove_partials
 from .writer import STATUS_FAILED, STATUS_OK, STATUS_PENDING
 
-console = Console()
+console = Console(soft_wrap=True)
 
 
 def array_sizes(store: Store) -> list[tuple[str, tuple, str, int, int]]:
