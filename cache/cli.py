@@ -118,9 +118,9 @@ def shard_problems(store: Store) -> list[str]:
     """Recorded shards that are reachable here and no longer match their digest
     (schema 1.2), and keys of ok rows that occur twice."""
     problems = []
-    for shard in store.meta.get("shards") or []:
+    shards = store.meta.get("shards") or []
+    for shard, recorded in zip(shards, store.meta.get("shard_digests") or [None] * len(shards)):
         path = local_shard_path(shard.get("url", ""))
-        recorded = shard.get("digest")
         if path is None or not recorded or recorded.startswith("keys-"):
             continue
         if shard_digest(path) != recorded:

@@ -3,6 +3,7 @@ provenance, and the outlier threshold computed once, the same way for all."""
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from typing import Any, Iterator, Sequence
 
@@ -265,6 +266,8 @@ def failure_summary(root: zarr.Group, *, status: int = STATUS_FAILED,
     keys = root["key"].get_orthogonal_selection((rows,))
     groups: dict[str, list[str]] = {}
     for text, key in zip(error[rows], keys):
-        groups.setdefault(str(text) or "(no reason recorded)", []).append(str(key))
+        # "row 12 has the same key": one cause, whatever the row
+        reason = re.sub(r"\brow \d+", "row N", str(text)) or "(no reason recorded)"
+        groups.setdefault(reason, []).append(str(key))
     return [{"reason": reason, "count": len(group), "keys": group[:examples]}
             for reason, group in sorted(groups.items(), key=lambda g: -len(g[1]))]

@@ -275,6 +275,8 @@ def check_out(url: str, *, overwrite: bool) -> None:
     or, with `overwrite`, deleted: a folder of the user's files never is.
     """
     local = url.removeprefix("file://")
+    if not local.strip():
+        raise StoreFormatError("--out is empty; give the path of the store to write")
     if "://" in local:
         return  # a remote store: fsspec decides
     path = Path(local)
@@ -309,4 +311,8 @@ def delete_store(url: str) -> None:
         return
     if not is_vitreg_store(path):
         raise StoreFormatError(f"--overwrite: {url} is not a vitreg store; refusing to delete it")
+    if path.is_symlink():  # empty the store the link points to; keep the link
+        for child in path.resolve().iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        return
     shutil.rmtree(path)

@@ -9,6 +9,7 @@ multi-process run, and every resumed run, agree on them without talking.
 from __future__ import annotations
 
 import inspect
+from collections import Counter
 import os
 import re
 import tarfile
@@ -64,7 +65,11 @@ class Plan:
         return [s.spans for s in self.shards]
 
     def shard_info(self) -> list[dict[str, Any]]:
-        return [{"url": s.url, "samples": len(s.keys), "digest": s.digest} for s in self.shards]
+        return [{"url": s.url, "samples": len(s.keys)} for s in self.shards]
+
+    def digests(self) -> list[str | None]:
+        """Each shard's identity (cache.shardid), in shard order."""
+        return [s.digest for s in self.shards]
 
     def keys(self) -> list[str]:
         """The key of every row, in row order."""
@@ -133,7 +138,11 @@ def is_compressed(path: str) -> bool:
 
 
 def check_shard_args(shards: list[str]) -> None:
-    """Refuse a shard argument that is a glob the shell did not expand."""
+    """Refuse a shard given twice, and one that is a glob the shell did not expand."""
+    twice = sorted(url for url, n in Counter(expand_shards(shards)).items() if n > 1)
+    if twice:
+        raise InputError(f"shard(s) given more than once: {', '.join(twice[:3])}; every sample "
+                         "would be there twice: give each shard once")
     for shard in shards:
         if "://" not in shard and not shard.startswith("pipe:") and any(c in shard for c in "*?[") \
                 and not os.path.exists(shard):

@@ -41,6 +41,8 @@ CONFIG_KEYS = (
     "model", "weights", "weights_sha256", "img_size", "dynamic_img_size", "precision",
     "preprocessing", "token_mode", "tokens_dtype", "with", "shards", "n_rows", "seed",
 )
+#: Checked on resume too, by `shard_diffs`: absent from stores of schema 1.1.
+SHARD_DIGESTS = "shard_digests"
 
 
 @dataclass
@@ -80,7 +82,7 @@ def resolve_device(device: str, ranks: Ranks | None = None) -> torch.device:
 
 def store_attrs(name: str, loaded: LoadedModel, *, precision: str, token_mode: str,
                 tokens_dtype: str, with_options: list[str], shards: list[dict[str, Any]],
-                n_rows: int, seed: int) -> dict[str, Any]:
+                n_rows: int, seed: int, shard_digests: list[str | None]) -> dict[str, Any]:
     geom = loaded.geometry
     weights_file = None
     if loaded.weights not in ("pretrained", "random"):
@@ -106,6 +108,7 @@ def store_attrs(name: str, loaded: LoadedModel, *, precision: str, token_mode: s
         "tokens_dtype": tokens_dtype,
         "with": sorted(with_options),
         "shards": shards,
+        SHARD_DIGESTS: shard_digests,
         "n_rows": n_rows,
         "seed": seed,
         "versions": {
@@ -127,7 +130,8 @@ def check_config(old: dict[str, Any], attrs: dict[str, Any]) -> None:
         f"{key}: store has {old.get(key)!r}, this run {attrs.get(key)!r}"
         for key in CONFIG_KEYS if key != "shards" and old.get(key) != attrs.get(key)
     ]
-    diffs += shard_diffs(old.get("shards") or [], attrs["shards"])
+    diffs += shard_diffs(old.get("shards") or [], attrs["shards"], old.get(SHARD_DIGESTS),
+                         attrs[SHARD_DIGESTS])
     if diffs:
         raise ConfigMismatchError(
             "the store was written with a different configuration:\n  " + "\n  ".join(diffs)
@@ -135,17 +139,18 @@ def check_config(old: dict[str, Any], attrs: dict[str, Any]) -> None:
         )
 
 
-def shard_diffs(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
+def shard_diffs(old: list[dict[str, Any]], new: list[dict[str, Any]],
+                old_digests: list[str | None] | None, new_digests: list[str | None]) -> list[str]:
     """How the input shards differ from those the store was started with.
-    A store of schema 1.1 recorded no digest: only urls and counts compare."""
+    A store of schema 1.1 recorded no digests: only urls and counts compare."""
     if [s["url"] for s in old] != [s["url"] for s in new]:
         return [f"shards: store has {[s['url'] for s in old]}, this run {[s['url'] for s in new]}"]
     diffs = []
-    for was, now in zip(old, new):
+    for was, now, was_id, now_id in zip(old, new, old_digests or [None] * len(new), new_digests):
         if was.get("samples") != now["samples"]:
             diffs.append(f"shard {now['url']}: {was.get('samples')} samples when the store was "
                          f"started, {now['samples']} now")
-        elif was.get("digest") is not None and was["digest"] != now["digest"]:
+        elif was_id is not None and was_id != now_id:
             diffs.append(f"shard {now['url']} was rewritten since the store was started "
                          "(its members' names, sizes or order differ)")
     return diffs
@@ -235,7 +240,8 @@ def run_extract(
     precision = resolve_precision(precision, dev)
     attrs = store_attrs(model, loaded, precision=precision, token_mode=tokens,
                         tokens_dtype=dtype, with_options=with_options,
-                        shards=plan.shard_info(), n_rows=plan.n_rows, seed=seed)
+                        shards=plan.shard_info(), n_rows=plan.n_rows, seed=seed,
+                        shard_digests=plan.digests())
     root = open_for_ranks(out, attrs, loaded, ranks, chunk_rows=chunk_rows, overwrite=overwrite)
     check_finished_keys(root, plan.keys())
     first, last = row_range(plan.n_rows, root["status"].chunks[0], ranks)

@@ -90,8 +90,8 @@ def test_2_finished_rows_are_checked_against_the_plan_and_verify_sees_a_changed_
     status = root["status"][:]
     status[4:] = 0
     root["status"][:] = status
-    shards = [{k: v for k, v in s.items() if k != "digest"} for s in root.attrs["vitreg"]["shards"]]
-    root.attrs["vitreg"] = dict(root.attrs["vitreg"], shards=shards, complete=False)
+    meta = {k: v for k, v in root.attrs["vitreg"].items() if k != "shard_digests"}
+    root.attrs["vitreg"] = dict(meta, complete=False)
     result = extract(shard, out)
     assert_sentence(result, 2, "finished row(s) of the store hold other samples", "--overwrite")
 
