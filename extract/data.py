@@ -111,13 +111,20 @@ def group_members(files: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 def decode_image(sample: dict[str, Any]) -> Image.Image:
     """The sample's image as RGB; raises with a reason a person can act on."""
+    return decode_checked(sample)[0]
+
+
+def decode_checked(sample: dict[str, Any]) -> tuple[Image.Image, str]:
+    """(RGB image, warning or ""): the warning says when pixel values were clipped."""
     found = image_members(sample)
     if not found:
         members = sorted(k for k in sample if not k.startswith("__"))
         raise ValueError(f"no image member (members: {members})")
     with Image.open(io.BytesIO(sample[found[0]])) as img:
         img.load()
-        return to_rgb(img)
+        mode = img.mode
+        rgb, clipped = to_rgb(img)
+    return rgb, f"warning: {mode} image values outside 0..65535 were clipped" if clipped else ""
 
 
 def image_members(sample: dict[str, Any]) -> list[str]:
@@ -130,17 +137,23 @@ def image_members(sample: dict[str, Any]) -> list[str]:
                   and k.rsplit(".", 1)[1] in IMAGE_EXTS)
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """8-bit RGB as timm's loader gives it; 16-bit and float modes are scaled
-    to 0..255 first (PIL's own convert clips them to white), and CMYK, LA, P
-    and the rest go through PIL's convert."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        values = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
-        if img.mode == "F":
-            top = 1.0 if values.max(initial=0) <= 1.0 else 255.0
-        img = Image.fromarray(np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-    return img.convert("RGB")
+def to_rgb(img: Image.Image) -> tuple[Image.Image, bool]:
+    """(8-bit RGB, whether values were clipped). 16-bit and 32-bit integer
+    modes are scaled from 0..65535 (or 0..255 when no value exceeds 255) and
+    float ones from 0..1 (or 0..255): PIL's own convert clips them to white.
+    CMYK, LA, P and the rest go through PIL's convert."""
+    if img.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return img.convert("RGB"), False
+    values = np.asarray(img, dtype=np.float64)
+    high = values.max(initial=0)
+    if img.mode == "F":
+        top = 1.0 if high <= 1.0 else 255.0
+    else:
+        top = 65535.0 if img.mode.startswith("I;16") or high > 255 else 255.0
+    scaled = values / top * 255.0 + 0.5
+    clipped = bool((scaled < 0).any() or (scaled >= 256).any())
+    gray = Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), "L")
+    return gray.convert("RGB"), clipped
 
 
 def read_label(sample: dict[str, Any]) -> tuple[int, str]:
@@ -259,16 +272,17 @@ class ShardStream(IterableDataset):
 
     def _decode(self, sample: dict[str, Any]) -> tuple[torch.Tensor | None, str, int, str]:
         """(uint8 image or None, error or "", label, warning or "") of one sample."""
-        image, error = None, ""
+        image, error, warning = None, "", ""
         if "__duplicate_of__" in sample:
             error = f"duplicate key: row {sample['__duplicate_of__']} has the same key"
         try:
             if not error:
-                image = self.transform(decode_image(sample))
+                rgb, warning = decode_checked(sample)
+                image = self.transform(rgb)
         except Exception as exc:  # any decode failure becomes a failed row
             error = _reason("decode", exc)
-        label, warning = read_label(sample)
-        return image, error, label, warning
+        label, label_warning = read_label(sample)
+        return image, error, label, "; ".join(w for w in (warning, label_warning) if w)
 
 
 def _reason(stage: str, exc: Exception) -> str:

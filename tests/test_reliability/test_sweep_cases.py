@@ -161,6 +161,12 @@ def test_5_a_16_bit_png_keeps_its_values(tmp_path):
     assert extract(shard, tmp_path / "store", "--with", "pixels").exit_code == 0
     pixels = open_store(str(tmp_path / "store")).array("pixels")[0]
     assert pixels.min() < 30 and pixels.max() > 220 and len(np.unique(pixels)) > 50
+    beyond = (np.arange(64 * 64).reshape(64, 64) * 1000).astype(np.int32)  # up to 4 million
+    buf = io.BytesIO()
+    Image.fromarray(beyond).save(buf, format="TIFF")
+    shard = write_shard(tmp_path / "t.tar", [{"__key__": "wide", "tif": buf.getvalue()}])
+    result = extract(shard, tmp_path / "tif")
+    assert_sentence(result, 0, "1 ok", "with a warning", "were clipped")
 
 
 def test_5_a_grid_under_2x2_is_refused_before_any_work(tmp_path):
@@ -283,3 +289,18 @@ def test_10_ctrl_c_exits_130_and_says_rerun_resumes(tmp_path, monkeypatch):
     result = extract(shard, tmp_path / "store")
     assert result.exit_code == 130
     assert "rerun the same command to resume" in " ".join(result.output.split())
+
+
+def test_10_a_write_refused_by_permissions_does_not_say_free_the_space(tmp_path, monkeypatch):
+    import errno
+
+    shard = write_shard(tmp_path / "s.tar", image_samples(3))
+
+    async def refused(self, key, value):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", refused)
+    result = extract(shard, tmp_path / "store")
+    assert result.exit_code == 1
+    flat = " ".join(result.output.split())
+    assert "no permission to write there" in flat and "free" not in flat
