@@ -40,7 +40,9 @@ def check_model(name: str, img_size: int | None) -> None:
     `img_size` gives it at least 2 x 2 patches."""
     arch, _, tag = name.partition(".")
     if arch not in timm.list_models():
-        close = difflib.get_close_matches(arch, timm.list_models(), n=3, cutoff=0.6)
+        names = timm.list_models()
+        close = [n for n in names if n.startswith(arch)][:3] or \
+            difflib.get_close_matches(arch, names, n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else \
             "; list them with python -c \"import timm; print(timm.list_models('vit_*'))\""
         raise UsageError(f"--model {name}: timm has no model {arch!r}{hint}")
