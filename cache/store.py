@@ -260,10 +260,16 @@ def remove_partials(url: str) -> list[str]:
 
 
 def is_vitreg_store(path: Path) -> bool:
-    """A folder whose root group carries vitreg's attributes."""
-    meta = path / "zarr.json"
+    """A folder whose root group carries vitreg's attributes, or a bare Zarr
+    group that a creation cut short (or another job starting the same store
+    a moment ago) left: `zarr.json` with no attributes and nothing else."""
     try:
-        return "vitreg" in (json.loads(meta.read_text()).get("attributes") or {})
+        meta = json.loads((path / "zarr.json").read_text())
+        attrs = meta.get("attributes") or {}
+        if "vitreg" in attrs:
+            return True
+        return meta.get("node_type") == "group" and not attrs and \
+            [p.name for p in path.iterdir()] == ["zarr.json"]
     except (OSError, ValueError, AttributeError):
         return False
 
