@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from vitreg.cache import VitregError
+from vitreg.core.errors import cli_errors
 
 from .maps import TOP_K, run_maps
 from .norms import run_norms
@@ -50,10 +50,7 @@ def _maps_options(fn: Callable) -> Callable:
 
 
 def _call(run: Callable[..., Any], **kwargs: Any) -> Any:
-    try:
-        return run(**kwargs)
-    except (VitregError, ValueError, KeyError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    return run(**kwargs)
 
 
 @click.group("analysis")
@@ -62,6 +59,7 @@ def analysis() -> None:
 
 
 @analysis.command("norms")
+@cli_errors
 @_common
 def norms_cmd(stores: tuple[str, ...], **kwargs: Any) -> None:
     """Norm histograms, 98th-percentile threshold and statistics (Claims 1-2)."""
@@ -70,6 +68,7 @@ def norms_cmd(stores: tuple[str, ...], **kwargs: Any) -> None:
 
 
 @analysis.command("similarity")
+@cli_errors
 @_common
 @_similarity_options
 def similarity_cmd(stores: tuple[str, ...], **kwargs: Any) -> None:
@@ -80,6 +79,7 @@ def similarity_cmd(stores: tuple[str, ...], **kwargs: Any) -> None:
 
 
 @analysis.command("maps")
+@cli_errors
 @_common
 @_maps_options
 def maps_cmd(stores: tuple[str, ...], **kwargs: Any) -> None:
@@ -89,6 +89,7 @@ def maps_cmd(stores: tuple[str, ...], **kwargs: Any) -> None:
 
 
 @analysis.command("report")
+@cli_errors
 @_common
 @_similarity_options
 @_maps_options

@@ -232,7 +232,7 @@ def _hwc_collate(self, items, pool=None):
         except Exception as exc:  # noqa: BLE001 - as vitreg's _collate
             error = data_mod._reason("decode", exc)
         try:
-            labels.append(data_mod.read_label(sample))
+            labels.append(data_mod.read_label(sample)[0])
         except (ValueError, UnicodeDecodeError) as exc:
             labels.append(-1)
             error = error or data_mod._reason("label", exc)

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import click
 import numpy as np
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
-from .errors import VitregError
-from .reader import Store
+from vitreg.core.errors import VitregError, cli_errors
+
+from .reader import Store, failure_summary
+from .shardid import local_shard_path, shard_digest
 from .store import remove_partials
 from .writer import STATUS_FAILED, STATUS_OK, STATUS_PENDING
 
-console = Console()
+console = Console(soft_wrap=True)
 
 
 def array_sizes(store: Store) -> list[tuple[str, tuple, str, int, int]]:
@@ -54,9 +57,15 @@ def run_info(url: str) -> None:
     if meta.get("weights") == "random":
         head.add_row("[bold red]WARNING[/]", "[bold red]random weights: values mean nothing[/]")
     console.print(head)
-    table = Table("array", "shape", "dtype", "chunks", "on disk", "raw", "ratio")
+    for what, status in (("failed", STATUS_FAILED), ("warned", STATUS_OK)):
+        for group in failure_summary(store.root, status=status):
+            console.print(f"{what} {group['count']} row(s): {group['reason']} "
+                          f"(e.g. {', '.join(group['keys'])})")
+    sizes = array_sizes(store)
+    width = max((len(name) for name, *_ in sizes), default=5)
+    table = Table(Column("array", no_wrap=True, min_width=width), "shape", "dtype", "chunks", "on disk", "raw", "ratio")
     total_stored = total_raw = 0
-    for name, shape, dtype, stored, raw in array_sizes(store):
+    for name, shape, dtype, stored, raw in sizes:
         total_stored, total_raw = total_stored + stored, total_raw + raw
         ratio = f"{raw / stored:.2f}x" if stored and raw else "-"
         table.add_row(name, str(shape), dtype, str(store.array(name).chunks), human_bytes(stored),
@@ -75,7 +84,11 @@ class VerifyReport:
 def run_verify(url: str) -> VerifyReport:
     """Read everything back: shapes, status values, finiteness of ok rows."""
     report = VerifyReport(removed=remove_partials(url))
-    store = Store(url, allow_partial=True)
+    try:
+        store = Store(url, allow_partial=True)
+    except VitregError as exc:  # no store to read is verify's problem to report (exit 1)
+        report.problems.append(str(exc))
+        return report
     status = store.root["status"][:]  # the array itself, not the attributes' summary
     if store.complete and not np.array_equal(status, store.status):
         report.problems.append("the attribute failed_rows disagrees with the status array")
@@ -84,6 +97,10 @@ def run_verify(url: str) -> VerifyReport:
         report.problems.append(f"{int(bad_status.sum())} rows have an unknown status value")
     if store.complete and (status == STATUS_PENDING).any():
         report.problems.append("the store says it is complete but has pending rows")
+    elif (status == STATUS_PENDING).any():
+        report.problems.append(f"incomplete: {int((status == STATUS_PENDING).sum())} pending "
+                               "row(s); rerun the extract command that made it to finish it")
+    report.problems.extend(shard_problems(store))
     errors = store.array("error")[:]
     failed_without_reason = (status == STATUS_FAILED) & (errors == "")
     if failed_without_reason.any():
@@ -97,24 +114,39 @@ def run_verify(url: str) -> VerifyReport:
     return report
 
 
+def shard_problems(store: Store) -> list[str]:
+    """Recorded shards that are reachable here and no longer match their digest
+    (schema 1.2), and keys of ok rows that occur twice."""
+    problems = []
+    shards = store.meta.get("shards") or []
+    for shard, recorded in zip(shards, store.meta.get("shard_digests") or [None] * len(shards)):
+        path = local_shard_path(shard.get("url", ""))
+        if path is None or not recorded or recorded.startswith("keys-"):
+            continue
+        if shard_digest(path) != recorded:
+            problems.append(f"shard {shard['url']} changed since the store was written "
+                            "(its members differ): the rows may not be its samples")
+    keys = Counter(str(k) for k in store.array("key")[:][store.ok_rows()])
+    twice = [key for key, n in keys.items() if n > 1]
+    if twice:
+        problems.append(f"{len(twice)} key(s) occur in several ok rows (e.g. {twice[0]!r})")
+    return problems
+
+
 @click.command("info")
+@cli_errors
 @click.argument("store")
 def info_command(store: str) -> None:
     """Model, weights, rows ok/failed/pending, arrays with shapes and bytes on disk."""
-    try:
-        run_info(store)
-    except VitregError as exc:
-        raise click.ClickException(str(exc)) from exc
+    run_info(store)
 
 
 @click.command("verify")
+@cli_errors
 @click.argument("store")
 def verify_command(store: str) -> None:
     """Read the whole store back; exit 1 on any problem."""
-    try:
-        report = run_verify(store)
-    except VitregError as exc:
-        raise click.ClickException(str(exc)) from exc
+    report = run_verify(store)
     for path in report.removed:
         console.print(f"removed leftover of a killed write: {path}")
     for problem in report.problems:
@@ -125,14 +157,12 @@ def verify_command(store: str) -> None:
 
 
 @click.command("pack")
+@cli_errors
 @click.argument("store")
 @click.argument("out", type=click.Path(dir_okay=False))
 def pack_command(store: str, out: str) -> None:
     """Write a complete STORE into one zip (members stored) that readers open directly."""
     from .pack import run_pack
 
-    try:
-        members = run_pack(store, out)
-    except VitregError as exc:
-        raise click.ClickException(str(exc)) from exc
+    members = run_pack(store, out)
     console.print(f"wrote {out}: {members} files")

@@ -6,7 +6,7 @@ builtins still catch them.
 
 from __future__ import annotations
 
-from vitreg.core.errors import VitregError
+from vitreg.core.errors import InputError, VitregError
 
 
 class StoreNotFoundError(VitregError, FileNotFoundError):

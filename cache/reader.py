@@ -3,13 +3,14 @@ provenance, and the outlier threshold computed once, the same way for all."""
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import zarr
 
-from .errors import IncompleteStoreError
+from .errors import IncompleteStoreError, InputError
 from .mapped import MappedArray, mapped
 from .schema import Geometry
 from .store import (
@@ -209,7 +210,8 @@ def outlier_threshold(patch_norms: np.ndarray, percentile: float = OUTLIER_PERCE
     """`numpy.percentile` (linear interpolation) over every patch-token norm."""
     values = np.asarray(patch_norms, dtype=np.float32).ravel()
     if values.size == 0:
-        raise ValueError("no ok rows: the outlier threshold is undefined")
+        raise InputError("the store has no ok rows, so the outlier threshold is undefined; "
+                         "see `vitreg info STORE` for why its rows failed")
     return float(np.percentile(values, percentile))
 
 
@@ -249,3 +251,23 @@ def mark_complete(root: zarr.Group, *, shared: bool = False) -> tuple[int, int]:
 def open_store(url: str, *, allow_partial: bool = False) -> Store:
     """Open a store for reading; see `Store`."""
     return Store(url, allow_partial=allow_partial)
+
+
+def failure_summary(root: zarr.Group, *, status: int = STATUS_FAILED,
+                    examples: int = 3) -> list[dict[str, Any]]:
+    """Rows of `status` with a text in `error` (failed rows: the reason; ok
+    rows: a warning) grouped by that text, most frequent first, with the
+    count and example keys."""
+    error = root["error"][:]
+    mine = root["status"][:] == status
+    rows = np.flatnonzero(mine if status == STATUS_FAILED else mine & (error != ""))
+    if not len(rows):
+        return []
+    keys = root["key"].get_orthogonal_selection((rows,))
+    groups: dict[str, list[str]] = {}
+    for text, key in zip(error[rows], keys):
+        # "row 12 has the same key": one cause, whatever the row
+        reason = re.sub(r"\brow \d+", "row N", str(text)) or "(no reason recorded)"
+        groups.setdefault(reason, []).append(str(key))
+    return [{"reason": reason, "count": len(group), "keys": group[:examples]}
+            for reason, group in sorted(groups.items(), key=lambda g: -len(g[1]))]

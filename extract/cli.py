@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.console import Console
 
-from vitreg.cache import VitregError
+from vitreg.core.errors import InputError, cli_errors
 from vitreg.cache.schema import WITH_OPTIONS, parse_token_mode
 
 from .transforms import INTERPOLATIONS, PRESETS
@@ -40,6 +40,7 @@ class CommaChoice(click.ParamType):
 
 
 @click.command("shards")
+@cli_errors
 @click.argument("src", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the tars.")
 @click.option("--per-shard", default=1000, show_default=True, type=click.IntRange(min=1))
@@ -49,14 +50,15 @@ def shards_command(src: str, out: str, per_shard: int, synsets: str | None) -> N
     """Pack an image folder into webdataset shards (original bytes, `cls`, `json`)."""
     from .shards import run_shards
 
-    try:
-        paths = run_shards(src=src, out=out, per_shard=per_shard, synsets=synsets)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
+    notes: list[str] = []
+    paths = run_shards(src=src, out=out, per_shard=per_shard, synsets=synsets, notes=notes)
+    for note in notes:
+        console.print(f"[yellow]note:[/] {note}")
     console.print(f"wrote {len(paths)} shard(s) to {out}")
 
 
 @click.command("extract")
+@cli_errors
 @click.argument("shards", nargs=-1, required=True)
 @click.option("--model", "model_name", required=True, help="timm model name, e.g. vit_small_patch14_reg4_dinov2.lvd142m")
 @click.option("--out", required=True, help="Store path or fsspec URL.")
@@ -108,26 +110,45 @@ def extract_command(shards: tuple[str, ...], model_name: str, out: str, weights:
                   tokens=tokens, dtype=dtype, with_options=with_options, seed=seed,
                   chunk_rows=chunk_rows, preprocess=preprocess, crop_pct=crop_pct,
                   interpolation=interpolation, keys=keys_file)
-    try:
-        if dry_run:
-            from .dryrun import run_dry_run
+    if dry_run:
+        from .dryrun import run_dry_run
 
-            print_dry_run(run_dry_run(**common))
-            return
+        print_dry_run(run_dry_run(**common))
+        return
+    try:
         summary = run_extract(
             **common, out=out, workers=workers, overwrite=overwrite, progress=not no_progress,
             rank=rank, world_size=world_size,
         )
-    except (VitregError, ValueError, NotImplementedError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        console.print("[red]interrupted:[/] the rows written so far are kept; "
+                      "rerun the same command to resume")
+        raise SystemExit(130) from None
     except OSError as exc:
-        raise click.ClickException(
-            f"writing the store failed: {exc}. Rows written so far are safe; free the space or "
-            "fix the destination, then run the same command again to resume."
-        ) from exc
+        # exit 1 as before: the run started, its rows so far are kept
+        raise click.ClickException(write_failure(exc, out)) from exc
     print_summary(summary)
+    if summary.rows and summary.failed == summary.rows:
+        raise InputError(f"no row of {summary.store} is ok: every image failed (reasons above); "
+                         "fix the inputs, then rerun with --overwrite")
     if strict and (summary.failed or summary.damaged_shards):
+        console.print(f"[red]--strict:[/] {summary.failed} failed row(s), "
+                      f"{len(summary.damaged_shards)} damaged shard(s); reasons above")
         raise SystemExit(1)
+
+
+def write_failure(exc: OSError, out: str) -> str:
+    """One sentence for an OSError while writing the store, by its cause."""
+    import errno
+
+    if exc.errno == errno.ENOSPC:
+        what = f"the disk is full ({exc}); free some space"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        what = f"no permission to write there ({exc}); choose a writable --out"
+    else:
+        what = f"{exc}; fix the destination"
+    return (f"writing the store {out} failed: {what}, then run the same command again "
+            "to resume (rows written so far are safe)")
 
 
 def print_dry_run(plan: dict) -> None:
@@ -156,8 +177,18 @@ def print_summary(summary) -> None:
     if summary.world > 1:
         console.print(f"rank {summary.rank} of {summary.world}: rows {summary.row_range[0]}.."
                       f"{summary.row_range[1] - 1}")
+    for line in reason_lines(summary.failures, "failed") + reason_lines(summary.warnings, "warned"):
+        console.print(line)
     console.print(
         f"{summary.store}: {summary.rows} rows, {summary.ok} ok, {summary.failed} failed; "
         f"{summary.processed} processed in {summary.seconds:.1f} s "
         f"({summary.images_per_second:.1f} img/s)"
+        + (f", {sum(g['count'] for g in summary.warnings)} with a warning" if summary.warnings else "")
     )
+
+
+def reason_lines(groups: list[dict], what: str) -> list[str]:
+    """Rows grouped by reason: count and example keys."""
+    colour = "red" if what == "failed" else "yellow"
+    return [f"[{colour}]{what}[/] {g['count']} row(s): {g['reason']} (e.g. {', '.join(g['keys'])})"
+            for g in groups]

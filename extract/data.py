@@ -26,6 +26,8 @@ from webdataset import tariterators
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
+from vitreg.cache.shardid import local_shard_path as local_path
+
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "ppm", "pgm", "bmp", "tif", "tiff", "gif")
 
 
@@ -41,14 +43,6 @@ def expand_shards(shards: list[str]) -> list[str]:
 class ShardDamage:
     url: str
     reason: str
-
-
-def local_path(url: str) -> str | None:
-    """The file of a local shard (a path or `file://` URL), else None."""
-    path = url.removeprefix("file://") if url.startswith("file://") else url
-    if ":" in path.split("/")[0] or not os.path.isfile(path):
-        return None
-    return path
 
 
 def read_span(file: io.BufferedReader, span: np.ndarray, url: str) -> dict[str, Any]:
@@ -117,24 +111,75 @@ def group_members(files: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 def decode_image(sample: dict[str, Any]) -> Image.Image:
     """The sample's image as RGB; raises with a reason a person can act on."""
-    ext = next((e for e in IMAGE_EXTS if e in sample), None)
-    if ext is None:
+    return decode_checked(sample)[0]
+
+
+def decode_checked(sample: dict[str, Any]) -> tuple[Image.Image, str]:
+    """(RGB image, warning or ""): the warning says when pixel values were clipped."""
+    found = image_members(sample)
+    if not found:
         members = sorted(k for k in sample if not k.startswith("__"))
         raise ValueError(f"no image member (members: {members})")
-    with Image.open(io.BytesIO(sample[ext])) as img:
+    with Image.open(io.BytesIO(sample[found[0]])) as img:
         img.load()
-        return img.convert("RGB")
+        mode = img.mode
+        rgb, clipped = to_rgb(img)
+    return rgb, f"warning: {mode} image values outside 0..65535 were clipped" if clipped else ""
 
 
-def read_label(sample: dict[str, Any]) -> int:
-    """`cls` member, else a `label` in `json`, else -1."""
+def image_members(sample: dict[str, Any]) -> list[str]:
+    """The sample's image members: `jpg`, `png`, ...; failing those, members
+    such as `v1.jpg` that a dotted file name (`img.v1.jpg`, key `img`) made."""
+    exact = [e for e in IMAGE_EXTS if e in sample]
+    if exact:
+        return exact
+    return sorted(k for k in sample if not k.startswith("__") and "." in k
+                  and k.rsplit(".", 1)[1] in IMAGE_EXTS)
+
+
+def to_rgb(img: Image.Image) -> tuple[Image.Image, bool]:
+    """(8-bit RGB, whether values were clipped). 16-bit and 32-bit integer
+    modes are scaled from 0..65535 (or 0..255 when no value exceeds 255) and
+    float ones from 0..1 (or 0..255): PIL's own convert clips them to white.
+    CMYK, LA, P and the rest go through PIL's convert."""
+    if img.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return img.convert("RGB"), False
+    values = np.asarray(img, dtype=np.float64)
+    high = values.max(initial=0)
+    if img.mode == "F":
+        top = 1.0 if high <= 1.0 else 255.0
+    else:
+        top = 65535.0 if img.mode.startswith("I;16") or high > 255 else 255.0
+    scaled = values / top * 255.0 + 0.5
+    clipped = bool((scaled < 0).any() or (scaled >= 256).any())
+    gray = Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), "L")
+    return gray.convert("RGB"), clipped
+
+
+def read_label(sample: dict[str, Any]) -> tuple[int, str]:
+    """(label, warning): `cls` member, else a `label` in `json`, else -1.
+
+    A label that is not an integer >= -1 becomes -1 with a warning: the
+    image itself is still good."""
     if "cls" in sample:
-        return int(sample["cls"].decode().strip())
-    if "json" in sample:
-        meta = json.loads(sample["json"])
-        if isinstance(meta, dict) and isinstance(meta.get("label"), int):
-            return meta["label"]
-    return -1
+        text = bytes(sample["cls"]).decode(errors="replace").strip()
+        try:
+            label = int(text)
+        except ValueError:
+            return -1, f"warning: label {text[:40]!r} in .cls is not an integer; stored -1"
+    elif "json" in sample:
+        try:
+            meta = json.loads(sample["json"])
+        except ValueError:
+            return -1, "warning: the .json member is not JSON; label stored -1"
+        if not (isinstance(meta, dict) and isinstance(meta.get("label"), int)):
+            return -1, ""
+        label = meta["label"]
+    else:
+        return -1, ""
+    if label < -1 or label > np.iinfo(np.int32).max:
+        return -1, f"warning: label {label} is out of range (-1 or a class index); stored -1"
+    return label, ""
 
 
 class ShardStream(IterableDataset):
@@ -233,33 +278,31 @@ class ShardStream(IterableDataset):
         images = torch.zeros((len(items), 3, size, size), dtype=torch.uint8)
         samples = [sample for _, sample in items]
         decoded = list(pool.map(self._decode, samples) if pool else map(self._decode, samples))
-        for i, (image, _, _) in enumerate(decoded):
+        for i, (image, _, _, _) in enumerate(decoded):
             if image is not None:
                 images[i] = image
         return {
             "row": torch.tensor([r for r, _ in items], dtype=torch.int64),
             "key": [s["__key__"] for s in samples],
-            "label": torch.tensor([label for _, _, label in decoded], dtype=torch.int32),
+            "label": torch.tensor([label for _, _, label, _ in decoded], dtype=torch.int32),
             "image": images,
-            "error": [error for _, error, _ in decoded],
+            "error": [error for _, error, _, _ in decoded],
+            "warning": [warning for _, _, _, warning in decoded],
         }
 
-    def _decode(self, sample: dict[str, Any]) -> tuple[torch.Tensor | None, str, int]:
-        """(uint8 image or None, error or "", label) of one sample."""
-        image, error = None, ""
+    def _decode(self, sample: dict[str, Any]) -> tuple[torch.Tensor | None, str, int, str]:
+        """(uint8 image or None, error or "", label, warning or "") of one sample."""
+        image, error, warning = None, "", ""
         if "__duplicate_of__" in sample:
             error = f"duplicate key: row {sample['__duplicate_of__']} has the same key"
         try:
             if not error:
-                image = self.transform(decode_image(sample))
+                rgb, warning = decode_checked(sample)
+                image = self.transform(rgb)
         except Exception as exc:  # any decode failure becomes a failed row
             error = _reason("decode", exc)
-        try:
-            label = read_label(sample)
-        except (ValueError, UnicodeDecodeError) as exc:
-            label = -1
-            error = error or _reason("label", exc)
-        return image, error, label
+        label, label_warning = read_label(sample)
+        return image, error, label, "; ".join(w for w in (warning, label_warning) if w)
 
 
 def _reason(stage: str, exc: Exception) -> str:

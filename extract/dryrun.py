@@ -11,11 +11,13 @@ from typing import Any
 import numpy as np
 from vitreg.cache import ArraySpec, Geometry, arrays_for, default_chunk_rows
 from vitreg.cache.schema import parse_token_mode
+from vitreg.core.errors import InputError
 
 from .capture import Capture, resolve_precision, to_numpy
+from .checks import check_model
 from .data import ShardStream
 from .model import build_model
-from .plan import plan_shards
+from .plan import check_shard_args, no_samples_message, plan_shards
 from .transforms import eval_transform
 
 
@@ -70,10 +72,14 @@ def run_dry_run(
     """Plan the run and time two batches; write nothing."""
     from .run import resolve_device
 
+    dev = resolve_device(device)
+    check_model(model, img_size)
+    check_shard_args(shards)
     plan = plan_shards(shards, limit=limit, keys=keys)
+    if plan.n_rows == 0:
+        raise InputError(no_samples_message(plan))
     loaded = build_model(model, weights=weights, img_size=img_size, seed=seed,
                          preprocess=preprocess, crop_pct=crop_pct, interpolation=interpolation)
-    dev = resolve_device(device)
     precision = resolve_precision(precision, dev)
     specs = arrays_for(sorted(with_options), tokens, dtype)
     capture = Capture(loaded, device=dev, precision=precision, with_options=with_options,

@@ -178,9 +178,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except SafetensorError as exc:
+            raise WeightsError(f"{path} is not a readable .safetensors file ({exc}); "
+                               "check the file, or save it again") from exc
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -202,7 +207,13 @@ def _load_file(model: torch.nn.Module, path: Path) -> None:
 
     state = checkpoint_filter_fn(read_state_dict(path), model)
     state = {k: v for k, v in state.items() if not k.startswith("head.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # torch: "size mismatch for ..."
+        first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line),
+                     str(exc).splitlines()[0])
+        raise WeightsError(f"{path} does not fit the model: {first.rstrip('.')}; the checkpoint is of "
+                           "another model or size: pass the --model it was saved from") from exc
     if missing or unexpected:
         raise WeightsError(
             f"{path} does not fit the model: missing {missing[:5]}..., unexpected "

@@ -9,6 +9,7 @@ multi-process run, and every resumed run, agree on them without talking.
 from __future__ import annotations
 
 import inspect
+from collections import Counter
 import os
 import re
 import tarfile
@@ -18,9 +19,11 @@ from typing import Any, Iterator
 import numpy as np
 from webdataset import tariterators
 
-from vitreg.core import InputError, UsageError
+from vitreg.cache.shardid import members_digest
+from vitreg.core.errors import InputError, UsageError
 
-from .data import ShardDamage, expand_shards, group_members, local_path, shard_samples
+from .data import (ShardDamage, expand_shards, group_members, image_members, local_path,
+                   shard_samples)
 
 #: Members webdataset skips (its `tar_file_iterator` default), matched the same way.
 _SKIP_META = re.compile(
@@ -35,6 +38,9 @@ class ShardCount:
     #: (n, 2) byte range of each sample's tar members, for local shards: a
     #: decode worker then reads only the samples it owns.
     spans: np.ndarray | None = None
+    #: identity of the shard (cache.shardid): its members' names and sizes,
+    #: or, for a streamed shard, its keys
+    digest: str | None = None
 
 
 @dataclass
@@ -63,11 +69,22 @@ class Plan:
     def shard_info(self) -> list[dict[str, Any]]:
         return [{"url": s.url, "samples": len(s.keys)} for s in self.shards]
 
+    def digests(self) -> list[str | None]:
+        """Each shard's identity (cache.shardid), in shard order."""
+        return [s.digest for s in self.shards]
+
+    def keys(self) -> list[str]:
+        """The key of every row, in row order (the keys file's order with `--keys`)."""
+        if self.selection is not None:
+            return [self.shards[i].keys[j] for i, j in self.selection]
+        return [key for s in self.shards for key in s.keys][: self.n_rows]
+
     def damaged(self) -> list[dict[str, str]]:
         return [{"url": s.url, "reason": s.damage} for s in self.shards if s.damage]
 
 
-def _header_members(path: str, damage: list[ShardDamage]) -> Iterator[dict[str, Any]]:
+def _header_members(path: str, damage: list[ShardDamage],
+                    seen: list[tuple[str, int]]) -> Iterator[dict[str, Any]]:
     """The members webdataset would yield, read from the headers alone, with
     the byte range from their header to the end of their padded data.
 
@@ -81,6 +98,8 @@ def _header_members(path: str, damage: list[ShardDamage]) -> Iterator[dict[str, 
                 if info.offset_data + info.size > size:
                     raise tarfile.ReadError("unexpected end of data")
                 name = info.name
+                if info.isreg():
+                    seen.append((name, info.size))
                 skip = not info.isreg() or ("/" not in name and name.startswith("__") and name.endswith("__"))
                 if not skip and not _SKIP_META.match(name):
                     end = info.offset_data + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
@@ -94,17 +113,79 @@ def count_shard(url: str) -> ShardCount:
     """Keys of a shard's samples, from tar headers for local files (no data
     read), else by streaming it through webdataset."""
     path = local_path(url)
+    if path is not None and is_compressed(path):
+        path = None  # a .tar.gz: webdataset streams it, there are no byte ranges
     damage: list[ShardDamage] = []
     spans = None
     if path is None:
-        keys = [s["__key__"] for s in shard_samples(url, damage)]
+        samples = [{k: (v if k.startswith("__") else None) for k, v in s.items()}
+                   for s in shard_samples(url, damage)]
+        keys = [s["__key__"] for s in samples]
+        digest = "keys-" + members_digest([(key, 0) for key in keys])
     else:
-        samples = list(group_members(_header_members(path, damage)))
+        seen: list[tuple[str, int]] = []
+        samples = list(group_members(_header_members(path, damage, seen)))
+        digest = members_digest(seen)
         if damage and samples:
             samples.pop()  # the sample the cut went through is dropped, as when streaming
         keys = [s["__key__"] for s in samples]
         spans = np.array([s["__span__"] for s in samples], dtype=np.int64).reshape(-1, 2)
-    return ShardCount(url, keys, damage[0].reason if damage else None, spans)
+    check_one_image(url, samples)
+    return ShardCount(url, keys, damage[0].reason if damage else None, spans, digest)
+
+
+def is_compressed(path: str) -> bool:
+    """gzip, bzip2 or xz magic bytes."""
+    with open(path, "rb") as file:
+        head = file.read(6)
+    return head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head == b"\xfd7zXZ\x00"
+
+
+def check_shard_args(shards: list[str]) -> None:
+    """Refuse a shard given twice, and one that is a glob the shell did not expand."""
+    twice = sorted(url for url, n in Counter(expand_shards(shards)).items() if n > 1)
+    if twice:
+        raise InputError(f"shard(s) given more than once: {', '.join(twice[:3])}; every sample "
+                         "would be there twice: give each shard once")
+    for shard in shards:
+        if "://" not in shard and not shard.startswith("pipe:") and any(c in shard for c in "*?[") \
+                and not os.path.exists(shard):
+            raise InputError(
+                f"shard {shard!r} looks like a glob pattern that was not expanded (quoted?); "
+                "vitreg expands brace patterns (shard-{000..009}.tar) but not *: leave the "
+                "pattern unquoted so that the shell expands it, or use braces")
+
+
+def no_samples_message(plan: Plan) -> str:
+    """Why a plan found nothing, shard by shard."""
+    reasons = []
+    for shard in plan.shards[:5]:
+        if shard.damage and "No such file" in shard.damage or (
+                local_path(shard.url) is None and "://" not in shard.url
+                and not shard.url.startswith("pipe:") and not os.path.exists(shard.url)):
+            reasons.append(f"{shard.url}: no such file")
+        elif shard.damage:
+            reasons.append(f"{shard.url}: not a readable tar ({shard.damage})")
+        else:
+            reasons.append(f"{shard.url}: a tar with no samples")
+    return (f"no samples found in {len(plan.shards)} shard(s): " + "; ".join(reasons)
+            + ". Pass webdataset tars (.tar, or .tar.gz) of image files, e.g. made by "
+            "`vitreg shards FOLDER --out DIR`")
+
+
+def check_one_image(url: str, samples: list[dict[str, Any]]) -> None:
+    """Refuse samples whose key holds several images: webdataset splits a member
+    name at its first dot, so `img.v1.jpg` and `img.v2.jpg` are both key `img`."""
+    merged = [(s["__key__"], found) for s in samples if len(found := image_members(s)) > 1]
+    if merged:
+        shown = "; ".join(f"key {key!r}: {', '.join(f'{key}.{m}' for m in found)}"
+                          for key, found in merged[:5])
+        more = f" and {len(merged) - 5} more" if len(merged) > 5 else ""
+        raise InputError(
+            f"{url}: {len(merged)} sample(s) hold several images under one key ({shown}{more}); "
+            "a key is the member name up to its first dot, so rename the files to one image per "
+            "key without extra dots (img_v1.jpg, img_v2.jpg), e.g. with `vitreg shards`")
+
 
 
 def read_keys(path: str) -> list[str]:

@@ -23,13 +23,16 @@ from vitreg.cache import (
     default_chunk_rows, ensure_store, mark_complete, open_group, stored_arrays,
 )
 from vitreg.cache.schema import parse_token_mode
-from vitreg.cache.store import store_like
+from vitreg.cache.reader import failure_summary
+from vitreg.cache.store import check_out, delete_store
+from vitreg.core.errors import InputError, UsageError
 
+from .checks import check_device, check_model
 from .capture import Capture, resolve_precision, to_numpy
 from .data import ShardStream
 from .distributed import Ranks, barrier, detect_ranks, row_range
 from .model import LoadedModel, build_model, file_sha256
-from .plan import Plan, plan_shards
+from .plan import Plan, check_shard_args, no_samples_message, plan_shards
 from .progress import progress_bar
 from .transforms import eval_transform, transform_kwargs
 
@@ -39,6 +42,8 @@ CONFIG_KEYS = (
     "preprocessing", "token_mode", "tokens_dtype", "with", "shards", "n_rows", "seed",
     "keys_file",
 )
+#: Checked on resume too, by `shard_diffs`: absent from stores of schema 1.1.
+SHARD_DIGESTS = "shard_digests"
 
 
 @dataclass
@@ -56,6 +61,10 @@ class Summary:
     rank: int = 0
     world: int = 1
     row_range: tuple[int, int] = (0, 0)
+    #: failed rows grouped by reason: {"reason", "count", "keys"} (examples)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    #: ok rows with a warning (a label that could not be read), grouped the same way
+    warnings: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
@@ -64,16 +73,17 @@ class Summary:
 
 def resolve_device(device: str, ranks: Ranks | None = None) -> torch.device:
     """`auto` is CUDA when there is one (under torchrun, the local rank's GPU)."""
-    if device == "auto":
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
-        return torch.device("cuda", ranks.local_rank if ranks else 0)
-    return torch.device(device)
+    dev = check_device(device)
+    if dev is not None:
+        return dev
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", ranks.local_rank if ranks else 0)
 
 
 def store_attrs(name: str, loaded: LoadedModel, *, precision: str, token_mode: str,
                 tokens_dtype: str, with_options: list[str], shards: list[dict[str, Any]],
-                n_rows: int, seed: int) -> dict[str, Any]:
+                n_rows: int, seed: int, shard_digests: list[str | None]) -> dict[str, Any]:
     geom = loaded.geometry
     weights_file = None
     if loaded.weights not in ("pretrained", "random"):
@@ -100,6 +110,7 @@ def store_attrs(name: str, loaded: LoadedModel, *, precision: str, token_mode: s
         "tokens_dtype": tokens_dtype,
         "with": sorted(with_options),
         "shards": shards,
+        SHARD_DIGESTS: shard_digests,
         "n_rows": n_rows,
         "seed": seed,
         "versions": {
@@ -119,13 +130,47 @@ def check_config(old: dict[str, Any], attrs: dict[str, Any]) -> None:
     """Refuse to resume into a store written with another configuration."""
     diffs = [
         f"{key}: store has {old.get(key)!r}, this run {attrs.get(key)!r}"
-        for key in CONFIG_KEYS if old.get(key) != attrs.get(key)
+        for key in CONFIG_KEYS if key != "shards" and old.get(key) != attrs.get(key)
     ]
+    diffs += shard_diffs(old.get("shards") or [], attrs["shards"], old.get(SHARD_DIGESTS),
+                         attrs[SHARD_DIGESTS])
     if diffs:
         raise ConfigMismatchError(
             "the store was written with a different configuration:\n  " + "\n  ".join(diffs)
             + "\nuse another --out, or --overwrite to start afresh"
         )
+
+
+def shard_diffs(old: list[dict[str, Any]], new: list[dict[str, Any]],
+                old_digests: list[str | None] | None, new_digests: list[str | None]) -> list[str]:
+    """How the input shards differ from those the store was started with.
+    A store of schema 1.1 recorded no digests: only urls and counts compare."""
+    if [s["url"] for s in old] != [s["url"] for s in new]:
+        return [f"shards: store has {[s['url'] for s in old]}, this run {[s['url'] for s in new]}"]
+    diffs = []
+    for was, now, was_id, now_id in zip(old, new, old_digests or [None] * len(new), new_digests):
+        if was.get("samples") != now["samples"]:
+            diffs.append(f"shard {now['url']}: {was.get('samples')} samples when the store was "
+                         f"started, {now['samples']} now")
+        elif was_id is not None and was_id != now_id:
+            diffs.append(f"shard {now['url']} was rewritten since the store was started "
+                         "(its members' names, sizes or order differ)")
+    return diffs
+
+
+def check_finished_keys(root: zarr.Group, planned: list[str]) -> None:
+    """The keys of the rows already written are those the plan puts there."""
+    done = np.flatnonzero(root["status"][:] != 0)
+    if not len(done):
+        return
+    stored = root["key"].get_orthogonal_selection((done,))
+    wrong = [int(r) for r, key in zip(done, stored) if key != planned[r]]
+    if wrong:
+        row = wrong[0]
+        raise ConfigMismatchError(
+            f"{len(wrong)} finished row(s) of the store hold other samples than the shards "
+            f"give now (row {row}: store {stored[list(done).index(row)]!r}, shards "
+            f"{planned[row]!r}); the shards changed: use another --out, or --overwrite")
 
 
 def prepare_store(out: str, attrs: dict[str, Any], loaded: LoadedModel, *,
@@ -134,7 +179,7 @@ def prepare_store(out: str, attrs: dict[str, Any], loaded: LoadedModel, *,
     n_rows = attrs["n_rows"]
     _, sample_k = parse_token_mode(attrs["token_mode"])
     if overwrite:
-        zarr.open_group(store_like(out, "w"), mode="w", zarr_format=3)
+        delete_store(out)
     ensure_store(
         out, geometry=loaded.geometry, n_rows=n_rows, attrs=attrs, sample_k=sample_k,
         specs=arrays_for(attrs["with"], attrs["token_mode"], attrs["tokens_dtype"]),
@@ -191,18 +236,23 @@ def run_extract(
     ranks = detect_ranks(rank, world_size)
     with_options = sorted(set(with_options))
     dev = resolve_device(device, ranks)
+    check_out(out, overwrite=overwrite)
+    check_model(model, img_size)
+    check_shard_args(shards)
     plan = plan_shards(shards, limit=limit, keys=keys)
     if plan.n_rows == 0:
-        raise ValueError(f"no samples found in {len(plan.shards)} shard(s): {plan.urls[:3]}")
+        raise InputError(no_samples_message(plan))
     loaded = build_model(model, weights=weights, img_size=img_size, seed=seed,
                          preprocess=preprocess, crop_pct=crop_pct, interpolation=interpolation)
     check_token_mode(tokens, loaded.geometry)
     precision = resolve_precision(precision, dev)
     attrs = store_attrs(model, loaded, precision=precision, token_mode=tokens,
                         tokens_dtype=dtype, with_options=with_options,
-                        shards=plan.shard_info(), n_rows=plan.n_rows, seed=seed)
+                        shards=plan.shard_info(), n_rows=plan.n_rows, seed=seed,
+                        shard_digests=plan.digests())
     attrs["keys_file"] = {"path": keys, "sha256": file_sha256(keys)} if keys else None
     root = open_for_ranks(out, attrs, loaded, ranks, chunk_rows=chunk_rows, overwrite=overwrite)
+    check_finished_keys(root, plan.keys())
     first, last = row_range(plan.n_rows, root["status"].chunks[0], ranks)
     todo = root["status"][:] == 0
     todo[:first] = todo[last:] = False
@@ -219,14 +269,15 @@ def run_extract(
         store=out, rows=plan.n_rows, ok=ok, failed=failed, processed=processed,
         seconds=time.perf_counter() - start, loop_seconds=loop_seconds, writer_waited=waited,
         notes=loaded.notes, damaged_shards=plan.damaged(), rank=ranks.rank, world=ranks.world,
-        row_range=(first, last),
+        row_range=(first, last), failures=failure_summary(root),
+        warnings=failure_summary(root, status=STATUS_OK),
     )
 
 
 def check_token_mode(tokens: str, geometry) -> None:
     kind, k = parse_token_mode(tokens)
     if kind == "sampled" and k > geometry.patches:
-        raise ValueError(f"--tokens {tokens} asks for {k} of only {geometry.patches} patch tokens")
+        raise UsageError(f"--tokens {tokens} asks for {k} of only {geometry.patches} patch tokens")
 
 
 def _extract_rows(root: zarr.Group, loaded: LoadedModel, plan: Plan, *, todo: np.ndarray,
@@ -308,6 +359,8 @@ def _batch_values(batch: dict[str, Any], capture: Capture,
     bad_values = (errors == "") & ~finite
     errors[bad_values] = "model: NaN or inf in the outputs"
     failed = errors != ""
+    warnings = np.array(batch["warning"], dtype=object)
+    errors[~failed & (warnings != "")] = warnings[~failed & (warnings != "")]
     if failed.any():
         for value in values.values():
             value[failed] = 0  # a failed row holds fill values only

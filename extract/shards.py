@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import webdataset as wds
+
+from vitreg.core.errors import InputError
 
 from .data import IMAGE_EXTS
 
@@ -44,12 +46,39 @@ def list_images(src: Path, synsets: dict[str, int] | None) -> list[ImageFile]:
     return images
 
 
-def run_shards(*, src: str, out: str, per_shard: int = 1000, synsets: str | None = None) -> list[str]:
-    """Write `out/shard-000000.tar`, ...; return the shard paths."""
+def unique_keys(images: list[ImageFile]) -> tuple[list[ImageFile], list[str]]:
+    """Give files that map to one key (`x.jpg` and `x.png`; `a.b.jpg` and
+    `a_b.jpg`) distinct keys `x`, `x_2`, ...; say which were renamed."""
+    taken = {image.key for image in images}
+    seen: set[str] = set()
+    out, renamed = [], []
+    for image in images:
+        key = image.key
+        if key in seen:
+            n = 2
+            while f"{image.key}_{n}" in taken:
+                n += 1
+            key = f"{image.key}_{n}"
+            taken.add(key)
+            renamed.append(f"{image.path.name} -> key {key}")
+        seen.add(key)
+        out.append(replace(image, key=key))
+    return out, renamed
+
+
+def run_shards(*, src: str, out: str, per_shard: int = 1000, synsets: str | None = None,
+               notes: list[str] | None = None) -> list[str]:
+    """Write `out/shard-000000.tar`, ...; return the shard paths. What a user
+    should know (keys made unique) is appended to `notes`."""
     src_path, out_path = Path(src), Path(out)
     images = list_images(src_path, read_synsets(Path(synsets)) if synsets else None)
     if not images:
-        raise ValueError(f"no images ({', '.join(IMAGE_EXTS)}) under {src}")
+        raise InputError(f"no images ({', '.join(IMAGE_EXTS)}) under {src}; "
+                         "give a folder of image files (class sub-folders give labels)")
+    images, renamed = unique_keys(images)
+    if renamed and notes is not None:
+        notes.append(f"{len(renamed)} file(s) shared a key with another and got a new one: "
+                     + "; ".join(renamed[:5]) + ("; ..." if len(renamed) > 5 else ""))
     out_path.mkdir(parents=True, exist_ok=True)
     pattern = str(out_path / "shard-%06d.tar")
     with wds.ShardWriter(pattern, maxcount=per_shard, verbose=0) as sink:

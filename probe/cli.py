@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.logging import RichHandler
-from vitreg.cache import VitregError
+from vitreg.core.errors import cli_errors
 
 from .registry import PROBES, Option, ProbeSpec
 from .report import print_result
@@ -47,10 +47,7 @@ def _click_option(opt: Option) -> click.Option:
 def _command(spec: ProbeSpec) -> click.Command:
     def callback(store: str, val: str | None, out: str, verbose: bool, **options: Any) -> None:
         _configure_logging(verbose)
-        try:
-            result = run_probe(spec.name, store, out=out, val=val, **options)
-        except VitregError as exc:
-            raise click.ClickException(str(exc)) from exc
+        result = run_probe(spec.name, store, out=out, val=val, **options)
         print_result(result)
         click.echo(f"results written to {out}", err=True)
 
@@ -64,7 +61,7 @@ def _command(spec: ProbeSpec) -> click.Command:
                      help="log selection counts and every epoch on stderr"),
         *(_click_option(opt) for opt in spec.all_options),
     ]
-    return click.Command(spec.name, callback=callback, params=params,
+    return click.Command(spec.name, callback=cli_errors(callback), params=params,
                          help=f"Probe: {spec.summary}.", short_help=spec.summary)
 
 

@@ -305,10 +305,20 @@ def _top(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
     return {k: v for k, v in metrics["all"].items()}
 
 
+#: Without --num-classes, labels up to this count are taken as they are (ImageNet-1k).
+SPARSE_LABELS = 1000
+
+
 def _num_classes(ctx: ProbeContext, items: dict[str, Items]) -> int:
     largest = max(int(it.fields["label"].max()) for it in items.values())
     given = ctx.options.get("num_classes")
     if given is None:
+        distinct = len(np.unique(np.concatenate([it.fields["label"] for it in items.values()])))
+        if largest + 1 > max(SPARSE_LABELS, 10 * distinct):
+            raise ProbeError(
+                f"the largest label is {largest} but only {distinct} distinct labels are used: "
+                f"a head of {largest + 1} classes is almost surely a labelling mistake; fix the "
+                "shards' .cls, or pass --num-classes N if that is the class count")
         return largest + 1
     if int(given) <= largest:
         raise ProbeError(f"--num-classes {given} but a label is {largest}")

@@ -89,6 +89,8 @@ COMMON_OPTIONS: tuple[Option, ...] = (
            "validation (a seeded permutation of images, never of tokens)"),
     Option("seed", 42, "seed of the split, the token draws, the shuffling and the "
            "initialisation (the paper's)"),
+    Option("allow_val_overlap", False, "accept a --val store that shares images (keys) with "
+           "STORE; by default that is refused"),
     Option("allow_partial", False, "use the ok rows of a store that is still being written"),
     Option("device", "auto", "where the torch backend trains", choices=("auto", "cpu", "cuda")),
     Option("backend", "torch", "torch (the paper's probes) or sklearn (LogisticRegression / "

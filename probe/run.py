@@ -41,12 +41,16 @@ def run_probe(
     """
     spec = get_probe(kind)
     opts = resolve_options(spec, options)
+    if out is not None:
+        check_out_file(out)
     started = _dt.datetime.now(_dt.UTC)
     t0 = time.perf_counter()
     train_store = open_store(store, allow_partial=opts["allow_partial"])
     val_store = open_store(val, allow_partial=opts["allow_partial"]) if val else None
     if val_store is not None:
         check_same_model(train_store, val_store)
+        if not opts["allow_val_overlap"]:
+            check_no_overlap(train_store, val_store)
     device = resolve_device(opts["device"])
     train_rows, val_rows, split = split_rows(
         train_store, val_store, val_fraction=float(opts["val_fraction"]), seed=int(opts["seed"])
@@ -117,6 +121,12 @@ def resolve_options(spec: ProbeSpec, given: dict[str, Any]) -> dict[str, Any]:
         if opt.choices is not None and value not in opt.choices:
             raise ProbeError(f"option {name}={value!r}: one of {list(opt.choices)}")
         resolved[name] = value
+    if not 0 < float(resolved["percentile"]) < 100:
+        raise ProbeError(f"--percentile {resolved['percentile']}: give a value between 0 and 100 "
+                         "(exclusive), e.g. the study's 98")
+    if not 0 < float(resolved["val_fraction"]) < 1:
+        raise ProbeError(f"--val-fraction {resolved['val_fraction']}: give a fraction between 0 "
+                         "and 1 (exclusive)")
     for name in ("epochs", "batch_size"):
         if name in resolved and int(resolved[name]) < 1:
             raise ProbeError(f"option {name} must be at least 1")
@@ -139,6 +149,29 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ProbeError("--device cuda: torch sees no CUDA device here; use --device cpu")
     return torch.device(name)
+
+
+def check_out_file(out: str) -> None:
+    """`--out` can take the results file: checked before any training."""
+    target = Path(out)
+    if target.is_dir():
+        raise ProbeError(f"--out {out} is a folder; give a file name such as {target / 'probe.json'}")
+    parent = next((p for p in target.parents if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ProbeError(f"--out {out}: cannot write in {parent}; choose a writable path")
+
+
+def check_no_overlap(train: Store, val: Store) -> None:
+    """Refuse a --val store that shares images (keys of ok rows) with the training store."""
+    keys = [set(np.asarray(s.array("key")[:], dtype=object)[s.ok_rows()].tolist())
+            for s in (train, val)]
+    shared = keys[0] & keys[1]
+    if shared:
+        examples = ", ".join(sorted(map(str, shared))[:3])
+        raise ProbeError(
+            f"--val store {val.url} shares {len(shared)} of its {len(keys[1])} images with the "
+            f"training store {train.url} (e.g. {examples}): validation would measure the "
+            "training images; pass a store of other images, or --allow-val-overlap if intended")
 
 
 def check_same_model(a: Store, b: Store) -> None:

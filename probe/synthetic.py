@@ -195,7 +195,8 @@ def write_planted_store(
                 if name != "label":
                     values[name][bad] = 0
             values["status"] = np.where(bad, STATUS_FAILED, STATUS_OK).astype(np.uint8)
-            values["key"] = np.array([f"{r:08d}" for r in rows], dtype=object)
+            # images of another seed are other images: their keys differ (--val overlap check)
+            values["key"] = np.array([f"s{seed}-{r:08d}" for r in rows], dtype=object)
             values["error"] = np.array(["planted failure" if b else "" for b in bad], dtype=object)
             values = {n_: values[n_] for n_ in written}
             writer.put(rows, values)

@@ -12,6 +12,8 @@ import warnings
 from pathlib import Path
 
 import click
+
+from vitreg.core.errors import cli_errors
 from PIL import Image
 from rich.console import Console
 
@@ -110,6 +112,7 @@ def run_demo(*, out: str, batch_size: int = 16) -> Path:
 
 
 @click.command("demo")
+@cli_errors
 @click.option("--out", default="vitreg-demo", show_default=True, type=click.Path(file_okay=False))
 def demo_command(out: str) -> None:
     """The whole pipeline on sample photos, ending with the HTML report."""

@@ -1,0 +1,74 @@
+"""Options of `vitreg extract` checked before any work: a run that cannot
+start says why in one sentence and leaves no store behind."""
+
+from __future__ import annotations
+
+import difflib
+
+import timm
+import torch
+
+from vitreg.core.errors import UsageError
+
+#: What vitreg reads from a timm ViT; a model without them is not one.
+VIT_PARTS = ("patch_embed", "blocks", "cls_token", "num_prefix_tokens")
+
+
+def check_device(device: str) -> torch.device | None:
+    """The device asked for, if this machine has it; None for `auto`."""
+    if device == "auto":
+        return None
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"--device {device}: unknown device; use auto, cpu, cuda or cuda:i") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UsageError(f"--device {device}: torch sees no CUDA device on this machine; "
+                             "use --device cpu (or auto)")
+        if dev.index is not None and dev.index >= count:
+            raise UsageError(f"--device {device}: this machine has {count} CUDA device(s), "
+                             f"cuda:0 to cuda:{count - 1}")
+    elif dev.type not in ("cpu", "mps") or (dev.type == "mps" and not torch.backends.mps.is_available()):
+        raise UsageError(f"--device {device}: not available here; use auto, cpu, cuda or cuda:i")
+    return dev
+
+
+def check_model(name: str, img_size: int | None) -> None:
+    """`name` is a timm ViT (with a known pretrained tag, if one is given) and
+    `img_size` gives it at least 2 x 2 patches."""
+    arch, _, tag = name.partition(".")
+    if arch not in timm.list_models():
+        names = timm.list_models()
+        close = [n for n in names if n.startswith(arch)][:3] or \
+            difflib.get_close_matches(arch, names, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else \
+            "; list them with python -c \"import timm; print(timm.list_models('vit_*'))\""
+        raise UsageError(f"--model {name}: timm has no model {arch!r}{hint}")
+    if tag:
+        known = [p.partition(".")[2] for p in timm.list_pretrained(f"{arch}.*")]
+        if tag not in known:
+            shown = ", ".join(known[:8]) or "none"
+            raise UsageError(f"--model {name}: timm has no pretrained tag {tag!r} for {arch} "
+                             f"(known: {shown}); drop the tag or choose one of those")
+    try:
+        meta = timm.create_model(arch, pretrained=False, num_classes=0, device="meta")
+    except Exception as exc:  # timm builders raise many types
+        raise UsageError(f"--model {name}: timm cannot build it ({exc})") from exc
+    missing = [part for part in VIT_PARTS if getattr(meta, part, None) is None]
+    if missing:
+        raise UsageError(f"--model {name} is not a Vision Transformer with a [CLS] token "
+                         f"(it has no {', '.join(missing)}); vitreg reads timm ViTs such as "
+                         "vit_small_patch14_dinov2 or deit_small_patch16_224")
+    patch = meta.patch_embed.patch_size[0]
+    size = img_size if img_size is not None else meta.patch_embed.img_size[0]
+    check_grid((size // patch, size // patch), size, patch)
+
+
+def check_grid(grid: tuple[int, int], img_size: int, patch: int) -> None:
+    """At least 2 x 2 patches: the neighbour similarity compares each with its neighbours."""
+    if min(grid) < 2:
+        raise UsageError(
+            f"--img-size {img_size} gives a {grid[0]} x {grid[1]} grid of {patch}-px patches; "
+            f"vitreg needs at least 2 x 2 patches: use --img-size {2 * patch} or more")
