@@ -69,4 +69,7 @@ PAPER_MODELS: dict[str, tuple[str, list[str], list[str], list[str], str]] = {
 RESOURCES: dict[str, object] = {
     "partition": "", "gpus_per_job": 1, "cpus_per_gpu_job": 8, "cpus_per_cpu_job": 16,
     "mem_gb": 64, "timeout_min": 1440,
+    # --executor submitit-local (one node): GPUs to spread extractions over (one job per
+    # GPU at a time; 0: no GPU), and how many CPU jobs (probes, analyses) run at once.
+    "local_gpus": 0, "local_cpu_jobs": 2,
 }
