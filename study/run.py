@@ -34,6 +34,7 @@ def plan_states(steps: list[Step]) -> dict[str, State]:
 def run_study(*, plan: str, out: str, dry_run: bool = False, only: str | None = None,
               executor: str = "local") -> dict[str, Any]:
     """Run (or with `dry_run`, describe) every step of `plan` into `out`."""
+    started = time.perf_counter()
     if executor not in EXECUTORS:
         raise UsageError(f"--executor {executor!r}: one of {EXECUTORS}")
     if only is not None and only not in STAGES:
@@ -45,7 +46,6 @@ def run_study(*, plan: str, out: str, dry_run: bool = False, only: str | None = 
         from .dryrun import describe
 
         return describe(loaded, steps, states)
-    started = time.perf_counter()
     runner = (run_local if executor == "local"
               else run_submitit(executor, Path(out) / "jobs", loaded.resources))
     paths = {s.id: s.output for s in steps}
