@@ -14,7 +14,8 @@ from braceexpand import braceexpand
 from vitreg.core import InputError, UsageError
 
 from . import paper
-from .stages import ANALYSIS_KINDS, EXTRACT_KEYS, PROBE_KINDS
+from .stages import (ANALYSIS_KINDS, ANALYSIS_OPTIONS, EXTRACT_KEYS, PROBE_KINDS,
+                     check_extract_options, probe_option_names)
 
 #: Allowed keys of each table (model entries: the `[[model]]` array).
 KEYS: dict[str, set[str]] = {
@@ -136,12 +137,37 @@ def check_plan(plan: Plan, text: str, *, placeholders: bool = False) -> None:
         if body.get("split") not in SPLITS:
             raise PlanError(f"{where(f'extract.{name}', 'split')}: split must be one of "
                             f"{SPLITS}")
+        problem = check_extract_options(body)
+        if problem:
+            key, _, why = problem.partition(": ")
+            raise PlanError(f"{where(f'extract.{name}', key)}: {why}")
+    _check_options(plan, where)
     if not plan.models:
         raise PlanError(f"{plan.path}: no [[model]] entries")
     _import_plugins(plan)
     for i, model in enumerate(plan.models):
         _check_model(plan, model, lambda key, i=i: where("model", key, i))
     _check_data(plan, where, placeholders)
+
+
+def _check_options(plan: Plan, where: Any) -> None:
+    """Every key of a probe's or an analysis's `options`, against what its stage takes."""
+    for table, recipes in (("probe", plan.probe), ("analysis", plan.analysis)):
+        for name, body in recipes.items():
+            options = body.get("options", {})
+            if not isinstance(options, dict):
+                raise PlanError(f"{where(f'{table}.{name}', 'options')}: expected a table")
+            known = (probe_option_names(body["kind"]) if table == "probe"
+                     else ANALYSIS_OPTIONS[body["kind"]])
+            unknown = sorted(set(options) - known)
+            if unknown:
+                raise PlanError(f"{where(f'{table}.{name}', 'options')}: unknown option(s) "
+                                f"{unknown}; {body['kind']} takes {sorted(known)}")
+    known = set().union(*ANALYSIS_OPTIONS.values())
+    unknown = sorted(set(plan.report.get("options", {})) - known)
+    if unknown:
+        raise PlanError(f"{where('report', 'options')}: unknown option(s) {unknown}; the "
+                        f"report takes {sorted(known)}")
 
 
 def _import_plugins(plan: Plan) -> None:

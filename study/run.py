@@ -31,6 +31,18 @@ def plan_states(steps: list[Step]) -> dict[str, State]:
     return states
 
 
+def check_only(steps: list[Step], states: dict[str, State], only: str) -> None:
+    """`--only STAGE` runs nothing whose inputs, from another stage, are not done."""
+    stage_of = {s.id: s.stage for s in steps}
+    for step in steps:
+        if step.stage != only or states[step.id].status == "done":
+            continue
+        missing = [d for d in step.deps if stage_of[d] != only and states[d].status != "done"]
+        if missing:
+            raise UsageError(f"--only {only}: {step.id} needs {missing[0]}, which is "
+                             f"{states[missing[0]].status}; run the earlier stages first")
+
+
 def run_study(*, plan: str, out: str, dry_run: bool = False, only: str | None = None,
               executor: str = "local") -> dict[str, Any]:
     """Run (or with `dry_run`, describe) every step of `plan` into `out`."""
@@ -50,6 +62,8 @@ def run_study(*, plan: str, out: str, dry_run: bool = False, only: str | None = 
               else run_submitit(executor, Path(out) / "jobs", loaded.resources))
     paths = {s.id: s.output for s in steps}
     ran = []
+    if only is not None:
+        check_only(steps, states, only)
     for stage in STAGES:
         if only is not None and stage != only:
             continue

@@ -67,7 +67,30 @@ def call_report(*, stores: list[str], probes: list[str], out: str,
 
 
 def probe_option_names(kind: str) -> set[str]:
-    from vitreg.probe.registry import get_probe
+    """Options `run_probe(kind, ...)` takes (its registry's)."""
     import vitreg.probe.probes  # noqa: F401  (fills the registry)
+    from vitreg.probe.registry import get_probe
 
     return {opt.name for opt in get_probe(kind).all_options}
+
+
+#: Options an `[analysis.NAME]` takes (the keywords of its `run_*`, less stores and out).
+ANALYSIS_OPTIONS: dict[str, set[str]] = {
+    "norms": {"images", "seed", "allow_partial"},
+    "similarity": {"images", "seed", "allow_partial", "redundant_percentile", "redundant_cut"},
+    "maps": {"images", "seed", "allow_partial", "indices", "keys", "top", "block_images"},
+}
+
+
+def check_extract_options(config: dict[str, Any]) -> str | None:
+    """What is wrong with an extraction's `tokens` or `with`, or None."""
+    from vitreg.cache.schema import WITH_OPTIONS, parse_token_mode
+
+    unknown = sorted(set(config.get("with", [])) - set(WITH_OPTIONS))
+    if unknown:
+        return f"with: unknown {unknown}; known: {list(WITH_OPTIONS)}"
+    try:
+        parse_token_mode(str(config.get("tokens", "all")))
+    except ValueError as exc:
+        return f"tokens: {exc}"
+    return None

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from vitreg.analysis.study import STUDY_MODELS
 from vitreg.cli import cli
 from vitreg.study.paper import PAPER_MODELS
+from vitreg.core import UsageError
 from vitreg.study.plan import PlanError, load_plan
 from vitreg.study.run import run_study
 
@@ -61,6 +62,11 @@ def test_init_models_writes_a_plan_that_loads(study_shards, tmp_path):
     ('tokens = "sampled:8"', 'tokens = "sampled:8"\nwith_ = []', r"\[extract.train\] with_"),
     ('kind = "norms"', 'kind = "norm"', r"\[analysis.norms\] kind: unknown analysis"),
     ('probe = ["position", "linear"]', 'probe = ["position", "lineer"]', r"\[model\] probe"),
+    ("{epochs = 2, batch_size = 64, backend", "{epoch = 2, batch_size = 64, backend",
+     r"plan.toml:\d+: \[probe.position\] options: unknown option\(s\) \['epoch'\]"),
+    ("{top = 2}", "{tops = 2}", r"\[analysis.maps\] options: unknown"),
+    ('with = ["pixels", "blocks"]', 'with = ["pixel"]', r"\[extract.val\] with: unknown"),
+
 ])
 def test_bad_plan_fails_before_any_work_naming_the_line(study_shards, tmp_path, old, new,
                                                         message):
@@ -77,3 +83,9 @@ def test_missing_shards_are_named(study_shards, tmp_path):
     result = CliRunner().invoke(cli, ["study", "run", plan, "--out", str(tmp_path / "out")])
     assert result.exit_code == 2
     assert "[data] train: 4 shard(s)" in result.output and "/nowhere/x-0.tar" in result.output
+
+
+def test_only_a_later_stage_is_refused_while_its_inputs_are_not_done(plan_file, tmp_path):
+    with pytest.raises(UsageError, match=r"--only probe: probe:tiny-reg:position needs "
+                                         r"extract:tiny-reg:train, which is todo"):
+        run_study(plan=plan_file, out=str(tmp_path / "out"), only="probe")
