@@ -7,7 +7,9 @@ PLACEHOLDER = "FILL-ME"
 
 #: Extraction recipes (one store per model and recipe).
 EXTRACTS: dict[str, dict] = {
-    "val": {"split": "val", "img_size": 224, "tokens": "all", "with": ["pixels"]},
+    # The probes train on `train` and evaluate on `val`: both keep the same sampled tokens
+    # (16 highest-norm, 16 others per image); every token's norm is kept for the analyses.
+    "val": {"split": "val", "img_size": 224, "tokens": "sampled:32", "with": ["pixels"]},
     "train": {"split": "train", "img_size": 224, "tokens": "sampled:32", "with": []},
     "hires": {"split": "val", "img_size": 800, "tokens": "all",
               "with": ["pixels", "blocks", "qkv"], "limit": 64},
