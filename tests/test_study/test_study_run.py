@@ -16,7 +16,7 @@ import pytest
 
 from vitreg.study.run import run_study
 
-from .conftest import PLAN, write_plan
+from .conftest import write_plan
 
 REPO = Path(__file__).resolve().parents[2]
 
