@@ -83,3 +83,15 @@ def test_kill_during_probes_then_rerun_equals_uninterrupted(done, tmp_path):
     assert not any(s.startswith("extract:") for s in rerun["ran"])
     assert "probe:tiny-reg:position" not in rerun["ran"] and "report" in rerun["ran"]
     assert metrics(out) == metrics(done["out"])
+
+
+def test_a_changed_extraction_makes_it_and_only_its_dependents_stale(done, tmp_path, capsys):
+    plan = tmp_path / "plan.toml"
+    plan.write_text(Path(done["plan"]).read_text().replace('tokens = "sampled:8"',
+                                                           'tokens = "sampled:4"'))
+    states = run_study(plan=str(plan), out=str(done["out"]), dry_run=True)["states"]
+    stale = sorted(k for k, v in states.items() if v != "done")
+    assert stale == ["extract:tiny-reg:train", "extract:tiny:train", "probe:tiny-reg:linear",
+                     "probe:tiny-reg:position", "probe:tiny:classify", "probe:tiny:linear",
+                     "probe:tiny:position", "report"]
+    assert 'config.tokens: "sampled:8" -> "sampled:4"' in capsys.readouterr().out
