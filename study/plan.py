@@ -187,6 +187,9 @@ def _check_model(plan: Plan, model: dict[str, Any], where: Any) -> None:
     arch = model["timm"].split(".")[0]
     if not timm.is_model(arch):
         raise PlanError(f"{where('timm')}: unknown timm model {model['timm']!r}")
+    if "." in model["timm"] and model["timm"] not in timm.list_pretrained(arch + ".*"):
+        raise PlanError(f"{where('timm')}: timm has no pretrained tag {model['timm']!r}; "
+                        f"it has {timm.list_pretrained(arch + '.*')}")
     for table, refs in (("extract", plan.extract), ("probe", plan.probe),
                         ("analysis", plan.analysis)):
         for name in model.get(table, []):

@@ -77,6 +77,14 @@ def test_bad_plan_fails_before_any_work_naming_the_line(study_shards, tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
+def test_an_unknown_pretrained_tag_is_named(study_shards, tmp_path):
+    text = PLAN.replace('timm = "tiny_dinov2"\n', 'timm = "vit_small_patch14_dinov2.lvd143m"\n')
+    plan = write_plan(tmp_path / "plan.toml", study_shards, text)
+    with pytest.raises(PlanError, match=r"plan.toml:\d+: \[model\] timm: timm has no "
+                                        r"pretrained tag .*lvd142m"):
+        load_plan(plan)
+
+
 def test_missing_shards_are_named(study_shards, tmp_path):
     shards = {**study_shards, "train": study_shards["train"] + " /nowhere/x-{0..3}.tar"}
     plan = write_plan(tmp_path / "plan.toml", shards)
