@@ -97,3 +97,20 @@ def test_only_a_later_stage_is_refused_while_its_inputs_are_not_done(plan_file, 
     with pytest.raises(UsageError, match=r"--only probe: probe:tiny-reg:position needs "
                                          r"extract:tiny-reg:train, which is todo"):
         run_study(plan=plan_file, out=str(tmp_path / "out"), only="probe")
+
+
+def test_an_interrupted_extraction_resumes_and_a_stale_one_starts_over(plan_file, tmp_path,
+                                                                        monkeypatch):
+    from vitreg.study import execute, stages
+    from vitreg.study.steps import build_steps
+
+    calls = []
+    monkeypatch.setattr(stages, "call_extract", lambda **kw: calls.append(kw["overwrite"]) or {})
+    step = build_steps(load_plan(plan_file), tmp_path / "out")[0]
+    step.pending.parent.mkdir(parents=True)
+    step.pending.write_text(step.hash)          # killed during this very configuration
+    execute.execute_step(step, {})
+    step.pending.write_text("another-hash")     # killed during an older configuration
+    step.stamp.unlink()
+    execute.execute_step(step, {})
+    assert calls == [False, True] and step.stamp.exists() and not step.pending.exists()
