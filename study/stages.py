@@ -14,7 +14,8 @@ EXTRACT_KWARGS: dict[str, str] = {
     "weights": "weights", "seed": "seed", "img_size": "img_size", "tokens": "tokens",
     "with": "with_options", "limit": "limit", "batch_size": "batch_size",
     "precision": "precision", "device": "device", "workers": "workers", "dtype": "dtype",
-    "chunk_rows": "chunk_rows",
+    "chunk_rows": "chunk_rows", "preprocess": "preprocess", "crop_pct": "crop_pct",
+    "interpolation": "interpolation", "keys": "keys",
 }
 #: Keys an `[extract.NAME]` table takes: the split, and the keywords above.
 EXTRACT_KEYS: set[str] = {"split", *EXTRACT_KWARGS} - {"weights", "seed"}

@@ -69,6 +69,8 @@ def extract_step(plan: Plan, out: Path, model: dict[str, Any], name: str) -> Ste
     files = {"shards": [file_identity(p) for p in shards]}
     if weights not in ("random", "pretrained"):
         files["weights"] = [file_identity(weights)]
+    if config.get("keys"):
+        files["keys"] = [file_identity(str(config["keys"]))]
     config.update(model=model["timm"], split=recipe["split"], shards=shards)
     return Step(id=f"extract:{model['name']}:{name}", stage="extract", config=config,
                 output=str(out / "stores" / f"{_safe(model['name'])}-{name}.zarr"), files=files)
