@@ -20,9 +20,12 @@ console = Console()
 def array_sizes(store: Store) -> list[tuple[str, tuple, str, int, int]]:
     """(name, shape, dtype, bytes on disk, bytes uncompressed) of every array."""
     rows = []
+    recorded = store.meta.get("stored_bytes") if store.complete else None
     for name in store.names:
         array = store.array(name)
-        stored = array.nbytes_stored()
+        # a complete store records them: a web server cannot list chunk files
+        stored = recorded[name] if isinstance(recorded, dict) and name in recorded \
+            else array.nbytes_stored()
         raw = int(np.prod(array.shape)) * (array.dtype.itemsize if array.dtype.kind not in "OTU" else 0)
         rows.append((name, array.shape, str(array.dtype), stored, raw))
     return rows
@@ -70,12 +73,31 @@ def run_info(url: str) -> None:
 class VerifyReport:
     problems: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def check_integrity(store: Store, report: VerifyReport) -> None:
+    """Every chunk against its crc32c (schema 1.3); names each one that is
+    missing (in a complete store), truncated or altered."""
+    from .integrity import check_checksums
+
+    chunks = check_checksums(store.root, store.names, skip_missing=not store.complete)
+    report.problems.extend(chunks.problems)
+    if chunks.unchecked:
+        report.notes.append(
+            f"checksums absent (schema {store.meta.get('schema_version')}): "
+            f"{', '.join(chunks.unchecked)} not checked for altered bytes"
+        )
+    report.notes.append(f"{chunks.checked} chunks, {human_bytes(chunks.bytes)} checked")
 
 
 def run_verify(url: str) -> VerifyReport:
     """Read everything back: shapes, status values, finiteness of ok rows."""
     report = VerifyReport(removed=remove_partials(url))
     store = Store(url, allow_partial=True)
+    check_integrity(store, report)
+    if report.problems:
+        return report  # damaged chunks: reading the values back would only fail on them
     status = store.root["status"][:]  # the array itself, not the attributes' summary
     if store.complete and not np.array_equal(status, store.status):
         report.problems.append("the attribute failed_rows disagrees with the status array")
@@ -117,6 +139,8 @@ def verify_command(store: str) -> None:
         raise click.ClickException(str(exc)) from exc
     for path in report.removed:
         console.print(f"removed leftover of a killed write: {path}")
+    for note in report.notes:
+        console.print(note)
     for problem in report.problems:
         console.print(f"[red]problem:[/] {problem}")
     if report.problems:

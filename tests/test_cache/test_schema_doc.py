@@ -53,7 +53,8 @@ def test_allow_lists_match_code():
 
 
 def test_codecs_of_a_created_store_are_the_documented_ones(tmp_path):
-    """"Compression: none": numbers get `bytes` alone, strings `vlen-utf8`."""
+    """"Compression: none": numbers get `bytes`, strings `vlen-utf8`, then every
+    array the `crc32c` checksum."""
     section = DOC.split("## Codecs and safety")[1].split("##")[0]
     assert "Compression: none." in section
     geom = Geometry(registers=2, grid=(2, 2), dim=4, depth=2, img_size=28)
@@ -62,5 +63,5 @@ def test_codecs_of_a_created_store_are_the_documented_ones(tmp_path):
                         attrs=synthetic_attrs(geom))
     for name in stored_arrays(root):
         codecs = [c.to_dict()["name"] for c in root[name].metadata.codecs]
-        expected = ["vlen-utf8"] if ARRAYS[name].dtype == "string" else ["bytes"]
+        expected = ["vlen-utf8" if ARRAYS[name].dtype == "string" else "bytes", "crc32c"]
         assert codecs == expected, name
