@@ -158,15 +158,28 @@ def open_group(url: str, *, mode: str = "r") -> zarr.Group:
 def store_like(url: str, mode: str) -> Any:
     """A path or URL as zarr takes it. `file://` URLs become local paths (zarr's
     LocalStore makes folders and writes atomically; fsspec's local one does
-    neither); a `.zip` from `vitreg pack` opens in place."""
+    neither); a `.zip` from `vitreg pack` opens in place, local or remote."""
     url = str(url)
     if url.startswith("file://"):
         return url.removeprefix("file://")
+    if url.endswith(".zip") and mode == "r" and "://" in url:
+        return remote_zip(url)
     if url.endswith(".zip") and mode == "r":
         if not Path(url).is_file():
             raise FileNotFoundError(url)
         return zarr.storage.ZipStore(url, mode="r")
     return url
+
+
+def remote_zip(url: str) -> zarr.storage.FsspecStore:
+    """A zip at an http(s) or s3 URL, read in place: fsspec reads its central
+    directory, then each member, with range requests (members are stored)."""
+    import fsspec
+    from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
+
+    fs = fsspec.filesystem("zip", fo=url)
+    return zarr.storage.FsspecStore(AsyncFileSystemWrapper(fs, asynchronous=True), path="",
+                                    read_only=True)
 
 
 def _codec_names(codecs: Iterable[Any]) -> list[str]:
