@@ -127,6 +127,12 @@ def open_group(url: str, *, mode: str = "r") -> zarr.Group:
         root = zarr.open_group(store_like(url, mode), mode=mode, zarr_format=3,
                                use_consolidated=None if mode == "r" else False)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
+        if mode == "r" and _has_root_metadata(url):
+            # zarr reports metadata it cannot parse (a field missing) as "no group"
+            raise UnsafeStoreError(
+                f"{url}: its zarr.json is not Zarr v3 group metadata zarr can read (a field of "
+                "the group or of an array in it is missing or malformed); refusing to decode it"
+            ) from exc
         raise StoreNotFoundError(
             f"no Zarr v3 store at {url!r} (vitreg writes Zarr v3; a v2 store is refused)"
         ) from exc
@@ -153,6 +159,19 @@ def open_group(url: str, *, mode: str = "r") -> zarr.Group:
         ) from exc
     check_schema(root)
     return root
+
+
+def _has_root_metadata(url: str) -> bool:
+    """Whether a `zarr.json` is there at all (so that zarr's "no group" means
+    "unreadable metadata"); False when even that cannot be asked."""
+    from zarr.core.sync import sync
+    from zarr.storage._common import make_store_path
+
+    try:
+        path = sync(make_store_path(store_like(url, "r"), mode="r"))
+        return bool(sync((path / "zarr.json").exists()))
+    except Exception:  # noqa: BLE001 (any failure means: cannot tell)
+        return False
 
 
 def store_like(url: str, mode: str) -> Any:
@@ -232,10 +251,13 @@ def check_schema(root: zarr.Group) -> None:
             f"(schema {SCHEMA_VERSION}); install a matching vitreg version"
         )
     geometry = geometry_from_attrs(meta)
+    token_mode = meta.get("token_mode", "all")
     try:
-        _, sample_k = parse_token_mode(meta.get("token_mode", "all"))
+        _, sample_k = parse_token_mode(token_mode)
     except (ValueError, AttributeError, TypeError) as exc:
-        raise StoreFormatError(f"attribute 'token_mode': {exc}") from exc
+        raise StoreFormatError(
+            f"attribute 'token_mode' is {token_mode!r}, expected all, none or sampled:K"
+        ) from exc
     names = stored_arrays(root)
     for required in ("key", "label", "status", "error", "norms"):
         if required not in names:
