@@ -79,10 +79,10 @@ class VerifyReport:
 def check_integrity(store: Store, report: VerifyReport) -> None:
     """Every chunk against its crc32c (schema 1.3); names each one that is
     missing (in a complete store), truncated or altered."""
-    from .integrity import check_checksums
+    from .integrity import check_checksums, metadata_mismatches
 
     chunks = check_checksums(store.root, store.names, skip_missing=not store.complete)
-    report.problems.extend(chunks.problems)
+    report.problems.extend(metadata_mismatches(store.root) + chunks.problems)
     if chunks.unchecked:
         report.notes.append(
             f"checksums absent (schema {store.meta.get('schema_version')}): "

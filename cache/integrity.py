@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -108,3 +109,30 @@ def check_checksums(root: zarr.Group, names: list[str], *, skip_missing: bool) -
         report.problems = [p for p in report.problems if not p.endswith(": missing")]
     report.problems.sort()
     return report
+
+
+def metadata_mismatches(root: zarr.Group) -> list[str]:
+    """Arrays whose own `zarr.json` differs from their copy in the root's
+    consolidated metadata (what zarr and vitreg read): a tampered or stale copy."""
+    prefix = f"{root.store_path.path}/" if root.store_path.path else ""
+
+    async def fetch(key: str) -> dict | None:
+        buffer = await root.store.get(prefix + key, prototype=default_buffer_prototype())
+        return None if buffer is None else json.loads(buffer.to_bytes())
+
+    root_meta = sync(fetch("zarr.json")) or {}
+    consolidated = (root_meta.get("consolidated_metadata") or {}).get("metadata") or {}
+    problems = []
+    for name, meta in sorted(consolidated.items()):
+        try:
+            own = sync(fetch(f"{name}/zarr.json"))
+        except ValueError:
+            own = "unreadable"
+        strip = ("consolidated_metadata",)  # a sub-group's own copy, or none
+        if not isinstance(own, dict) or (
+            {k: v for k, v in own.items() if k not in strip}
+            != {k: v for k, v in meta.items() if k not in strip}
+        ):
+            problems.append(f"{name}/zarr.json: differs from its copy in the root's "
+                            "consolidated metadata (vitreg and zarr read the copy)")
+    return problems

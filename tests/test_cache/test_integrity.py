@@ -117,3 +117,15 @@ def test_a_store_without_checksums_says_so(intact, tmp_path, monkeypatch):
     assert report.problems == []
     assert report.notes[0].startswith("checksums absent (schema 1.1): attention, error, key")
     assert open_store(url).reader("norms")[:].sum() == N * GEOM.tokens
+
+
+def test_an_array_metadata_file_that_differs_from_its_consolidated_copy_is_named(intact, tmp_path):
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(intact, copy)
+    path = copy / "norms" / "zarr.json"
+    meta = json.loads(path.read_text())
+    meta["attributes"] = {"edited": True}
+    path.write_text(json.dumps(meta))
+    assert run_verify(str(copy)).problems == [
+        "norms/zarr.json: differs from its copy in the root's consolidated metadata (vitreg "
+        "and zarr read the copy)"]
