@@ -20,3 +20,18 @@ def edit_array_meta(url: str, array: str, change: Callable[[dict[str, Any]], Any
     if array in consolidated:
         change(consolidated[array])
         root.write_text(json.dumps(root_meta))
+
+
+def random_store(url: Path, geometry, n: int, chunk_rows: int) -> Path:  # noqa: ANN001
+    """A complete store of `n` rows of seeded random tokens, norms and labels."""
+    import numpy as np
+
+    from vitreg.cache.synthetic import write_store
+
+    rng = np.random.default_rng(42)
+    write_store(str(url), {
+        "tokens": rng.normal(size=(n, geometry.tokens, geometry.dim)).astype(np.float16),
+        "norms": rng.gamma(2.0, size=(n, geometry.tokens)).astype(np.float32),
+        "label": rng.integers(0, 5, n).astype(np.int32),
+    }, geometry=geometry, chunk_rows=chunk_rows)
+    return url

@@ -9,15 +9,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.store_edit import edit_array_meta
+from tests.store_edit import edit_array_meta, random_store
 from vitreg.cache import Geometry, StoreFormatError, VitregError, open_store
 from vitreg.cache.cli import run_info, run_verify
-from vitreg.cache.synthetic import write_store
 
 GEOM = Geometry(registers=1, grid=(2, 3), dim=4, depth=2, img_size=12)
 N = 20
@@ -32,13 +30,7 @@ ODD_VALUES = [None, -1, 0, 3, 10**9, 1.5, True, "x", "", [], [1], [2, 3, 4], {},
 
 @pytest.fixture(scope="module")
 def valid(tmp_path_factory) -> Path:
-    rng = np.random.default_rng(42)
-    url = tmp_path_factory.mktemp("valid") / "store.zarr"
-    write_store(str(url), {
-        "tokens": rng.normal(size=(N, GEOM.tokens, GEOM.dim)).astype(np.float16),
-        "norms": rng.gamma(2.0, size=(N, GEOM.tokens)).astype(np.float32),
-    }, geometry=GEOM, chunk_rows=8)
-    return url
+    return random_store(tmp_path_factory.mktemp("valid") / "store.zarr", GEOM, N, 8)
 
 
 def read_everything(url: str) -> None:

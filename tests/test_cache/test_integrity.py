@@ -13,6 +13,7 @@ import pytest
 import zarr
 from click.testing import CliRunner
 
+from tests.store_edit import random_store
 from vitreg.cache import Geometry, StoreFormatError, open_store
 from vitreg.cache.cli import run_verify
 from vitreg.cache.synthetic import write_store
@@ -24,14 +25,7 @@ N = 40
 
 @pytest.fixture(scope="module")
 def intact(tmp_path_factory) -> Path:
-    rng = np.random.default_rng(42)
-    url = tmp_path_factory.mktemp("intact") / "store.zarr"
-    write_store(str(url), {
-        "tokens": rng.normal(size=(N, GEOM.tokens, GEOM.dim)).astype(np.float16),
-        "norms": rng.gamma(2.0, size=(N, GEOM.tokens)).astype(np.float32),
-        "label": rng.integers(0, 5, N).astype(np.int32),
-    }, geometry=GEOM, chunk_rows=16)
-    return url
+    return random_store(tmp_path_factory.mktemp("intact") / "store.zarr", GEOM, N, 16)
 
 
 def chunk_files(store: Path) -> list[str]:
