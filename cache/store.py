@@ -259,6 +259,13 @@ def check_schema(root: zarr.Group) -> None:
             f"attribute 'token_mode' is {token_mode!r}, expected all, none or sampled:K"
         ) from exc
     names = stored_arrays(root)
+    if not names and root.metadata.consolidated_metadata is None:
+        raise StoreFormatError(
+            "the store shows no arrays and carries no consolidated metadata: a server that "
+            "lists no folders (a static web host, a CDN) needs it. Schema 1.3 writes it when a "
+            "store completes; for an older store run `python -c \"import zarr; "
+            "zarr.consolidate_metadata('STORE')\"` on the local copy and upload its zarr.json"
+        )
     for required in ("key", "label", "status", "error", "norms"):
         if required not in names:
             raise StoreFormatError(f"store lacks the required array {required!r}")

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 from click.testing import CliRunner
 
 import tests.tiny_models  # noqa: F401
 from tests.conftest import image_samples, write_shard
 from tests.servers import s3_server, static_server, upload_folder
 from vitreg.analysis import run_norms
-from vitreg.cache import open_store
+from vitreg.cache import StoreFormatError, open_store
 from vitreg.cli import cli
 from vitreg.extract.run import run_extract
 
@@ -150,3 +151,17 @@ def test_a_zip_is_read_over_http_in_place(local, tmp_path):
         assert result.exit_code == 0, result.output
         assert sent["store.zip"] < zipped.stat().st_size * 3  # ranges, not the file again and again
     assert json.loads(Path(local, "zarr.json").read_text())["consolidated_metadata"]
+
+
+def test_a_store_without_consolidated_metadata_on_a_static_server_says_why(local, tmp_path):
+    """Stores of schema 1.0-1.2 carry none: a server that lists nothing cannot serve them."""
+    copy = tmp_path / "old" / "store.zarr"
+    shutil.copytree(local, copy)
+    root = json.loads((copy / "zarr.json").read_text())
+    root.pop("consolidated_metadata")
+    (copy / "zarr.json").write_text(json.dumps(root))
+    with static_server(copy.parent) as (base, _):
+        with pytest.raises(StoreFormatError, match="no consolidated metadata"):
+            open_store(f"{base}/store.zarr")
+        zarr.consolidate_metadata(str(copy))  # what the message tells the owner to do
+        assert open_store(f"{base}/store.zarr").counts() == open_store(str(local)).counts()
