@@ -46,7 +46,8 @@ def has_checksums(array: zarr.Array) -> bool:
 def expected_size(array: zarr.Array) -> int | None:
     """Bytes of a chunk file of a fixed-size dtype stored raw, else None."""
     codecs = array.metadata.codecs
-    if array.dtype.kind not in "biuf" or [c.to_dict()["name"] for c in codecs] != ["bytes", "crc32c"]:
+    names = [c.to_dict()["name"] for c in codecs]
+    if array.dtype.kind not in "biuf" or names != ["bytes", "crc32c"]:
         return None
     return int(np.prod(array.chunks)) * array.dtype.itemsize + CHECKSUM_BYTES
 

@@ -93,7 +93,9 @@ def ensure_store(
     """
     if n_rows < 1:
         raise ValueError("a store needs at least one row")
-    root = zarr.open_group(store_like(url, "a"), mode="a", zarr_format=3)
+    # the files as they are, not a consolidated copy that may lag behind them
+    root = zarr.open_group(store_like(url, "a"), mode="a", zarr_format=3,
+                           use_consolidated=False)
     existing = root.attrs.get("vitreg")
     if existing is not None and check is not None:
         check(existing)
@@ -151,7 +153,9 @@ def open_group(url: str, *, mode: str = "r") -> zarr.Group:
         raise
     except (zarr.errors.BaseZarrError, ValueError, TypeError, KeyError) as exc:
         # zarr could not even parse some metadata (unknown codec or dtype, truncated json)
-        raise UnsafeStoreError(f"{url}: {type(exc).__name__}: {exc}; refusing to decode it") from exc
+        raise UnsafeStoreError(
+            f"{url}: {type(exc).__name__}: {exc}; refusing to decode it"
+        ) from exc
     except OSError as exc:
         raise StoreNotFoundError(
             f"{url}: cannot list the store's arrays ({exc}); a store served without folder "
@@ -273,8 +277,8 @@ def check_schema(root: zarr.Group) -> None:
     for name in names:
         spec = ARRAYS.get(name)
         if spec is not None:
-            _check_array_schema(name, root[name], spec, (n_rows, *spec.row_shape(geometry, sample_k)),
-                                chunk_rows)
+            shape = (n_rows, *spec.row_shape(geometry, sample_k))
+            _check_array_schema(name, root[name], spec, shape, chunk_rows)
 
 
 def _check_array_schema(

@@ -52,8 +52,9 @@ def write_store(
 
     `status` defaults to all ok, `key` to "000000"..., `label` to -1 and
     `error` to "". Arrays of the contract that are not given hold zeros
-    (their fill value), written like the others. Rows go through `ChunkWriter` in pieces of `rows_per_put`, so
-    the writer's buffering is exercised too.
+    (their fill value), written like the others. Rows go through
+    `ChunkWriter` in pieces of `rows_per_put`, so the writer's buffering is
+    exercised too.
     """
     n = len(next(iter(arrays.values())))
     arrays = dict(arrays)

@@ -55,7 +55,8 @@ def mutate_root(url: Path, key: str, value: object, delete: bool) -> None:
 
 
 def mutate_array(url: Path, array: str, key: str, value: object, delete: bool) -> None:
-    edit_array_meta(str(url), array, lambda m: m.pop(key, None) if delete else m.update({key: value}))
+    edit_array_meta(str(url), array,
+                    lambda m: m.pop(key, None) if delete else m.update({key: value}))
 
 
 def truncate(path: Path, keep: float) -> None:

@@ -146,7 +146,8 @@ def test_a_zip_is_read_over_http_in_place(local, tmp_path):
     with static_server(zipped.parent) as (base, sent):
         url = f"{base}/store.zip"
         there = open_store(url)
-        np.testing.assert_array_equal(there.reader("norms")[:], open_store(str(local)).reader("norms")[:])
+        np.testing.assert_array_equal(there.reader("norms")[:],
+                                      open_store(str(local)).reader("norms")[:])
         result = CliRunner().invoke(cli, ["verify", url])
         assert result.exit_code == 0, result.output
         assert sent["store.zip"] < zipped.stat().st_size * 3  # ranges, not the file again and again
