@@ -104,7 +104,7 @@ class Store:
             # cache=False: xarray would otherwise keep every array it touched
             # in memory, `tokens` included.
             return xr.open_dataset(
-                self.root.store, engine="zarr", group=group, consolidated=False, cache=False,
+                self.root.store, engine="zarr", group=group, consolidated=None, cache=False,
                 zarr_format=3, chunks=None,
             )
 

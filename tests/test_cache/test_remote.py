@@ -120,6 +120,8 @@ def test_remote_reads_equal_local_reads(local, http, s3):
         for name in ("tokens", "norms", "pooled/cls", "pixels"):
             np.testing.assert_array_equal(there.reader(name)[3:20], here.reader(name)[3:20])
         assert there.meta == here.meta
+        np.testing.assert_array_equal(there.to_xarray()["pooled/cls"].values,
+                                      here.to_xarray()["pooled/cls"].values)
 
 
 def test_a_flipped_byte_served_over_http_is_named(local, tmp_path):
