@@ -80,7 +80,8 @@ def run_command(name: str, store: str, out: Path) -> tuple[str, dict[str, str]]:
 def untimed(value):
     """`value` without the wall-clock times a result records."""
     if isinstance(value, dict):
-        return {k: untimed(v) for k, v in value.items() if k not in ("seconds", "elapsed_s")}
+        return {k: untimed(v) for k, v in value.items()
+                if k not in ("seconds", "elapsed_s", "started_at")}
     return [untimed(v) for v in value] if isinstance(value, list) else value
 
 
