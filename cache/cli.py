@@ -23,9 +23,12 @@ console = Console(soft_wrap=True)
 def array_sizes(store: Store) -> list[tuple[str, tuple, str, int, int]]:
     """(name, shape, dtype, bytes on disk, bytes uncompressed) of every array."""
     rows = []
+    recorded = store.meta.get("stored_bytes") if store.complete else None
     for name in store.names:
         array = store.array(name)
-        stored = array.nbytes_stored()
+        # a complete store records them: a web server cannot list chunk files
+        stored = recorded[name] if isinstance(recorded, dict) and name in recorded \
+            else array.nbytes_stored()
         raw = int(np.prod(array.shape)) * (array.dtype.itemsize if array.dtype.kind not in "OTU" else 0)
         rows.append((name, array.shape, str(array.dtype), stored, raw))
     return rows
@@ -79,6 +82,22 @@ def run_info(url: str) -> None:
 class VerifyReport:
     problems: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def check_integrity(store: Store, report: VerifyReport) -> None:
+    """Every chunk against its crc32c (schema 1.3); names each one that is
+    missing (in a complete store), truncated or altered."""
+    from .integrity import check_checksums, metadata_mismatches
+
+    chunks = check_checksums(store.root, store.names, skip_missing=not store.complete)
+    report.problems.extend(metadata_mismatches(store.root) + chunks.problems)
+    if chunks.unchecked:
+        report.notes.append(
+            f"checksums absent (schema {store.meta.get('schema_version')}): "
+            f"{', '.join(chunks.unchecked)} not checked for altered bytes"
+        )
+    report.notes.append(f"{chunks.checked} chunks, {human_bytes(chunks.bytes)} checked")
 
 
 def run_verify(url: str) -> VerifyReport:
@@ -89,6 +108,9 @@ def run_verify(url: str) -> VerifyReport:
     except VitregError as exc:  # no store to read is verify's problem to report (exit 1)
         report.problems.append(str(exc))
         return report
+    check_integrity(store, report)
+    if report.problems:
+        return report  # damaged chunks: reading the values back would only fail on them
     status = store.root["status"][:]  # the array itself, not the attributes' summary
     if store.complete and not np.array_equal(status, store.status):
         report.problems.append("the attribute failed_rows disagrees with the status array")
@@ -149,6 +171,8 @@ def verify_command(store: str) -> None:
     report = run_verify(store)
     for path in report.removed:
         console.print(f"removed leftover of a killed write: {path}")
+    for note in report.notes:
+        console.print(note)
     for problem in report.problems:
         console.print(f"[red]problem:[/] {problem}")
     if report.problems:

@@ -13,6 +13,7 @@ from vitreg.cache import (
     ChunkWriter, Geometry, IncompleteStoreError, StoreFormatError, StoreNotFoundError,
     UnsafeStoreError, arrays_for, create_store, default_chunk_rows, open_store, stored_arrays,
 )
+from tests.store_edit import edit_array_meta
 from vitreg.cache.synthetic import synthetic_attrs, write_store
 
 GEOM = Geometry(registers=2, grid=(3, 4), dim=8, depth=2, img_size=48)
@@ -158,10 +159,8 @@ def test_open_refuses_what_is_not_a_vitreg_store(tmp_path):
 
 def test_unknown_codec_is_refused_before_decoding(tmp_path):
     url = write_store(str(tmp_path / "s"), random_arrays(4), geometry=GEOM)
-    meta_path = Path(url) / "norms" / "zarr.json"
-    meta = json.loads(meta_path.read_text())
-    meta["codecs"].append({"name": "numcodecs.pickle", "configuration": {}})
-    meta_path.write_text(json.dumps(meta))
+    edit_array_meta(url, "norms",
+                    lambda m: m["codecs"].append({"name": "numcodecs.pickle", "configuration": {}}))
     with pytest.raises(UnsafeStoreError, match="pickle"):
         open_store(url)
 
