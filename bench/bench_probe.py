@@ -35,7 +35,7 @@ from vitreg.cache import Geometry, default_chunk_rows, open_store
 from vitreg.probe.gather import TokenGather
 from vitreg.probe.select import Part, select_tokens
 from vitreg.probe.stream import TokenStream
-from vitreg.probe.synthetic import write_planted_store
+from vitreg.testing import write_planted_store
 from vitreg.probe.train import (
     Head,
     PositionTask,

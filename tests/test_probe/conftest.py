@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from vitreg.cache import Geometry
-from vitreg.probe.synthetic import write_planted_store
+from vitreg.testing import write_planted_store
 
 #: 4 x 4 grid of 8 px patches, 2 registers, D = 48: small enough for CPU tests.
 GEOMETRY = Geometry(registers=2, grid=(4, 4), dim=48, depth=2, img_size=32)

@@ -8,7 +8,7 @@ import torch
 from vitreg.cache import Geometry, IncompleteStoreError, open_store
 from vitreg.cache.synthetic import write_store
 from vitreg.probe import ProbeError, run_probe
-from vitreg.probe.synthetic import write_planted_store
+from vitreg.testing import write_planted_store
 
 
 def _planted(tmp_path, name="s.zarr", **kw):

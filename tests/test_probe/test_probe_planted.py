@@ -1,6 +1,6 @@
 """Each probe recovers what was planted, and the torch and sklearn backends agree.
 
-Planted (vitreg.probe.synthetic): normal patch tokens encode their position and
+Planted (vitreg.testing): normal patch tokens encode their position and
 their pixel patch and not the class; outlier tokens (exactly the top 2% norms)
 encode the class and neither position nor pixels; [CLS] encodes the class;
 the pooled registers encode the class strongly, pooled [CLS] weakly.
