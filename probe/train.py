@@ -464,41 +464,52 @@ def fit_sklearn(
     (LogisticRegression, fitted from the strongest to the weakest, each warm
     started from the last) or `alpha` (Ridge).
     """
+    from threadpoolctl import threadpool_limits
+
     x_tr, y_tr, _ = _all(train)
     x_va, y_va, c_va = _all(val)
     result = FitResult(model=None, curves=[], best_epoch={}, metrics={}, epochs_run=0)
-    for head in heads:
-        cols = slice(None) if head.columns is None else head.columns
-        a, b = x_tr[:, cols], x_va[:, cols]
-        if cfg.standardize:
-            from sklearn.preprocessing import StandardScaler
-
-            scaler = StandardScaler().fit(a)
-            a, b = scaler.transform(a), scaler.transform(b)
-        if task.regression:
-            y = y_tr.astype(np.float64)
-            task.set_targets(y.mean(0), float(y.std()))
-            t = task.target(y_tr, torch.device("cpu")).numpy()
-            outs, what = _ridge_path(a, t, b, alpha), "alpha"
-        else:
-            if np.unique(y_tr).size < 2:
-                raise ProbeError(f"{head.name}: the training items hold one class only")
-            outs, what = _logistic_path(a, y_tr, b, head.out_dim, C, max_iter), "C"
-        y_t = task.target(y_va, torch.device("cpu"))
-        scores, per_value = {}, {}
-        for value, out in outs.items():
-            sums = MetricSums()
-            sums.add(task.sample_metrics(torch.as_tensor(out, dtype=torch.float32), y_t), c_va)
-            per_value[value] = sums.result()
-            scores[value] = per_value[value]["all"][task.monitor]
-        pick = next(iter(scores))
-        for value in scores:
-            if task.better(scores[value], scores[pick]):
-                pick = value
-        result.metrics[head.name] = per_value[pick]
-        result.chosen[head.name] = {what: pick, "grid": {f"{v:g}": m for v, m in scores.items()}}
-        log.info("sklearn %s (%s=%g): %s", head.name, what, pick, per_value[pick]["all"])
+    # As many BLAS/OpenMP threads as torch uses: oversubscribed, lbfgs ran 9x slower here.
+    with threadpool_limits(limits=torch.get_num_threads()):
+        for head in heads:
+            _fit_sklearn_head(result, head, x_tr, y_tr, x_va, y_va, c_va, task, cfg,
+                              alpha=alpha, C=C, max_iter=max_iter)
     return result
+
+
+def _fit_sklearn_head(result: FitResult, head: Head, x_tr, y_tr, x_va, y_va, c_va, task: Task,
+                      cfg: TrainConfig, *, alpha, C, max_iter) -> None:
+    """Fit one head over its regularisation grid; record the best on validation in `result`."""
+    cols = slice(None) if head.columns is None else head.columns
+    a, b = x_tr[:, cols], x_va[:, cols]
+    if cfg.standardize:
+        from sklearn.preprocessing import StandardScaler
+
+        scaler = StandardScaler().fit(a)
+        a, b = scaler.transform(a), scaler.transform(b)
+    if task.regression:
+        y = y_tr.astype(np.float64)
+        task.set_targets(y.mean(0), float(y.std()))
+        t = task.target(y_tr, torch.device("cpu")).numpy()
+        outs, what = _ridge_path(a, t, b, alpha), "alpha"
+    else:
+        if np.unique(y_tr).size < 2:
+            raise ProbeError(f"{head.name}: the training items hold one class only")
+        outs, what = _logistic_path(a, y_tr, b, head.out_dim, C, max_iter), "C"
+    y_t = task.target(y_va, torch.device("cpu"))
+    scores, per_value = {}, {}
+    for value, out in outs.items():
+        sums = MetricSums()
+        sums.add(task.sample_metrics(torch.as_tensor(out, dtype=torch.float32), y_t), c_va)
+        per_value[value] = sums.result()
+        scores[value] = per_value[value]["all"][task.monitor]
+    pick = next(iter(scores))
+    for value in scores:
+        if task.better(scores[value], scores[pick]):
+            pick = value
+    result.metrics[head.name] = per_value[pick]
+    result.chosen[head.name] = {what: pick, "grid": {f"{v:g}": m for v, m in scores.items()}}
+    log.info("sklearn %s (%s=%g): %s", head.name, what, pick, per_value[pick]["all"])
 
 
 def _ridge_path(a: np.ndarray, t: np.ndarray, b: np.ndarray,
