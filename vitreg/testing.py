@@ -125,13 +125,12 @@ def _chunk(
 
 
 def _sample(values: dict[str, np.ndarray], g: Geometry, k: int, rng: np.random.Generator):
-    """Keep K patch tokens per image: the K/2 highest norms, then K/2 others at random."""
+    """Keep K patch tokens per image: the K/2 highest norms, then K/2 drawn
+    uniformly from all patches (as extract does since schema 1.2)."""
     norms = values["norms"][:, g.prefix:]
-    order = np.argsort(-norms, axis=1, kind="stable")
-    top = order[:, : k // 2]
-    rest = order[:, k // 2:]
-    keys = rng.random(rest.shape).argsort(axis=1)[:, : k - k // 2]
-    index = np.concatenate([top, np.take_along_axis(rest, keys, 1)], axis=1)
+    top = np.argsort(-norms, axis=1, kind="stable")[:, : k // 2]
+    draw = np.sort(rng.random(norms.shape).argsort(axis=1)[:, : k - k // 2], axis=1)
+    index = np.concatenate([top, draw], axis=1)
     values["sampled/index"] = index.astype(np.int16)
     values["sampled/tokens"] = np.take_along_axis(
         values["tokens"][:, g.prefix:], index[..., None], axis=1)
