@@ -339,10 +339,16 @@ def epoch_passes(n_items: int, cfg: TrainConfig) -> int:
     """Passes over the data in one epoch: enough that `epochs` epochs make `min_steps` steps.
 
     One pass when the store is large (the paper's epoch); several when a pass
-    holds few mini-batches, so early stopping and the schedule count updates.
+    holds few mini-batches, so early stopping and the schedule count updates;
+    at most MAX_PASSES_PER_EPOCH (a store of a few dozen tokens, as in the
+    demo, converges in fewer steps than the per-pass overhead would cost).
     """
     per_pass = max(1, math.ceil(n_items / cfg.batch_size))
-    return max(1, math.ceil(cfg.min_steps / (cfg.epochs * per_pass)))
+    return min(MAX_PASSES_PER_EPOCH, max(1, math.ceil(cfg.min_steps / (cfg.epochs * per_pass))))
+
+
+#: The most passes over the data one epoch makes (see `epoch_passes`).
+MAX_PASSES_PER_EPOCH = 50
 
 
 def grid_heads(heads: list[Head], lrs: tuple[float, ...]) -> list[tuple[Head, float]]:
