@@ -316,12 +316,10 @@ def classify(ctx: ProbeContext) -> dict[str, Any]:
     source = token_source(store)
     geometry = store.geometry
     has_cls = geometry.prefix > geometry.registers
-    # One quantity in full and sampled stores: the [CLS] a classifier head reads
-    # (after the final LayerNorm, `pooled/cls`); the patch tokens are from before it.
-    cls_source = "pooled/cls" if "pooled/cls" in store else "tokens"
-    if cls_source == "tokens" and source != "tokens":
-        raise ProbeError(f"store {store.url} has neither pooled/cls nor the full tokens: "
-                         "nothing holds its [CLS]")
+    cls_source = "tokens" if source == "tokens" else "pooled/cls"
+    if source != "tokens":
+        ctx.notes.append("sampled store: [CLS] comes from pooled/cls (after the final "
+                         "LayerNorm), the patch tokens from before it")
     items = {
         "train": select_images_with_outliers(
             ctx.train, seed=int(ctx.options["seed"]), max_images=ctx.options["max_images"],

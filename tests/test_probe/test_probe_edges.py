@@ -119,6 +119,7 @@ def test_sampled_store_position_and_classify(sampled, fast):
     c = run_probe("classify", sampled, **fast)
     assert c["cls_source"] == "pooled/cls"
     assert c["metrics"]["outlier"]["top1"] > 0.9
+    assert any("pooled/cls" in n for n in c["notes"])
 
 
 def test_sampled_store_reconstruct(sampled, fast_reconstruct):

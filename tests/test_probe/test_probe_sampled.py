@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from vitreg.cache import open_store
-from vitreg.probe import run_probe
 from vitreg.probe.select import NORMAL, OUTLIER, Part, select_tokens
 from vitreg.testing import REALISTIC, REALISTIC_GEOMETRY, write_planted_store
 
@@ -54,11 +53,3 @@ def test_sampled_outliers_are_the_full_stores_outliers(pair):
     assert 0.97 * a[OUTLIER].size <= b[OUTLIER].size <= a[OUTLIER].size
     se = a[OUTLIER].std() / np.sqrt(b[OUTLIER].size)
     assert abs(a[OUTLIER].mean() - b[OUTLIER].mean()) < 4 * se
-
-
-def test_classify_reads_the_same_cls_in_both(pair):
-    full, sampled = pair
-    opts = dict(epochs=2, min_steps=0, lr="0.01")
-    a = run_probe("classify", full, **opts)
-    b = run_probe("classify", sampled, **opts)
-    assert a["cls_source"] == b["cls_source"] == "pooled/cls"
