@@ -56,10 +56,13 @@ def run_probe(
         train_store, val_store, val_fraction=float(opts["val_fraction"]), seed=int(opts["seed"])
     )
     percentile = float(opts["percentile"])
-    train = Part("train", train_store, train_rows, percentile)
+    threshold = model_threshold(train_store, opts["threshold_from"], percentile,
+                                allow_partial=opts["allow_partial"])
+    train = Part("train", train_store, train_rows, percentile, threshold["value"])
     val_part = (
-        Part("val", val_store, val_store.ok_rows(), percentile) if val_store is not None
-        else Part("val", train_store, val_rows, percentile)
+        Part("val", val_store, val_store.ok_rows(), percentile, threshold["value"])
+        if val_store is not None
+        else Part("val", train_store, val_rows, percentile, threshold["value"])
     )
     ctx = ProbeContext(kind=kind, options=opts, train=train, val=val_part, device=device)
     for part in (train, val_part):
@@ -88,6 +91,7 @@ def run_probe(
                   "shuffle": f"numpy default_rng([{opts['seed']}, epoch])"},
         "provenance": {"train": provenance(train), "val": provenance(val_part)},
         "split": split,
+        "outlier_threshold": threshold,
         "data": ctx.data,
         "environment": environment(device),
         **body,
@@ -98,6 +102,20 @@ def run_probe(
     if out is not None:
         write_json(out, result)
     return result
+
+
+def model_threshold(train: Store, source: str | None, percentile: float, *,
+                    allow_partial: bool) -> dict[str, Any]:
+    """The one outlier threshold of a run: `train`'s, or that of the store `source`.
+
+    The study computes it "on a per model basis": a train and a val store of
+    one model are split by one value, never each by its own.
+    """
+    store = train
+    if source:
+        store = open_store(source, allow_partial=allow_partial)
+        check_same_model(train, store, flag="--threshold-from")
+    return {"percentile": percentile, "value": store.threshold(percentile), "from": store.url}
 
 
 def resolve_options(spec: ProbeSpec, given: dict[str, Any]) -> dict[str, Any]:
@@ -174,13 +192,13 @@ def check_no_overlap(train: Store, val: Store) -> None:
             "training images; pass a store of other images, or --allow-val-overlap if intended")
 
 
-def check_same_model(a: Store, b: Store) -> None:
-    """Refuse a --val store written by another model, weights or geometry."""
+def check_same_model(a: Store, b: Store, *, flag: str = "--val") -> None:
+    """Refuse a --val (or `flag`) store written by another model, weights or geometry."""
     ma, mb = a.meta, b.meta
     diff = [k for k in _SAME_MODEL if ma.get(k) != mb.get(k)]
     if diff:
         pairs = ", ".join(f"{k}: {ma.get(k)!r} vs {mb.get(k)!r}" for k in diff)
-        raise ProbeError(f"--val store {b.url} does not come from the same model as {a.url} "
+        raise ProbeError(f"{flag} store {b.url} does not come from the same model as {a.url} "
                          f"({pairs}); train and validate on stores of one model")
 
 

@@ -59,7 +59,7 @@ def test_cli_runs_a_probe_and_writes_json(planted, tmp_path):
     out = tmp_path / "r" / "position.json"
     result = CliRunner().invoke(probe, [
         "position", planted, "--out", str(out), "--epochs", "2", "--lr", "0.01",
-        "--batch-size", "64", "--quiet",
+        "--batch-size", "64", "--min-steps", "0", "--quiet",
     ], terminal_width=150)
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())

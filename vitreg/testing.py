@@ -1,5 +1,8 @@
-"""Write stores with planted, known answers through `cache`'s writer, chunk by
-chunk (so a benchmark store of several GB never sits in memory).
+"""Planted stores: vitreg's store format with known answers, written through
+`cache`'s writer chunk by chunk (so a benchmark store of several GB never sits
+in memory). Use them to check that a probe finds what is there before
+trusting it on a model's store (`write_planted_store(url, n_images=...,
+geometry=REALISTIC_GEOMETRY, planted=REALISTIC)`).
 
 What is planted, per image of class y:
 - normal patch tokens: a code of their grid position and a linear code of
@@ -45,6 +48,13 @@ class Planted:
     noise: float = 0.3
     pooled_cls: float = 2.0  # weak
     pooled_registers: float = 6.0  # strong
+
+
+#: A store as hard as a real one: 14 x 14 positions, D = 64, a position code
+#: weaker than the content (pixel) code, outliers with about 10x the norm of
+#: normal tokens that hold only a class code. Patches of 4 px keep it small.
+REALISTIC_GEOMETRY = Geometry(registers=0, grid=(14, 14), dim=64, depth=2, img_size=56)
+REALISTIC = Planted(position=2.0, pixels=4.0, basis=8, noise=0.3, outlier=120.0)
 
 
 class _Codes:
@@ -115,13 +125,12 @@ def _chunk(
 
 
 def _sample(values: dict[str, np.ndarray], g: Geometry, k: int, rng: np.random.Generator):
-    """Keep K patch tokens per image: the K/2 highest norms, then K/2 others at random."""
+    """Keep K patch tokens per image: the K/2 highest norms, then K/2 drawn
+    uniformly from all patches (as extract does since schema 1.2)."""
     norms = values["norms"][:, g.prefix:]
-    order = np.argsort(-norms, axis=1, kind="stable")
-    top = order[:, : k // 2]
-    rest = order[:, k // 2:]
-    keys = rng.random(rest.shape).argsort(axis=1)[:, : k - k // 2]
-    index = np.concatenate([top, np.take_along_axis(rest, keys, 1)], axis=1)
+    top = np.argsort(-norms, axis=1, kind="stable")[:, : k // 2]
+    draw = np.sort(rng.random(norms.shape).argsort(axis=1)[:, : k - k // 2], axis=1)
+    index = np.concatenate([top, draw], axis=1)
     values["sampled/index"] = index.astype(np.int16)
     values["sampled/tokens"] = np.take_along_axis(
         values["tokens"][:, g.prefix:], index[..., None], axis=1)
