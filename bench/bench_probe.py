@@ -187,8 +187,12 @@ def bench_memory(workdir: Path, gbytes: float, epochs: int) -> dict:
         shutil.rmtree(url, ignore_errors=True)
 
 
-def bench_fidelity(workdir: Path, images: int, normals: int) -> dict:
-    """Probe vs oracle on normal tokens, and outliers, on a realistic planted store."""
+def bench_fidelity(workdir: Path, images: int, normals: int, options: dict) -> dict:
+    """Probe vs oracle on normal tokens, and outliers, on a realistic planted store.
+
+    `options` bound the probes' training (`epochs`, `lr`, `min_steps`), so that a
+    few hundred thousand tokens finish on 2 CPUs; empty means the probes' defaults.
+    """
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.linear_model import Ridge
     from vitreg.probe import run_probe
@@ -228,7 +232,7 @@ def bench_fidelity(workdir: Path, images: int, normals: int) -> dict:
     runs = {}
     for kind in ("position", "reconstruct"):
         t0 = time.perf_counter()
-        r = run_probe(kind, url, normals=normals)
+        r = run_probe(kind, url, normals=normals, **options)
         epochs = {cat: [(c["seconds"], c["passes"], c["steps"]) for c in curve]
                   for cat, curve in r["curves"].items()}
         runs[kind] = {"metrics": r["metrics"], "counts": r["counts"]["train"],
@@ -238,8 +242,8 @@ def bench_fidelity(workdir: Path, images: int, normals: int) -> dict:
                                         for c, v in epochs.items()},
                       "passes_per_epoch": {c: f["passes_per_epoch"] for c, f in r["fits"].items()}}
     shutil.rmtree(url, ignore_errors=True)
-    return {"images": images, "normals": normals, "write_s": write_s, "oracle": oracle,
-            "runs": runs}
+    return {"images": images, "normals": normals, "options": options, "write_s": write_s,
+            "oracle": oracle, "runs": runs}
 
 
 def main() -> None:
@@ -254,6 +258,11 @@ def main() -> None:
     parser.add_argument("--fidelity", action="store_true", help="run only the fidelity bench")
     parser.add_argument("--fidelity-images", type=int, default=4000)
     parser.add_argument("--fidelity-normals", type=int, default=200_000)
+    parser.add_argument("--fidelity-epochs", type=int, help="most epochs (default: the probes')")
+    parser.add_argument("--fidelity-lr", help="learning-rate grid, e.g. 0.003 (default: the "
+                        "probes' five values)")
+    parser.add_argument("--fidelity-min-steps", type=int,
+                        help="fewest optimisation steps (default: the probes')")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads for the ratio (default: torch's own)")
     parser.add_argument("--json", help="also write the figures here")
@@ -264,10 +273,14 @@ def main() -> None:
     report: dict = {"cpus": torch.get_num_threads()}
     try:
         if args.fidelity:
+            options = {k: v for k, v in (("epochs", args.fidelity_epochs),
+                                         ("lr", args.fidelity_lr),
+                                         ("min_steps", args.fidelity_min_steps)) if v is not None}
             f = report["fidelity"] = bench_fidelity(work, args.fidelity_images,
-                                                    args.fidelity_normals)
+                                                    args.fidelity_normals, options)
             o = f["oracle"]
-            print(f"fidelity: {f['images']} images, {f['normals']} normal train tokens; oracle "
+            print(f"fidelity: {f['images']} images, {f['normals']} normal train tokens, "
+                  f"options {options or 'the defaults'}; oracle "
                   f"LDA top-1 {o['top1']:.3f}, Ridge MSE {o['mse']:.2f}, mean patch "
                   f"{o['mean_patch_mse']:.1f}")
             for kind, run in f["runs"].items():
