@@ -6,9 +6,9 @@ from typing import Any, Callable
 
 import torch
 from PIL import Image
-from timm.data import create_transform
 
 from vitreg.core import UsageError
+from vitreg.core.samples import pixel_transform
 
 #: Keys of timm's data config that define the eval preprocessing.
 _TRANSFORM_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
@@ -56,11 +56,8 @@ def transform_kwargs(data_config: dict[str, Any]) -> dict[str, Any]:
 def eval_transform(data_config: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
     """PIL image -> uint8 (3, S, S) tensor: resize and crop as timm does, no scaling.
 
-    `normalize=False` makes timm end with `MaybePILToTensor`, which keeps uint8;
-    the float conversion and mean/std happen on the device (`capture.normalize`),
-    so host memory and copies carry a quarter of the bytes.
+    The float conversion and mean/std happen on the device (`capture.normalize`),
+    so host memory and copies carry a quarter of the bytes. Built from the
+    arguments the store records, the way probe rebuilds it (`core.samples`).
     """
-    kwargs = transform_kwargs(data_config)
-    kwargs.pop("mean", None)
-    kwargs.pop("std", None)
-    return create_transform(**kwargs, is_training=False, normalize=False)
+    return pixel_transform(transform_kwargs(data_config))
