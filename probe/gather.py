@@ -48,6 +48,22 @@ class PixelPatchGather:
                                 self.grid)
 
 
+@dataclass(frozen=True, eq=False)
+class TargetGather:
+    """X: the selected tokens; Y: their row of `targets` (item field `target`), pixel
+    patches re-decoded from the store's shards (`redecode.py`)."""
+
+    source: str
+    targets: np.ndarray  # (items, p*p*3) uint8
+
+    @property
+    def arrays(self) -> tuple[str, ...]:
+        return (self.source,)
+
+    def __call__(self, blocks, local, fields):
+        return blocks[self.source][local, fields["slot"]], self.targets[fields["target"]]
+
+
 def pixel_patches(
     pixels: np.ndarray, local: np.ndarray, patch: np.ndarray, p: int, grid: tuple[int, int]
 ) -> np.ndarray:
@@ -127,15 +143,15 @@ def patch_geometry(store: Store) -> tuple[int, tuple[int, int]]:
 
 
 def require_pixels(store: Store) -> None:
-    """Reconstruction targets come from `pixels`; re-decoding shards is extract's job."""
+    """`--targets pixels` needs the `pixels` array."""
     if "pixels" in store:
         return
     shards = store.meta.get("shards") or store.meta.get("inputs")
     where = f" (its recorded shards: {_short(shards)})" if shards else ""
     raise ProbeError(
-        f"store {store.url} has no `pixels` array{where}. The reconstruction targets are the "
-        "model input before normalisation; re-decoding the shards with the store's recorded "
-        "preprocessing needs the extract stage, which probe does not import. Re-run "
+        f"store {store.url} has no `pixels` array{where}. Use --targets shards (or auto) to "
+        "re-decode the model input from the store's recorded shards with its recorded "
+        "preprocessing (--shards PATTERN when they have moved), or re-run "
         "`vitreg extract ... --with pixels` to store them"
     )
 

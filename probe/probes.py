@@ -7,6 +7,7 @@ returns the probe-specific part of the result: counts, curves, metrics.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from .gather import (
     ClassifyGather,
     PixelPatchGather,
     PooledGather,
+    TargetGather,
     TokenGather,
     patch_geometry,
     pooled_columns,
@@ -273,15 +275,34 @@ def position(ctx: ProbeContext) -> dict[str, Any]:
     summary="the token's P x P x 3 pixel patch of the model input (MSE, L2 error)",
     options=(
         *training_options("MSE", "AdamW", 0.01),
-        *TOKEN_OPTIONS, *SKLEARN_OPTIONS,
+        *TOKEN_OPTIONS,
+        Option("targets", "auto", "where the pixel patches come from: the store's `pixels` "
+               "array, or its images re-decoded from the store's recorded shards with its "
+               "recorded preprocessing (auto: pixels when both stores hold them)",
+               choices=("auto", "pixels", "shards")),
+        Option("shards", None, "--targets shards: where STORE's shards are now, when not where "
+               "it records them (a brace pattern such as /data/train-{000..063}.tar, or the "
+               "folder that holds them under their recorded names)", type=str),
+        Option("val_shards", None, "the same as --shards, for the --val store", type=str),
+        Option("decode_workers", 0, "--targets shards: processes that decode images "
+               "(0: the CPUs, at most 8)"),
+        *SKLEARN_OPTIONS,
     ),
 )
 def reconstruct(ctx: ProbeContext) -> dict[str, Any]:
-    for part in (ctx.train, ctx.val):
-        require_pixels(part.store)
     p, grid = patch_geometry(ctx.train.store)
     items = _select_token_items(ctx)
-    gather = PixelPatchGather(token_source(ctx.train.store), p, grid)
+    source = token_source(ctx.train.store)
+    mode = ctx.options["targets"]
+    if mode == "auto":
+        mode = "pixels" if all("pixels" in part.store for part in (ctx.train, ctx.val)) \
+            else "shards"
+    if mode == "pixels":
+        for part in (ctx.train, ctx.val):
+            require_pixels(part.store)
+        gather = PixelPatchGather(source, p, grid)
+    else:
+        gather = TargetGather(source, redecoded_targets(ctx, items))
     cfg = ctx.train_config(optimizer="adamw", weight_decay=float(ctx.options["weight_decay"]),
                            patience=int(ctx.options["patience"]))
     fitted = fit_by_category(ctx, items, gather, ReconstructTask,
@@ -296,8 +317,37 @@ def reconstruct(ctx: ProbeContext) -> dict[str, Any]:
             "l2": "mean over tokens of the L2 norm of the per-patch error vector (P*P*3 values), "
                   "0-255 intensity units: the paper's 'L2 error'",
         },
-        "targets": "pixels",
+        "targets": mode,
     }
+
+
+def redecoded_targets(ctx: ProbeContext, items: dict[str, Items]) -> np.ndarray:
+    """The train and val items' pixel patches, re-decoded from their stores' shards, as
+    one array; each item gets the field `target`, its row in it."""
+    from .redecode import decode_targets
+
+    offset, parts = 0, []
+    for name in ("train", "val"):
+        n = len(items[name])
+        items[name].fields["target"] = np.arange(offset, offset + n)
+        offset += n
+    if ctx.val.store is ctx.train.store:  # a split of one store: one pass over its shards
+        jobs = [(("train", "val"), ctx.train, ctx.options["shards"])]
+    else:
+        jobs = [(("train",), ctx.train, ctx.options["shards"]),
+                (("val",), ctx.val, ctx.options["val_shards"])]
+    for names, part, shards in jobs:
+        rows = np.concatenate([items[n].fields["row"] for n in names])
+        patch = np.concatenate([items[n].fields["patch"] for n in names])
+        t0 = time.perf_counter()
+        parts.append(decode_targets(part.store, rows, patch, shards=shards,
+                                    workers=int(ctx.options["decode_workers"])))
+        ctx.data.setdefault("redecoded", []).append(
+            {"store": part.store.url, "parts": list(names), "tokens": int(rows.size),
+             "images": int(np.unique(rows).size), "seconds": round(time.perf_counter() - t0, 3)})
+        log.info("re-decoded %d pixel patches of %d images from %s's shards in %.1f s",
+                 rows.size, np.unique(rows).size, part.store.url, time.perf_counter() - t0)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 # -- classify --------------------------------------------------------------------------

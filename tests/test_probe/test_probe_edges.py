@@ -7,6 +7,7 @@ import pytest
 import torch
 from vitreg.cache import Geometry, IncompleteStoreError, open_store
 from vitreg.cache.synthetic import write_store
+from vitreg.core import InputError
 from vitreg.probe import ProbeError, run_probe
 from vitreg.testing import write_planted_store
 
@@ -148,10 +149,12 @@ def test_incomplete_store_needs_allow_partial(tmp_path, fast):
 
 
 # -- missing pieces ---------------------------------------------------------------------
-def test_reconstruct_without_pixels_says_re_extract(tmp_path):
-    url = _planted(tmp_path, with_pixels=False)
-    with pytest.raises(ProbeError, match="--with pixels"):
+def test_reconstruct_without_pixels_or_shards_says_re_extract(tmp_path):
+    url = _planted(tmp_path, with_pixels=False)  # a planted store records no shards
+    with pytest.raises(InputError, match="records no input shards.*--with pixels"):
         run_probe("reconstruct", url)
+    with pytest.raises(ProbeError, match="--targets shards"):
+        run_probe("reconstruct", url, targets="pixels")
 
 
 def test_unlabelled_store(tmp_path):
