@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 
 #: Codec names (zarr v3 metadata) and dtypes a store may use. Anything else
 #: is refused before a chunk is decoded: a store may come from a stranger.
@@ -127,6 +127,12 @@ for _spec in [
         "sampled/tokens", ("image", "sample", "dim"), "float16", lambda g, k: (k, g.dim),
         "the sampled patch tokens", option="tokens:sampled",
     ),
+    ArraySpec(
+        "sampled/prefix", ("image", "prefix", "dim"), "float16",
+        lambda g, k: (g.prefix, g.dim),
+        "[CLS] and the registers of the last block's output, before the final norm",
+        option="tokens:sampled",
+    ),
 ]:
     _register(_spec)
 
@@ -145,7 +151,7 @@ def parse_token_mode(mode: str) -> tuple[str, int]:
 
 
 #: Arrays whose dtype `--dtype` chooses (float16 by default).
-TOKEN_ARRAYS = ("tokens", "sampled/tokens")
+TOKEN_ARRAYS = ("tokens", "sampled/tokens", "sampled/prefix")
 TOKEN_DTYPES = ("float16", "float32")
 
 

@@ -95,6 +95,7 @@ class Capture:
             patches = tokens[:, geom.prefix :]
             out["sampled/index"] = index
             out["sampled/tokens"] = patches.gather(1, index[..., None].expand(-1, -1, patches.shape[-1]))
+            out["sampled/prefix"] = tokens[:, : geom.prefix]
         if "blocks" in self.with_options:
             out["blocks/norms"] = torch.stack([b.norm(dim=-1) for b in blocks], dim=1)
         if "qkv" in self.with_options:

@@ -81,7 +81,9 @@ class ClassifyGather:
     """X: [CLS] | the random normal token | the random outlier token, concatenated."""
 
     source: str
-    cls_source: str  # "tokens" (slot 0 of the last block's output) or "pooled/cls"
+    #: "tokens" or "sampled/prefix" (slot 0: [CLS] before the final norm), or
+    #: "pooled/cls" (after it: sampled stores of schema < 1.4)
+    cls_source: str
 
     @property
     def arrays(self) -> tuple[str, ...]:
@@ -89,8 +91,8 @@ class ClassifyGather:
 
     def __call__(self, blocks, local, fields):
         tokens = blocks[self.source]
-        if self.cls_source == "tokens":
-            cls = tokens[local, 0]
+        if self.cls_source in ("tokens", "sampled/prefix"):
+            cls = blocks[self.cls_source][local, 0]
         else:
             cls = blocks["pooled/cls"][local]
         parts = [cls, tokens[local, fields["normal_slot"]], tokens[local, fields["outlier_slot"]]]

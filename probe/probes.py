@@ -366,10 +366,11 @@ def classify(ctx: ProbeContext) -> dict[str, Any]:
     source = token_source(store)
     geometry = store.geometry
     has_cls = geometry.prefix > geometry.registers
-    cls_source = "tokens" if source == "tokens" else "pooled/cls"
-    if source != "tokens":
-        ctx.notes.append("sampled store: [CLS] comes from pooled/cls (after the final "
-                         "LayerNorm), the patch tokens from before it")
+    cls_source = cls_array(store)
+    if cls_source == "pooled/cls":
+        ctx.notes.append("sampled store of schema < 1.4 (no sampled/prefix): [CLS] comes from "
+                         "pooled/cls (after the final LayerNorm), the patch tokens from before "
+                         "it; re-extract it to compare [CLS] with a full store's")
     items = {
         "train": select_images_with_outliers(
             ctx.train, seed=int(ctx.options["seed"]), max_images=ctx.options["max_images"],
@@ -398,6 +399,15 @@ def classify(ctx: ProbeContext) -> dict[str, Any]:
         "units": {"top1": "fraction of validation images classified correctly"},
         **fit_summary(result),
     }
+
+
+def cls_array(store) -> str:
+    """Where [CLS] before the final norm is: slot 0 of `tokens`, or of `sampled/prefix`
+    (sampled stores, schema 1.4); `pooled/cls` (after it) for older sampled stores."""
+    for name in ("tokens", "sampled/prefix"):
+        if name in store:
+            return name
+    return "pooled/cls"
 
 
 def _top(metrics: dict[str, dict[str, float]]) -> dict[str, float]:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
 from vitreg.cache import Store
 from vitreg.cache.shardid import local_shard_path, shard_digest
 from vitreg.core import InputError, UsageError

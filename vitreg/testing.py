@@ -134,6 +134,7 @@ def _sample(values: dict[str, np.ndarray], g: Geometry, k: int, rng: np.random.G
     values["sampled/index"] = index.astype(np.int16)
     values["sampled/tokens"] = np.take_along_axis(
         values["tokens"][:, g.prefix:], index[..., None], axis=1)
+    values["sampled/prefix"] = values["tokens"][:, : g.prefix]
     del values["tokens"]
     return values
 
@@ -169,7 +170,7 @@ def write_planted_store(
     if kind == "all":
         specs.append(ARRAYS["tokens"])
     elif kind == "sampled":
-        specs += [ARRAYS["sampled/index"], ARRAYS["sampled/tokens"]]
+        specs += [ARRAYS["sampled/index"], ARRAYS["sampled/tokens"], ARRAYS["sampled/prefix"]]
     if with_pixels:
         specs.append(ARRAYS["pixels"])
     names = [s.name for s in specs]

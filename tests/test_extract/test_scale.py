@@ -92,6 +92,9 @@ def test_sampled_tokens_are_the_top_half_and_a_seeded_draw(tmp_path, shards):
         # The second half: 3 distinct patches drawn from all 16 (schema 1.2), seeded by row.
         assert len(set(index[row, 3:])) == 3 and (np.diff(index[row, 3:]) > 0).all()
         np.testing.assert_array_equal(sampled.array("sampled/tokens")[row], tokens[row, index[row]])
+    # [CLS] and registers before the final norm, as in the full store (schema 1.4)
+    np.testing.assert_array_equal(sampled.array("sampled/prefix")[:],
+                                  full.array("tokens")[:, :prefix])
     again = tmp_path / "again"
     extract(shards, again, tokens="sampled:6", batch_size=5, workers=2)
     assert_same_store(str(tmp_path / "sampled"), str(again))  # same draw whatever the batching

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import numpy as np
 import pytest
 import torch
@@ -118,8 +120,22 @@ def test_sampled_store_position_and_classify(sampled, fast):
     assert r["metrics"]["normal"]["top1"] > 0.9
     assert r["metrics"]["outlier"]["top1"] < 0.2
     c = run_probe("classify", sampled, **fast)
+    assert c["cls_source"] == "sampled/prefix"  # before the final norm, as in a full store
+    assert c["metrics"]["outlier"]["top1"] > 0.9 and c["metrics"]["cls"]["top1"] > 0.9
+    assert not any("pooled/cls" in n for n in c["notes"])
+
+
+def test_sampled_store_of_schema_1_3_falls_back_to_pooled_cls(sampled, fast, tmp_path):
+    """A 1.3 sampled store has no `sampled/prefix`: [CLS] after the final norm, with a note."""
+    url = tmp_path / "old.zarr"
+    shutil.copytree(sampled, url)
+    shutil.rmtree(url / "sampled" / "prefix")
+    root = json.loads((url / "zarr.json").read_text())
+    root["attributes"]["vitreg"]["schema_version"] = "1.3"
+    root.get("consolidated_metadata", {}).get("metadata", {}).pop("sampled/prefix", None)
+    (url / "zarr.json").write_text(json.dumps(root))
+    c = run_probe("classify", str(url), **fast)
     assert c["cls_source"] == "pooled/cls"
-    assert c["metrics"]["outlier"]["top1"] > 0.9
     assert any("pooled/cls" in n for n in c["notes"])
 
 

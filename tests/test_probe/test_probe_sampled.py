@@ -53,3 +53,28 @@ def test_sampled_outliers_are_the_full_stores_outliers(pair):
     assert 0.97 * a[OUTLIER].size <= b[OUTLIER].size <= a[OUTLIER].size
     se = a[OUTLIER].std() / np.sqrt(b[OUTLIER].size)
     assert abs(a[OUTLIER].mean() - b[OUTLIER].mean()) < 4 * se
+
+
+def test_classify_reads_the_same_cls_from_a_sampled_and_a_full_store(pair):
+    """Schema 1.4: a sampled store keeps [CLS] before the final norm (`sampled/prefix`),
+    the quantity a full store's `tokens[:, 0]` holds, so classify's [CLS] features agree."""
+    from vitreg.probe.gather import ClassifyGather
+    from vitreg.probe.probes import cls_array
+    from vitreg.probe.select import select_images_with_outliers, token_source
+    from vitreg.probe.stream import TokenStream
+
+    features = []
+    for url in pair:
+        store = open_store(url)
+        part = Part("all", store, store.ok_rows(), 98.0, store.threshold(98.0))
+        items = select_images_with_outliers(part, seed=42, max_images=None, has_cls_token=True)
+        gather = ClassifyGather(token_source(store), cls_array(store))
+        x = np.concatenate([piece.x for piece in TokenStream(store, items, gather,
+                                                             in_memory=False).pieces()])
+        features.append(dict(zip(items.rows.tolist(), x[:, : G.dim])))
+    full, sampled = features
+    common = sorted(set(full) & set(sampled))
+    assert len(common) > 100
+    np.testing.assert_array_equal(np.stack([full[r] for r in common]),
+                                  np.stack([sampled[r] for r in common]))
+    assert [cls_array(open_store(u)) for u in pair] == ["tokens", "sampled/prefix"]
