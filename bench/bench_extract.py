@@ -228,7 +228,7 @@ def main() -> None:
         child(args)
         return
     from vitreg.cache import open_store
-    from vitreg.cache.cli import array_sizes
+    from vitreg.cache.layout import array_sizes
 
     tmp = Path(tempfile.mkdtemp(prefix="vitreg-bench-", dir=os.environ.get("VITREG_BENCH_DIR")))
     images = image_folder(args.images, tmp)

@@ -154,7 +154,7 @@ def write_failure(exc: OSError, out: str) -> str:
 def print_dry_run(plan: dict) -> None:
     from rich.table import Table
 
-    from vitreg.cache.cli import human_bytes
+    from vitreg.core.files import human_bytes
 
     table = Table("array", "shape", "dtype", "on disk",
                   title=f"{plan['model']}: {plan['n_rows']} rows from {plan['shards']} shard(s)")

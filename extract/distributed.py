@@ -39,14 +39,6 @@ def detect_ranks(rank: int | None = None, world: int | None = None) -> Ranks:
     return Ranks(rank, world)
 
 
-def row_range(n_rows: int, chunk_rows: int, ranks: Ranks) -> tuple[int, int]:
-    """The rows of this rank: whole chunks, split as evenly as chunks allow."""
-    chunks = -(-n_rows // chunk_rows)
-    first = ranks.rank * chunks // ranks.world
-    last = (ranks.rank + 1) * chunks // ranks.world
-    return first * chunk_rows, min(last * chunk_rows, n_rows)
-
-
 def barrier(ranks: Ranks) -> None:
     if ranks.torchrun:
         dist.barrier()

@@ -3,14 +3,15 @@ anything is written."""
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from vitreg.cache import ArraySpec, Geometry, arrays_for, default_chunk_rows
+from vitreg.cache import ArraySpec, Geometry, arrays_for
+from vitreg.cache.layout import chunk_rows_for_store
 from vitreg.cache.schema import parse_token_mode
+from vitreg.core.device import resolve_device
 from vitreg.core.errors import InputError
 
 from .capture import Capture, resolve_precision, to_numpy
@@ -39,8 +40,8 @@ def estimate_arrays(
 ) -> list[ArrayEstimate]:
     """Shapes and bytes on disk of every array (strings: a rough figure)."""
     _, k = parse_token_mode(token_mode)
-    chunk = chunk_rows or min(default_chunk_rows(geometry), n_rows)
-    padded = math.ceil(n_rows / chunk) * chunk
+    chunk = chunk_rows_for_store(geometry, n_rows, chunk_rows)
+    padded = -(-n_rows // chunk) * chunk
     estimates = []
     for spec in arrays_for(with_options, token_mode, tokens_dtype):
         row_shape = spec.row_shape(geometry, k)
@@ -70,8 +71,6 @@ def run_dry_run(
     keys: str | None = None,
 ) -> dict[str, Any]:
     """Plan the run and time two batches; write nothing."""
-    from .run import resolve_device
-
     dev = resolve_device(device)
     check_model(model, img_size)
     check_shard_args(shards)

@@ -64,3 +64,15 @@ def test_codecs_of_a_created_store_are_the_documented_ones(tmp_path):
         codecs = [c.to_dict()["name"] for c in root[name].metadata.codecs]
         expected = ["vlen-utf8"] if ARRAYS[name].dtype == "string" else ["bytes"]
         assert codecs == expected, name
+
+
+def test_root_attribute_table_matches_code():
+    from vitreg.cache.attrs import ATTRIBUTES
+
+    section = DOC.split("## Root attributes")[1].split("\n## ")[0]
+    rows = []
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            keys, meaning = (cell.strip() for cell in line.strip("|").split("|"))
+            rows.append((tuple(re.findall(r"`([a-z0-9_]+)`", keys)), meaning))
+    assert rows == [(keys, meaning) for keys, meaning in ATTRIBUTES]
