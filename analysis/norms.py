@@ -152,7 +152,9 @@ def plot_norms(summaries: list[dict[str, Any]], labels: list[str], edges: np.nda
     return fig
 
 
-@register_analysis("norms")
+@register_analysis(
+    "norms", order=1, title="Token norms (Claims 1-2, study Fig. 4)",
+    help="Norm histograms, 98th-percentile threshold and statistics (Claims 1-2).")
 def run_norms(
     stores: Sequence[str | Store], *, out: str | Path, images: int = 5000, seed: int = 42,
     allow_partial: bool = False, **_: Any,

@@ -110,3 +110,12 @@ def shard_diffs(old: list[dict[str, Any]], new: list[dict[str, Any]],
             diffs.append(f"shard {now['url']} was rewritten since the store was started "
                          "(its members' names, sizes or order differ)")
     return diffs
+
+
+#: The attributes every result names its store by.
+PROVENANCE_KEYS = ("model", "weights", "weights_sha256", "schema_version")
+
+
+def provenance(url: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """Where a result's numbers come from: the store and the model that wrote it."""
+    return {"url": url, **{key: meta.get(key) for key in PROVENANCE_KEYS}}

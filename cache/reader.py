@@ -179,6 +179,19 @@ class Store:
             row_bytes += int(np.prod(array.shape[1:], dtype=np.int64)) * itemsize
         return max(1, TOKENS_CHUNK_BYTES // max(1, row_bytes * self.chunk_rows))
 
+    def take(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """The given rows of one array, reading only the chunks that hold them
+        (one orthogonal selection: zarr fetches those chunks concurrently);
+        every row is read as one slice."""
+        rows = np.asarray(rows, dtype=np.int64)
+        array = self.array(name)
+        if rows.size == array.shape[0]:
+            return array[:]
+        return array.get_orthogonal_selection((rows,))
+
+    def is_ok(self, row: int) -> bool:
+        return bool(self.status[row] == STATUS_OK)
+
     # -- the outlier rule -----------------------------------------------------
     def patch_norms(self) -> np.ndarray:
         """Patch-token norms of every ok row, shape (n_ok, P), [CLS]/registers dropped."""
