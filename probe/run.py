@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from vitreg.cache import SCHEMA_VERSION, Store, open_store
 
-from vitreg import __version__
+from vitreg.core.version import __version__
 
 from . import probes as _probes  # noqa: F401 - registers the probes
 from .probes import ProbeContext
