@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+
 from vitreg.core.errors import cli_errors
 
 from .common import Analysis, registered

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator
+
 from vitreg.cache import Store, open_store, outlier_threshold
 from vitreg.cache.attrs import provenance as store_provenance
 from vitreg.core.errors import UsageError, VitregError
@@ -45,7 +46,8 @@ class Analysis:
 ANALYSES: dict[str, Analysis] = {}
 
 
-def register_analysis(name: str, *, order: int, title: str, help: str, options: tuple[Callable, ...] = (),
+def register_analysis(name: str, *, order: int, title: str, help: str,
+                      options: tuple[Callable, ...] = (),
                       summary: Callable[[Result, dict[str, Any]], str] | None = None,
                       ) -> Callable[[Callable[..., Result]], Callable[..., Result]]:
     """Add a `run_*` function to `ANALYSES`: it becomes a command and a report

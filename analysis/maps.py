@@ -13,6 +13,7 @@ import click
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
 from vitreg.cache import Store
 
 from .common import (

@@ -11,6 +11,7 @@ from typing import Any
 import click
 import numpy as np
 from matplotlib.figure import Figure
+
 from vitreg.cache import Store
 
 from .common import (

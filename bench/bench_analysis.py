@@ -23,6 +23,7 @@ import click
 import numpy as np
 import zarr
 import zarr.storage
+
 from vitreg.analysis import run_norms
 from vitreg.cache import Geometry, default_chunk_rows
 from vitreg.cache.synthetic import write_store

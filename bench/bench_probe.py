@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from benchutil import drop_cache
+
 from vitreg.cache import Geometry, default_chunk_rows, open_store
 from vitreg.probe.gather import TokenGather
 from vitreg.probe.select import Part, select_tokens
@@ -45,7 +47,6 @@ from vitreg.probe.train import (
     make_optimizer,
     train_epoch,
 )
-from benchutil import drop_cache
 
 #: ViT-S/14 at 224 px with 4 registers: T = 1 + 4 + 256, D = 384 (200 KB a row).
 GEOMETRY = Geometry(registers=4, grid=(16, 16), dim=384, depth=12, img_size=224)

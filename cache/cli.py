@@ -46,7 +46,8 @@ def run_info(url: str) -> None:
                           f"(e.g. {', '.join(group['keys'])})")
     sizes = array_sizes(store)
     width = max((len(name) for name, *_ in sizes), default=5)
-    table = Table(Column("array", no_wrap=True, min_width=width), "shape", "dtype", "chunks", "on disk", "raw", "ratio")
+    table = Table(Column("array", no_wrap=True, min_width=width), "shape", "dtype", "chunks",
+                  "on disk", "raw", "ratio")
     total_stored = total_raw = 0
     for name, shape, dtype, stored, raw in sizes:
         total_stored, total_raw = total_stored + stored, total_raw + raw

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from vitreg.core.errors import InputError, VitregError
 
+__all__ = [
+    "ConfigMismatchError", "IncompleteStoreError", "InputError", "StoreFormatError",
+    "StoreNotFoundError", "UnsafeStoreError", "VitregError",
+]
+
 
 class StoreNotFoundError(VitregError, FileNotFoundError):
     """No vitreg store at that location."""

@@ -43,6 +43,7 @@ def array_sizes(store: Store) -> list[tuple[str, tuple, str, int, int]]:
     for name in store.names:
         array = store.array(name)
         stored = array.nbytes_stored()
-        raw = int(np.prod(array.shape)) * (array.dtype.itemsize if array.dtype.kind not in "OTU" else 0)
+        itemsize = array.dtype.itemsize if array.dtype.kind not in "OTU" else 0
+        raw = int(np.prod(array.shape)) * itemsize
         rows.append((name, array.shape, str(array.dtype), stored, raw))
     return rows

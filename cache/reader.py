@@ -4,8 +4,9 @@ provenance, and the outlier threshold computed once, the same way for all."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Sequence
 from functools import cached_property
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import zarr

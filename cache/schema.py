@@ -6,8 +6,8 @@ two agree, so change both together and bump `SCHEMA_VERSION`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 SCHEMA_VERSION = "1.2"
 
@@ -72,7 +72,8 @@ for _spec in [
     ArraySpec("key", ("image",), "string", _scalar, "the sample's `__key__`"),
     ArraySpec("label", ("image",), "int32", _scalar, "class index, -1 if unknown"),
     ArraySpec("status", ("image",), "uint8", _scalar, "0 pending, 1 ok, 2 failed"),
-    ArraySpec("error", ("image",), "string", _scalar, "why a row failed; for an ok row, empty or a warning that starts with `warning:`"),
+    ArraySpec("error", ("image",), "string", _scalar,
+              "why a row failed; for an ok row, empty or a warning that starts with `warning:`"),
     ArraySpec(
         "tokens", ("image", "token", "dim"), "float16", lambda g, k: (g.tokens, g.dim),
         "output of the last block, before the final norm", option="tokens:all",

@@ -6,8 +6,9 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import zarr
 import zarr.storage
@@ -185,7 +186,8 @@ def _check_array_safe(name: str, array: zarr.Array) -> None:
     dtype = meta.data_type.to_json(zarr_format=3)
     dtype = dtype if isinstance(dtype, str) else dtype.get("name", str(dtype))
     if dtype not in ALLOWED_DTYPES:
-        raise UnsafeStoreError(f"array {name!r} has dtype {dtype!r} outside {sorted(ALLOWED_DTYPES)}")
+        raise UnsafeStoreError(
+            f"array {name!r} has dtype {dtype!r} outside {sorted(ALLOWED_DTYPES)}")
 
 
 def check_schema(root: zarr.Group) -> None:
@@ -309,7 +311,8 @@ def delete_store(url: str) -> None:
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
             return
         if "vitreg" not in found.attrs:
-            raise StoreFormatError(f"--overwrite: {url} is not a vitreg store; refusing to delete it")
+            raise StoreFormatError(
+                f"--overwrite: {url} is not a vitreg store; refusing to delete it")
         zarr.open_group(store_like(url, "w"), mode="w", zarr_format=3)
         return
     path = Path(local)

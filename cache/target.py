@@ -7,8 +7,9 @@ marks the store complete. Extraction goes through it and never touches zarr.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import zarr

@@ -15,7 +15,8 @@ def check_device(device: str) -> torch.device | None:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise UsageError(f"--device {device}: unknown device; use auto, cpu, cuda or cuda:i") from None
+        raise UsageError(
+            f"--device {device}: unknown device; use auto, cpu, cuda or cuda:i") from None
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
@@ -24,7 +25,8 @@ def check_device(device: str) -> torch.device | None:
         if dev.index is not None and dev.index >= count:
             raise UsageError(f"--device {device}: this machine has {count} CUDA device(s), "
                              f"cuda:0 to cuda:{count - 1}")
-    elif dev.type not in ("cpu", "mps") or (dev.type == "mps" and not torch.backends.mps.is_available()):
+    elif dev.type not in ("cpu", "mps") or (
+            dev.type == "mps" and not torch.backends.mps.is_available()):
         raise UsageError(f"--device {device}: not available here; use auto, cpu, cuda or cuda:i")
     return dev
 

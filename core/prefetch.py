@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 _DONE = object()
 
 
-def prefetched(items: Iterable[Any], depth: int = 2, *, name: str = "vitreg-prefetch") -> Iterator[Any]:
+def prefetched(items: Iterable[Any], depth: int = 2, *,
+               name: str = "vitreg-prefetch") -> Iterator[Any]:
     """Iterate `items` in a background thread, at most `depth` ahead.
 
     Errors of the thread are raised here, in the consumer; closing the

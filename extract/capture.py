@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -84,10 +84,13 @@ CAPTURES: dict[str, Callable[[Pass], torch.Tensor]] = {}
 ROW_META = ("key", "label", "status", "error")
 
 
-def captures(name: str) -> Callable[[Callable[[Pass], torch.Tensor]], Callable[[Pass], torch.Tensor]]:
+CaptureFn = Callable[[Pass], torch.Tensor]
+
+
+def captures(name: str) -> Callable[[CaptureFn], CaptureFn]:
     """Register how array `name` (declared in `cache.schema.ARRAYS`) is computed."""
 
-    def add(fn: Callable[[Pass], torch.Tensor]) -> Callable[[Pass], torch.Tensor]:
+    def add(fn: CaptureFn) -> CaptureFn:
         if name not in ARRAYS or name in ROW_META:
             raise VitregError(f"capture {name!r}: declare the array in cache/schema.py first")
         if name in CAPTURES:

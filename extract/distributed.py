@@ -31,7 +31,8 @@ def detect_ranks(rank: int | None = None, world: int | None = None) -> Ranks:
             raise VitregError("--rank/--world-size are for independent jobs; torchrun sets them")
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-        return Ranks(dist.get_rank(), dist.get_world_size(), True, int(os.environ.get("LOCAL_RANK", 0)))
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        return Ranks(dist.get_rank(), dist.get_world_size(), True, local_rank)
     world = world or 1
     rank = rank or 0
     if not 0 <= rank < world:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from vitreg.cache import ArraySpec, Geometry, arrays_for
 from vitreg.cache.layout import chunk_rows_for_store
 from vitreg.cache.schema import parse_token_mode

@@ -43,7 +43,8 @@ def round_img_size(size: int, patch: int) -> tuple[int, str | None]:
     if rounded < patch:
         raise ValueError(f"image size {size} is smaller than one {patch}-px patch")
     if rounded != size:
-        return rounded, f"image size {size} is not a multiple of the patch size {patch}: using {rounded}"
+        return rounded, (f"image size {size} is not a multiple of the patch size {patch}: "
+                         f"using {rounded}")
     return rounded, None
 
 
@@ -176,14 +177,16 @@ def _create_pretrained(name: str, **kwargs: Any) -> torch.nn.Module:
 def _load_file(model: torch.nn.Module, path: Path) -> None:
     from timm.models.vision_transformer import checkpoint_filter_fn
 
-    state = checkpoint_filter_fn(read_state_dict(path, error=WeightsError, label=f"--weights {path}"), model)
+    state = read_state_dict(path, error=WeightsError, label=f"--weights {path}")
+    state = checkpoint_filter_fn(state, model)
     state = {k: v for k, v in state.items() if not k.startswith("head.")}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # torch: "size mismatch for ..."
         first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line),
                      str(exc).splitlines()[0])
-        raise WeightsError(f"{path} does not fit the model: {first.rstrip('.')}; the checkpoint is of "
+        raise WeightsError(f"{path} does not fit the model: {first.rstrip('.')}; the "
+                           "checkpoint is of "
                            "another model or size: pass the --model it was saved from") from exc
     if missing or unexpected:
         raise WeightsError(

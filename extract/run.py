@@ -23,14 +23,15 @@ from vitreg.core.files import file_sha256
 from vitreg.core.prefetch import prefetched
 from vitreg.core.runtime import tune_allocator
 
-from .checks import check_model
 from .capture import Capture, resolve_precision, to_numpy
+from .checks import check_model
 from .data import ShardStream
 from .distributed import Ranks, barrier, detect_ranks
 from .model import LoadedModel, build_model
 from .plan import Plan, check_shard_args, no_samples_message, plan_shards
 from .progress import progress_bar
 from .transforms import eval_transform, transform_kwargs
+
 
 @dataclass
 class Summary:

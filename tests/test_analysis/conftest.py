@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr.storage
+
 from vitreg.cache import Geometry
 from vitreg.cache.synthetic import write_store
 

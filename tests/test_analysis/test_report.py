@@ -8,6 +8,7 @@ import re
 
 import pytest
 from click.testing import CliRunner
+
 from vitreg.analysis import run_report
 from vitreg.analysis.cli import analysis
 from vitreg.analysis.render import find_chromium, render_png

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from vitreg.analysis import run_similarity
 from vitreg.cache.synthetic import write_store
 

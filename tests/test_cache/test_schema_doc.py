@@ -6,7 +6,13 @@ import re
 from pathlib import Path
 
 from vitreg.cache import (
-    ARRAYS, SCHEMA_VERSION, WITH_OPTIONS, Geometry, arrays_for, create_store, stored_arrays,
+    ARRAYS,
+    SCHEMA_VERSION,
+    WITH_OPTIONS,
+    Geometry,
+    arrays_for,
+    create_store,
+    stored_arrays,
 )
 from vitreg.cache.schema import ALLOWED_CODECS, ALLOWED_DTYPES
 from vitreg.cache.synthetic import synthetic_attrs

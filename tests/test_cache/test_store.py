@@ -10,8 +10,17 @@ import pytest
 import zarr
 
 from vitreg.cache import (
-    ChunkWriter, Geometry, IncompleteStoreError, StoreFormatError, StoreNotFoundError,
-    UnsafeStoreError, arrays_for, create_store, default_chunk_rows, open_store, stored_arrays,
+    ChunkWriter,
+    Geometry,
+    IncompleteStoreError,
+    StoreFormatError,
+    StoreNotFoundError,
+    UnsafeStoreError,
+    arrays_for,
+    create_store,
+    default_chunk_rows,
+    open_store,
+    stored_arrays,
 )
 from vitreg.cache.synthetic import synthetic_attrs, write_store
 
@@ -56,7 +65,8 @@ def test_default_chunk_rows_targets_16_mib():
     rows = default_chunk_rows(vit_s)
     row_bytes = vit_s.tokens * vit_s.dim * 2
     assert rows * row_bytes <= 16 * 2**20 < 2 * rows * row_bytes
-    assert default_chunk_rows(Geometry(registers=0, grid=(1, 1), dim=2, depth=1, img_size=1)) == 1024
+    tiny = Geometry(registers=0, grid=(1, 1), dim=2, depth=1, img_size=1)
+    assert default_chunk_rows(tiny) == 1024
 
 
 def test_writer_accepts_rows_in_any_order(tmp_path):

@@ -23,21 +23,32 @@ def keys_file(tmp_path, keys, name="keys.txt") -> str:
 
 
 def extract(shards, out, **kwargs):
-    return run_extract(shards=shards, out=str(out), model="tiny_dino", weights="random",
-                       batch_size=2, progress=False, with_options=["pixels"], **kwargs)
+    return run_extract(
+        shards=shards,
+        out=str(out),
+        model="tiny_dino",
+        weights="random",
+        batch_size=2,
+        progress=False,
+        with_options=["pixels"],
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_keys_keep_only_the_listed_samples_in_file_order(tmp_path, shards, workers):
     extract(shards, tmp_path / "full")
-    summary = extract(shards, tmp_path / "subset", keys=keys_file(tmp_path, LISTED),
-                      workers=workers)
+    summary = extract(
+        shards, tmp_path / "subset", keys=keys_file(tmp_path, LISTED), workers=workers
+    )
     full, subset = open_store(str(tmp_path / "full")), open_store(str(tmp_path / "subset"))
     assert list(subset.array("key")[:]) == LISTED
     assert (summary.rows, summary.ok) == (len(LISTED), len(LISTED))
     rows = [list(full.array("key")[:]).index(k) for k in LISTED]
     for name in ("label", "pixels", "norms", "tokens", "pooled/cls"):
-        np.testing.assert_array_equal(subset.array(name)[:], full.array(name)[:][rows], err_msg=name)
+        np.testing.assert_array_equal(
+            subset.array(name)[:], full.array(name)[:][rows], err_msg=name
+        )
     assert subset.meta["keys_file"]["sha256"]
 
 
@@ -54,8 +65,21 @@ def test_missing_keys_are_listed(tmp_path, shards):
     with pytest.raises(InputError, match="2 of the 4 keys .* no shard: nope-1, nope-2"):
         extract(shards, tmp_path / "s", keys=keys)
     assert not (tmp_path / "s").exists()
-    result = CliRunner().invoke(cli, ["extract", *shards, "--model", "tiny_dino", "--weights",
-                                      "random", "--keys", keys, "--out", str(tmp_path / "c")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "extract",
+            *shards,
+            "--model",
+            "tiny_dino",
+            "--weights",
+            "random",
+            "--keys",
+            keys,
+            "--out",
+            str(tmp_path / "c"),
+        ],
+    )
     assert result.exit_code != 0 and "nope-1, nope-2" in result.output
 
 
