@@ -65,7 +65,6 @@ def shards_command(src: str, out: str, per_shard: int, synsets: str | None) -> N
 @click.argument("shards", nargs=-1, required=True)
 @click.option(
     "--model",
-    "model_name",
     required=True,
     help="timm model name, e.g. vit_small_patch14_reg4_dinov2.lvd142m",
 )
@@ -123,9 +122,10 @@ def shards_command(src: str, out: str, per_shard: int, synsets: str | None) -> N
     type=click.Path(exists=True, dir_okay=False),
     help="Extract only these sample keys (one a line), rows in the file's order.",
 )
-@click.option("--tokens", default="all", show_default=True, type=TokenMode())
+@click.option("--tokens", "token_mode", default="all", show_default=True, type=TokenMode())
 @click.option(
     "--dtype",
+    "tokens_dtype",
     default="float16",
     show_default=True,
     type=click.Choice(["float16", "float32"]),
@@ -162,7 +162,7 @@ def shards_command(src: str, out: str, per_shard: int, synsets: str | None) -> N
 @click.option("--no-progress", is_flag=True)
 def extract_command(
     shards: tuple[str, ...],
-    model_name: str,
+    model: str,
     out: str,
     weights: str,
     img_size: int | None,
@@ -175,8 +175,8 @@ def extract_command(
     workers: int,
     limit: int | None,
     keys_file: str | None,
-    tokens: str,
-    dtype: str,
+    token_mode: str,
+    tokens_dtype: str,
     with_options: list[str],
     chunk_rows: int | None,
     seed: int,
@@ -196,22 +196,22 @@ def extract_command(
 
     common = dict(
         shards=list(shards),
-        model=model_name,
+        model=model,
         weights=weights,
         img_size=img_size,
         batch_size=batch_size,
         precision=precision,
         device=device,
         limit=limit,
-        tokens=tokens,
-        dtype=dtype,
+        token_mode=token_mode,
+        tokens_dtype=tokens_dtype,
         with_options=with_options,
         seed=seed,
         chunk_rows=chunk_rows,
         preprocess=preprocess,
         crop_pct=crop_pct,
         interpolation=interpolation,
-        keys=keys_file,
+        keys_file=keys_file,
     )
     if dry_run:
         from .dryrun import run_dry_run
