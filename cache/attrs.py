@@ -15,7 +15,7 @@ import zarr
 
 from vitreg.core.version import __version__
 
-from .errors import ConfigMismatchError
+from .errors import ConfigMismatchError, StoreFormatError
 
 #: (keys, meaning): one row of the schema document's table each.
 ATTRIBUTES: tuple[tuple[tuple[str, ...], str], ...] = (
@@ -63,6 +63,8 @@ CONFIG_KEYS = (
     "preprocessing", "token_mode", "tokens_dtype", "with", "shards", "n_rows", "seed",
     "keys_file",
 )
+#: What a reader needs to lay out the tokens; a store without them cannot be read.
+GEOMETRY_KEYS = ("registers", "grid", "embed_dim", "depth", "img_size", "prefix_tokens")
 #: Checked on resume too, by `shard_diffs`: absent from stores of schema 1.1.
 SHARD_DIGESTS = "shard_digests"
 
@@ -78,6 +80,15 @@ def root_attrs(*, versions: dict[str, str], **values: Any) -> dict[str, Any]:
         raise TypeError(f"root attributes: missing {missing}, unknown {unknown} "
                         "(add a key to cache.attrs.ATTRIBUTES and cache_schema.md first)")
     return {key: values[key] for key in WRITER_KEYS}
+
+
+def check_readable(meta: dict[str, Any], url: str = "the store") -> None:
+    """Refuse attributes that lack what a reader needs, naming every missing key."""
+    missing = [key for key in GEOMETRY_KEYS if key not in meta]
+    if missing:
+        raise StoreFormatError(
+            f"{url}: its 'vitreg' attributes lack {', '.join(missing)}; it was not written by "
+            "vitreg extract or was edited by hand: extract it again")
 
 
 def check_config(old: dict[str, Any], attrs: dict[str, Any]) -> None:

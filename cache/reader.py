@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from .errors import IncompleteStoreError, InputError
+from .errors import IncompleteStoreError, InputError, MissingArrayError
 from .mapped import MappedArray, mapped
 from .schema import Geometry
 from .store import (
@@ -79,7 +79,8 @@ class Store:
         """One array, lazily: indexing it reads only the chunks it touches."""
         if name not in self._arrays:
             if name not in self:
-                raise KeyError(f"store {self.url} has no array {name!r}; it has {self.names}")
+                raise MissingArrayError(
+                    f"store {self.url} has no array {name!r}; it has {self.names}")
             self._arrays[name] = self.root[name]
         return self._arrays[name]
 

@@ -13,6 +13,7 @@ from typing import Any
 import zarr
 import zarr.storage
 
+from .attrs import check_readable
 from .errors import StoreFormatError, StoreNotFoundError, UnsafeStoreError
 from .schema import (
     ALLOWED_CODECS,
@@ -201,6 +202,7 @@ def check_schema(root: zarr.Group) -> None:
             f"store schema {meta['schema_version']} cannot be read by this vitreg "
             f"(schema {SCHEMA_VERSION}); install a matching vitreg version"
         )
+    check_readable(meta)
     geometry = geometry_from_attrs(meta)
     _, sample_k = parse_token_mode(meta.get("token_mode", "all"))
     n_rows = None

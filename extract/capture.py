@@ -12,6 +12,7 @@ import torch
 
 from vitreg.cache import ARRAYS, Geometry, VitregError, arrays_for
 from vitreg.cache.schema import parse_token_mode
+from vitreg.core.errors import UsageError
 
 from .model import LoadedModel, Taps, cls_attention, neighbor_cosine, qkv_norms, split_qkv
 
@@ -29,7 +30,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     if precision not in _PRECISIONS:
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
+        raise UsageError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
     return precision
 
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from vitreg.analysis import run_report
 from vitreg.analysis.cli import analysis
-from vitreg.analysis.render import find_chromium, render_png
+from tests.test_analysis.render import find_chromium, render_png
 
 from .conftest import make_store
 

@@ -92,4 +92,5 @@ def test_keys_need_local_shards(tmp_path, shards):
     from vitreg.core import UsageError
 
     with pytest.raises(UsageError, match="local shard files"):
-        extract([f"pipe:cat {shards[0]}"], tmp_path / "s", keys_file=keys_file(tmp_path, LISTED[:1]))
+        listed = keys_file(tmp_path, LISTED[:1])
+        extract([f"pipe:cat {shards[0]}"], tmp_path / "s", keys_file=listed)
