@@ -54,21 +54,11 @@ def _fill_value(dtype: str) -> Any:
     return "" if dtype == "string" else 0
 
 
-def create_store(
-    url: str,
-    *,
-    geometry: Geometry,
-    n_rows: int,
-    specs: Iterable[ArraySpec],
-    attrs: dict[str, Any],
-    chunk_rows: int,
-    sample_k: int = 0,
-    overwrite: bool = False,
-) -> zarr.Group:
-    """Create an empty store with every array of `specs`, all rows pending."""
+def create_store(url: str, *, overwrite: bool = False, **layout: Any) -> zarr.Group:
+    """Create an empty store, all rows pending; `layout` is `ensure_store`'s
+    keywords (geometry, n_rows, specs, attrs, chunk_rows, sample_k)."""
     zarr.open_group(store_like(url, "w"), mode="w" if overwrite else "w-", zarr_format=3)
-    return ensure_store(url, geometry=geometry, n_rows=n_rows, specs=specs, attrs=attrs,
-                        chunk_rows=chunk_rows, sample_k=sample_k)
+    return ensure_store(url, **layout)
 
 
 def ensure_store(
