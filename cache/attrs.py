@@ -15,7 +15,7 @@ import zarr
 
 from vitreg.core.version import __version__
 
-from .errors import ConfigMismatchError, StoreFormatError
+from .errors import ConfigMismatchError
 
 #: (keys, meaning): one row of the schema document's table each.
 ATTRIBUTES: tuple[tuple[tuple[str, ...], str], ...] = (
@@ -51,10 +51,14 @@ ATTRIBUTES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("failed_rows",), "written when the store completes: the indices of the rows with status 2 "
                        "(null if more than 100,000), so that readers of a complete store need "
                        "not read `status`"),
+    (("stored_bytes",), "written when the store completes: bytes on disk of each array's chunk "
+                        "files, by array name (a reader over HTTP cannot list the files to add "
+                        "them up)"),
 )
 
 #: Written by `cache` itself (at creation or completion), not by the caller of `root_attrs`.
-CACHE_KEYS = ("schema_version", "complete", "outlier_threshold", "failed_rows")
+CACHE_KEYS = (
+    "schema_version", "complete", "outlier_threshold", "failed_rows", "stored_bytes")
 #: What the writer of a store supplies.
 WRITER_KEYS = tuple(key for keys, _ in ATTRIBUTES for key in keys if key not in CACHE_KEYS)
 #: Attributes that define what a store holds; a rerun must match them all.
@@ -63,8 +67,6 @@ CONFIG_KEYS = (
     "preprocessing", "token_mode", "tokens_dtype", "with", "shards", "n_rows", "seed",
     "keys_file",
 )
-#: What a reader needs to lay out the tokens; a store without them cannot be read.
-GEOMETRY_KEYS = ("registers", "grid", "embed_dim", "depth", "img_size", "prefix_tokens")
 #: Checked on resume too, by `shard_diffs`: absent from stores of schema 1.1.
 SHARD_DIGESTS = "shard_digests"
 
@@ -80,15 +82,6 @@ def root_attrs(*, versions: dict[str, str], **values: Any) -> dict[str, Any]:
         raise TypeError(f"root attributes: missing {missing}, unknown {unknown} "
                         "(add a key to cache.attrs.ATTRIBUTES and cache_schema.md first)")
     return {key: values[key] for key in WRITER_KEYS}
-
-
-def check_readable(meta: dict[str, Any], url: str = "the store") -> None:
-    """Refuse attributes that lack what a reader needs, naming every missing key."""
-    missing = [key for key in GEOMETRY_KEYS if key not in meta]
-    if missing:
-        raise StoreFormatError(
-            f"{url}: its 'vitreg' attributes lack {', '.join(missing)}; it was not written by "
-            "vitreg extract or was edited by hand: extract it again")
 
 
 def check_config(old: dict[str, Any], attrs: dict[str, Any]) -> None:

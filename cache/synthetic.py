@@ -51,9 +51,10 @@ def write_store(
     """Create a store at `url` holding `arrays` (full length, first axis = row).
 
     `status` defaults to all ok, `key` to "000000"..., `label` to -1 and
-    `error` to "". Arrays of the contract that are not given stay at their
-    fill value. Rows go through `ChunkWriter` in pieces of `rows_per_put`, so
-    the writer's buffering is exercised too.
+    `error` to "". Arrays of the contract that are not given hold zeros
+    (their fill value), written like the others. Rows go through
+    `ChunkWriter` in pieces of `rows_per_put`, so the writer's buffering is
+    exercised too.
     """
     n = len(next(iter(arrays.values())))
     arrays = dict(arrays)
@@ -68,6 +69,9 @@ def write_store(
         url, geometry=geometry, n_rows=n, specs=specs, chunk_rows=chunk_rows,
         attrs=synthetic_attrs(geometry, **attrs), sample_k=sample_k,
     )
+    for spec in specs:  # every chunk exists, as extract writes them: `verify` expects that
+        if spec.name not in arrays:
+            arrays[spec.name] = np.zeros(root[spec.name].shape, root[spec.name].dtype)
     writer = ChunkWriter(root, list(arrays))
     for start in range(0, n, rows_per_put):
         rows = np.arange(start, min(start + rows_per_put, n))

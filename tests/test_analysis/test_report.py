@@ -9,9 +9,9 @@ import re
 import pytest
 from click.testing import CliRunner
 
+from tests.test_analysis.render import find_chromium, render_png
 from vitreg.analysis import run_report
 from vitreg.analysis.cli import analysis
-from tests.test_analysis.render import find_chromium, render_png
 
 from .conftest import make_store
 

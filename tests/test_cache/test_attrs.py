@@ -35,4 +35,5 @@ def test_a_store_without_geometry_attributes_says_which(tmp_path):
     root.attrs["vitreg"] = meta
     result = CliRunner().invoke(info_command, [url])
     assert result.exit_code == 2, result.output
-    assert "lack registers" in result.output and "Traceback" not in result.output
+    assert "'registers'" in result.output and "Traceback" not in result.output
+    assert "Error: " in result.output
