@@ -30,7 +30,7 @@ from vitreg.cache import ChunkWriter, Geometry, arrays_for, create_store
 from vitreg.cache.cli import run_verify
 from vitreg.cache.integrity import check_checksums
 from vitreg.cache.reader import mark_complete
-from vitreg.cache.synthetic import synthetic_attrs
+from vitreg.testing import synthetic_attrs
 
 VIT_S = Geometry(registers=4, grid=(16, 16), dim=384, depth=12, img_size=224)
 CHECKSUM = store_module.COMPRESSORS  # (Crc32cCodec(),), the schema's choice

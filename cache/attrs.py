@@ -116,6 +116,9 @@ def shard_diffs(old: list[dict[str, Any]], new: list[dict[str, Any]],
     return diffs
 
 
+#: Attributes two stores must share for one to validate a probe trained on the other.
+SAME_MODEL_KEYS = ("model", "weights", "weights_sha256", "img_size", "patch_size", "grid",
+                   "prefix_tokens", "registers", "embed_dim")
 #: The attributes every result names its store by.
 PROVENANCE_KEYS = ("model", "weights", "weights_sha256", "schema_version")
 

@@ -27,7 +27,7 @@ def random_store(url: Path, geometry, n: int, chunk_rows: int) -> Path:  # noqa:
     """A complete store of `n` rows of seeded random tokens, norms and labels."""
     import numpy as np
 
-    from vitreg.cache.synthetic import write_store
+    from vitreg.testing import write_store
 
     rng = np.random.default_rng(42)
     write_store(str(url), {

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from vitreg.cache import Geometry
 from vitreg.cache.attrs import WRITER_KEYS, root_attrs
 from vitreg.cache.cli import info_command
-from vitreg.cache.synthetic import write_store
+from vitreg.testing import write_store
 
 
 def test_root_attrs_refuses_missing_and_unknown_keys():

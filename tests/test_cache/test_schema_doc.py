@@ -15,7 +15,7 @@ from vitreg.cache import (
     stored_arrays,
 )
 from vitreg.cache.schema import ALLOWED_CODECS, ALLOWED_DTYPES
-from vitreg.cache.synthetic import synthetic_attrs
+from vitreg.testing import synthetic_attrs
 
 DOC = (Path(__file__).parents[2] / "cache_schema.md").read_text()
 
@@ -93,7 +93,7 @@ def test_what_completion_writes_is_documented(tmp_path):
 
     import numpy as np
 
-    from vitreg.cache.synthetic import write_store
+    from vitreg.testing import write_store
 
     geom = Geometry(registers=1, grid=(2, 2), dim=4, depth=1, img_size=28)
     url = write_store(str(tmp_path / "s"), {"norms": np.ones((5, geom.tokens), "f4")},

@@ -23,7 +23,7 @@ from vitreg.cache import (
     open_store,
     stored_arrays,
 )
-from vitreg.cache.synthetic import synthetic_attrs, write_store
+from vitreg.testing import synthetic_attrs, write_store
 
 GEOM = Geometry(registers=2, grid=(3, 4), dim=8, depth=2, img_size=48)
 

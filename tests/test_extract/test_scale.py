@@ -124,7 +124,8 @@ def test_sampled_tokens_are_the_top_half_and_a_seeded_draw(tmp_path, shards):
     for row in range(13):
         top = np.argsort(-norms[row], kind="stable")[:3]
         np.testing.assert_array_equal(np.sort(index[row, :3]), np.sort(top))
-        assert not set(index[row, 3:]) & set(top) and len(set(index[row])) == 6
+        # The second half: 3 distinct patches drawn from all 16 (schema 1.2), seeded by row.
+        assert len(set(index[row, 3:])) == 3 and (np.diff(index[row, 3:]) > 0).all()
         np.testing.assert_array_equal(sampled.array("sampled/tokens")[row], tokens[row, index[row]])
     again = tmp_path / "again"
     extract(shards, again, token_mode="sampled:6", batch_size=5, workers=2)
@@ -236,7 +237,8 @@ def test_probes_and_the_report_run_on_a_sampled_store(tmp_path):
     probes = []
     for kind in ("position", "reconstruct", "classify", "linear"):
         out = tmp_path / f"{kind}.json"
-        result = run_probe(kind, store, out=str(out), epochs=1)
+        result = run_probe(kind, store, out=str(out), epochs=1,
+                           **({"min_steps": 0} if kind != "linear" else {}))
         assert result["metrics"], kind
         probes.append(str(out))
     report = run_report([store], out=str(tmp_path / "report"), probes=probes)
