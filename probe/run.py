@@ -43,30 +43,13 @@ def run_probe(
         check_out_file(out)
     started = _dt.datetime.now(_dt.UTC)
     t0 = time.perf_counter()
-    train_store = open_store(store, allow_partial=opts["allow_partial"])
-    val_store = open_store(val, allow_partial=opts["allow_partial"]) if val else None
-    if val_store is not None:
-        check_same_model(train_store, val_store)
-        if not opts["allow_val_overlap"]:
-            check_no_overlap(train_store, val_store)
+    train_store, val_store = open_pair(store, val, opts)
     device = resolve_device(opts["device"], error=ProbeError)
-    train_rows, val_rows, split = split_rows(
-        train_store, val_store, val_fraction=float(opts["val_fraction"]), seed=int(opts["seed"])
-    )
-    percentile = float(opts["percentile"])
-    threshold = model_threshold(train_store, opts["threshold_from"], percentile,
-                                allow_partial=opts["allow_partial"])
-    train = Part("train", train_store, train_rows, percentile, threshold["value"])
-    val_part = (
-        Part("val", val_store, val_store.ok_rows(), percentile, threshold["value"])
-        if val_store is not None
-        else Part("val", train_store, val_rows, percentile, threshold["value"])
-    )
+    train, val_part, split, threshold = make_parts(train_store, val_store, opts)
     ctx = ProbeContext(kind=kind, options=opts, train=train, val=val_part, device=device)
-    for part in (train, val_part):
-        if not part.store.complete:
-            ctx.notes.append(f"{part.store.url} is incomplete: only its {part.store.counts()['ok']}"
-                             " ok rows so far are used (--allow-partial)")
+    ctx.notes += [f"{part.store.url} is incomplete: only its {part.store.counts()['ok']} ok "
+                  "rows so far are used (--allow-partial)"
+                  for part in (train, val_part) if not part.store.complete]
     body = spec.run(ctx)
     result = {
         # The shape the analysis report reads: keep these keys as they are.
@@ -100,6 +83,36 @@ def run_probe(
     if out is not None:
         write_json(out, result)
     return result
+
+
+def open_pair(store: str, val: str | None, opts: dict[str, Any]) -> tuple[Store, Store | None]:
+    """The training store and the --val store, checked to be of one model and
+    (unless allowed) to share no image."""
+    train_store = open_store(store, allow_partial=opts["allow_partial"])
+    val_store = open_store(val, allow_partial=opts["allow_partial"]) if val else None
+    if val_store is not None:
+        check_same_model(train_store, val_store)
+        if not opts["allow_val_overlap"]:
+            check_no_overlap(train_store, val_store)
+    return train_store, val_store
+
+
+def make_parts(train_store: Store, val_store: Store | None,
+               opts: dict[str, Any]) -> tuple[Part, Part, dict[str, Any], dict[str, Any]]:
+    """(train, val, split, threshold): the rows of each part under one model threshold."""
+    train_rows, val_rows, split = split_rows(
+        train_store, val_store, val_fraction=float(opts["val_fraction"]), seed=int(opts["seed"])
+    )
+    percentile = float(opts["percentile"])
+    threshold = model_threshold(train_store, opts["threshold_from"], percentile,
+                                allow_partial=opts["allow_partial"])
+    train = Part("train", train_store, train_rows, percentile, threshold["value"])
+    val_part = (
+        Part("val", val_store, val_store.ok_rows(), percentile, threshold["value"])
+        if val_store is not None
+        else Part("val", train_store, val_rows, percentile, threshold["value"])
+    )
+    return train, val_part, split, threshold
 
 
 def model_threshold(train: Store, source: str | None, percentile: float, *,

@@ -30,7 +30,7 @@ from vitreg.cache import (
     create_store,
     mark_complete,
 )
-from vitreg.cache.schema import parse_token_mode
+from vitreg.cache.schema import arrays_for, parse_token_mode
 
 
 def synthetic_attrs(geometry: Geometry, **extra: Any) -> dict[str, Any]:
@@ -207,6 +207,18 @@ def _sample(values: dict[str, np.ndarray], g: Geometry, k: int, rng: np.random.G
     return values
 
 
+def _row_meta(values: dict[str, np.ndarray], rows: np.ndarray, bad: np.ndarray,
+              seed: int) -> None:
+    """Zero the failed rows' data and add status, key and error."""
+    for name in values:
+        if name != "label":
+            values[name][bad] = 0
+    values["status"] = np.where(bad, STATUS_FAILED, STATUS_OK).astype(np.uint8)
+    # images of another seed are other images: their keys differ (--val overlap check)
+    values["key"] = np.array([f"s{seed}-{r:08d}" for r in rows], dtype=object)
+    values["error"] = np.array(["planted failure" if b else "" for b in bad], dtype=object)
+
+
 def write_planted_store(
     url: str,
     *,
@@ -234,13 +246,7 @@ def write_planted_store(
     g = geometry
     p = g.img_size // g.grid[0]
     kind, k = parse_token_mode(token_mode)
-    specs = [s for s in ARRAYS.values() if s.option is None]
-    if kind == "all":
-        specs.append(ARRAYS["tokens"])
-    elif kind == "sampled":
-        specs += [ARRAYS["sampled/index"], ARRAYS["sampled/tokens"]]
-    if with_pixels:
-        specs.append(ARRAYS["pixels"])
+    specs = arrays_for(["pixels"] if with_pixels else [], token_mode)
     names = [s.name for s in specs]
     meta = synthetic_attrs(g, token_mode=token_mode, sample_k=k, patch_size=p,
                            planted=planted.__dict__, **attrs)
@@ -268,16 +274,8 @@ def write_planted_store(
                 del values["tokens"]
             if not with_pixels:
                 del values["pixels"]
-            bad = failed_mask[rows]
-            for name in values:
-                if name != "label":
-                    values[name][bad] = 0
-            values["status"] = np.where(bad, STATUS_FAILED, STATUS_OK).astype(np.uint8)
-            # images of another seed are other images: their keys differ (--val overlap check)
-            values["key"] = np.array([f"s{seed}-{r:08d}" for r in rows], dtype=object)
-            values["error"] = np.array(["planted failure" if b else "" for b in bad], dtype=object)
-            values = {n_: values[n_] for n_ in written}
-            writer.put(rows, values)
+            _row_meta(values, rows, failed_mask[rows], seed)
+            writer.put(rows, {n_: values[n_] for n_ in written})
     finally:
         writer.close()
     mark_complete(root)  # complete (with threshold) only when no row is pending
