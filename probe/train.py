@@ -377,9 +377,8 @@ def fit_torch(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine(steps))
     names = [h.name for h in inner]
     curves: list[dict[str, Any]] = []
-    best: dict[int, tuple[float | None, int, Any, dict]] = {
-        i: (None, 0, None, {}) for i in range(len(inner))
-    }
+    best: dict[int, tuple[float | None, int, Any, dict]] = {i: (None, 0, None, {})
+                                                            for i in range(len(inner))}
     bad = {i: 0 for i in range(len(inner))}
     active = list(range(len(inner)))
     epoch = done = 0

@@ -247,7 +247,6 @@ def write_planted_store(
     p = g.img_size // g.grid[0]
     kind, k = parse_token_mode(token_mode)
     specs = arrays_for(["pixels"] if with_pixels else [], token_mode)
-    names = [s.name for s in specs]
     meta = synthetic_attrs(g, token_mode=token_mode, sample_k=k, patch_size=p,
                            planted=planted.__dict__, **attrs)
     meta["with"] = ["pixels"] if with_pixels else []
@@ -262,7 +261,7 @@ def write_planted_store(
     if failed is not None:
         failed_mask[np.asarray(failed)] = True
     stop = n_images if written_rows is None else written_rows // chunk_rows * chunk_rows
-    written = [n_ for n_ in names if n_ not in ("attention", "neighbor_cos")]
+    written = [s.name for s in specs if s.name not in ("attention", "neighbor_cos")]
     writer = ChunkWriter(root, written)
     try:
         for start in range(0, stop, chunk_rows):
