@@ -3,17 +3,21 @@ the arrays asked for, labelling stores, and writing figures with their data."""
 
 from __future__ import annotations
 
-import json
 import re
 import textwrap
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator
+
 from vitreg.cache import Store, open_store, outlier_threshold
+from vitreg.cache.attrs import provenance as store_provenance
+from vitreg.core.errors import UsageError, VitregError
+from vitreg.core.files import write_json as core_write_json
 
 #: Colours of the stores, in the order they are given (matplotlib's tab10).
 COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
@@ -21,25 +25,53 @@ COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:
 #: What every analysis returns: figures (PNG paths), their data and statistics.
 Result = dict[str, Any]
 
-ANALYSES: dict[str, Callable[..., Result]] = {}
+
+@dataclass(frozen=True)
+class Analysis:
+    """One `vitreg analysis NAME` command and one section of the report."""
+
+    name: str
+    run: Callable[..., Result]
+    order: int  # place in the report and in `--help`
+    title: str  # the report's section title
+    help: str  # the command's help
+    #: click options beyond those every analysis takes (the report takes them all)
+    options: tuple[Callable, ...] = ()
+    #: the line the command prints: (result, options) -> text
+    summary: Callable[[Result, dict[str, Any]], str] = lambda result, _: \
+        f"wrote {result['figures'][0]}"
 
 
-def register_analysis(name: str) -> Callable[[Callable[..., Result]], Callable[..., Result]]:
-    """Add a `run_*` function to `ANALYSES` (the report runs them all); no duplicates."""
+#: Every analysis by name; `register_analysis` adds to it, `registered()` orders them.
+ANALYSES: dict[str, Analysis] = {}
+
+
+def register_analysis(name: str, *, order: int, title: str, help: str,
+                      options: tuple[Callable, ...] = (),
+                      summary: Callable[[Result, dict[str, Any]], str] | None = None,
+                      ) -> Callable[[Callable[..., Result]], Callable[..., Result]]:
+    """Add a `run_*` function to `ANALYSES`: it becomes a command and a report
+    section. Names are unique."""
 
     def add(fn: Callable[..., Result]) -> Callable[..., Result]:
         if name in ANALYSES:
-            raise ValueError(f"analysis {name!r} registered twice")
-        ANALYSES[name] = fn
+            raise VitregError(f"analysis {name!r} registered twice")
+        extra = {"summary": summary} if summary else {}
+        ANALYSES[name] = Analysis(name, fn, order, title, help, options, **extra)
         return fn
 
     return add
 
 
+def registered() -> list[Analysis]:
+    """Every analysis in report order."""
+    return sorted(ANALYSES.values(), key=lambda entry: (entry.order, entry.name))
+
+
 def open_stores(urls: Sequence[str | Store], *, allow_partial: bool = False) -> list[Store]:
     """Open each store (already opened ones pass through)."""
     if not urls:
-        raise ValueError("give at least one store")
+        raise UsageError("give at least one store")
     return [u if isinstance(u, Store) else open_store(str(u), allow_partial=allow_partial)
             for u in urls]
 
@@ -95,20 +127,8 @@ def sample_rows(store: Store, images: int, seed: int) -> np.ndarray:
 
 
 def read_rows(store: Store, names: Sequence[str], rows: np.ndarray) -> dict[str, np.ndarray]:
-    """The given rows of each named array, reading only the chunks that hold them.
-
-    One orthogonal selection per array: zarr fetches the chunks those rows
-    touch, concurrently; all rows are read as one slice.
-    """
-    rows = np.asarray(rows, dtype=np.int64)
-    out = {}
-    for name in names:
-        array = store.array(name)
-        if rows.size == array.shape[0]:
-            out[name] = array[:]
-        else:
-            out[name] = array.get_orthogonal_selection((rows,))
-    return out
+    """The given rows of each named array, reading only the chunks that hold them."""
+    return {name: store.take(name, rows) for name in names}
 
 
 def read_sample(
@@ -151,9 +171,8 @@ def _plain(value: Any) -> Any:
 
 
 def write_json(path: Path, data: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1, default=_plain))
-    return path
+    """Write `data` (numpy values included) as JSON, atomically."""
+    return core_write_json(path, data, indent=1, default=_plain)
 
 
 def save_figure(fig: Figure, data: Any, path: Path, *, tight: bool = True) -> Path:
@@ -172,10 +191,7 @@ def provenance(store: Store) -> dict[str, Any]:
     meta = store.meta
     counts = store.counts()
     return {
-        "url": store.url,
-        "model": meta.get("model"),
-        "weights": meta.get("weights"),
-        "weights_sha256": meta.get("weights_sha256"),
+        **store_provenance(store.url, meta),
         "img_size": meta.get("img_size"),
         "patch_size": meta.get("patch_size"),
         "grid": list(store.geometry.grid),
@@ -185,6 +201,5 @@ def provenance(store: Store) -> dict[str, Any]:
         "images_failed": counts["failed"],
         "images_pending": counts["pending"],
         "complete": store.complete,
-        "schema_version": meta.get("schema_version"),
         "arrays": store.names,
     }

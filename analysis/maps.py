@@ -9,9 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
 from vitreg.cache import Store
 
 from .common import (
@@ -66,7 +68,7 @@ def row_of(store: Store, key: str, keys_cache: dict[str, np.ndarray]) -> int | N
     """The ok row holding `key` in `store`, or None."""
     keys = keys_cache.setdefault(store.url, store_keys(store))
     hits = np.flatnonzero(keys == key)
-    ok = [int(r) for r in hits if store.status[r] == 1]
+    ok = [int(r) for r in hits if store.is_ok(r)]
     return ok[0] if ok else None
 
 
@@ -292,7 +294,21 @@ def _image_figures(opened: list[Store], labels: list[str], keys: list[str], out:
     return figures
 
 
-@register_analysis("maps")
+#: `--top` / `--key` / `--index` (the report takes them too)
+MAPS_OPTIONS = (
+    click.option("--top", default=TOP_K, show_default=True, type=click.IntRange(1),
+                 help="Else draw the images with the highest max patch norm."),
+    click.option("--key", "keys", multiple=True, help="Key of an image (repeatable)."),
+    click.option("--index", "indices", multiple=True, type=int,
+                 help="Row index of an image to draw (repeatable)."),
+)
+
+
+@register_analysis(
+    "maps", order=3, title="Attention and feature maps (study Figs. 1, 2, 5, 6, 7)",
+    help="Input | [CLS] attention | norm maps per image, q/k/v and per-block maps.",
+    options=MAPS_OPTIONS,
+    summary=lambda result, opts: f"wrote {len(result['figures'])} figures to {opts['out']}")
 def run_maps(
     stores: Sequence[str | Store], *, out: str | Path, indices: Sequence[int] = (),
     keys: Sequence[str] = (), top: int = TOP_K, images: int = 5000,

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+
 from vitreg.cache import Store
 
 from .common import (
@@ -134,7 +135,8 @@ def plot_norms(summaries: list[dict[str, Any]], labels: list[str], edges: np.nda
         ax.stairs(counts, edges, color=colour)
         thr = summary["stats"]["threshold"]
         ax.axvline(thr, color=colour, ls="--", lw=1.5, label=f"98th percentile = {thr:.3g}")
-        ax2.stairs(summary["cls_counts"], edges, color=colour, lw=2, label=wrap(f"[CLS] · {label}", 60))
+        ax2.stairs(summary["cls_counts"], edges, color=colour, lw=2,
+                   label=wrap(f"[CLS] · {label}", 60))
         if "register_counts" in summary:
             ax2.stairs(summary["register_counts"], edges, color=colour, ls=":", lw=2,
                        label=wrap(f"registers · {label}", 60))
@@ -152,7 +154,9 @@ def plot_norms(summaries: list[dict[str, Any]], labels: list[str], edges: np.nda
     return fig
 
 
-@register_analysis("norms")
+@register_analysis(
+    "norms", order=1, title="Token norms (Claims 1-2, study Fig. 4)",
+    help="Norm histograms, 98th-percentile threshold and statistics (Claims 1-2).")
 def run_norms(
     stores: Sequence[str | Store], *, out: str | Path, images: int = 5000, seed: int = 42,
     allow_partial: bool = False, **_: Any,

@@ -13,15 +13,8 @@ from typing import Any
 
 from vitreg.cache import Store
 
-from .common import ANALYSES, open_stores, provenance, store_labels
+from .common import ANALYSES, open_stores, provenance, registered, store_labels
 from .study import STUDY_SETUP, TABLE4, TABLE5, TABLES, study_name
-
-#: Section titles of the analyses, in report order.
-SECTIONS = {
-    "norms": "Token norms (Claims 1-2, study Fig. 4)",
-    "similarity": "Neighbour similarity of outliers (Claim 3, study Fig. 3)",
-    "maps": "Attention and feature maps (study Figs. 1, 2, 5, 6, 7)",
-}
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1300px;color:#222}
@@ -100,7 +93,7 @@ def stats_html(stats: dict[str, dict[str, Any]]) -> str:
 
 
 def section_html(name: str, result: dict[str, Any]) -> str:
-    parts = [f"<h2>{esc(SECTIONS.get(name, name))}</h2>"]
+    parts = [f"<h2>{esc(ANALYSES[name].title if name in ANALYSES else name)}</h2>"]
     parts += [f'<p class="note">{esc(n)}</p>' for n in result.get("notes", [])]
     if result.get("stats"):
         parts.append(stats_html(result["stats"]))
@@ -254,8 +247,8 @@ def run_report(
     """Run every analysis into `out/<name>/` and write `out/report.html`; return its path."""
     out = Path(out)
     opened = open_stores(stores, allow_partial=allow_partial)
-    order = [*SECTIONS, *(n for n in ANALYSES if n not in SECTIONS)]
-    sections = {name: ANALYSES[name](opened, out=out / name, **options) for name in order}
+    sections = {entry.name: entry.run(opened, out=out / entry.name, **options)
+                for entry in registered()}
     path = out / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_html(opened, sections, load_probes(probes)), encoding="utf-8")

@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 from matplotlib.figure import Figure
+
 from vitreg.cache import Store
 
 from .common import (
@@ -99,7 +101,27 @@ def plot_similarity(parts: list[dict[str, Any]], labels: list[str]) -> tuple[Fig
     return fig, data
 
 
-@register_analysis("similarity")
+#: `--redundant-percentile` / `--redundant-cut` (the report takes them too)
+SIMILARITY_OPTIONS = (
+    click.option("--redundant-percentile", default=REDUNDANT_PERCENTILE, show_default=True,
+                 type=click.FloatRange(0, 100),
+                 help="'Redundant' = neighbour similarity above this percentile of normal "
+                      "tokens'."),
+    click.option("--redundant-cut", type=float, default=None,
+                 help="Absolute neighbour-similarity cut for 'redundant' "
+                      "(overrides --redundant-percentile)."),
+)
+
+
+def _similarity_summary(result: Result, _: dict[str, Any]) -> str:
+    return "\n".join(f"{label}: outliers {stats['ratio']:.3g}x more likely redundant"
+                     for label, stats in result["stats"].items())
+
+
+@register_analysis(
+    "similarity", order=2, title="Neighbour similarity of outliers (Claim 3, study Fig. 3)",
+    help="Neighbour similarity of outlier vs normal tokens (Claim 3).",
+    options=SIMILARITY_OPTIONS, summary=_similarity_summary)
 def run_similarity(
     stores: Sequence[str | Store], *, out: str | Path, images: int = 5000, seed: int = 42,
     redundant_percentile: float = REDUNDANT_PERCENTILE, redundant_cut: float | None = None,

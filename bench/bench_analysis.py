@@ -23,9 +23,10 @@ import click
 import numpy as np
 import zarr
 import zarr.storage
+
 from vitreg.analysis import run_norms
 from vitreg.cache import Geometry, default_chunk_rows
-from vitreg.cache.synthetic import write_store
+from vitreg.testing import write_store
 
 GEOMETRY = Geometry(registers=0, grid=(16, 16), dim=384, depth=12, img_size=224)
 

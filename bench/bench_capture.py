@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_datapath as bd
+
 from vitreg.extract.capture import Capture, autocast, to_numpy
 from vitreg.extract.model import build_model
 from vitreg.runtime import tune_allocator

@@ -23,13 +23,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchutil import add_images_option, image_folder, load_jpegs, write_shards
+
 import vitreg.cache.store as store_module
 from vitreg.cache import ChunkWriter, Geometry, arrays_for, create_store
 from vitreg.cache.cli import run_verify
 from vitreg.cache.integrity import check_checksums
 from vitreg.cache.reader import mark_complete
-from vitreg.cache.synthetic import synthetic_attrs
-from benchutil import add_images_option, image_folder, load_jpegs, write_shards
+from vitreg.testing import synthetic_attrs
 
 VIT_S = Geometry(registers=4, grid=(16, 16), dim=384, depth=12, img_size=224)
 CHECKSUM = store_module.COMPRESSORS  # (Crc32cCodec(),), the schema's choice

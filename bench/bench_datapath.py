@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import multiprocessing as mp
 import os
 import statistics
@@ -41,16 +40,17 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
+from benchutil import add_images_option, image_folder, load_jpegs, write_shards
 from PIL import Image
 from timm.models import register_model
 from timm.models.vision_transformer import _create_vision_transformer
+
 from vitreg.extract import capture as capture_mod
 from vitreg.extract import data as data_mod
 from vitreg.extract.data import decode_image
 from vitreg.extract.run import run_extract
 from vitreg.extract.transforms import eval_transform
 from vitreg.runtime import tune_allocator
-from benchutil import add_images_option, image_folder, load_jpegs, write_shards
 
 TINY = "vit_tiny_patch16_224_1block"
 PICO = "vit_pico_patch16_224_1block"

@@ -43,7 +43,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchutil import add_images_option, child_result, image_folder, load_jpegs, report, write_shards
+from benchutil import (
+    add_images_option,
+    child_result,
+    image_folder,
+    load_jpegs,
+    report,
+    write_shards,
+)
 
 
 def minflt() -> int:
@@ -86,6 +93,7 @@ def naive_loop(name: str, paths: list[Path], out: Path, *, batch_size: int, prec
                img_size: int, workers: int) -> float:
     """The public reproductions' loop: images/s over the image files, model build excluded."""
     import timm
+
     from vitreg.extract.capture import autocast
     from vitreg.extract.model import build_model
 
@@ -228,7 +236,7 @@ def main() -> None:
         child(args)
         return
     from vitreg.cache import open_store
-    from vitreg.cache.cli import array_sizes
+    from vitreg.cache.layout import array_sizes
 
     tmp = Path(tempfile.mkdtemp(prefix="vitreg-bench-", dir=os.environ.get("VITREG_BENCH_DIR")))
     images = image_folder(args.images, tmp)

@@ -26,7 +26,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from benchutil import add_images_option, child_result, image_folder, load_jpegs, report, write_shards
+
+from benchutil import (
+    add_images_option,
+    child_result,
+    image_folder,
+    load_jpegs,
+    report,
+    write_shards,
+)
 
 BENCH = Path(__file__).resolve().parent
 
@@ -39,6 +47,7 @@ def rss_mib() -> float:
 def child(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(BENCH))
     import bench_datapath  # noqa: F401 - registers the one-block models
+
     from vitreg.cache import open_store
     from vitreg.extract.run import run_extract
     from vitreg.runtime import tune_allocator

@@ -35,11 +35,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from benchutil import drop_cache
+
 from vitreg.cache import Geometry, default_chunk_rows, open_store
 from vitreg.probe.gather import TokenGather
 from vitreg.probe.select import Part, select_tokens
 from vitreg.probe.stream import TokenStream
-from vitreg.testing import write_planted_store
 from vitreg.probe.train import (
     Head,
     PositionTask,
@@ -49,7 +50,7 @@ from vitreg.probe.train import (
     make_optimizer,
     train_epoch,
 )
-from benchutil import drop_cache
+from vitreg.testing import write_planted_store
 
 #: ViT-S/14 at 224 px with 4 registers: T = 1 + 4 + 256, D = 384 (200 KB a row).
 GEOMETRY = Geometry(registers=4, grid=(16, 16), dim=384, depth=12, img_size=224)
@@ -195,9 +196,11 @@ def bench_fidelity(workdir: Path, images: int, normals: int, options: dict) -> d
     """
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.linear_model import Ridge
+
     from vitreg.probe import run_probe
     from vitreg.probe.select import split_rows
-    from vitreg.testing import REALISTIC, REALISTIC_GEOMETRY as G
+    from vitreg.testing import REALISTIC
+    from vitreg.testing import REALISTIC_GEOMETRY as G
 
     url = str(workdir / "fidelity.zarr")
     t0 = time.perf_counter()

@@ -32,11 +32,12 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+from benchutil import add_images_option, drop_cache, image_folder, load_jpegs, write_shards
+from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
+
 from vitreg.cache import ChunkWriter, Geometry, arrays_for, create_store, open_store
 from vitreg.cache.store import COMPRESSORS, chunk_rows_for
-from vitreg.cache.synthetic import synthetic_attrs, write_store
-from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
-from benchutil import add_images_option, drop_cache, image_folder, load_jpegs, write_shards
+from vitreg.testing import synthetic_attrs, write_store
 
 CODECS = {
     "none": (),

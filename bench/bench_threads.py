@@ -29,7 +29,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from benchutil import add_images_option, child_result, image_folder, load_jpegs, report, write_shards
+
+from benchutil import (
+    add_images_option,
+    child_result,
+    image_folder,
+    load_jpegs,
+    report,
+    write_shards,
+)
 
 POLICIES = ("default", "passive", "cores-workers")
 
@@ -38,6 +46,7 @@ def child(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     import bench_datapath  # noqa: F401 - registers the one-block models
     import torch
+
     from vitreg.extract.capture import autocast
     from vitreg.extract.model import build_model
     from vitreg.extract.run import run_extract

@@ -38,6 +38,7 @@ def sample_jpegs(out: Path, n: int = SAMPLE_IMAGES, seed: int = 0) -> Path:
     gathers from installed packages: each photo, then random crops of them,
     scaled to ImageNet's usual 500 px long side and saved at quality 90."""
     from PIL import Image
+
     from vitreg.demo import gather_photos
 
     photos = out / "photos"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from vitreg.cache.cli import human_bytes
+from vitreg.core.files import human_bytes
 from vitreg.extract.dryrun import estimate_arrays
 from vitreg.extract.model import model_geometry
 

@@ -27,6 +27,7 @@ __all__ = [
     "ARRAYS", "OUTLIER_PERCENTILE", "SCHEMA_VERSION", "STATUS_FAILED", "STATUS_OK",
     "STATUS_PENDING", "WITH_OPTIONS", "ArraySpec", "ChunkWriter", "ConfigMismatchError",
     "Geometry", "IncompleteStoreError", "Store", "StoreFormatError", "StoreNotFoundError",
-    "UnsafeStoreError", "VitregError", "arrays_for", "create_store", "mark_complete", "ensure_store", "default_chunk_rows",
+    "UnsafeStoreError", "VitregError", "arrays_for", "create_store", "mark_complete",
+    "ensure_store", "default_chunk_rows",
     "open_group", "open_store", "outlier_threshold", "stored_arrays", "update_attrs",
 ]

@@ -11,35 +11,15 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from vitreg.core.errors import VitregError, cli_errors
+from vitreg.core.files import human_bytes
 
+from .layout import array_sizes
 from .reader import Store, failure_summary
 from .shardid import local_shard_path, shard_digest
 from .store import remove_partials
 from .writer import STATUS_FAILED, STATUS_OK, STATUS_PENDING
 
 console = Console(soft_wrap=True)
-
-
-def array_sizes(store: Store) -> list[tuple[str, tuple, str, int, int]]:
-    """(name, shape, dtype, bytes on disk, bytes uncompressed) of every array."""
-    rows = []
-    recorded = store.meta.get("stored_bytes") if store.complete else None
-    for name in store.names:
-        array = store.array(name)
-        # a complete store records them: a web server cannot list chunk files
-        stored = recorded[name] if isinstance(recorded, dict) and name in recorded \
-            else array.nbytes_stored()
-        raw = int(np.prod(array.shape)) * (array.dtype.itemsize if array.dtype.kind not in "OTU" else 0)
-        rows.append((name, array.shape, str(array.dtype), stored, raw))
-    return rows
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return str(n)
 
 
 def run_info(url: str) -> None:
@@ -66,7 +46,8 @@ def run_info(url: str) -> None:
                           f"(e.g. {', '.join(group['keys'])})")
     sizes = array_sizes(store)
     width = max((len(name) for name, *_ in sizes), default=5)
-    table = Table(Column("array", no_wrap=True, min_width=width), "shape", "dtype", "chunks", "on disk", "raw", "ratio")
+    table = Table(Column("array", no_wrap=True, min_width=width), "shape", "dtype", "chunks",
+                  "on disk", "raw", "ratio")
     total_stored = total_raw = 0
     for name, shape, dtype, stored, raw in sizes:
         total_stored, total_raw = total_stored + stored, total_raw + raw

@@ -4,13 +4,14 @@ provenance, and the outlier threshold computed once, the same way for all."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Sequence
 from functools import cached_property
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import zarr
 
-from .errors import IncompleteStoreError, InputError, StoreFormatError
+from .errors import IncompleteStoreError, InputError, MissingArrayError, StoreFormatError
 from .mapped import MappedArray, mapped
 from .schema import Geometry
 from .store import (
@@ -83,7 +84,8 @@ class Store:
         """One array, lazily: indexing it reads only the chunks it touches."""
         if name not in self._arrays:
             if name not in self:
-                raise KeyError(f"store {self.url} has no array {name!r}; it has {self.names}")
+                raise MissingArrayError(
+                    f"store {self.url} has no array {name!r}; it has {self.names}")
             self._arrays[name] = self.root[name]
         return self._arrays[name]
 
@@ -184,6 +186,19 @@ class Store:
             itemsize = array.dtype.itemsize if array.dtype.kind in "biuf" else 64
             row_bytes += int(np.prod(array.shape[1:], dtype=np.int64)) * itemsize
         return max(1, TOKENS_CHUNK_BYTES // max(1, row_bytes * self.chunk_rows))
+
+    def take(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """The given rows of one array, reading only the chunks that hold them
+        (one orthogonal selection: zarr fetches those chunks concurrently);
+        every row is read as one slice."""
+        rows = np.asarray(rows, dtype=np.int64)
+        array = self.array(name)
+        if rows.size == array.shape[0]:
+            return array[:]
+        return array.get_orthogonal_selection((rows,))
+
+    def is_ok(self, row: int) -> bool:
+        return bool(self.status[row] == STATUS_OK)
 
     # -- the outlier rule -----------------------------------------------------
     def patch_norms(self) -> np.ndarray:

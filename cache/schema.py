@@ -6,8 +6,10 @@ two agree, so change both together and bump `SCHEMA_VERSION`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
+
+from vitreg.core.errors import UsageError
 
 SCHEMA_VERSION = "1.4"
 
@@ -72,7 +74,8 @@ for _spec in [
     ArraySpec("key", ("image",), "string", _scalar, "the sample's `__key__`"),
     ArraySpec("label", ("image",), "int32", _scalar, "class index, -1 if unknown"),
     ArraySpec("status", ("image",), "uint8", _scalar, "0 pending, 1 ok, 2 failed"),
-    ArraySpec("error", ("image",), "string", _scalar, "why a row failed; for an ok row, empty or a warning that starts with `warning:`"),
+    ArraySpec("error", ("image",), "string", _scalar,
+              "why a row failed; for an ok row, empty or a warning that starts with `warning:`"),
     ArraySpec(
         "tokens", ("image", "token", "dim"), "float16", lambda g, k: (g.tokens, g.dim),
         "output of the last block, before the final norm", option="tokens:all",
@@ -147,7 +150,7 @@ def parse_token_mode(mode: str) -> tuple[str, int]:
     kind, _, k = mode.partition(":")
     if kind == "sampled" and k.isdigit() and int(k) > 0 and int(k) % 2 == 0:
         return "sampled", int(k)
-    raise ValueError(f"token mode must be all, none or sampled:K with K even and > 0, not {mode!r}")
+    raise UsageError(f"token mode must be all, none or sampled:K with K even and > 0, not {mode!r}")
 
 
 #: Arrays whose dtype `--dtype` chooses (float16 by default).
@@ -161,10 +164,10 @@ def arrays_for(
     """The arrays a store holds for these options, in a stable order."""
     kind, _ = parse_token_mode(token_mode)
     if tokens_dtype not in TOKEN_DTYPES:
-        raise ValueError(f"tokens dtype must be one of {TOKEN_DTYPES}, not {tokens_dtype!r}")
+        raise UsageError(f"tokens dtype must be one of {TOKEN_DTYPES}, not {tokens_dtype!r}")
     unknown = set(with_options) - set(WITH_OPTIONS)
     if unknown:
-        raise ValueError(f"unknown --with option(s): {sorted(unknown)}; known: {WITH_OPTIONS}")
+        raise UsageError(f"unknown --with option(s): {sorted(unknown)}; known: {WITH_OPTIONS}")
     chosen = []
     for spec in ARRAYS.values():
         if spec.name in TOKEN_ARRAYS:

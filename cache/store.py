@@ -7,8 +7,9 @@ import math
 import os
 import shutil
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import zarr
 import zarr.storage
@@ -58,21 +59,11 @@ def _fill_value(dtype: str) -> Any:
     return "" if dtype == "string" else 0
 
 
-def create_store(
-    url: str,
-    *,
-    geometry: Geometry,
-    n_rows: int,
-    specs: Iterable[ArraySpec],
-    attrs: dict[str, Any],
-    chunk_rows: int,
-    sample_k: int = 0,
-    overwrite: bool = False,
-) -> zarr.Group:
-    """Create an empty store with every array of `specs`, all rows pending."""
+def create_store(url: str, *, overwrite: bool = False, **layout: Any) -> zarr.Group:
+    """Create an empty store, all rows pending; `layout` is `ensure_store`'s
+    keywords (geometry, n_rows, specs, attrs, chunk_rows, sample_k)."""
     zarr.open_group(store_like(url, "w"), mode="w" if overwrite else "w-", zarr_format=3)
-    return ensure_store(url, geometry=geometry, n_rows=n_rows, specs=specs, attrs=attrs,
-                        chunk_rows=chunk_rows, sample_k=sample_k)
+    return ensure_store(url, **layout)
 
 
 def ensure_store(
@@ -242,7 +233,8 @@ def _check_array_safe(name: str, array: zarr.Array) -> None:
     dtype = meta.data_type.to_json(zarr_format=3)
     dtype = dtype if isinstance(dtype, str) else dtype.get("name", str(dtype))
     if dtype not in ALLOWED_DTYPES:
-        raise UnsafeStoreError(f"array {name!r} has dtype {dtype!r} outside {sorted(ALLOWED_DTYPES)}")
+        raise UnsafeStoreError(
+            f"array {name!r} has dtype {dtype!r} outside {sorted(ALLOWED_DTYPES)}")
 
 
 def check_schema(root: zarr.Group) -> None:
@@ -431,7 +423,8 @@ def delete_store(url: str) -> None:
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
             return
         if "vitreg" not in found.attrs:
-            raise StoreFormatError(f"--overwrite: {url} is not a vitreg store; refusing to delete it")
+            raise StoreFormatError(
+                f"--overwrite: {url} is not a vitreg store; refusing to delete it")
         zarr.open_group(store_like(url, "w"), mode="w", zarr_format=3)
         return
     path = Path(local)

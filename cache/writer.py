@@ -147,7 +147,8 @@ class ChunkWriter:
             self._pool.shutdown(wait=True)
         if self._buffers:
             open_chunks = sorted(self._buffers)
-            raise RuntimeError(f"chunks {open_chunks} were never completed; their rows stay pending")
+            raise RuntimeError(
+                f"chunks {open_chunks} were never completed; their rows stay pending")
 
     def abort(self) -> None:
         """Stop without writing unfinished chunks (their rows stay pending)."""

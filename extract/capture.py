@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
 
-from vitreg.cache import VitregError
+from vitreg.cache import ARRAYS, Geometry, VitregError, arrays_for
 from vitreg.cache.schema import parse_token_mode
+from vitreg.core.errors import UsageError
 
 from .model import LoadedModel, Taps, cls_attention, neighbor_cosine, qkv_norms, split_qkv
 
@@ -27,7 +30,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     if precision not in _PRECISIONS:
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
+        raise UsageError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
     return precision
 
 
@@ -46,6 +49,131 @@ def normalize(images: torch.Tensor, mean: Iterable[float], std: Iterable[float])
     return x.sub(mean_t).div(std_t)
 
 
+@dataclass
+class Pass:
+    """What one forward pass left behind; each registered capture reads from it."""
+
+    capture: Capture
+    images: torch.Tensor  # uint8 (B, 3, S, S), as the batch gave them
+    rows: np.ndarray
+    blocks: list[torch.Tensor]  # float32 (B, T, D) outputs of the blocks asked for
+    final: torch.Tensor  # float32 (B, T, D) after the final norm
+    qkv: tuple[torch.Tensor, ...]  # q, k, v of the last block
+    patch_embed: torch.Tensor
+
+    @property
+    def geometry(self) -> Geometry:
+        return self.capture.loaded.geometry
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        return self.blocks[-1]
+
+    @cached_property
+    def norms(self) -> torch.Tensor:
+        return self.tokens.norm(dim=-1)
+
+    @cached_property
+    def sample_index(self) -> torch.Tensor:
+        return self.capture.sample_index(self.norms[:, self.geometry.prefix:], self.rows)
+
+
+#: How each stored array is computed from one pass; every array of
+#: `cache.schema.ARRAYS` but the row metadata has one (a test checks).
+CAPTURES: dict[str, Callable[[Pass], torch.Tensor]] = {}
+#: Arrays the writer fills from the batch, not from the model.
+ROW_META = ("key", "label", "status", "error")
+
+
+CaptureFn = Callable[[Pass], torch.Tensor]
+
+
+def captures(name: str) -> Callable[[CaptureFn], CaptureFn]:
+    """Register how array `name` (declared in `cache.schema.ARRAYS`) is computed."""
+
+    def add(fn: CaptureFn) -> CaptureFn:
+        if name not in ARRAYS or name in ROW_META:
+            raise VitregError(f"capture {name!r}: declare the array in cache/schema.py first")
+        if name in CAPTURES:
+            raise VitregError(f"capture {name!r} registered twice")
+        CAPTURES[name] = fn
+        return fn
+
+    return add
+
+
+@captures("norms")
+def _norms(p: Pass) -> torch.Tensor:
+    return p.norms
+
+
+@captures("attention")
+def _attention(p: Pass) -> torch.Tensor:
+    q, k, _ = p.qkv
+    return cls_attention(q, k, p.capture.model.blocks[-1].attn.scale)
+
+
+@captures("neighbor_cos")
+def _neighbor_cos(p: Pass) -> torch.Tensor:
+    return neighbor_cosine(p.patch_embed, p.geometry.grid)
+
+
+@captures("pooled/cls")
+def _pooled_cls(p: Pass) -> torch.Tensor:
+    return p.final[:, 0]
+
+
+@captures("pooled/patch_mean")
+def _pooled_patch_mean(p: Pass) -> torch.Tensor:
+    return p.final[:, p.geometry.prefix:].mean(dim=1)
+
+
+@captures("pooled/registers")
+def _pooled_registers(p: Pass) -> torch.Tensor:
+    return p.final[:, 1: p.geometry.prefix]
+
+
+@captures("tokens")
+def _tokens(p: Pass) -> torch.Tensor:
+    return p.tokens
+
+
+@captures("sampled/index")
+def _sampled_index(p: Pass) -> torch.Tensor:
+    return p.sample_index
+
+
+@captures("sampled/tokens")
+def _sampled_tokens(p: Pass) -> torch.Tensor:
+    patches = p.tokens[:, p.geometry.prefix:]
+    return patches.gather(1, p.sample_index[..., None].expand(-1, -1, patches.shape[-1]))
+
+
+@captures("sampled/prefix")
+def _sampled_prefix(p: Pass) -> torch.Tensor:
+    return p.tokens[:, : p.geometry.prefix]
+
+
+@captures("blocks/norms")
+def _blocks_norms(p: Pass) -> torch.Tensor:
+    return torch.stack([b.norm(dim=-1) for b in p.blocks], dim=1)
+
+
+@captures("qkv_norms")
+def _qkv_norms(p: Pass) -> torch.Tensor:
+    return qkv_norms(*p.qkv)
+
+
+@captures("blocks/qkv_norms")
+def _blocks_qkv_norms(p: Pass) -> torch.Tensor:
+    return torch.stack(p.capture.taps.qkv_norms, dim=1)
+
+
+@captures("pixels")
+def _pixels(p: Pass) -> torch.Tensor:
+    return p.images.permute(0, 2, 3, 1)
+
+
 class Capture:
     """Run the model on uint8 batches and return the store's arrays as numpy."""
 
@@ -61,11 +189,24 @@ class Capture:
         self.token_kind, self.sample_k = parse_token_mode(token_mode)
         self.seed = seed
         self.taps = Taps(self.model, every_block="blocks_qkv" in self.with_options)
+        self.names = [spec.name for spec in arrays_for(sorted(self.with_options), token_mode)
+                      if spec.name not in ROW_META]
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor, rows: np.ndarray) -> dict[str, torch.Tensor]:
         """Arrays of one batch, on the device; `finite` marks rows without NaN/inf."""
-        model, geom = self.model, self.loaded.geometry
+        p = self.forward(images, rows)
+        out = {name: CAPTURES[name](p) for name in self.names}
+        self.taps.qkv_norms.clear()
+        out["finite"] = torch.stack(
+            [torch.isfinite(t).flatten(1).all(1) for t in out.values() if t.is_floating_point()],
+            dim=1,
+        ).all(1)
+        return out
+
+    def forward(self, images: torch.Tensor, rows: np.ndarray) -> Pass:
+        """One forward pass, keeping what the captures read."""
+        model = self.model
         cfg = self.loaded.data_config
         x = normalize(images.to(self.device, non_blocking=True), cfg["mean"], cfg["std"])
         last = len(model.blocks)
@@ -76,40 +217,9 @@ class Capture:
                 x, indices=indices, return_prefix_tokens=True, norm=False, output_fmt="NLC"
             )
         blocks = [torch.cat([prefix, patches], dim=1).float() for patches, prefix in inter]
-        tokens = blocks[-1]
-        final = final.float()
-        attn = model.blocks[-1].attn
-        q, k, v = split_qkv(attn, self.taps.outputs.pop("qkv"))
-        out = {
-            "norms": tokens.norm(dim=-1),
-            "attention": cls_attention(q, k, attn.scale),
-            "neighbor_cos": neighbor_cosine(self.taps.outputs.pop("patch_embed"), geom.grid),
-            "pooled/cls": final[:, 0],
-            "pooled/patch_mean": final[:, geom.prefix :].mean(dim=1),
-            "pooled/registers": final[:, 1 : geom.prefix],
-        }
-        if self.token_kind == "all":
-            out["tokens"] = tokens
-        elif self.token_kind == "sampled":
-            index = self.sample_index(out["norms"][:, geom.prefix :], rows)
-            patches = tokens[:, geom.prefix :]
-            out["sampled/index"] = index
-            out["sampled/tokens"] = patches.gather(1, index[..., None].expand(-1, -1, patches.shape[-1]))
-            out["sampled/prefix"] = tokens[:, : geom.prefix]
-        if "blocks" in self.with_options:
-            out["blocks/norms"] = torch.stack([b.norm(dim=-1) for b in blocks], dim=1)
-        if "qkv" in self.with_options:
-            out["qkv_norms"] = qkv_norms(q, k, v)
-        if "blocks_qkv" in self.with_options:
-            out["blocks/qkv_norms"] = torch.stack(self.taps.qkv_norms, dim=1)
-            self.taps.qkv_norms.clear()
-        if "pixels" in self.with_options:
-            out["pixels"] = images.permute(0, 2, 3, 1)
-        out["finite"] = torch.stack(
-            [torch.isfinite(t).flatten(1).all(1) for t in out.values() if t.is_floating_point()],
-            dim=1,
-        ).all(1)
-        return out
+        qkv = split_qkv(model.blocks[-1].attn, self.taps.outputs.pop("qkv"))
+        return Pass(self, images, rows, blocks, final.float(), qkv,
+                    self.taps.outputs.pop("patch_embed"))
 
     def sample_index(self, patch_norms: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
         """Per image: the K/2 highest-norm patches (by decreasing norm), then K/2

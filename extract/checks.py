@@ -6,33 +6,11 @@ from __future__ import annotations
 import difflib
 
 import timm
-import torch
 
 from vitreg.core.errors import UsageError
 
 #: What vitreg reads from a timm ViT; a model without them is not one.
 VIT_PARTS = ("patch_embed", "blocks", "cls_token", "num_prefix_tokens")
-
-
-def check_device(device: str) -> torch.device | None:
-    """The device asked for, if this machine has it; None for `auto`."""
-    if device == "auto":
-        return None
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UsageError(f"--device {device}: unknown device; use auto, cpu, cuda or cuda:i") from None
-    if dev.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise UsageError(f"--device {device}: torch sees no CUDA device on this machine; "
-                             "use --device cpu (or auto)")
-        if dev.index is not None and dev.index >= count:
-            raise UsageError(f"--device {device}: this machine has {count} CUDA device(s), "
-                             f"cuda:0 to cuda:{count - 1}")
-    elif dev.type not in ("cpu", "mps") or (dev.type == "mps" and not torch.backends.mps.is_available()):
-        raise UsageError(f"--device {device}: not available here; use auto, cpu, cuda or cuda:i")
-    return dev
 
 
 def check_model(name: str, img_size: int | None) -> None:

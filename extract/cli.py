@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 from rich.console import Console
 
-from vitreg.core.errors import InputError, cli_errors
 from vitreg.cache.schema import WITH_OPTIONS, parse_token_mode
+from vitreg.core.errors import InputError, cli_errors
 
 from .transforms import INTERPOLATIONS, PRESETS
 
@@ -44,8 +47,11 @@ class CommaChoice(click.ParamType):
 @click.argument("src", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the tars.")
 @click.option("--per-shard", default=1000, show_default=True, type=click.IntRange(min=1))
-@click.option("--synsets", type=click.Path(exists=True, dir_okay=False),
-              help="`synset name` per line; files named n01440764_... get that line's index.")
+@click.option(
+    "--synsets",
+    type=click.Path(exists=True, dir_okay=False),
+    help="`synset name` per line; files named n01440764_... get that line's index.",
+)
 def shards_command(src: str, out: str, per_shard: int, synsets: str | None) -> None:
     """Pack an image folder into webdataset shards (original bytes, `cls`, `json`)."""
     from .shards import run_shards
@@ -57,83 +63,186 @@ def shards_command(src: str, out: str, per_shard: int, synsets: str | None) -> N
     console.print(f"wrote {len(paths)} shard(s) to {out}")
 
 
-@click.command("extract")
-@cli_errors
-@click.argument("shards", nargs=-1, required=True)
-@click.option("--model", "model_name", required=True, help="timm model name, e.g. vit_small_patch14_reg4_dinov2.lvd142m")
-@click.option("--out", required=True, help="Store path or fsspec URL.")
-@click.option("--weights", default="pretrained", show_default=True,
-              help="pretrained (timm hub or local cache), random (tests, demo), or a .safetensors / torch file.")
-@click.option("--img-size", type=click.IntRange(min=1), help="Input size; rounded down to a multiple of the patch size.")
-@click.option("--preprocess", default="timm", show_default=True, type=click.Choice(list(PRESETS)),
-              help="Evaluation protocol: timm (the model's pretrained config) or dinov2-linear "
-                   "(resize 256 / crop 224 at 224 px, bicubic: DINOv2's linear heads).")
-@click.option("--crop-pct", type=click.FloatRange(0, 1, min_open=True),
-              help="Resize the shorter side to S / crop-pct, then centre-crop S (0.875: 256 -> 224).")
-@click.option("--interpolation", type=click.Choice(list(INTERPOLATIONS)), help="Resize interpolation (timm's names).")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
-@click.option("--precision", default="auto", show_default=True,
-              type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="auto: bf16 autocast on CUDA, fp32 on CPU.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:i.")
-@click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0), help="DataLoader decode workers.")
-@click.option("--limit", type=click.IntRange(min=1), help="Stop after this many samples.")
-@click.option("--keys", "keys_file", type=click.Path(exists=True, dir_okay=False),
-              help="Extract only these sample keys (one a line), rows in the file's order.")
-@click.option("--tokens", default="all", show_default=True, type=TokenMode())
-@click.option("--dtype", default="float16", show_default=True, type=click.Choice(["float16", "float32"]),
-              help="dtype of the stored tokens; float32 when values exceed float16's range.")
-@click.option("--with", "with_options", default="", type=CommaChoice(), help="Optional arrays: pixels,blocks,qkv,blocks_qkv.")
-@click.option("--chunk-rows", type=click.IntRange(min=1), help="Rows per chunk (default: tokens chunks of ~16 MiB).")
-@click.option("--seed", default=42, show_default=True)
-@click.option("--rank", type=click.IntRange(min=0), help="This job's rank among --world-size independent jobs (SLURM array).")
-@click.option("--world-size", type=click.IntRange(min=1), help="Number of independent jobs sharing the store.")
-@click.option("--dry-run", is_flag=True, help="Count samples, print arrays, bytes and time; write nothing.")
-@click.option("--overwrite", is_flag=True, help="Start afresh even if the store exists.")
-@click.option("--strict", is_flag=True, help="Exit non-zero if any row failed or a shard was damaged.")
-@click.option("--no-progress", is_flag=True)
-def extract_command(shards: tuple[str, ...], model_name: str, out: str, weights: str,
-                    img_size: int | None, preprocess: str, crop_pct: float | None,
-                    interpolation: str | None, batch_size: int, precision: str, device: str,
-                    workers: int, limit: int | None, keys_file: str | None, tokens: str, dtype: str,
-                    with_options: list[str],
-                    chunk_rows: int | None, seed: int, rank: int | None, world_size: int | None,
-                    dry_run: bool, overwrite: bool, strict: bool, no_progress: bool) -> None:
+#: The arguments and options of `vitreg extract`, in `--help` order.
+EXTRACT_OPTIONS = (
+    click.argument("shards", nargs=-1, required=True),
+    click.option(
+        "--model",
+        required=True,
+        help="timm model name, e.g. vit_small_patch14_reg4_dinov2.lvd142m",
+    ),
+    click.option("--out", required=True, help="Store path or fsspec URL."),
+    click.option(
+        "--weights",
+        default="pretrained",
+        show_default=True,
+        help="pretrained (timm hub or local cache), random (tests, demo), "
+        "or a .safetensors / torch file.",
+    ),
+    click.option(
+        "--img-size",
+        type=click.IntRange(min=1),
+        help="Input size; rounded down to a multiple of the patch size.",
+    ),
+    click.option(
+        "--preprocess",
+        default="timm",
+        show_default=True,
+        type=click.Choice(list(PRESETS)),
+        help="Evaluation protocol: timm (the model's pretrained config) or dinov2-linear "
+        "(resize 256 / crop 224 at 224 px, bicubic: DINOv2's linear heads).",
+    ),
+    click.option(
+        "--crop-pct",
+        type=click.FloatRange(0, 1, min_open=True),
+        help="Resize the shorter side to S / crop-pct, then centre-crop S (0.875: 256 -> 224).",
+    ),
+    click.option(
+        "--interpolation",
+        type=click.Choice(list(INTERPOLATIONS)),
+        help="Resize interpolation (timm's names).",
+    ),
+    click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1)),
+    click.option(
+        "--precision",
+        default="auto",
+        show_default=True,
+        type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+        help="auto: bf16 autocast on CUDA, fp32 on CPU.",
+    ),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:i."),
+    click.option(
+        "--workers",
+        default=0,
+        show_default=True,
+        type=click.IntRange(min=0),
+        help="DataLoader decode workers.",
+    ),
+    click.option("--limit", type=click.IntRange(min=1), help="Stop after this many samples."),
+    click.option(
+        "--keys",
+        "keys_file",
+        type=click.Path(exists=True, dir_okay=False),
+        help="Extract only these sample keys (one a line), rows in the file's order.",
+    ),
+    click.option("--tokens", "token_mode", default="all", show_default=True, type=TokenMode()),
+    click.option(
+        "--dtype",
+        "tokens_dtype",
+        default="float16",
+        show_default=True,
+        type=click.Choice(["float16", "float32"]),
+        help="dtype of the stored tokens; float32 when values exceed float16's range.",
+    ),
+    click.option(
+        "--with",
+        "with_options",
+        default="",
+        type=CommaChoice(),
+        help="Optional arrays: pixels,blocks,qkv,blocks_qkv.",
+    ),
+    click.option(
+        "--chunk-rows",
+        type=click.IntRange(min=1),
+        help="Rows per chunk (default: tokens chunks of ~16 MiB).",
+    ),
+    click.option("--seed", default=42, show_default=True),
+    click.option(
+        "--rank",
+        type=click.IntRange(min=0),
+        help="This job's rank among --world-size independent jobs (SLURM array).",
+    ),
+    click.option(
+        "--world-size",
+        type=click.IntRange(min=1),
+        help="Number of independent jobs sharing the store.",
+    ),
+    click.option(
+        "--dry-run",
+        is_flag=True,
+        help="Count samples, print arrays, bytes and time; write nothing.",
+    ),
+    click.option("--overwrite", is_flag=True, help="Start afresh even if the store exists."),
+    click.option(
+        "--strict", is_flag=True, help="Exit non-zero if any row failed or a shard was damaged."
+    ),
+    click.option("--no-progress", is_flag=True),
+)
+
+
+def with_options(fn: Callable, options: tuple[Callable, ...]) -> Callable:
+    """Apply click `options` to `fn`, first one outermost (as when stacked)."""
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _extract_command(
+    shards: tuple[str, ...],
+    out: str,
+    workers: int,
+    rank: int | None,
+    world_size: int | None,
+    dry_run: bool,
+    overwrite: bool,
+    strict: bool,
+    no_progress: bool,
+    **options: Any,
+) -> None:
     """Run SHARDS (paths, brace patterns, pipe: URLs) through a timm ViT into a store.
 
     Under torchrun each rank writes its own chunk-aligned range of rows;
     without it, --rank/--world-size split the rows among independent jobs.
     """
+    # `options` are `run_extract`'s keywords, named as the root attributes.
     from .run import run_extract
 
-    common = dict(shards=list(shards), model=model_name, weights=weights, img_size=img_size,
-                  batch_size=batch_size, precision=precision, device=device, limit=limit,
-                  tokens=tokens, dtype=dtype, with_options=with_options, seed=seed,
-                  chunk_rows=chunk_rows, preprocess=preprocess, crop_pct=crop_pct,
-                  interpolation=interpolation, keys=keys_file)
+    options["shards"] = list(shards)
     if dry_run:
         from .dryrun import run_dry_run
 
-        print_dry_run(run_dry_run(**common))
+        print_dry_run(run_dry_run(**options))
         return
     try:
         summary = run_extract(
-            **common, out=out, workers=workers, overwrite=overwrite, progress=not no_progress,
-            rank=rank, world_size=world_size,
+            **options,
+            out=out,
+            workers=workers,
+            overwrite=overwrite,
+            progress=not no_progress,
+            rank=rank,
+            world_size=world_size,
         )
     except KeyboardInterrupt:
-        console.print("[red]interrupted:[/] the rows written so far are kept; "
-                      "rerun the same command to resume")
+        console.print(
+            "[red]interrupted:[/] the rows written so far are kept; "
+            "rerun the same command to resume"
+        )
         raise SystemExit(130) from None
     except OSError as exc:
         # exit 1 as before: the run started, its rows so far are kept
         raise click.ClickException(write_failure(exc, out)) from exc
     print_summary(summary)
+    check_outcome(summary, strict=strict)
+
+
+extract_command = click.command("extract")(
+    cli_errors(with_options(_extract_command, EXTRACT_OPTIONS))
+)
+
+
+def check_outcome(summary: Any, *, strict: bool) -> None:
+    """Exit non-zero when no row is ok, or under --strict when any row failed."""
     if summary.rows and summary.failed == summary.rows:
-        raise InputError(f"no row of {summary.store} is ok: every image failed (reasons above); "
-                         "fix the inputs, then rerun with --overwrite")
+        raise InputError(
+            f"no row of {summary.store} is ok: every image failed (reasons above); "
+            "fix the inputs, then rerun with --overwrite"
+        )
     if strict and (summary.failed or summary.damaged_shards):
-        console.print(f"[red]--strict:[/] {summary.failed} failed row(s), "
-                      f"{len(summary.damaged_shards)} damaged shard(s); reasons above")
+        console.print(
+            f"[red]--strict:[/] {summary.failed} failed row(s), "
+            f"{len(summary.damaged_shards)} damaged shard(s); reasons above"
+        )
         raise SystemExit(1)
 
 
@@ -147,24 +256,33 @@ def write_failure(exc: OSError, out: str) -> str:
         what = f"no permission to write there ({exc}); choose a writable --out"
     else:
         what = f"{exc}; fix the destination"
-    return (f"writing the store {out} failed: {what}, then run the same command again "
-            "to resume (rows written so far are safe)")
+    return (
+        f"writing the store {out} failed: {what}, then run the same command again "
+        "to resume (rows written so far are safe)"
+    )
 
 
 def print_dry_run(plan: dict) -> None:
     from rich.table import Table
 
-    from vitreg.cache.cli import human_bytes
+    from vitreg.core.files import human_bytes
 
-    table = Table("array", "shape", "dtype", "on disk",
-                  title=f"{plan['model']}: {plan['n_rows']} rows from {plan['shards']} shard(s)")
+    table = Table(
+        "array",
+        "shape",
+        "dtype",
+        "on disk",
+        title=f"{plan['model']}: {plan['n_rows']} rows from {plan['shards']} shard(s)",
+    )
     for a in plan["arrays"]:
         table.add_row(a.name, str(a.shape), a.dtype, human_bytes(a.nbytes))
     table.add_row("total", "", "", human_bytes(sum(a.nbytes for a in plan["arrays"])))
     Console(soft_wrap=True).print(table)
     hours = plan["seconds"] / 3600
-    console.print(f"{plan['images_per_second']:.1f} img/s on {plan['device']} ({plan['precision']}), "
-                  f"timed on the second of two batches: about {hours:.2f} h for {plan['n_rows']} rows")
+    console.print(
+        f"{plan['images_per_second']:.1f} img/s on {plan['device']} ({plan['precision']}), "
+        f"timed on the second of two batches: about {hours:.2f} h for {plan['n_rows']} rows"
+    )
     for damage in plan["damaged"]:
         console.print(f"[red]damaged shard[/] {damage['url']}: {damage['reason']}")
 
@@ -175,20 +293,28 @@ def print_summary(summary) -> None:
     for damage in summary.damaged_shards:
         console.print(f"[red]damaged shard[/] {damage['url']}: {damage['reason']}")
     if summary.world > 1:
-        console.print(f"rank {summary.rank} of {summary.world}: rows {summary.row_range[0]}.."
-                      f"{summary.row_range[1] - 1}")
+        console.print(
+            f"rank {summary.rank} of {summary.world}: rows {summary.row_range[0]}.."
+            f"{summary.row_range[1] - 1}"
+        )
     for line in reason_lines(summary.failures, "failed") + reason_lines(summary.warnings, "warned"):
         console.print(line)
     console.print(
         f"{summary.store}: {summary.rows} rows, {summary.ok} ok, {summary.failed} failed; "
         f"{summary.processed} processed in {summary.seconds:.1f} s "
         f"({summary.images_per_second:.1f} img/s)"
-        + (f", {sum(g['count'] for g in summary.warnings)} with a warning" if summary.warnings else "")
+        + (
+            f", {sum(g['count'] for g in summary.warnings)} with a warning"
+            if summary.warnings
+            else ""
+        )
     )
 
 
 def reason_lines(groups: list[dict], what: str) -> list[str]:
     """Rows grouped by reason: count and example keys."""
     colour = "red" if what == "failed" else "yellow"
-    return [f"[{colour}]{what}[/] {g['count']} row(s): {g['reason']} (e.g. {', '.join(g['keys'])})"
-            for g in groups]
+    return [
+        f"[{colour}]{what}[/] {g['count']} row(s): {g['reason']} (e.g. {', '.join(g['keys'])})"
+        for g in groups
+    ]

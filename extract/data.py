@@ -13,15 +13,16 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
-from webdataset import tariterators
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
+from webdataset import tariterators
 
 from vitreg.cache.shardid import local_shard_path as local_path
 from vitreg.core.samples import (  # noqa: F401 - re-exported for extract's modules
@@ -35,6 +36,7 @@ from vitreg.core.samples import (  # noqa: F401 - re-exported for extract's modu
     shard_samples,
     to_rgb,
 )
+
 
 def read_span(file: io.BufferedReader, span: np.ndarray, url: str) -> dict[str, Any]:
     """One sample from the byte range of its tar members, parsed as webdataset would."""
@@ -108,9 +110,10 @@ class ShardStream(IterableDataset):
         n_rows = len(self.todo)
         if self.selection is not None:
             rows = np.arange(n_rows)
-            yield from self._selected(rows[self.todo & ((rows // self.batch_size) % workers == worker)])
+            mine = (rows // self.batch_size) % workers == worker
+            yield from self._selected(rows[self.todo & mine])
             return
-        for i, url in enumerate(self.urls):
+        for i in range(len(self.urls)):
             start, stop = int(self.offsets[i]), min(int(self.offsets[i + 1]), n_rows)
             mine = self.todo[start:stop] & ((np.arange(start, stop) // self.batch_size) % workers
                                             == worker)

@@ -31,20 +31,13 @@ def detect_ranks(rank: int | None = None, world: int | None = None) -> Ranks:
             raise VitregError("--rank/--world-size are for independent jobs; torchrun sets them")
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-        return Ranks(dist.get_rank(), dist.get_world_size(), True, int(os.environ.get("LOCAL_RANK", 0)))
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        return Ranks(dist.get_rank(), dist.get_world_size(), True, local_rank)
     world = world or 1
     rank = rank or 0
     if not 0 <= rank < world:
         raise VitregError(f"--rank {rank} is outside 0..{world - 1}")
     return Ranks(rank, world)
-
-
-def row_range(n_rows: int, chunk_rows: int, ranks: Ranks) -> tuple[int, int]:
-    """The rows of this rank: whole chunks, split as evenly as chunks allow."""
-    chunks = -(-n_rows // chunk_rows)
-    first = ranks.rank * chunks // ranks.world
-    last = (ranks.rank + 1) * chunks // ranks.world
-    return first * chunk_rows, min(last * chunk_rows, n_rows)
 
 
 def barrier(ranks: Ranks) -> None:

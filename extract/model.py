@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from vitreg.cache import Geometry, VitregError
+from vitreg.core.checkpoint import read_state_dict
 
 from .transforms import preprocessing_config
 
@@ -43,7 +43,8 @@ def round_img_size(size: int, patch: int) -> tuple[int, str | None]:
     if rounded < patch:
         raise ValueError(f"image size {size} is smaller than one {patch}-px patch")
     if rounded != size:
-        return rounded, f"image size {size} is not a multiple of the patch size {patch}: using {rounded}"
+        return rounded, (f"image size {size} is not a multiple of the patch size {patch}: "
+                         f"using {rounded}")
     return rounded, None
 
 
@@ -173,46 +174,19 @@ def _create_pretrained(name: str, **kwargs: Any) -> torch.nn.Module:
         constants.HF_HUB_OFFLINE = previous
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A checkpoint's tensors, never unpickling code (safetensors or weights_only)."""
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except SafetensorError as exc:
-            raise WeightsError(f"{path} is not a readable .safetensors file ({exc}); "
-                               "check the file, or save it again") from exc
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(
-            f"{path} is not a plain tensor checkpoint (torch.load with weights_only=True "
-            f"refused it: {str(exc).splitlines()[0]}). vitreg never unpickles code: convert "
-            "it to .safetensors in a trusted environment."
-        ) from exc
-    for wrapper in ("model", "state_dict", "teacher"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    if not isinstance(state, dict):
-        raise WeightsError(f"{path} holds a {type(state).__name__}, not a state dict")
-    return state
-
-
 def _load_file(model: torch.nn.Module, path: Path) -> None:
     from timm.models.vision_transformer import checkpoint_filter_fn
 
-    state = checkpoint_filter_fn(read_state_dict(path), model)
+    state = read_state_dict(path, error=WeightsError, label=f"--weights {path}")
+    state = checkpoint_filter_fn(state, model)
     state = {k: v for k, v in state.items() if not k.startswith("head.")}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # torch: "size mismatch for ..."
         first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line),
                      str(exc).splitlines()[0])
-        raise WeightsError(f"{path} does not fit the model: {first.rstrip('.')}; the checkpoint is of "
+        raise WeightsError(f"{path} does not fit the model: {first.rstrip('.')}; the "
+                           "checkpoint is of "
                            "another model or size: pass the --model it was saved from") from exc
     if missing or unexpected:
         raise WeightsError(
@@ -227,14 +201,6 @@ def state_sha256(model: torch.nn.Module) -> str:
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            digest.update(block)
     return digest.hexdigest()
 
 

@@ -9,12 +9,13 @@ multi-process run, and every resumed run, agree on them without talking.
 from __future__ import annotations
 
 import inspect
-from collections import Counter
 import os
 import re
 import tarfile
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from webdataset import tariterators
@@ -22,8 +23,14 @@ from webdataset import tariterators
 from vitreg.cache.shardid import members_digest
 from vitreg.core.errors import InputError, UsageError
 
-from .data import (ShardDamage, expand_shards, group_members, image_members, local_path,
-                   shard_samples)
+from .data import (
+    ShardDamage,
+    expand_shards,
+    group_members,
+    image_members,
+    local_path,
+    shard_samples,
+)
 
 #: Members webdataset skips (its `tar_file_iterator` default), matched the same way.
 _SKIP_META = re.compile(
@@ -100,7 +107,8 @@ def _header_members(path: str, damage: list[ShardDamage],
                 name = info.name
                 if info.isreg():
                     seen.append((name, info.size))
-                skip = not info.isreg() or ("/" not in name and name.startswith("__") and name.endswith("__"))
+                dunder = "/" not in name and name.startswith("__") and name.endswith("__")
+                skip = not info.isreg() or dunder
                 if not skip and not _SKIP_META.match(name):
                     end = info.offset_data + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
                     yield {"fname": name, "data": None, "__url__": path,

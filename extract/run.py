@@ -3,47 +3,34 @@
 from __future__ import annotations
 
 import os
-import platform
-import threading
 import time
-from queue import Queue
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import timm
 import torch
-import zarr
 from torch.utils.data import DataLoader
 
-from vitreg import __version__
-from vitreg.runtime import tune_allocator
-from vitreg.cache import (
-    STATUS_FAILED, STATUS_OK, ChunkWriter, ConfigMismatchError, VitregError, arrays_for,
-    default_chunk_rows, ensure_store, mark_complete, open_group, stored_arrays,
-)
+from vitreg.cache import STATUS_FAILED, STATUS_OK, Geometry, VitregError, arrays_for
+from vitreg.cache.attrs import root_attrs
 from vitreg.cache.schema import parse_token_mode
-from vitreg.cache.reader import failure_summary
-from vitreg.cache.store import check_out, delete_store
+from vitreg.cache.store import check_out
+from vitreg.cache.target import WriteTarget, open_for_write
+from vitreg.core.device import resolve_device
 from vitreg.core.errors import InputError, UsageError
+from vitreg.core.files import file_sha256
+from vitreg.core.prefetch import prefetched
+from vitreg.core.runtime import tune_allocator
 
-from .checks import check_device, check_model
 from .capture import Capture, resolve_precision, to_numpy
+from .checks import check_model
 from .data import ShardStream
-from .distributed import Ranks, barrier, detect_ranks, row_range
-from .model import LoadedModel, build_model, file_sha256
+from .distributed import Ranks, barrier, detect_ranks
+from .model import LoadedModel, build_model
 from .plan import Plan, check_shard_args, no_samples_message, plan_shards
 from .progress import progress_bar
 from .transforms import eval_transform, transform_kwargs
-
-#: Attributes that define what a store holds; a rerun must match them all.
-CONFIG_KEYS = (
-    "model", "weights", "weights_sha256", "img_size", "dynamic_img_size", "precision",
-    "preprocessing", "token_mode", "tokens_dtype", "with", "shards", "n_rows", "seed",
-    "keys_file",
-)
-#: Checked on resume too, by `shard_diffs`: absent from stores of schema 1.1.
-SHARD_DIGESTS = "shard_digests"
 
 
 @dataclass
@@ -71,221 +58,141 @@ class Summary:
         return self.processed / self.loop_seconds if self.loop_seconds else 0.0
 
 
-def resolve_device(device: str, ranks: Ranks | None = None) -> torch.device:
-    """`auto` is CUDA when there is one (under torchrun, the local rank's GPU)."""
-    dev = check_device(device)
-    if dev is not None:
-        return dev
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", ranks.local_rank if ranks else 0)
-
-
-def store_attrs(name: str, loaded: LoadedModel, *, precision: str, token_mode: str,
+def store_attrs(model: str, loaded: LoadedModel, *, precision: str, token_mode: str,
                 tokens_dtype: str, with_options: list[str], shards: list[dict[str, Any]],
-                n_rows: int, seed: int, shard_digests: list[str | None]) -> dict[str, Any]:
+                n_rows: int, seed: int, shard_digests: list[str | None],
+                keys_file: str | None = None) -> dict[str, Any]:
+    """The root attributes of the store this run writes (`cache.attrs` checks them)."""
     geom = loaded.geometry
     weights_file = None
     if loaded.weights not in ("pretrained", "random"):
         weights_file = {"path": loaded.weights, "sha256": file_sha256(loaded.weights)}
-    return {
-        "model": name,
-        "pretrained_cfg": _model_name(loaded),
-        "weights": loaded.weights,
-        "weights_sha256": loaded.weights_sha256,
-        "weights_file": weights_file,
-        "img_size": geom.img_size,
-        "dynamic_img_size": loaded.dynamic_img_size,
-        "patch_size": loaded.patch_size,
-        "grid": list(geom.grid),
-        "prefix_tokens": geom.prefix,
-        "registers": geom.registers,
-        "embed_dim": geom.dim,
-        "depth": geom.depth,
-        "heads": loaded.heads,
-        "precision": precision,
-        "preprocessing": transform_kwargs(loaded.data_config),
-        "preprocessing_preset": loaded.preset,
-        "token_mode": token_mode,
-        "tokens_dtype": tokens_dtype,
-        "with": sorted(with_options),
-        "shards": shards,
-        SHARD_DIGESTS: shard_digests,
-        "n_rows": n_rows,
-        "seed": seed,
-        "versions": {
-            "vitreg": __version__, "timm": timm.__version__, "torch": torch.__version__,
-            "zarr": zarr.__version__, "python": platform.python_version(),
-        },
-    }
+    return root_attrs(
+        model=model, pretrained_cfg=_pretrained_cfg(loaded), weights=loaded.weights,
+        weights_sha256=loaded.weights_sha256, weights_file=weights_file,
+        img_size=geom.img_size, dynamic_img_size=loaded.dynamic_img_size,
+        patch_size=loaded.patch_size, grid=list(geom.grid), prefix_tokens=geom.prefix,
+        registers=geom.registers, embed_dim=geom.dim, depth=geom.depth, heads=loaded.heads,
+        precision=precision, preprocessing=transform_kwargs(loaded.data_config),
+        preprocessing_preset=loaded.preset, token_mode=token_mode, tokens_dtype=tokens_dtype,
+        shards=shards, shard_digests=shard_digests, n_rows=n_rows, seed=seed,
+        keys_file={"path": keys_file, "sha256": file_sha256(keys_file)} if keys_file else None,
+        versions={"timm": timm.__version__, "torch": torch.__version__},
+        **{"with": sorted(with_options)},
+    )
 
 
-def _model_name(loaded: LoadedModel) -> str:
+def _pretrained_cfg(loaded: LoadedModel) -> str:
     cfg = loaded.model.pretrained_cfg
     tag = cfg.get("tag")
     return f"{cfg['architecture']}.{tag}" if tag else cfg["architecture"]
 
 
-def check_config(old: dict[str, Any], attrs: dict[str, Any]) -> None:
-    """Refuse to resume into a store written with another configuration."""
-    diffs = [
-        f"{key}: store has {old.get(key)!r}, this run {attrs.get(key)!r}"
-        for key in CONFIG_KEYS if key != "shards" and old.get(key) != attrs.get(key)
-    ]
-    diffs += shard_diffs(old.get("shards") or [], attrs["shards"], old.get(SHARD_DIGESTS),
-                         attrs[SHARD_DIGESTS])
-    if diffs:
-        raise ConfigMismatchError(
-            "the store was written with a different configuration:\n  " + "\n  ".join(diffs)
-            + "\nuse another --out, or --overwrite to start afresh"
-        )
-
-
-def shard_diffs(old: list[dict[str, Any]], new: list[dict[str, Any]],
-                old_digests: list[str | None] | None, new_digests: list[str | None]) -> list[str]:
-    """How the input shards differ from those the store was started with.
-    A store of schema 1.1 recorded no digests: only urls and counts compare."""
-    if [s["url"] for s in old] != [s["url"] for s in new]:
-        return [f"shards: store has {[s['url'] for s in old]}, this run {[s['url'] for s in new]}"]
-    diffs = []
-    for was, now, was_id, now_id in zip(old, new, old_digests or [None] * len(new), new_digests):
-        if was.get("samples") != now["samples"]:
-            diffs.append(f"shard {now['url']}: {was.get('samples')} samples when the store was "
-                         f"started, {now['samples']} now")
-        elif was_id is not None and was_id != now_id:
-            diffs.append(f"shard {now['url']} was rewritten since the store was started "
-                         "(its members' names, sizes or order differ)")
-    return diffs
-
-
-def check_finished_keys(root: zarr.Group, planned: list[str]) -> None:
-    """The keys of the rows already written are those the plan puts there."""
-    done = np.flatnonzero(root["status"][:] != 0)
-    if not len(done):
-        return
-    stored = root["key"].get_orthogonal_selection((done,))
-    wrong = [int(r) for r, key in zip(done, stored) if key != planned[r]]
-    if wrong:
-        row = wrong[0]
-        raise ConfigMismatchError(
-            f"{len(wrong)} finished row(s) of the store hold other samples than the shards "
-            f"give now (row {row}: store {stored[list(done).index(row)]!r}, shards "
-            f"{planned[row]!r}); the shards changed: use another --out, or --overwrite")
-
-
-def prepare_store(out: str, attrs: dict[str, Any], loaded: LoadedModel, *,
-                  chunk_rows: int | None, overwrite: bool) -> zarr.Group:
-    """Open the store to resume it, creating whatever is missing."""
-    n_rows = attrs["n_rows"]
-    _, sample_k = parse_token_mode(attrs["token_mode"])
-    if overwrite:
-        delete_store(out)
-    ensure_store(
-        out, geometry=loaded.geometry, n_rows=n_rows, attrs=attrs, sample_k=sample_k,
-        specs=arrays_for(attrs["with"], attrs["token_mode"], attrs["tokens_dtype"]),
-        chunk_rows=chunk_rows or balanced_chunk_rows(default_chunk_rows(loaded.geometry), n_rows),
-        check=lambda old: check_config(old, attrs),
-    )
-    return open_group(out, mode="r+")
-
-
-def balanced_chunk_rows(target: int, n_rows: int) -> int:
-    """At most `target` rows per chunk, spread evenly: zarr stores edge chunks
-    whole, so 100 rows in chunks of 64 would store 128 (50 + 50 stores 100)."""
-    chunks = -(-n_rows // target)
-    return -(-n_rows // chunks)
-
-
 def open_for_ranks(out: str, attrs: dict[str, Any], loaded: LoadedModel, ranks: Ranks, *,
-                   chunk_rows: int | None, overwrite: bool) -> zarr.Group:
+                   chunk_rows: int | None, overwrite: bool) -> WriteTarget:
     """Under torchrun rank 0 prepares the store while the others wait;
     independent jobs each prepare it (idempotent), and may not overwrite."""
     if ranks.world > 1 and overwrite and not ranks.torchrun:
         raise VitregError("--overwrite with --world-size > 1 would delete other jobs' rows; "
                           "delete the store once before starting the jobs")
-    if ranks.torchrun and not ranks.leader:
+    leader = not ranks.torchrun or ranks.leader
+    if not leader:
         barrier(ranks)
-        root = open_group(out, mode="r+")
-        check_config(root.attrs["vitreg"], attrs)
-        return root
-    root = prepare_store(out, attrs, loaded, chunk_rows=chunk_rows, overwrite=overwrite)
-    barrier(ranks)
-    return root
+    target = open_for_write(
+        out, geometry=loaded.geometry, attrs=attrs, chunk_rows=chunk_rows, overwrite=overwrite,
+        specs=arrays_for(attrs["with"], attrs["token_mode"], attrs["tokens_dtype"]),
+        create=leader, rank=ranks.rank, world=ranks.world)
+    if leader:
+        barrier(ranks)
+    return target
 
 
 def run_extract(
     *, shards: list[str], model: str, out: str, weights: str = "pretrained",
     img_size: int | None = None, batch_size: int = 32, precision: str = "auto",
-    device: str = "auto", workers: int = 0, limit: int | None = None, tokens: str = "all",
-    with_options: list[str] | tuple[str, ...] = (), dtype: str = "float16",
+    device: str = "auto", workers: int = 0, limit: int | None = None, token_mode: str = "all",
+    with_options: list[str] | tuple[str, ...] = (), tokens_dtype: str = "float16",
     overwrite: bool = False, seed: int = 42, chunk_rows: int | None = None,
     progress: bool = True, rank: int | None = None, world_size: int | None = None,
     preprocess: str = "timm", crop_pct: float | None = None, interpolation: str | None = None,
-    keys: str | None = None,
+    keys_file: str | None = None,
 ) -> Summary:
     """Extract every sample of `shards` through `model` into the store `out`.
 
     With several processes (torchrun, or `rank`/`world_size` for independent
     jobs) each writes its own chunk-aligned range of rows into the one store.
     `preprocess` names an evaluation protocol (`transforms.PRESETS`);
-    `crop_pct` and `interpolation` (timm's names) override it. `keys`, a file
-    of sample keys, makes the rows those keys in the file's order.
+    `crop_pct` and `interpolation` (timm's names) override it. `keys_file`, a
+    file of sample keys, makes the rows those keys in the file's order.
+    Keywords are the names of the root attributes they become (`token_mode`,
+    `tokens_dtype`, `keys_file`).
     """
     tune_allocator()
     start = time.perf_counter()
     ranks = detect_ranks(rank, world_size)
     with_options = sorted(set(with_options))
-    dev = resolve_device(device, ranks)
+    dev = resolve_device(device, local_rank=ranks.local_rank)
     check_out(out, overwrite=overwrite)
-    check_model(model, img_size)
-    check_shard_args(shards)
-    plan = plan_shards(shards, limit=limit, keys=keys)
-    if plan.n_rows == 0:
-        raise InputError(no_samples_message(plan))
-    loaded = build_model(model, weights=weights, img_size=img_size, seed=seed,
-                         preprocess=preprocess, crop_pct=crop_pct, interpolation=interpolation)
-    check_token_mode(tokens, loaded.geometry)
+    plan, loaded = plan_and_build(
+        shards, model, weights=weights, img_size=img_size, limit=limit, keys_file=keys_file,
+        token_mode=token_mode, seed=seed, preprocess=preprocess, crop_pct=crop_pct,
+        interpolation=interpolation)
     precision = resolve_precision(precision, dev)
-    attrs = store_attrs(model, loaded, precision=precision, token_mode=tokens,
-                        tokens_dtype=dtype, with_options=with_options,
+    attrs = store_attrs(model, loaded, precision=precision, token_mode=token_mode,
+                        tokens_dtype=tokens_dtype, with_options=with_options,
                         shards=plan.shard_info(), n_rows=plan.n_rows, seed=seed,
-                        shard_digests=plan.digests())
-    attrs["keys_file"] = {"path": keys, "sha256": file_sha256(keys)} if keys else None
-    root = open_for_ranks(out, attrs, loaded, ranks, chunk_rows=chunk_rows, overwrite=overwrite)
-    check_finished_keys(root, plan.keys())
-    first, last = row_range(plan.n_rows, root["status"].chunks[0], ranks)
-    todo = root["status"][:] == 0
-    todo[:first] = todo[last:] = False
+                        shard_digests=plan.digests(), keys_file=keys_file)
+    target = open_for_ranks(out, attrs, loaded, ranks, chunk_rows=chunk_rows, overwrite=overwrite)
+    target.check_keys(plan.keys())
     loop_start = time.perf_counter()
     processed, waited = _extract_rows(
-        root, loaded, plan, todo=todo, rows=(first, last), device=dev, precision=precision,
-        with_options=with_options, token_mode=tokens, batch_size=batch_size, workers=workers,
-        seed=seed, progress=progress and ranks.leader,
+        target, loaded, plan, device=dev, precision=precision, with_options=with_options,
+        token_mode=token_mode, batch_size=batch_size, workers=workers, seed=seed,
+        progress=progress and ranks.leader,
     )
     loop_seconds = time.perf_counter() - loop_start
     barrier(ranks)
-    ok, failed = mark_complete(root, shared=ranks.world > 1 and not ranks.torchrun)
+    ok, failed = target.finish(shared=ranks.world > 1 and not ranks.torchrun)
     return Summary(
         store=out, rows=plan.n_rows, ok=ok, failed=failed, processed=processed,
         seconds=time.perf_counter() - start, loop_seconds=loop_seconds, writer_waited=waited,
         notes=loaded.notes, damaged_shards=plan.damaged(), rank=ranks.rank, world=ranks.world,
-        row_range=(first, last), failures=failure_summary(root),
-        warnings=failure_summary(root, status=STATUS_OK),
+        row_range=target.rows, failures=target.failures(),
+        warnings=target.failures(status=STATUS_OK),
     )
 
 
-def check_token_mode(tokens: str, geometry) -> None:
-    kind, k = parse_token_mode(tokens)
+def plan_and_build(shards: list[str], model: str, *, weights: str, img_size: int | None,
+                   limit: int | None, keys_file: str | None, token_mode: str, seed: int,
+                   preprocess: str, crop_pct: float | None,
+                   interpolation: str | None) -> tuple[Plan, LoadedModel]:
+    """Check the options, count the shards' samples and build the model: what a
+    run and a dry run both do before any batch."""
+    check_model(model, img_size)
+    check_shard_args(shards)
+    plan = plan_shards(shards, limit=limit, keys=keys_file)
+    if plan.n_rows == 0:
+        raise InputError(no_samples_message(plan))
+    loaded = build_model(model, weights=weights, img_size=img_size, seed=seed,
+                         preprocess=preprocess, crop_pct=crop_pct, interpolation=interpolation)
+    check_token_mode(token_mode, loaded.geometry)
+    return plan, loaded
+
+
+def check_token_mode(token_mode: str, geometry: Geometry) -> None:
+    kind, k = parse_token_mode(token_mode)
     if kind == "sampled" and k > geometry.patches:
-        raise UsageError(f"--tokens {tokens} asks for {k} of only {geometry.patches} patch tokens")
+        raise UsageError(f"--tokens {token_mode} asks for {k} of only {geometry.patches} "
+                         "patch tokens")
 
 
-def _extract_rows(root: zarr.Group, loaded: LoadedModel, plan: Plan, *, todo: np.ndarray,
-                  rows: tuple[int, int], device: torch.device, precision: str,
-                  with_options: list[str], token_mode: str, batch_size: int, workers: int,
-                  seed: int, progress: bool) -> tuple[int, float]:
-    """Decode, run and write every row in `todo`; return how many, and the
-    seconds spent waiting on the writer."""
+def _extract_rows(target: WriteTarget, loaded: LoadedModel, plan: Plan, *,
+                  device: torch.device, precision: str, with_options: list[str],
+                  token_mode: str, batch_size: int, workers: int, seed: int,
+                  progress: bool) -> tuple[int, float]:
+    """Decode, run and write every pending row of the writer's range; return
+    how many, and the seconds spent waiting on the writer."""
+    todo = target.pending()
     count = int(todo.sum())
     if count == 0:
         return 0, 0.0
@@ -299,14 +206,15 @@ def _extract_rows(root: zarr.Group, loaded: LoadedModel, plan: Plan, *, todo: np
         stream, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
         prefetch_factor=4 if workers else None, persistent_workers=False,
     )
-    names = stored_arrays(root)
-    dtypes = {name: str(root[name].dtype) for name in names}
+    dtypes = target.dtypes
     capture = Capture(loaded, device=device, precision=precision, with_options=with_options,
                       token_mode=token_mode, seed=seed)
-    writer = ChunkWriter(root, names, rows=rows)
+    writer = target.writer()
     try:
         with progress_bar(count, enabled=progress) as advance:
-            for batch in (prefetched(loader) if overlap_decoding(workers, device) else loader):
+            batches = prefetched(loader, name="vitreg-decode") \
+                if overlap_decoding(workers, device) else loader
+            for batch in batches:
                 writer.put(batch["row"].numpy(), _batch_values(batch, capture, dtypes))
                 advance(len(batch["row"]))
     except BaseException:
@@ -327,27 +235,6 @@ def overlap_decoding(workers: int, device: torch.device) -> bool:
     OpenMP threads; decoding each batch on all cores between forward passes
     ran closer to the bare forward (bench/bench_extract.py, "w0 overlapped")."""
     return workers == 0 and device.type != "cpu"
-
-
-def prefetched(batches: Iterable[Any], depth: int = 2) -> Iterator[Any]:
-    """Iterate `batches` in a background thread, `depth` ahead (PIL and torch
-    both release the GIL in their C code)."""
-    queue: Queue = Queue(maxsize=depth)
-    done = object()
-
-    def produce() -> None:
-        try:
-            for batch in batches:
-                queue.put(batch)
-        except BaseException as exc:  # handed to the consumer, raised there
-            queue.put(exc)
-        queue.put(done)
-
-    threading.Thread(target=produce, daemon=True, name="vitreg-decode").start()
-    while (item := queue.get()) is not done:
-        if isinstance(item, BaseException):
-            raise item
-        yield item
 
 
 def _batch_values(batch: dict[str, Any], capture: Capture,

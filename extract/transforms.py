@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from PIL import Image
@@ -34,9 +35,11 @@ def preprocessing_config(data_config: dict[str, Any], *, preset: str = "timm",
                          interpolation: str | None = None) -> dict[str, Any]:
     """The model's data config with a preset, then explicit settings, applied."""
     if preset not in PRESETS:
-        raise UsageError(f"unknown preprocessing preset {preset!r}; choose from {', '.join(PRESETS)}")
+        raise UsageError(
+            f"unknown preprocessing preset {preset!r}; choose from {', '.join(PRESETS)}")
     if interpolation is not None and interpolation not in INTERPOLATIONS:
-        raise UsageError(f"unknown interpolation {interpolation!r}; choose from {', '.join(INTERPOLATIONS)}")
+        raise UsageError(f"unknown interpolation {interpolation!r}; "
+                         f"choose from {', '.join(INTERPOLATIONS)}")
     if crop_pct is not None and not 0 < crop_pct <= 1:
         raise UsageError(f"crop_pct must be in (0, 1], not {crop_pct}")
     config = {**data_config, **PRESETS[preset]}

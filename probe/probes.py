@@ -36,6 +36,7 @@ from .select import (
 )
 from .stream import TokenStream
 from .train import (
+    CATEGORIES,
     ClassifyTask,
     FitResult,
     Head,
@@ -46,7 +47,6 @@ from .train import (
     fit_sklearn,
     fit_torch,
 )
-from .train import CATEGORIES
 
 log = logging.getLogger("vitreg.probe")
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from vitreg.cache import Store
 
 from .registry import ProbeError

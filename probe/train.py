@@ -377,9 +377,8 @@ def fit_torch(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine(steps))
     names = [h.name for h in inner]
     curves: list[dict[str, Any]] = []
-    best: dict[int, tuple[float | None, int, Any, dict]] = {
-        i: (None, 0, None, {}) for i in range(len(inner))
-    }
+    best: dict[int, tuple[float | None, int, Any, dict]] = {i: (None, 0, None, {})
+                                                            for i in range(len(inner))}
     bad = {i: 0 for i in range(len(inner))}
     active = list(range(len(inner)))
     epoch = done = 0
@@ -400,15 +399,9 @@ def fit_torch(
             "val": {names[i]: metrics[i] for i in active},
         })
         for i in active:
-            value = metrics[i]["all"][task.monitor]
-            if cfg.patience is None or task.better(value, best[i][0]):
-                state = copy.deepcopy(model.layers[i].state_dict())
-                best[i] = (value, epoch, state, metrics[i])
-                bad[i] = 0
-            else:
-                bad[i] += 1
+            _keep_best(i, model, metrics[i], best, bad, task, cfg, epoch)
             log.info("epoch %d/%d %s: loss %.4g, val %s %.4g", epoch, cfg.epochs, names[i],
-                     losses[i], task.monitor, value)
+                     losses[i], task.monitor, metrics[i]["all"][task.monitor])
         if cfg.patience is not None:
             active = [i for i in active if bad[i] < cfg.patience]
             if not active:
@@ -425,6 +418,17 @@ def fit_torch(
                        for i in best},
         passes_per_epoch=passes,
     ), heads, grid, task, "lr")
+
+
+def _keep_best(i: int, model: Any, metrics: dict, best: dict, bad: dict, task: Task,
+               cfg: TrainConfig, epoch: int) -> None:
+    """Keep copy `i`'s state when its validation metric improved, else count a bad epoch."""
+    value = metrics["all"][task.monitor]
+    if cfg.patience is None or task.better(value, best[i][0]):
+        best[i] = (value, epoch, copy.deepcopy(model.layers[i].state_dict()), metrics)
+        bad[i] = 0
+    else:
+        bad[i] += 1
 
 
 def _choose(result: FitResult, heads: list[Head], grid: list[tuple[Head, float]], task: Task,

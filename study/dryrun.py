@@ -38,7 +38,7 @@ def count_rows(step: Step, cache: dict[str, int]) -> int:
     return min(cache[split], int(limit)) if limit else cache[split]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _geometry(model: str, img_size: int | None) -> Any:
     from vitreg.extract.model import model_geometry
 

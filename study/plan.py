@@ -11,11 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from braceexpand import braceexpand
+
 from vitreg.core import InputError, UsageError
 
 from . import paper
-from .stages import (ANALYSIS_KINDS, ANALYSIS_OPTIONS, EXTRACT_KEYS, PROBE_KINDS,
-                     check_extract_options, probe_option_names)
+from .stages import (
+    ANALYSIS_KINDS,
+    ANALYSIS_OPTIONS,
+    EXTRACT_KEYS,
+    PROBE_KINDS,
+    check_extract_options,
+    probe_option_names,
+)
 
 #: Allowed keys of each table (model entries: the `[[model]]` array).
 KEYS: dict[str, set[str]] = {

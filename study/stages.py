@@ -11,11 +11,11 @@ from typing import Any
 
 #: Plan key (in `[study]` or `[extract.NAME]`) -> `run_extract` keyword.
 EXTRACT_KWARGS: dict[str, str] = {
-    "weights": "weights", "seed": "seed", "img_size": "img_size", "tokens": "tokens",
+    "weights": "weights", "seed": "seed", "img_size": "img_size", "tokens": "token_mode",
     "with": "with_options", "limit": "limit", "batch_size": "batch_size",
-    "precision": "precision", "device": "device", "workers": "workers", "dtype": "dtype",
-    "chunk_rows": "chunk_rows", "preprocess": "preprocess", "crop_pct": "crop_pct",
-    "interpolation": "interpolation", "keys": "keys",
+    "precision": "precision", "device": "device", "workers": "workers",
+    "dtype": "tokens_dtype", "chunk_rows": "chunk_rows", "preprocess": "preprocess",
+    "crop_pct": "crop_pct", "interpolation": "interpolation", "keys": "keys_file",
 }
 #: Keys an `[extract.NAME]` table takes: the split, and the keywords above.
 EXTRACT_KEYS: set[str] = {"split", *EXTRACT_KWARGS} - {"weights", "seed"}
@@ -51,12 +51,9 @@ def call_probe(*, kind: str, train: str, val: str | None, out: str,
 
 def call_analysis(*, kind: str, stores: list[str], out: str,
                   options: dict[str, Any]) -> dict[str, Any]:
-    from vitreg.analysis.maps import run_maps
-    from vitreg.analysis.norms import run_norms
-    from vitreg.analysis.similarity import run_similarity
+    from vitreg.analysis import ANALYSES
 
-    run = {"norms": run_norms, "similarity": run_similarity, "maps": run_maps}[kind]
-    result = run(stores=stores, out=out, **options)
+    result = ANALYSES[kind].run(stores=stores, out=out, **options)
     return {"figures": [str(Path(f)) for f in result.get("figures", [])]}
 
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from vitreg.core.files import atomic_write_text as write_atomic
 
 from .plan import Plan, shard_paths
 from .stages import STUDY_EXTRACT_DEFAULTS
@@ -125,19 +126,6 @@ def build_steps(plan: Plan, out: str | os.PathLike) -> list[Step]:
         step.hash = canonical_hash({"stage": step.stage, "config": step.config,
                                     "files": step.files, "inputs": step.inputs})
     return steps
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """A temporary file beside `path`, then `os.replace`: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_stamp(step: Step) -> dict[str, Any] | None:

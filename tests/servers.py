@@ -10,8 +10,8 @@ import http.server
 import os
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 class StaticHandler(http.server.SimpleHTTPRequestHandler):

@@ -4,8 +4,9 @@ array's `zarr.json` and its copy in the root's consolidated metadata alike."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 def edit_array_meta(url: str, array: str, change: Callable[[dict[str, Any]], Any]) -> None:
@@ -26,7 +27,7 @@ def random_store(url: Path, geometry, n: int, chunk_rows: int) -> Path:  # noqa:
     """A complete store of `n` rows of seeded random tokens, norms and labels."""
     import numpy as np
 
-    from vitreg.cache.synthetic import write_store
+    from vitreg.testing import write_store
 
     rng = np.random.default_rng(42)
     write_store(str(url), {

@@ -1,3 +1,5 @@
 """vitreg: cache a ViT's tokens once, then probe and analyse them offline."""
 
-__version__ = "0.1.0"
+from vitreg.core.version import __version__
+
+__all__ = ["__version__"]

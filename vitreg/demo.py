@@ -12,10 +12,10 @@ import warnings
 from pathlib import Path
 
 import click
-
-from vitreg.core.errors import cli_errors
 from PIL import Image
 from rich.console import Console
+
+from vitreg.core.errors import cli_errors
 
 console = Console(stderr=True)
 

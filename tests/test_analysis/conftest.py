@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr.storage
+
 from vitreg.cache import Geometry
-from vitreg.cache.synthetic import write_store
+from vitreg.testing import write_store
 
 N_IMAGES = 24
 GRID = (8, 8)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+
 from vitreg.analysis import run_maps
 
 from .conftest import make_store

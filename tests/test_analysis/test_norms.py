@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from scipy import stats as sps
+
 from vitreg.analysis import run_norms
 from vitreg.analysis.common import sample_rows
 from vitreg.analysis.norms import bimodality_coefficient

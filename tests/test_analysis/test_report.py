@@ -8,9 +8,10 @@ import re
 
 import pytest
 from click.testing import CliRunner
+
+from tests.test_analysis.render import find_chromium, render_png
 from vitreg.analysis import run_report
 from vitreg.analysis.cli import analysis
-from vitreg.analysis.render import find_chromium, render_png
 
 from .conftest import make_store
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from vitreg.analysis import run_similarity
-from vitreg.cache.synthetic import write_store
+from vitreg.testing import write_store
 
 from .conftest import make_store
 

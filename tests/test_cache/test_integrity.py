@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from tests.store_edit import random_store
 from vitreg.cache import Geometry, StoreFormatError, open_store
 from vitreg.cache.cli import run_verify
-from vitreg.cache.synthetic import write_store
 from vitreg.cli import cli
+from vitreg.testing import write_store
 
 GEOM = Geometry(registers=2, grid=(3, 4), dim=8, depth=2, img_size=48)
 N = 40

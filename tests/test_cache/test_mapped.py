@@ -11,9 +11,9 @@ from zarr.codecs import BytesCodec, ZstdCodec
 
 from vitreg.cache import Geometry, StoreFormatError, open_store
 from vitreg.cache.mapped import MappedArray, mapped
-from vitreg.cache.reader import CheckedArray
 from vitreg.cache.pack import run_pack
-from vitreg.cache.synthetic import write_store
+from vitreg.cache.reader import CheckedArray
+from vitreg.testing import write_store
 
 GEOM = Geometry(registers=1, grid=(2, 3), dim=8, depth=2, img_size=42)
 N, CHUNK = 37, 8  # five chunks, the last one partial

@@ -6,10 +6,16 @@ import re
 from pathlib import Path
 
 from vitreg.cache import (
-    ARRAYS, SCHEMA_VERSION, WITH_OPTIONS, Geometry, arrays_for, create_store, stored_arrays,
+    ARRAYS,
+    SCHEMA_VERSION,
+    WITH_OPTIONS,
+    Geometry,
+    arrays_for,
+    create_store,
+    stored_arrays,
 )
 from vitreg.cache.schema import ALLOWED_CODECS, ALLOWED_DTYPES
-from vitreg.cache.synthetic import synthetic_attrs
+from vitreg.testing import synthetic_attrs
 
 DOC = (Path(__file__).parents[2] / "cache_schema.md").read_text()
 
@@ -67,6 +73,18 @@ def test_codecs_of_a_created_store_are_the_documented_ones(tmp_path):
         assert codecs == expected, name
 
 
+def test_root_attribute_table_matches_code():
+    from vitreg.cache.attrs import ATTRIBUTES
+
+    section = DOC.split("## Root attributes")[1].split("\n## ")[0]
+    rows = []
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            keys, meaning = (cell.strip() for cell in line.strip("|").split("|"))
+            rows.append((tuple(re.findall(r"`([a-z0-9_]+)`", keys)), meaning))
+    assert rows == [(keys, meaning) for keys, meaning in ATTRIBUTES]
+
+
 def test_what_completion_writes_is_documented(tmp_path):
     """Schema 1.3: the attributes `mark_complete` adds are in the table, and the
     root zarr.json then holds every array's metadata (consolidated), as the
@@ -75,7 +93,7 @@ def test_what_completion_writes_is_documented(tmp_path):
 
     import numpy as np
 
-    from vitreg.cache.synthetic import write_store
+    from vitreg.testing import write_store
 
     geom = Geometry(registers=1, grid=(2, 2), dim=4, depth=1, img_size=28)
     url = write_store(str(tmp_path / "s"), {"norms": np.ones((5, geom.tokens), "f4")},

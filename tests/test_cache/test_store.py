@@ -9,12 +9,21 @@ import numpy as np
 import pytest
 import zarr
 
-from vitreg.cache import (
-    ChunkWriter, Geometry, IncompleteStoreError, StoreFormatError, StoreNotFoundError,
-    UnsafeStoreError, arrays_for, create_store, default_chunk_rows, open_store, stored_arrays,
-)
 from tests.store_edit import edit_array_meta
-from vitreg.cache.synthetic import synthetic_attrs, write_store
+from vitreg.cache import (
+    ChunkWriter,
+    Geometry,
+    IncompleteStoreError,
+    StoreFormatError,
+    StoreNotFoundError,
+    UnsafeStoreError,
+    arrays_for,
+    create_store,
+    default_chunk_rows,
+    open_store,
+    stored_arrays,
+)
+from vitreg.testing import synthetic_attrs, write_store
 
 GEOM = Geometry(registers=2, grid=(3, 4), dim=8, depth=2, img_size=48)
 
@@ -57,7 +66,8 @@ def test_default_chunk_rows_targets_16_mib():
     rows = default_chunk_rows(vit_s)
     row_bytes = vit_s.tokens * vit_s.dim * 2
     assert rows * row_bytes <= 16 * 2**20 < 2 * rows * row_bytes
-    assert default_chunk_rows(Geometry(registers=0, grid=(1, 1), dim=2, depth=1, img_size=1)) == 1024
+    tiny = Geometry(registers=0, grid=(1, 1), dim=2, depth=1, img_size=1)
+    assert default_chunk_rows(tiny) == 1024
 
 
 def test_writer_accepts_rows_in_any_order(tmp_path):

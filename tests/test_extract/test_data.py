@@ -22,6 +22,7 @@ from vitreg.extract.plan import plan_shards
 def odd_tar(path: Path) -> str:
     """Members webdataset skips or must group: a directory, a `__meta__` file,
     a PAX long name, two members of one key in a row, a key split by another."""
+
     def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
         info.size = len(data)
@@ -44,8 +45,9 @@ def odd_tar(path: Path) -> str:
 
 
 def owned(stream: ShardStream, worker: int, workers: int, monkeypatch) -> list:
-    monkeypatch.setattr(data_mod, "get_worker_info",
-                        lambda: SimpleNamespace(id=worker, num_workers=workers))
+    monkeypatch.setattr(
+        data_mod, "get_worker_info", lambda: SimpleNamespace(id=worker, num_workers=workers)
+    )
     return [(row, sample) for row, sample in stream._owned()]
 
 
@@ -63,11 +65,18 @@ def test_byte_ranges_give_the_streamed_samples(tmp_path, monkeypatch, workers):
     assert [s is not None for s in plan.spans] == [True, True, True, True, False]
     todo = np.ones(plan.n_rows, dtype=bool)
     todo[[2, 11]] = False
-    args = dict(offsets=plan.offsets, todo=todo, batch_size=2, transform=None, img_size=8,
-                duplicates=plan.duplicates)
+    args = dict(
+        offsets=plan.offsets,
+        todo=todo,
+        batch_size=2,
+        transform=None,
+        img_size=8,
+        duplicates=plan.duplicates,
+    )
     for worker in range(workers):
-        by_span = owned(ShardStream(plan.urls, spans=plan.spans, **args), worker, workers,
-                        monkeypatch)
+        by_span = owned(
+            ShardStream(plan.urls, spans=plan.spans, **args), worker, workers, monkeypatch
+        )
         streamed = owned(ShardStream(plan.urls, **args), worker, workers, monkeypatch)
         assert [r for r, _ in by_span] == [r for r, _ in streamed]
         assert [s for _, s in by_span] == [s for _, s in streamed]
@@ -76,9 +85,20 @@ def test_byte_ranges_give_the_streamed_samples(tmp_path, monkeypatch, workers):
 
 def test_odd_tar_groups_like_webdataset(tmp_path, monkeypatch):
     plan = plan_shards([odd_tar(tmp_path / "odd.tar")])
-    samples = owned(ShardStream(plan.urls, spans=plan.spans, offsets=plan.offsets,
-                                todo=np.ones(plan.n_rows, bool), batch_size=4, transform=None,
-                                img_size=8), 0, 1, monkeypatch)
+    samples = owned(
+        ShardStream(
+            plan.urls,
+            spans=plan.spans,
+            offsets=plan.offsets,
+            todo=np.ones(plan.n_rows, bool),
+            batch_size=4,
+            transform=None,
+            img_size=8,
+        ),
+        0,
+        1,
+        monkeypatch,
+    )
     got = [{k: v for k, v in s.items() if k != "__url__"} for _, s in samples]
     assert got == [
         {"__key__": "a", "jpg": b"A1", "cls": b"1"},
@@ -93,19 +113,36 @@ def test_odd_tar_groups_like_webdataset(tmp_path, monkeypatch):
 
 def test_decode_threads_give_the_same_batches(tmp_path):
     rng = np.random.default_rng(42)
-    shards = [write_shard(tmp_path / "good.tar", image_samples(9, start=0)),
-              write_shard(tmp_path / "bad.tar", [s for s, _ in bad_samples(rng)])]
+    shards = [
+        write_shard(tmp_path / "good.tar", image_samples(9, start=0)),
+        write_shard(tmp_path / "bad.tar", [s for s, _ in bad_samples(rng)]),
+    ]
     plan = plan_shards(shards)
     from vitreg.extract.transforms import eval_transform
 
-    transform = eval_transform({"input_size": (3, 32, 32), "interpolation": "bicubic",
-                                "crop_pct": 0.875, "crop_mode": "center"})
+    transform = eval_transform(
+        {
+            "input_size": (3, 32, 32),
+            "interpolation": "bicubic",
+            "crop_pct": 0.875,
+            "crop_mode": "center",
+        }
+    )
 
     def batches(threads: int) -> list[dict]:
-        return list(ShardStream(plan.urls, offsets=plan.offsets, todo=np.ones(plan.n_rows, bool),
-                                batch_size=4, transform=transform, img_size=32,
-                                duplicates=plan.duplicates, spans=plan.spans,
-                                decode_threads=threads))
+        return list(
+            ShardStream(
+                plan.urls,
+                offsets=plan.offsets,
+                todo=np.ones(plan.n_rows, bool),
+                batch_size=4,
+                transform=transform,
+                img_size=32,
+                duplicates=plan.duplicates,
+                spans=plan.spans,
+                decode_threads=threads,
+            )
+        )
 
     one, three = batches(1), batches(3)
     assert len(one) == len(three) == 5
@@ -113,5 +150,7 @@ def test_decode_threads_give_the_same_batches(tmp_path):
         assert a["key"] == b["key"] and a["error"] == b["error"]
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
     errors = [e for b in one for e in b["error"]]
-    assert sum(e.startswith("decode:") for e in errors) == 3 and any(e.startswith("duplicate") for e in errors)
+    assert sum(e.startswith("decode:") for e in errors) == 3 and any(
+        e.startswith("duplicate") for e in errors
+    )
     assert bool(one[0]["image"].float().std() > 0)

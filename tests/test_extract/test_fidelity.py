@@ -28,8 +28,11 @@ SIZES = {"tiny_dinov2_reg4": (70, 98), "tiny_deit3": (80, 96), "tiny_openclip": 
 def save_checkpoint(path, family: str, saved_at: int) -> str:
     """A sharpened random-init backbone of `family` saved at `saved_at` px, no head."""
     torch.manual_seed(7)
-    model = _sharpen(timm.create_model(FAMILIES[family][0], pretrained=False, num_classes=0,
-                                       img_size=saved_at, **SMALL))
+    model = _sharpen(
+        timm.create_model(
+            FAMILIES[family][0], pretrained=False, num_classes=0, img_size=saved_at, **SMALL
+        )
+    )
     with torch.no_grad():  # a position embedding with structure, so resampling shows
         model.pos_embed.normal_(0, 1)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
@@ -37,9 +40,14 @@ def save_checkpoint(path, family: str, saved_at: int) -> str:
 
 
 def timm_reference(family: str, checkpoint: str, size: int) -> torch.nn.Module:
-    return timm.create_model(FAMILIES[family][0], pretrained=True, num_classes=0, img_size=size,
-                             pretrained_cfg_overlay={"file": checkpoint, "num_classes": 0},
-                             **SMALL)
+    return timm.create_model(
+        FAMILIES[family][0],
+        pretrained=True,
+        num_classes=0,
+        img_size=size,
+        pretrained_cfg_overlay={"file": checkpoint, "num_classes": 0},
+        **SMALL,
+    )
 
 
 @pytest.mark.parametrize("family", sorted(SIZES))
@@ -51,16 +59,30 @@ def test_checkpoint_at_any_size_gives_timms_network(tmp_path, family, saved):
     samples = image_samples(4, start=11)
     shard = write_shard(tmp_path / "s.tar", samples)
     out = str(tmp_path / "store.zarr")
-    run_extract(shards=[shard], model=family, out=out, weights=checkpoint, img_size=run_size,
-                batch_size=2, precision="fp32", with_options=["blocks", "qkv", "blocks_qkv"],
-                progress=False)
+    run_extract(
+        shards=[shard],
+        model=family,
+        out=out,
+        weights=checkpoint,
+        img_size=run_size,
+        batch_size=2,
+        precision="fp32",
+        with_options=["blocks", "qkv", "blocks_qkv"],
+        progress=False,
+    )
     store = open_store(out)
     assert store.meta["img_size"] == run_size and store.meta["dynamic_img_size"] is False
-    ref = reference_arrays(timm_reference(family, checkpoint, run_size), decoded_images(samples),
-                           run_size)
+    ref = reference_arrays(
+        timm_reference(family, checkpoint, run_size), decoded_images(samples), run_size
+    )
     for name, (rtol, atol) in TOLERANCE.items():
-        np.testing.assert_allclose(store.array(name)[:].astype(np.float64), ref[name],
-                                   rtol=rtol, atol=atol, err_msg=f"{family} saved {saved} {name}")
+        np.testing.assert_allclose(
+            store.array(name)[:].astype(np.float64),
+            ref[name],
+            rtol=rtol,
+            atol=atol,
+            err_msg=f"{family} saved {saved} {name}",
+        )
 
 
 def test_api_and_command_line_default_to_pretrained_weights():

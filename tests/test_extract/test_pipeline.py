@@ -13,7 +13,6 @@ from click.testing import CliRunner
 import tests.tiny_models  # noqa: F401
 from tests.conftest import encode, image_samples, make_image, write_shard
 from vitreg.cache import ConfigMismatchError, open_store
-
 from vitreg.extract.model import WeightsError, build_model
 from vitreg.extract.run import run_extract
 
@@ -31,8 +30,14 @@ def assert_same_store(a: str, b: str, rows: slice = slice(None)) -> None:
 
 
 def extract(shards, out, **kwargs):
-    args = dict(model="tiny_dinov2_reg4", weights="random", batch_size=4, progress=False,
-                with_options=["pixels"], chunk_rows=4)
+    args = dict(
+        model="tiny_dinov2_reg4",
+        weights="random",
+        batch_size=4,
+        progress=False,
+        with_options=["pixels"],
+        chunk_rows=4,
+    )
     args.update(kwargs)
     return run_extract(shards=shards, out=str(out), **args)
 
@@ -53,7 +58,12 @@ def test_undecodable_sample_becomes_a_failed_row_without_shifting(tmp_path, shar
     samples = image_samples(4, start=20)
     samples.insert(2, {"__key__": "broken", "jpg": b"not a jpeg at all", "cls": b"1"})
     samples.insert(4, {"__key__": "noimage", "cls": b"2"})
-    samples.append({"__key__": "gray", "jpg": encode(make_image(np.random.default_rng(1), 50, 60).convert("L"))})
+    samples.append(
+        {
+            "__key__": "gray",
+            "jpg": encode(make_image(np.random.default_rng(1), 50, 60).convert("L")),
+        }
+    )
     shard = write_shard(tmp_path / "bad.tar", samples)
     summary = extract([shard], tmp_path / "s")
     store = open_store(str(tmp_path / "s"))
@@ -117,7 +127,10 @@ def test_weights_from_safetensors_file(tmp_path):
     loaded = build_model("tiny_dino", weights=str(path), seed=0)
     assert loaded.weights_sha256 == source.weights_sha256
     torch.save(source.model.state_dict(), tmp_path / "w.pth")
-    assert build_model("tiny_dino", weights=str(tmp_path / "w.pth")).weights_sha256 == source.weights_sha256
+    assert (
+        build_model("tiny_dino", weights=str(tmp_path / "w.pth")).weights_sha256
+        == source.weights_sha256
+    )
 
 
 STUDY_MODELS = {  # timm name: (prefix tokens, registers)
@@ -139,7 +152,9 @@ def test_study_models_build_with_random_weights(name):
     assert not loaded.dynamic_img_size and tuple(loaded.model.patch_embed.img_size) == (224, 224)
 
 
-@pytest.mark.parametrize("name", ["vit_giant_patch14_reg4_dinov2.lvd142m", "vit_large_patch14_dinov2.lvd142m"])
+@pytest.mark.parametrize(
+    "name", ["vit_giant_patch14_reg4_dinov2.lvd142m", "vit_large_patch14_dinov2.lvd142m"]
+)
 def test_large_study_models_have_the_right_prefix(name):
     model = timm.create_model(name, pretrained=False, num_classes=0, device="meta")
     assert model.num_prefix_tokens == (5 if "reg4" in name else 1)
@@ -156,13 +171,37 @@ def test_cli_shards_extract_info_verify(tmp_path):
     synsets = tmp_path / "synsets.txt"
     synsets.write_text("n01440764 tench\nn01443537 goldfish\n")
     runner = CliRunner()
-    result = runner.invoke(cli, ["shards", str(photos), "--out", str(tmp_path / "sh"),
-                                 "--per-shard", "2", "--synsets", str(synsets)])
+    result = runner.invoke(
+        cli,
+        [
+            "shards",
+            str(photos),
+            "--out",
+            str(tmp_path / "sh"),
+            "--per-shard",
+            "2",
+            "--synsets",
+            str(synsets),
+        ],
+    )
     assert result.exit_code == 0, result.output
     out = str(tmp_path / "store")
-    result = runner.invoke(cli, ["extract", str(tmp_path / "sh" / "shard-{000000..000001}.tar"),
-                                 "--model", "tiny_dino", "--weights", "random", "--out", out,
-                                 "--no-progress", "--with", "qkv"])
+    result = runner.invoke(
+        cli,
+        [
+            "extract",
+            str(tmp_path / "sh" / "shard-{000000..000001}.tar"),
+            "--model",
+            "tiny_dino",
+            "--weights",
+            "random",
+            "--out",
+            out,
+            "--no-progress",
+            "--with",
+            "qkv",
+        ],
+    )
     assert result.exit_code == 0, result.output
     store = open_store(out)
     assert list(store.array("key")[:]) == ["n01440764_img0", "n01440764_img2", "n01443537_img1"]
@@ -176,8 +215,19 @@ def test_cli_shards_extract_info_verify(tmp_path):
     zarr.open_group(out, mode="r+")["norms"][1, 3] = np.nan  # corruption must be reported
     result = runner.invoke(cli, ["verify", out])
     assert result.exit_code == 1 and "row 1" in result.output
-    bad = runner.invoke(cli, ["extract", str(tmp_path / "sh" / "*.tar"), "--model", "tiny_dino",
-                              "--out", out, "--with", "pixels,colour"])
+    bad = runner.invoke(
+        cli,
+        [
+            "extract",
+            str(tmp_path / "sh" / "*.tar"),
+            "--model",
+            "tiny_dino",
+            "--out",
+            out,
+            "--with",
+            "pixels,colour",
+        ],
+    )
     assert bad.exit_code == 2 and "colour" in bad.output
 
 
@@ -188,7 +238,10 @@ def test_pipe_urls_and_brace_patterns_read_like_paths(tmp_path, shards):
     extract([f"pipe:cat {s}" for s in shards], tmp_path / "pipes")
     assert_same_store(str(tmp_path / "paths"), str(tmp_path / "braces"))
     assert_same_store(str(tmp_path / "paths"), str(tmp_path / "pipes"))
-    assert open_store(str(tmp_path / "pipes")).meta["shards"][0] == {"url": f"pipe:cat {shards[0]}", "samples": 7}
+    assert open_store(str(tmp_path / "pipes")).meta["shards"][0] == {
+        "url": f"pipe:cat {shards[0]}",
+        "samples": 7,
+    }
 
 
 def test_creation_cut_short_is_finished_by_the_next_run(tmp_path, shards):

@@ -19,25 +19,47 @@ def extract_cli(tmp_path, *args: str) -> tuple:
     samples = image_samples(3, start=5)
     shard = write_shard(tmp_path / "s.tar", samples)
     out = str(tmp_path / "store.zarr")
-    result = CliRunner().invoke(cli, [
-        "extract", shard, "--model", "tiny_dinov2_reg4", "--weights", "random", "--img-size",
-        "224", "--with", "pixels", "--tokens", "none", "--no-progress", "--out", out, *args])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "extract",
+            shard,
+            "--model",
+            "tiny_dinov2_reg4",
+            "--weights",
+            "random",
+            "--img-size",
+            "224",
+            "--with",
+            "pixels",
+            "--tokens",
+            "none",
+            "--no-progress",
+            "--out",
+            out,
+            *args,
+        ],
+    )
     assert result.exit_code == 0, result.output
     return open_store(out), decoded_images(samples)
 
 
-@pytest.mark.parametrize("args", [["--crop-pct", "0.875", "--interpolation", "bicubic"],
-                                  ["--preprocess", "dinov2-linear"]])
+@pytest.mark.parametrize(
+    "args",
+    [["--crop-pct", "0.875", "--interpolation", "bicubic"], ["--preprocess", "dinov2-linear"]],
+)
 def test_crop_pct_resizes_256_and_crops_224(tmp_path, args):
     store, images = extract_cli(tmp_path, *args)
     pre = store.meta["preprocessing"]
     assert pre["input_size"] == [3, 224, 224]
     assert pre["crop_pct"] == 0.875 and pre["interpolation"] == "bicubic"
-    timm_ops = timm.data.create_transform(input_size=224, crop_pct=0.875, interpolation="bicubic",
-                                          is_training=False).transforms
+    timm_ops = timm.data.create_transform(
+        input_size=224, crop_pct=0.875, interpolation="bicubic", is_training=False
+    ).transforms
     assert (timm_ops[0].size, timm_ops[1].size) == (256, (224, 224))
-    resize_crop = T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BICUBIC),
-                             T.CenterCrop(224)])
+    resize_crop = T.Compose(
+        [T.Resize(256, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224)]
+    )
     expected = np.stack([np.asarray(resize_crop(img)) for img in images])
     np.testing.assert_array_equal(store.array("pixels")[:], expected)
 
@@ -46,14 +68,19 @@ def test_default_is_the_models_timm_config(tmp_path):
     store, images = extract_cli(tmp_path)
     assert store.meta["preprocessing_preset"] == "timm"
     assert store.meta["preprocessing"]["crop_pct"] == 1.0  # DINOv2 in timm: resize 224 / crop 224
-    expected = np.stack([np.asarray(T.CenterCrop(224)(T.Resize(224, T.InterpolationMode.BICUBIC)(img)))
-                         for img in images])
+    expected = np.stack(
+        [
+            np.asarray(T.CenterCrop(224)(T.Resize(224, T.InterpolationMode.BICUBIC)(img)))
+            for img in images
+        ]
+    )
     np.testing.assert_array_equal(store.array("pixels")[:], expected)
 
 
 def test_unknown_preset_is_refused(tmp_path):
-    result = CliRunner().invoke(cli, ["extract", "x.tar", "--model", "m", "--out", "o",
-                                      "--preprocess", "nope"])
+    result = CliRunner().invoke(
+        cli, ["extract", "x.tar", "--model", "m", "--out", "o", "--preprocess", "nope"]
+    )
     assert result.exit_code == 2 and "dinov2-linear" in result.output
 
 

@@ -22,8 +22,10 @@ from vitreg.cache.writer import UnalignedWriteError
 from vitreg.extract.plan import count_shard
 
 ROOT = Path(__file__).parents[2]
-RUNNER = ("import sys; sys.path.insert(0, {root!r}); import tests.tiny_models; "
-          "from vitreg.extract.cli import extract_command; extract_command()")
+RUNNER = (
+    "import sys; sys.path.insert(0, {root!r}); import tests.tiny_models; "
+    "from vitreg.extract.cli import extract_command; extract_command()"
+)
 
 
 @pytest.fixture
@@ -33,16 +35,38 @@ def many_shards(tmp_path) -> list[str]:
 
 
 def cli_args(shards: list[str], out: Path) -> list[str]:
-    return [*shards, "--model", "tiny_dinov2_reg4", "--weights", "random", "--out", str(out),
-            "--batch-size", "3", "--chunk-rows", "4", "--no-progress", "--with", "pixels"]
+    return [
+        *shards,
+        "--model",
+        "tiny_dinov2_reg4",
+        "--weights",
+        "random",
+        "--out",
+        str(out),
+        "--batch-size",
+        "3",
+        "--chunk-rows",
+        "4",
+        "--no-progress",
+        "--with",
+        "pixels",
+    ]
 
 
 def test_two_torchrun_ranks_write_the_store_one_process_writes(tmp_path, many_shards):
     extract(many_shards, tmp_path / "one", batch_size=3)
     script = tmp_path / "run_extract.py"
     script.write_text(RUNNER.format(root=str(ROOT)).replace("; ", "\n"))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(script), *cli_args(many_shards, tmp_path / "two")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(script),
+        *cli_args(many_shards, tmp_path / "two"),
+    ]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rank 1 of 2: rows 16..29" in result.stderr
@@ -53,8 +77,19 @@ def test_two_torchrun_ranks_write_the_store_one_process_writes(tmp_path, many_sh
 def test_independent_jobs_fill_one_store_in_any_order(tmp_path, many_shards):
     extract(many_shards, tmp_path / "one", batch_size=3)
     out = tmp_path / "jobs"
-    cmds = [[sys.executable, "-c", RUNNER.format(root=str(ROOT)), *cli_args(many_shards, out),
-             "--rank", str(r), "--world-size", "3"] for r in range(3)]
+    cmds = [
+        [
+            sys.executable,
+            "-c",
+            RUNNER.format(root=str(ROOT)),
+            *cli_args(many_shards, out),
+            "--rank",
+            str(r),
+            "--world-size",
+            "3",
+        ]
+        for r in range(3)
+    ]
     procs = [subprocess.Popen(c, cwd=ROOT, stderr=subprocess.PIPE, text=True) for c in cmds[:2]]
     for proc in procs:
         assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
@@ -80,7 +115,7 @@ def test_unaligned_writer_fails_loudly(tmp_path, many_shards):
 
 def test_sampled_tokens_are_the_top_half_and_a_seeded_draw(tmp_path, shards):
     extract(shards, tmp_path / "all")
-    extract(shards, tmp_path / "sampled", tokens="sampled:6")
+    extract(shards, tmp_path / "sampled", token_mode="sampled:6")
     full, sampled = open_store(str(tmp_path / "all")), open_store(str(tmp_path / "sampled"))
     assert "tokens" not in sampled and sampled.array("sampled/tokens").shape == (13, 6, 48)
     prefix = full.geometry.prefix
@@ -96,7 +131,7 @@ def test_sampled_tokens_are_the_top_half_and_a_seeded_draw(tmp_path, shards):
     np.testing.assert_array_equal(sampled.array("sampled/prefix")[:],
                                   full.array("tokens")[:, :prefix])
     again = tmp_path / "again"
-    extract(shards, again, tokens="sampled:6", batch_size=5, workers=2)
+    extract(shards, again, token_mode="sampled:6", batch_size=5, workers=2)
     assert_same_store(str(tmp_path / "sampled"), str(again))  # same draw whatever the batching
 
 
@@ -104,8 +139,18 @@ def test_dry_run_prints_rows_arrays_bytes_and_time(tmp_path, shards):
     from vitreg.extract.cli import extract_command
 
     runner = CliRunner()
-    base = [*shards, "--model", "tiny_dinov2_reg4", "--weights", "random", "--out",
-            str(tmp_path / "never"), "--dry-run", "--batch-size", "4"]
+    base = [
+        *shards,
+        "--model",
+        "tiny_dinov2_reg4",
+        "--weights",
+        "random",
+        "--out",
+        str(tmp_path / "never"),
+        "--dry-run",
+        "--batch-size",
+        "4",
+    ]
     result = runner.invoke(extract_command, base)
     assert result.exit_code == 0, result.output
     assert "13 rows from 2 shard(s)" in result.output and "tokens" in result.output
@@ -132,8 +177,9 @@ def test_out_takes_fsspec_urls(tmp_path, shards, scheme):
     extract(shards, tmp_path / "local")
     store = open_store(url)
     assert store.complete
-    np.testing.assert_array_equal(store.array("tokens")[:],
-                                  open_store(str(tmp_path / "local")).array("tokens")[:])
+    np.testing.assert_array_equal(
+        store.array("tokens")[:], open_store(str(tmp_path / "local")).array("tokens")[:]
+    )
     assert extract(shards, url).processed == 0  # resumes there too
 
 
@@ -168,8 +214,9 @@ def test_shards_over_http(tmp_path, shards):
         server.shutdown()
     extract(shards, tmp_path / "local")
     http_store = open_store(str(tmp_path / "http"))
-    np.testing.assert_array_equal(http_store.array("tokens")[:],
-                                  open_store(str(tmp_path / "local")).array("tokens")[:])
+    np.testing.assert_array_equal(
+        http_store.array("tokens")[:], open_store(str(tmp_path / "local")).array("tokens")[:]
+    )
 
 
 def test_packed_store_opens_as_xarray_through_the_api(tmp_path, shards):
@@ -178,8 +225,9 @@ def test_packed_store_opens_as_xarray_through_the_api(tmp_path, shards):
     extract(shards, tmp_path / "s")
     run_pack(str(tmp_path / "s"), str(tmp_path / "s.zip"))
     ds = open_store(str(tmp_path / "s.zip")).to_xarray()
-    np.testing.assert_array_equal(ds["pooled/cls"].values,
-                                  open_store(str(tmp_path / "s")).array("pooled/cls")[:])
+    np.testing.assert_array_equal(
+        ds["pooled/cls"].values, open_store(str(tmp_path / "s")).array("pooled/cls")[:]
+    )
 
 
 def test_probes_and_the_report_run_on_a_sampled_store(tmp_path):
@@ -188,7 +236,7 @@ def test_probes_and_the_report_run_on_a_sampled_store(tmp_path):
 
     shard = write_shard(tmp_path / "s.tar", image_samples(30))
     store = str(tmp_path / "sampled")
-    extract([shard], store, tokens="sampled:4")
+    extract([shard], store, token_mode="sampled:4")
     probes = []
     for kind in ("position", "reconstruct", "classify", "linear"):
         out = tmp_path / f"{kind}.json"

@@ -41,18 +41,29 @@ def reference_arrays(model: torch.nn.Module, images: list[Image.Image], size: in
     transform = timm.data.create_transform(**config)
     x = torch.stack([transform(img) for img in images])
     seen: dict[str, list] = {"blocks": [], "attn": [], "embed": [], "norm1": []}
-    hooks = [b.register_forward_hook(lambda m, a, o: seen["blocks"].append(o)) for b in model.blocks]
+    hooks = [
+        b.register_forward_hook(lambda m, a, o: seen["blocks"].append(o)) for b in model.blocks
+    ]
     last = model.blocks[-1]
-    hooks.append(last.attn.attn_drop.register_forward_hook(lambda m, a, o: seen["attn"].append(a[0])))
+    hooks.append(
+        last.attn.attn_drop.register_forward_hook(lambda m, a, o: seen["attn"].append(a[0]))
+    )
     hooks.append(model.patch_embed.register_forward_hook(lambda m, a, o: seen["embed"].append(o)))
-    hooks += [b.norm1.register_forward_hook(lambda m, a, o: seen["norm1"].append(o)) for b in model.blocks]
+    hooks += [
+        b.norm1.register_forward_hook(lambda m, a, o: seen["norm1"].append(o)) for b in model.blocks
+    ]
     with torch.no_grad():
         final = model.forward_features(x).double().numpy()
     for h in hooks:
         h.remove()
     prefix = model.num_prefix_tokens
     tokens = seen["blocks"][-1].double().numpy()
-    embed = seen["embed"][0].double().numpy().reshape(len(images), size // model.patch_embed.patch_size[0], -1, tokens.shape[-1])
+    embed = (
+        seen["embed"][0]
+        .double()
+        .numpy()
+        .reshape(len(images), size // model.patch_embed.patch_size[0], -1, tokens.shape[-1])
+    )
     qkv_norms = [qkv_norms_of(block.attn, x) for block, x in zip(model.blocks, seen["norm1"])]
     return {
         "tokens": tokens,
@@ -62,7 +73,9 @@ def reference_arrays(model: torch.nn.Module, images: list[Image.Image], size: in
         "pooled/cls": final[:, 0],
         "pooled/patch_mean": final[:, prefix:].mean(axis=1),
         "pooled/registers": final[:, 1:prefix],
-        "blocks/norms": np.stack([np.linalg.norm(o.double().numpy(), axis=-1) for o in seen["blocks"]], 1),
+        "blocks/norms": np.stack(
+            [np.linalg.norm(o.double().numpy(), axis=-1) for o in seen["blocks"]], 1
+        ),
         "qkv_norms": qkv_norms[-1],
         "blocks/qkv_norms": np.stack(qkv_norms, axis=1),
     }
@@ -76,7 +89,9 @@ def qkv_norms_of(attn: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
         b, t, _ = qkv.shape
         q, k, v = qkv.reshape(b, t, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k = attn.q_norm(q), attn.k_norm(k)
-        norms = [z.transpose(1, 2).reshape(b, t, -1).double().norm(dim=-1).numpy() for z in (q, k, v)]
+        norms = [
+            z.transpose(1, 2).reshape(b, t, -1).double().norm(dim=-1).numpy() for z in (q, k, v)
+        ]
     return np.stack(norms, axis=1)
 
 
@@ -101,9 +116,15 @@ def decoded_images(samples: list[dict]) -> list[Image.Image]:
 
 
 TOLERANCE = {  # (rtol, atol): float16 arrays are compared at float16 precision
-    "tokens": (2e-3, 2e-3), "norms": (1e-4, 1e-5), "attention": (2e-3, 1e-5),
-    "neighbor_cos": (2e-3, 2e-3), "pooled/cls": (1e-4, 1e-5), "pooled/patch_mean": (1e-4, 1e-5),
-    "pooled/registers": (1e-4, 1e-5), "blocks/norms": (2e-3, 1e-3), "qkv_norms": (2e-3, 1e-3),
+    "tokens": (2e-3, 2e-3),
+    "norms": (1e-4, 1e-5),
+    "attention": (2e-3, 1e-5),
+    "neighbor_cos": (2e-3, 2e-3),
+    "pooled/cls": (1e-4, 1e-5),
+    "pooled/patch_mean": (1e-4, 1e-5),
+    "pooled/registers": (1e-4, 1e-5),
+    "blocks/norms": (2e-3, 1e-3),
+    "qkv_norms": (2e-3, 1e-3),
     "blocks/qkv_norms": (2e-3, 1e-3),
 }
 
@@ -116,8 +137,16 @@ def test_store_matches_reference(tmp_path, family, img_size):
     samples = image_samples(5, start=3)
     shard = write_shard(tmp_path / "s.tar", samples)
     out = str(tmp_path / "store.zarr")
-    run_extract(shards=[shard], model=family, out=out, weights="random", img_size=img_size,
-                batch_size=2, with_options=["blocks", "qkv", "blocks_qkv", "pixels"], progress=False)
+    run_extract(
+        shards=[shard],
+        model=family,
+        out=out,
+        weights="random",
+        img_size=img_size,
+        batch_size=2,
+        with_options=["blocks", "qkv", "blocks_qkv", "pixels"],
+        progress=False,
+    )
     store = open_store(out)
     size = store.meta["img_size"]
     patch = store.meta["patch_size"]
@@ -125,13 +154,16 @@ def test_store_matches_reference(tmp_path, family, img_size):
     ref = reference(family, decoded_images(samples), size)
     for name, (rtol, atol) in TOLERANCE.items():
         np.testing.assert_allclose(
-            store.array(name)[:].astype(np.float64), ref[name], rtol=rtol, atol=atol,
+            store.array(name)[:].astype(np.float64),
+            ref[name],
+            rtol=rtol,
+            atol=atol,
             err_msg=f"{family} {name}",
         )
     assert list(store.array("key")[:]) == [s["__key__"] for s in samples]
     assert list(store.array("label")[:]) == [int(s["cls"]) for s in samples]
     assert (store.array("status")[:] == 1).all()
-    threshold = np.percentile(ref["norms"][:, store.geometry.prefix:], 98)
+    threshold = np.percentile(ref["norms"][:, store.geometry.prefix :], 98)
     assert store.threshold() == pytest.approx(threshold, rel=1e-5)
 
 
@@ -139,8 +171,14 @@ def test_store_opens_with_plain_zarr_and_xarray(tmp_path, shards):
     import xarray as xr
 
     out = str(tmp_path / "store.zarr")
-    run_extract(shards=shards, model="tiny_dinov2_reg4", out=out, weights="random",
-                batch_size=4, progress=False)
+    run_extract(
+        shards=shards,
+        model="tiny_dinov2_reg4",
+        out=out,
+        weights="random",
+        batch_size=4,
+        progress=False,
+    )
     group = zarr.open_group(out, mode="r")
     assert group["tokens"].shape == (13, 1 + 4 + 16, 48)
     assert group["pooled/registers"].shape == (13, 4, 48)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from vitreg.cache import Geometry
 from vitreg.testing import write_planted_store
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
+
 import numpy as np
 import pytest
 import torch
+
 from vitreg.cache import Geometry, IncompleteStoreError, open_store
-from vitreg.cache.synthetic import write_store
 from vitreg.core import InputError
 from vitreg.probe import ProbeError, run_probe
-from vitreg.testing import write_planted_store
+from vitreg.testing import write_planted_store, write_store
 
 
 def _planted(tmp_path, name="s.zarr", **kw):

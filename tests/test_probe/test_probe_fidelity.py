@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import Ridge
+
 from vitreg.cache import open_store
 from vitreg.probe import run_probe
 from vitreg.testing import REALISTIC, REALISTIC_GEOMETRY, write_planted_store

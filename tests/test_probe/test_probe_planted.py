@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from vitreg.cache import SCHEMA_VERSION
 from vitreg.probe import run_probe
 

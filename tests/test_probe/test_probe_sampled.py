@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from vitreg.cache import open_store
 from vitreg.probe.select import NORMAL, OUTLIER, Part, select_tokens
 from vitreg.testing import REALISTIC, REALISTIC_GEOMETRY, write_planted_store

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from vitreg.cache import open_store
 from vitreg.probe import run_probe
 

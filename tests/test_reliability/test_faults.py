@@ -22,7 +22,8 @@ def test_no_space_left_stops_clearly_and_the_rerun_resumes_to_the_same_bytes(tmp
     shard = write_shard(tmp_path / "s.tar", image_samples(20))
     args = [shard, "--model", "tiny_dinov2_reg4", "--weights", "random", "--batch-size", "4",
             "--chunk-rows", "4", "--no-progress"]
-    assert CliRunner().invoke(extract_command, [*args, "--out", str(tmp_path / "ref")]).exit_code == 0
+    ref = CliRunner().invoke(extract_command, [*args, "--out", str(tmp_path / "ref")])
+    assert ref.exit_code == 0
     real_set = zarr.storage.LocalStore.set
     calls = {"n": 0}
 
@@ -36,7 +37,8 @@ def test_no_space_left_stops_clearly_and_the_rerun_resumes_to_the_same_bytes(tmp
     out = str(tmp_path / "out")
     result = CliRunner().invoke(extract_command, [*args, "--out", out])
     assert result.exit_code == 1
-    assert "No space left on device" in result.output and "run the same command again" in result.output
+    assert "No space left on device" in result.output
+    assert "run the same command again" in result.output
     monkeypatch.undo()
     partial = open_store(out, allow_partial=True)
     assert 0 < partial.counts()["ok"] < 20
@@ -52,7 +54,7 @@ def test_values_beyond_float16_stop_the_run_or_go_to_float32(tmp_path):
         run_extract(shards=[shard], model="tiny_dino_loud", out=str(tmp_path / "a"),
                     weights="random", progress=False)
     run_extract(shards=[shard], model="tiny_dino_loud", out=str(tmp_path / "b"), weights="random",
-                progress=False, dtype="float32")
+                progress=False, tokens_dtype="float32")
     store = open_store(str(tmp_path / "b"))
     tokens = store.array("tokens")[:]
     assert tokens.dtype == np.float32 and np.isfinite(tokens).all()

@@ -15,7 +15,8 @@ from tests.conftest import image_samples, write_shard
 from vitreg.cache import open_store
 
 ROOT = Path(__file__).parents[2]
-RUNNER = "import tests.tiny_models; from vitreg.extract.cli import extract_command; extract_command()"
+RUNNER = ("import tests.tiny_models; from vitreg.extract.cli import extract_command; "
+          "extract_command()")
 
 
 def extract_cmd(shard: str, out: Path) -> list[str]:
@@ -47,7 +48,8 @@ def test_killed_twice_then_resumed_equals_an_uninterrupted_run(tmp_path):
         # after python and torch start (~2 s here), somewhere in the run
         kills += run_killed(extract_cmd(shard, out), after=rng.uniform(2.0, 4.5))
     assert kills >= 1
-    verify = subprocess.run([sys.executable, "-c", "from vitreg.cache.cli import verify_command; verify_command()",
+    verify_code = "from vitreg.cache.cli import verify_command; verify_command()"
+    verify = subprocess.run([sys.executable, "-c", verify_code,
                              str(out)], cwd=ROOT, capture_output=True, text=True)
     assert verify.returncode in (0, 1), verify.stderr
     assert not list(out.rglob("*.partial"))

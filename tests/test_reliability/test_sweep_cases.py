@@ -4,7 +4,6 @@ asserting what a user should get (exit status, one sentence, files kept)."""
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 from pathlib import Path
 
@@ -114,7 +113,8 @@ def test_3_shards_makes_colliding_keys_unique_and_says_so(tmp_path):
     src = tmp_path / "photos"
     src.mkdir()
     img = make_image(np.random.default_rng(42), 40, 40)
-    for name, fmt in (("x.jpg", "JPEG"), ("x.png", "PNG"), ("a.b.jpg", "JPEG"), ("a_b.jpg", "JPEG")):
+    names = (("x.jpg", "JPEG"), ("x.png", "PNG"), ("a.b.jpg", "JPEG"), ("a_b.jpg", "JPEG"))
+    for name, fmt in names:
         img.save(src / name, format=fmt)
     result = invoke("shards", src, "--out", tmp_path / "sh")
     assert_sentence(result, 0, "got a new one")

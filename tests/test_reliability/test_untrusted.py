@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import tests.tiny_models  # noqa: F401
-from vitreg.cache import Geometry, StoreNotFoundError, UnsafeStoreError, open_store
 from tests.store_edit import edit_array_meta
-from vitreg.cache.synthetic import write_store
+from vitreg.cache import Geometry, StoreNotFoundError, UnsafeStoreError, open_store
 from vitreg.extract.model import WeightsError, build_model
+from vitreg.testing import write_store
 
 
 class Payload:

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from vitreg.analysis.study import STUDY_MODELS
 from vitreg.cli import cli
-from vitreg.study.paper import PAPER_MODELS
 from vitreg.core import UsageError
+from vitreg.study.paper import PAPER_MODELS
 from vitreg.study.plan import PlanError, load_plan
 from vitreg.study.run import run_study
 

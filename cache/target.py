@@ -1,0 +1,107 @@
+"""`open_for_write`: the one way a writer opens a store (create, resume or refuse).
+
+It returns a `WriteTarget` that knows the writer's chunk-aligned range of
+rows and which of them are still pending, hands out the `ChunkWriter`, and
+marks the store complete. Extraction goes through it and never touches zarr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zarr
+
+from .attrs import check_config
+from .errors import ConfigMismatchError
+from .layout import chunk_rows_for_store, row_range
+from .reader import failure_summary, mark_complete
+from .schema import ArraySpec, Geometry, parse_token_mode
+from .store import delete_store, ensure_store, open_group, stored_arrays
+from .writer import STATUS_FAILED, STATUS_PENDING, ChunkWriter
+
+
+@dataclass
+class WriteTarget:
+    """An open store and one writer's share of it."""
+
+    url: str
+    root: zarr.Group
+    rows: tuple[int, int]
+
+    @property
+    def names(self) -> list[str]:
+        return stored_arrays(self.root)
+
+    @property
+    def dtypes(self) -> dict[str, str]:
+        return {name: str(self.root[name].dtype) for name in self.names}
+
+    @property
+    def chunk_rows(self) -> int:
+        return int(self.root["status"].chunks[0])
+
+    def pending(self) -> np.ndarray:
+        """A mask over every row: pending and inside this writer's range."""
+        todo = self.root["status"][:] == STATUS_PENDING
+        todo[: self.rows[0]] = todo[self.rows[1]:] = False
+        return todo
+
+    def writer(self) -> ChunkWriter:
+        return ChunkWriter(self.root, self.names, rows=self.rows)
+
+    def check_keys(self, planned: list[str]) -> None:
+        """Refuse a store whose finished rows hold other keys than `planned`."""
+        check_finished_keys(self.root, planned)
+
+    def finish(self, *, shared: bool) -> tuple[int, int]:
+        """Mark the store complete if no row is pending; (ok, failed)."""
+        return mark_complete(self.root, shared=shared)
+
+    def failures(self, status: int = STATUS_FAILED) -> list[dict[str, Any]]:
+        return failure_summary(self.root, status=status)
+
+
+def open_for_write(
+    url: str, *, geometry: Geometry, attrs: dict[str, Any], specs: Iterable[ArraySpec],
+    chunk_rows: int | None = None, overwrite: bool = False, create: bool = True,
+    rank: int = 0, world: int = 1,
+) -> WriteTarget:
+    """Open the store at `url` for writer `rank` of `world`.
+
+    `create`: make the store (or finish a creation cut short; with
+    `overwrite`, delete it first); else only open one another writer made.
+    Either way an existing store written with another configuration is
+    refused (and `WriteTarget.check_keys` refuses one whose rows changed).
+    """
+    if create:
+        if overwrite:
+            delete_store(url)
+        _, sample_k = parse_token_mode(attrs["token_mode"])
+        ensure_store(
+            url, geometry=geometry, n_rows=attrs["n_rows"], attrs=attrs, sample_k=sample_k,
+            specs=specs, chunk_rows=chunk_rows_for_store(geometry, attrs["n_rows"], chunk_rows),
+            check=lambda old: check_config(old, attrs),
+        )
+    root = open_group(url, mode="r+")
+    if not create:
+        check_config(root.attrs["vitreg"], attrs)
+    rows = row_range(attrs["n_rows"], int(root["status"].chunks[0]), rank, world)
+    return WriteTarget(url, root, rows)
+
+
+def check_finished_keys(root: zarr.Group, planned: list[str]) -> None:
+    """The keys of the rows already written are those the plan puts there."""
+    done = np.flatnonzero(root["status"][:] != STATUS_PENDING)
+    if not len(done):
+        return
+    stored = root["key"].get_orthogonal_selection((done,))
+    wrong = [int(r) for r, key in zip(done, stored) if key != planned[r]]
+    if wrong:
+        row = wrong[0]
+        raise ConfigMismatchError(
+            f"{len(wrong)} finished row(s) of the store hold other samples than the shards "
+            f"give now (row {row}: store {stored[list(done).index(row)]!r}, shards "
+            f"{planned[row]!r}); the shards changed: use another --out, or --overwrite")
