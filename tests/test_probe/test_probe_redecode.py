@@ -117,7 +117,7 @@ def test_keys_file_store_rows_are_found_by_key(shard_dir, tmp_path):
     listed = ["sample00012", "sample00003", "sample00000", "sample00010"]
     keys = tmp_path / "keys.txt"
     keys.write_text("\n".join(listed) + "\n")
-    store = open_store(_extract(shard_dir, tmp_path / "k.zarr", keys=str(keys)))
+    store = open_store(_extract(shard_dir, tmp_path / "k.zarr", keys_file=str(keys)))
     assert list(store.array("key")[:]) == listed
     rows, patches, expected = every_patch(store)
     np.testing.assert_array_equal(decode_targets(store, rows, patches, workers=1), expected)
