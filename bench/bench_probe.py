@@ -16,6 +16,8 @@
 
     python bench/bench_probe.py                  # both, about 5-10 minutes on 2 CPUs
     python bench/bench_probe.py --skip-memory    # the ratio only
+    python bench/bench_probe.py --fidelity --fidelity-normals 250000 --fidelity-epochs 6 \
+        --fidelity-lr 0.001,0.01 --fidelity-min-steps 0   # about 13 minutes on 2 CPUs
 """
 
 from __future__ import annotations
