@@ -20,7 +20,7 @@ from .layout import chunk_rows_for_store, row_range
 from .reader import failure_summary, mark_complete
 from .schema import ArraySpec, Geometry, parse_token_mode
 from .store import delete_store, ensure_store, open_group, stored_arrays
-from .writer import STATUS_FAILED, STATUS_PENDING, ChunkWriter
+from .writer import STATUS_FAILED, STATUS_OK, STATUS_PENDING, ChunkWriter
 
 
 @dataclass
@@ -49,8 +49,11 @@ class WriteTarget:
         todo[: self.rows[0]] = todo[self.rows[1]:] = False
         return todo
 
-    def writer(self) -> ChunkWriter:
-        return ChunkWriter(self.root, self.names, rows=self.rows)
+    def writer(self, batch_rows: int = 0) -> ChunkWriter:
+        """A writer of this range that lets at least two batches of
+        `batch_rows` (and two chunks) be in flight before the caller waits."""
+        bound = max(2 * self.chunk_rows, 2 * batch_rows + self.chunk_rows)
+        return ChunkWriter(self.root, self.names, rows=self.rows, max_pending_rows=bound)
 
     def check_keys(self, planned: list[str]) -> None:
         """Refuse a store whose finished rows hold other keys than `planned`."""
@@ -60,8 +63,15 @@ class WriteTarget:
         """Mark the store complete if no row is pending; (ok, failed)."""
         return mark_complete(self.root, shared=shared)
 
-    def failures(self, status: int = STATUS_FAILED) -> list[dict[str, Any]]:
-        return failure_summary(self.root, status=status)
+    def own_counts(self) -> tuple[int, int]:
+        """(ok, failed) of this writer's rows only: what a torchrun rank other
+        than the leader reports, without reading the whole `status`."""
+        status = self.root["status"][self.rows[0]: self.rows[1]]
+        return int((status == STATUS_OK).sum()), int((status == STATUS_FAILED).sum())
+
+    def failures(self, status: int = STATUS_FAILED, *, own: bool = False) -> list[dict[str, Any]]:
+        """Failed (or warned) rows grouped by reason; `own`: this writer's rows only."""
+        return failure_summary(self.root, status=status, region=self.rows if own else None)
 
 
 def open_for_write(

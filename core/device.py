@@ -32,9 +32,12 @@ def check_device(device: str) -> torch.device | None:
 
 
 def resolve_device(device: str, *, local_rank: int = 0) -> torch.device:
-    """`auto` is CUDA when there is one (under torchrun, the local rank's GPU), else CPU."""
+    """`auto` is CUDA when there is one, else CPU; `auto` and `cuda` mean the
+    local rank's GPU (under torchrun each rank has its own; 0 otherwise)."""
     dev = check_device(device)
     if dev is not None:
+        if dev.type == "cuda" and dev.index is None:
+            return torch.device("cuda", local_rank)
         return dev
     if not torch.cuda.is_available():
         return torch.device("cpu")
