@@ -39,6 +39,26 @@ class CommaChoice(click.ParamType):
         return items
 
 
+class Workers(click.ParamType):
+    """`auto` or a number of decode worker processes."""
+
+    name = "auto|N"
+
+    def convert(self, value, param, ctx):  # type: ignore[override]
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            workers = int(value)
+        except ValueError:
+            workers = -1
+        if workers < 0:
+            self.fail(f"{value!r} is neither auto nor a number of workers (0 or more)", param, ctx)
+        return workers
+
+
+WORKERS = Workers()
+
+
 @click.command("shards")
 @cli_errors
 @click.argument("src", type=click.Path(exists=True, file_okay=False))
@@ -100,7 +120,12 @@ def shards_command(src: str, out: str, per_shard: int, synsets: str | None) -> N
     type=click.Choice(list(INTERPOLATIONS)),
     help="Resize interpolation (timm's names).",
 )
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Images per forward pass [default: 32 on a CPU; on a GPU the largest power of two "
+    "up to 256 that fits a quarter of its memory].",
+)
 @click.option(
     "--precision",
     default="auto",
@@ -111,10 +136,11 @@ def shards_command(src: str, out: str, per_shard: int, synsets: str | None) -> N
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:i.")
 @click.option(
     "--workers",
-    default=0,
+    default="auto",
     show_default=True,
-    type=click.IntRange(min=0),
-    help="DataLoader decode workers.",
+    type=WORKERS,
+    help="DataLoader decode workers; auto: 0 on a CPU (decoding uses every core between "
+    "batches), one per core but one on a GPU.",
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after this many samples.")
 @click.option(
@@ -169,10 +195,10 @@ def extract_command(
     preprocess: str,
     crop_pct: float | None,
     interpolation: str | None,
-    batch_size: int,
+    batch_size: int | None,
     precision: str,
     device: str,
-    workers: int,
+    workers: int | str,
     limit: int | None,
     keys_file: str | None,
     tokens: str,

@@ -20,7 +20,7 @@ from .checks import check_model
 from .data import ShardStream
 from .model import build_model
 from .plan import check_shard_args, no_samples_message, plan_shards
-from .run import batch_values, host_meta
+from .run import batch_values, host_meta, loop_settings
 from .step import Step
 from .transforms import eval_transform
 
@@ -75,7 +75,8 @@ def measure_batches(capture: Capture, stream: ShardStream, specs: list[ArraySpec
 
 def run_dry_run(
     *, shards: list[str], model: str, weights: str = "pretrained", img_size: int | None = None,
-    batch_size: int = 32, precision: str = "auto", device: str = "auto", limit: int | None = None,
+    batch_size: int | None = None, precision: str = "auto", device: str = "auto",
+    limit: int | None = None,
     tokens: str = "all", with_options: list[str] | tuple[str, ...] = (),
     dtype: str = "float16", chunk_rows: int | None = None, seed: int = 42,
     preprocess: str = "timm", crop_pct: float | None = None, interpolation: str | None = None,
@@ -91,6 +92,7 @@ def run_dry_run(
     loaded = build_model(model, weights=weights, img_size=img_size, seed=seed,
                          preprocess=preprocess, crop_pct=crop_pct, interpolation=interpolation)
     precision = resolve_precision(precision, dev)
+    _, batch_size = loop_settings(0, batch_size, dev, loaded.geometry)
     specs = arrays_for(sorted(with_options), tokens, dtype)
     capture = Capture(loaded, device=dev, precision=precision, with_options=with_options,
                       token_mode=tokens, seed=seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +13,7 @@ import timm
 import torch
 from torch.utils.data import DataLoader
 
-from vitreg.cache import STATUS_FAILED, STATUS_OK, VitregError, arrays_for
+from vitreg.cache import STATUS_FAILED, STATUS_OK, Geometry, VitregError, arrays_for
 from vitreg.cache.attrs import root_attrs
 from vitreg.cache.schema import parse_token_mode
 from vitreg.cache.store import check_out
@@ -110,8 +111,9 @@ def open_for_ranks(out: str, attrs: dict[str, Any], loaded: LoadedModel, ranks: 
 
 def run_extract(
     *, shards: list[str], model: str, out: str, weights: str = "pretrained",
-    img_size: int | None = None, batch_size: int = 32, precision: str = "auto",
-    device: str = "auto", workers: int = 0, limit: int | None = None, tokens: str = "all",
+    img_size: int | None = None, batch_size: int | None = None, precision: str = "auto",
+    device: str = "auto", workers: int | str = "auto", limit: int | None = None,
+    tokens: str = "all",
     with_options: list[str] | tuple[str, ...] = (), dtype: str = "float16",
     overwrite: bool = False, seed: int = 42, chunk_rows: int | None = None,
     progress: bool = True, rank: int | None = None, world_size: int | None = None,
@@ -140,6 +142,8 @@ def run_extract(
         loaded = build_model(model, weights=weights, img_size=img_size, seed=seed,
                              preprocess=preprocess, crop_pct=crop_pct, interpolation=interpolation)
         check_token_mode(tokens, loaded.geometry)
+        workers, batch_size = loop_settings(workers, batch_size, dev, loaded.geometry,
+                                            announce=progress and ranks.leader)
         check_shared_memory(workers, batch_size * 3 * loaded.geometry.img_size ** 2)
         precision = resolve_precision(precision, dev)
         attrs = store_attrs(model, loaded, precision=precision, token_mode=tokens,
@@ -169,6 +173,46 @@ def run_extract(
             row_range=target.rows, failures=target.failures(own=follower),
             warnings=target.failures(status=STATUS_OK, own=follower),
         )
+
+
+#: Batch size on a CPU: the forward pass is the limit, and larger batches
+#: only raise the memory.
+CPU_BATCH = 32
+
+
+def loop_settings(workers: int | str, batch_size: int | None, device: torch.device,
+                  geometry: Geometry, *, announce: bool = False) -> tuple[int, int]:
+    """`--workers auto` and an unset `--batch-size`, chosen for the device.
+
+    On a CPU: no worker processes (the forward pass needs every core; decoding
+    runs on all of them between batches) and batches of 32. On a GPU: a
+    decode worker per core but one (the main process feeds the device), and
+    the largest power-of-two batch, at most 256, whose activations fit in a
+    quarter of the GPU's memory.
+    """
+    chosen = []
+    if workers == "auto":
+        workers = 0 if device.type == "cpu" else max(1, min(usable_cores() - 1, 16))
+        chosen.append(f"{workers} decode worker(s)")
+    if batch_size is None:
+        batch_size = CPU_BATCH if device.type != "cuda" else cuda_batch_size(device, geometry)
+        chosen.append(f"batch size {batch_size}")
+    if chosen and announce:
+        print(f"vitreg extract on {device}: {', '.join(chosen)} (auto; set --workers / "
+              "--batch-size to choose)", file=sys.stderr)
+    return int(workers), batch_size
+
+
+def cuda_batch_size(device: torch.device, geometry: Geometry, most: int = 256) -> int:
+    """A power of two <= `most` whose forward activations fit in a quarter of
+    the device's memory: a block holds about 12 (T, D) float32 tensors per image
+    at its peak (MLP hidden 4D, q/k/v, residuals), plus the stored outputs."""
+    total = torch.cuda.get_device_properties(device).total_memory
+    per_image = 16 * geometry.tokens * geometry.dim * 4 + geometry.tokens ** 2 * 4
+    batch = most
+    while batch > 1 and batch * per_image > total // 4:
+        batch //= 2
+    return batch
 
 
 def check_token_mode(tokens: str, geometry) -> None:

@@ -47,3 +47,19 @@ def test_fp32_on_cuda_turns_tf32_off(precision, device, tf32):
         assert (matmul.allow_tf32, cudnn.allow_tf32) == (tf32, tf32)
     finally:
         matmul.allow_tf32, cudnn.allow_tf32 = saved
+
+
+def test_auto_settings_on_a_cpu_and_on_a_gpu(monkeypatch):
+    from vitreg.cache import Geometry
+    from vitreg.extract import run as run_mod
+
+    vit_l = Geometry(registers=4, grid=(16, 16), dim=1024, depth=24, img_size=224)
+    assert run_mod.loop_settings("auto", None, torch.device("cpu"), vit_l) == (0, 32)
+    assert run_mod.loop_settings(3, 8, torch.device("cuda", 1), vit_l) == (3, 8)
+    monkeypatch.setattr(run_mod, "usable_cores", lambda: 16)
+    props = {"total_memory": 141 * 2**30}
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda device: type("Props", (), props))
+    assert run_mod.loop_settings("auto", None, torch.device("cuda", 0), vit_l) == (15, 256)
+    props["total_memory"] = 8 * 2**30  # a small GPU gets smaller batches
+    assert run_mod.loop_settings("auto", None, torch.device("cuda", 0), vit_l)[1] == 64
