@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.4"
 
 #: Codec names (zarr v3 metadata) and dtypes a store may use. Anything else
 #: is refused before a chunk is decoded: a store may come from a stranger.

@@ -43,6 +43,7 @@ def write_store(
     *,
     geometry: Geometry,
     chunk_rows: int = 16,
+    shard_rows: int | None = None,
     rows_per_put: int = 7,
     complete: bool = True,
     sample_k: int = 0,
@@ -66,7 +67,7 @@ def write_store(
         specs = [s for s in specs if s.name != "tokens"]
     root = create_store(
         url, geometry=geometry, n_rows=n, specs=specs, chunk_rows=chunk_rows,
-        attrs=synthetic_attrs(geometry, **attrs), sample_k=sample_k,
+        shard_rows=shard_rows, attrs=synthetic_attrs(geometry, **attrs), sample_k=sample_k,
     )
     writer = ChunkWriter(root, list(arrays))
     for start in range(0, n, rows_per_put):

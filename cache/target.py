@@ -16,10 +16,10 @@ import zarr
 
 from .attrs import check_config
 from .errors import ConfigMismatchError
-from .layout import chunk_rows_for_store, row_range
+from .layout import chunk_rows_for_store, row_range, shard_rows_for_store
 from .reader import failure_summary, mark_complete
 from .schema import ArraySpec, Geometry, parse_token_mode
-from .store import delete_store, ensure_store, open_group, stored_arrays
+from .store import delete_store, ensure_store, open_group, stored_arrays, write_rows
 from .writer import STATUS_FAILED, STATUS_OK, STATUS_PENDING, ChunkWriter
 
 
@@ -41,7 +41,8 @@ class WriteTarget:
 
     @property
     def chunk_rows(self) -> int:
-        return int(self.root["status"].chunks[0])
+        """Rows of one file (shard or chunk): the unit of writes."""
+        return write_rows(self.root["status"])
 
     def pending(self) -> np.ndarray:
         """A mask over every row: pending and inside this writer's range."""
@@ -90,15 +91,18 @@ def open_for_write(
         if overwrite:
             delete_store(url)
         _, sample_k = parse_token_mode(attrs["token_mode"])
+        n_rows = attrs["n_rows"]
+        chunk = chunk_rows_for_store(geometry, n_rows, chunk_rows)
         ensure_store(
-            url, geometry=geometry, n_rows=attrs["n_rows"], attrs=attrs, sample_k=sample_k,
-            specs=specs, chunk_rows=chunk_rows_for_store(geometry, attrs["n_rows"], chunk_rows),
+            url, geometry=geometry, n_rows=n_rows, attrs=attrs, sample_k=sample_k,
+            specs=specs, chunk_rows=chunk,
+            shard_rows=shard_rows_for_store(geometry, n_rows, chunk, explicit=bool(chunk_rows)),
             check=lambda old: check_config(old, attrs),
         )
     root = open_group(url, mode="r+")
     if not create:
         check_config(root.attrs["vitreg"], attrs)
-    rows = row_range(attrs["n_rows"], int(root["status"].chunks[0]), rank, world)
+    rows = row_range(attrs["n_rows"], write_rows(root["status"]), rank, world)
     return WriteTarget(url, root, rows)
 
 

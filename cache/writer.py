@@ -15,6 +15,7 @@ import numpy as np
 import zarr
 
 from .errors import VitregError
+from .store import write_rows
 
 STATUS_PENDING, STATUS_OK, STATUS_FAILED = 0, 1, 2
 
@@ -74,7 +75,8 @@ class ChunkWriter:
         # this writer without the check at 615-950 (bench/bench_storage.py).
         self.arrays = {name: root[name].with_config({"write_empty_chunks": True}) for name in names}
         self.n_rows = self.arrays["status"].shape[0]
-        self.chunk_rows = self.arrays["status"].chunks[0]
+        # the unit of writes: a shard (all its chunks at once) when sharded
+        self.chunk_rows = write_rows(self.arrays["status"])
         self.rows = rows or (0, self.n_rows)
         self._check_aligned(*self.rows)
         self.max_pending_rows = max_pending_rows or max_pending * self.chunk_rows

@@ -58,12 +58,14 @@ def channel_constant(values: Iterable[float], device: torch.device) -> torch.Ten
 def normalize(images: torch.Tensor, mean: Iterable[float] | torch.Tensor,
               std: Iterable[float] | torch.Tensor) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> float32 normalised, the same ops as ToTensor + Normalize."""
-    x = images.float().div(255)
+    x = images.to(torch.float32, copy=True)  # never the caller's tensor: changed in place
     if not isinstance(mean, torch.Tensor):
         mean = channel_constant(mean, x.device)
     if not isinstance(std, torch.Tensor):
         std = channel_constant(std, x.device)
-    return x.sub(mean).div(std)
+    # in place: one float32 batch instead of four (on a CPU each fresh one
+    # faults its pages in: about 1 ms per 160 px image for the four)
+    return x.div_(255).sub_(mean).div_(std)
 
 
 @dataclass

@@ -2,48 +2,14 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
 
 import tests.tiny_models  # noqa: F401
 from vitreg.extract.capture import Capture, Float16OverflowError
 from vitreg.extract.model import build_model
-from vitreg.extract.step import Step
-
-#: Tensor methods that make the host wait for a CUDA device.
-SYNCS = {
-    torch.Tensor.cpu: "cpu", torch.Tensor.item: "item", torch.Tensor.__bool__: "bool",
-    torch.Tensor.numpy: "numpy", torch.Tensor.tolist: "tolist",
-    torch.Tensor.nonzero: "nonzero", torch.nonzero: "nonzero",
-}
-
-
-class CountSyncs(TorchFunctionMode):
-    """Counts calls that would wait for the device, and boolean-mask indexing
-    (its output size is read on the host). Here every tensor is on the CPU, so
-    any such call is counted: on CUDA each would be a sync."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: Counter[str] = Counter()
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in SYNCS:
-            self.calls[SYNCS[func]] += 1
-        elif func is torch.Tensor.to and not kwargs.get("non_blocking") and any(
-                str(a) == "cpu" for a in (*args[1:], kwargs.get("device"))):
-            self.calls["to(cpu)"] += 1
-        elif func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__):
-            index = args[1] if isinstance(args[1], tuple) else (args[1],)
-            if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in index):
-                self.calls["mask"] += 1
-        return func(*args, **kwargs)
-
+from vitreg.extract.step import CountSyncs, Step, syncs_per_step
 
 DTYPES = {"tokens": "float16", "norms": "float32", "attention": "float16",
           "neighbor_cos": "float16", "pooled/cls": "float32", "pooled/patch_mean": "float32",
@@ -79,19 +45,7 @@ def test_a_pipelined_step_makes_no_host_sync(with_options):
     # ViT-L-shaped batch of 256 rows would be slow here; the count does not
     # depend on the batch size, only on the arrays.
     step, img = make_step(with_options=with_options)
-    counter = CountSyncs()
-    in_flight = None
-    for i, (images, rows) in enumerate(batches(8, 4, img)):
-        if i == 2:  # the first two launches allocate the two staging sets
-            counter.__enter__()
-        launched = step.launch(images, rows)
-        if in_flight is not None:
-            values = step.finish(in_flight)
-            assert values["tokens"].dtype == np.float16 and values["finite"].all()
-        in_flight = launched
-    step.finish(in_flight)
-    counter.__exit__(None, None, None)
-    assert counter.calls == {}, dict(counter.calls)
+    assert syncs_per_step(step, list(batches(8, 5, img))) == {}
 
 
 def test_the_step_returns_what_a_plain_cast_and_copy_give():
