@@ -66,25 +66,13 @@ def sync(device: torch.device) -> None:
 def extract_once(shards: list[str], model: str, out: str, device: torch.device) -> dict:
     import vitreg.extract.run as run_mod
 
-    cpu = {}
-    real = run_mod._extract_rows
-
-    def timed(*args, **kwargs):
-        start = time.process_time()
-        result = real(*args, **kwargs)
-        cpu["loop"] = time.process_time() - start
-        return result
-
-    run_mod._extract_rows = timed
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    try:
+    with benchutil.loop_cpu() as cpu:
         s = run_mod.run_extract(shards=shards, model=model, out=out, weights="random",
                                 img_size=224 if model != MODELS["tiny"] else None,
                                 device=str(device), precision="bf16", overwrite=True,
                                 progress=False)
-    finally:
-        run_mod._extract_rows = real
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     return {"rate": s.images_per_second, "host_ms": cpu["loop"] / s.processed * 1e3,
             "waited": s.writer_waited, "peak_gib": peak, "processed": s.processed}

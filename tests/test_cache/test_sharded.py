@@ -105,8 +105,9 @@ def test_writes_and_rank_ranges_are_whole_shards(tmp_path):
 def test_the_shard_policy():
     # ViT-L/14 at 224: chunks of 16 rows (8.6 MB of tokens), 16 chunks a shard
     assert shard_rows_for_store(VIT_L, 1_281_167, 16) == 256
-    assert shard_rows_for_store(VIT_L, 40, 16) == 48  # never more chunks than the store
-    assert shard_rows_for_store(VIT_L, 10, 10) is None  # one chunk: nothing to shard
+    assert shard_rows_for_store(VIT_L, 40 * 16, 16) == 5 * 16  # at least 8 shards a store
+    assert shard_rows_for_store(VIT_L, 4000, 16) == 16 * 16
+    assert shard_rows_for_store(VIT_L, 15 * 16, 16) is None  # fewer than 16 chunks: one a file
     assert shard_rows_for_store(VIT_L, 1000, 16, explicit=True) is None
 
 
@@ -123,6 +124,7 @@ def test_extract_writes_a_sharded_store_equal_to_an_unsharded_one(tmp_path, monk
     # the default policy, scaled down: chunks of 4 rows, shards of 8
     monkeypatch.setattr(layout, "default_chunk_rows", lambda geometry: 4)
     monkeypatch.setattr(layout, "SHARD_BYTES", 8 * GEOM_ROW_BYTES)
+    monkeypatch.setattr(layout, "MIN_SHARDS", 2)
     for rank in (1, 0):  # two independent jobs, one shard-aligned range each
         run_extract(out=str(tmp_path / "sharded"), rank=rank, world_size=2, **args)
     plain, sharded = open_store(str(tmp_path / "plain")), open_store(str(tmp_path / "sharded"))
