@@ -250,4 +250,4 @@ class Capture:
             rest = np.setdiff1d(np.arange(patches), top[i])
             draw = np.random.default_rng((self.seed, int(row))).choice(rest, half, replace=False)
             index[i] = np.concatenate([top[i], np.sort(draw)])
-        return torch.from_numpy(index).to(patch_norms.device)
+        return torch.from_numpy(index).to(patch_norms.device, non_blocking=True)

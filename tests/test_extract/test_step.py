@@ -77,3 +77,9 @@ def test_an_overflow_is_still_refused():
     images, rows = next(batches(2, 1, img))
     with pytest.raises(Float16OverflowError, match="--dtype float32"):
         step.finish(step.launch(images, rows))
+
+
+def test_sampled_tokens_read_their_top_k_on_the_host_once_per_step():
+    """The documented exception: the draw of `--tokens sampled:K` is NumPy's."""
+    step, img = make_step(token_mode="sampled:4")
+    assert syncs_per_step(step, list(batches(4, 4, img))) == {"cpu": 1, "numpy": 1}
