@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ./run.sh demo [--out DIR] | ./run.sh test [pytest args]
+# ./run.sh demo [--out DIR] | ./run.sh test [pytest args] (ruff first, then the tests)
 # Creates .venv beside this file on first use, installs vitreg into it
 # (editable, with the test extra) whenever pyproject.toml changed, then runs.
 set -euo pipefail
@@ -19,6 +19,6 @@ what=${1:-}
 shift || true
 case "$what" in
   demo) exec .venv/bin/vitreg demo "$@" ;;
-  test) exec .venv/bin/python -m pytest -q "$@" ;;
+  test) .venv/bin/ruff check --quiet . && exec .venv/bin/python -m pytest -q "$@" ;;
   *) echo "usage: ./run.sh demo [--out DIR] | ./run.sh test [pytest args]" >&2; exit 2 ;;
 esac

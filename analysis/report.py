@@ -14,7 +14,7 @@ from typing import Any
 from vitreg.cache import Store
 
 from .common import ANALYSES, open_stores, provenance, registered, store_labels
-from .study import TABLE4, TABLE5, TABLES, study_name
+from .study import STUDY_SETUP, TABLE4, TABLE5, TABLES, study_name
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1300px;color:#222}
@@ -104,13 +104,38 @@ def section_html(name: str, result: dict[str, Any]) -> str:
 
 
 def _metric(result: dict, group: str, key: str) -> Any:
-    return result["metrics"].get(group, {}).get(key)
+    return (result["metrics"].get(group) or {}).get(key)
+
+
+def setup_of(result: dict) -> dict[str, Any]:
+    """Weights, image size and token mode of the store a result was trained on."""
+    attrs = (result.get("provenance", {}).get("train") or {}).get("attrs") or {}
+    return {"weights": attrs.get("weights", result["store"].get("weights")),
+            "img_size": attrs.get("img_size"), "token_mode": attrs.get("token_mode")}
+
+
+def study_mismatch(result: dict) -> list[str]:
+    """Why the study's row may not sit beside this result (empty: the setups match)."""
+    if study_name(result["store"].get("model")) is None:
+        return ["the study did not probe this model"]
+    setup = setup_of(result)
+    return [f"{key} {setup[key]} (the study's: {want})" for key, want in STUDY_SETUP.items()
+            if setup[key] is not None and setup[key] != want]
 
 
 def _ours_row(result: dict, cells: Sequence[Any]) -> tuple[str, list[str]]:
-    store = result["store"]
-    name = f"ours: {store.get('model')} ({store.get('weights')})"
+    s = setup_of(result)
+    name = (f"ours: {result['store'].get('model')} ({s['weights']}, {s['img_size']} px, "
+            f"tokens {s['token_mode']})")
     return "ours", [esc(name), *cells]
+
+
+def _study_note(result: dict, width: int) -> tuple[str, list[str]] | None:
+    """A row that says why no study row is shown, for a study model on another setup."""
+    reasons = study_mismatch(result)
+    if not reasons or reasons == ["the study did not probe this model"]:
+        return None
+    return "study", [esc("no study row: " + "; ".join(reasons)), *([""] * (width - 1))]
 
 
 def probe_table(kind: str, results: Sequence[dict]) -> str:
@@ -128,7 +153,10 @@ def probe_table(kind: str, results: Sequence[dict]) -> str:
     for result in results:
         rows.append(_ours_row(result, [fmt2(_metric(result, g, k), s) for g, k, s in columns]))
         name = study_name(result["store"].get("model"))
-        if name in study:
+        note = _study_note(result, len(header))
+        if note:
+            rows.append(note)
+        elif name in study:
             rows.append(("study", [esc(f"study: {name}"),
                                    *(fmt2(study[name].get(g, {}).get(k)) for g, k, _ in columns)]))
     return f"<h3>Table {number}. {esc(caption)}</h3>" + table(header, rows)
@@ -145,20 +173,20 @@ def linear_tables(results: Sequence[dict]) -> str:
         rows4.append(_ours_row(result, [fmt2(head, 100) if not regs else "—",
                                         fmt2(head, 100) if regs else "—"]))
         name = study_name(result["store"].get("model"))
-        if name:
+        if name and not study_mismatch(result):
             base = name.replace("+reg", "")
             rows4.append(("study", [esc(f"study: {base} / {base}+reg"),
                                     fmt2(TABLE4.get(base, {}).get("head")),
                                     fmt2(TABLE4.get(base + "+reg", {}).get("head"))]))
-    matched = [TABLE5[n] for n in (study_name(r["store"].get("model")) for r in results)
-               if n in TABLE5]
+    matched = [TABLE5[n] for n, r in ((study_name(r["store"].get("model")), r) for r in results)
+               if n in TABLE5 and not study_mismatch(r)]
     combos = list(dict.fromkeys([*(k for r in results for k in r["metrics"]),
                                  *(k for t in matched for k in t)]))
     rows5 = []
     for result in results:
         rows5.append(_ours_row(result, [fmt2(_metric(result, c, "top1"), 100) for c in combos]))
         name = study_name(result["store"].get("model"))
-        if name in TABLE5:
+        if name in TABLE5 and not study_mismatch(result):
             rows5.append(("study", [esc(f"study: {name}"),
                                     *(fmt2(TABLE5[name].get(c)) for c in combos)]))
     return (
@@ -175,7 +203,8 @@ def probes_html(probes: Sequence[dict]) -> str:
         return '<h2>Probe results (study Tables 1-5)</h2><p class="note">no probe results given</p>'
     parts = ["<h2>Probe results (study Tables 1-5)</h2>",
              ('<p class="note">Our rows first; the study\'s numbers in grey italics under each '
-              "row whose timm model the study used. Accuracies in %.</p>")]
+              "row whose setup matches the study's (its timm model, pretrained weights, 224 px, "
+              "all tokens); otherwise a grey row says why none is shown. Accuracies in %.</p>")]
     for kind in TABLES:
         chosen = [p for p in probes if p["probe"] == kind]
         if chosen:

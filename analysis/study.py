@@ -29,6 +29,12 @@ STUDY_MODELS: dict[str, str] = {
     "OpenCLIP-H": "vit_huge_patch14_clip_224.laion2b",
 }
 
+#: The setup of the study's probes: pretrained weights, every patch token of
+#: the last block, 224 px inputs (the native resolution of its DeiT3 and
+#: OpenCLIP models; DINOv2 built at 224 px, as timm's 518 px default is not what
+#: the study reports). A row of ours sits beside the study's only on this setup.
+STUDY_SETUP = {"weights": "pretrained", "img_size": 224, "token_mode": "all"}
+
 #: Table 1, position prediction: top-1 accuracy (%) and average distance (patches).
 TABLE1: dict[str, dict[str, dict[str, float]]] = {
     "DINOv2-S": {"normal": {"top1": 28.05, "distance": 1.07},

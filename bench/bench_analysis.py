@@ -26,7 +26,7 @@ import zarr.storage
 
 from vitreg.analysis import run_norms
 from vitreg.cache import Geometry, default_chunk_rows
-from vitreg.cache.synthetic import write_store
+from vitreg.testing import write_store
 
 GEOMETRY = Geometry(registers=0, grid=(16, 16), dim=384, depth=12, img_size=224)
 

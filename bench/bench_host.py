@@ -97,8 +97,8 @@ def writer_waits(tmp: Path, rows: int, step_ms: float) -> dict[str, float]:
     from vitreg.cache import ChunkWriter, Geometry, arrays_for
     from vitreg.cache.layout import shard_rows_for_store
     from vitreg.cache.store import create_store, write_rows
-    from vitreg.cache.synthetic import synthetic_attrs
     from vitreg.cache.target import WriteTarget
+    from vitreg.testing import synthetic_attrs
 
     geom = Geometry(registers=4, grid=(16, 16), dim=1024, depth=24, img_size=224)
     batch, chunk = 256, 16

@@ -9,6 +9,10 @@
 2. memory: peak RSS of `python -m vitreg.probe position` (a subprocess, read
    with getrusage) over a planted store of at least 4 GB of tokens, written in
    /tmp (after checking free space) and deleted afterwards.
+3. fidelity (`--fidelity`): the position and reconstruct probes with their
+   defaults on a realistic planted store (`vitreg.testing.REALISTIC`) with a
+   few hundred thousand normal tokens, against an oracle fitted on as many
+   normal tokens of the training images (LDA, Ridge); with the time per epoch.
 
     python bench/bench_probe.py                  # both, about 5-10 minutes on 2 CPUs
     python bench/bench_probe.py --skip-memory    # the ratio only
@@ -37,7 +41,6 @@ from vitreg.cache import Geometry, default_chunk_rows, open_store
 from vitreg.probe.gather import TokenGather
 from vitreg.probe.select import Part, select_tokens
 from vitreg.probe.stream import TokenStream
-from vitreg.probe.synthetic import write_planted_store
 from vitreg.probe.train import (
     Head,
     PositionTask,
@@ -47,6 +50,7 @@ from vitreg.probe.train import (
     make_optimizer,
     train_epoch,
 )
+from vitreg.testing import write_planted_store
 
 #: ViT-S/14 at 224 px with 4 registers: T = 1 + 4 + 256, D = 384 (200 KB a row).
 GEOMETRY = Geometry(registers=4, grid=(16, 16), dim=384, depth=12, img_size=224)
@@ -169,7 +173,7 @@ def bench_memory(workdir: Path, gbytes: float, epochs: int) -> dict:
         for mode in ("auto", "no"):
             out = workdir / f"memory-{mode}.json"
             cmd = [sys.executable, "-m", "vitreg.probe", "position", url, "--out", str(out),
-                   "--epochs", str(epochs), "--in-memory", mode, "--quiet"]
+                   "--epochs", str(epochs), "--min-steps", "0", "--in-memory", mode, "--quiet"]
             rss, seconds, rc = peak_rss_mib(cmd)
             result = json.loads(out.read_text()) if rc == 0 else {}
             runs[mode] = {"peak_rss_mib": rss, "seconds": seconds, "rc": rc,
@@ -184,6 +188,63 @@ def bench_memory(workdir: Path, gbytes: float, epochs: int) -> dict:
         shutil.rmtree(url, ignore_errors=True)
 
 
+def bench_fidelity(workdir: Path, images: int, normals: int) -> dict:
+    """Probe vs oracle on normal tokens, and outliers, on a realistic planted store."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.linear_model import Ridge
+
+    from vitreg.probe import run_probe
+    from vitreg.probe.select import split_rows
+    from vitreg.testing import REALISTIC
+    from vitreg.testing import REALISTIC_GEOMETRY as G
+
+    url = str(workdir / "fidelity.zarr")
+    t0 = time.perf_counter()
+    write_planted_store(url, n_images=images, geometry=G, planted=REALISTIC, seed=0,
+                        chunk_rows=256)
+    write_s = time.perf_counter() - t0
+    store = open_store(url)
+    train, val, _ = split_rows(store, None, val_fraction=0.2, seed=42)
+    norms = store.array("norms")[:][:, G.prefix:]
+    normal = norms <= store.threshold(98.0)
+    p = G.img_size // G.grid[0]
+    rng = np.random.default_rng(1)
+
+    tokens = store.array("tokens")[:][:, G.prefix:]
+    n, (gh, gw) = tokens.shape[0], G.grid
+    patches = (store.array("pixels")[:].reshape(n, gh, p, gw, p, 3).transpose(0, 1, 3, 2, 4, 5)
+               .reshape(n, gh * gw, -1))
+
+    def draw(rows, k):
+        r, c = np.nonzero(normal[rows])
+        pick = rng.choice(r.size, size=min(k, r.size), replace=False)
+        r, c = rows[r[pick]], c[pick]
+        return tokens[r, c].astype(np.float32), c, patches[r, c].astype(np.float32)
+
+    t0 = time.perf_counter()
+    xa, pos_a, pix_a = draw(train, normals)
+    xb, pos_b, pix_b = draw(val, 20_000)
+    oracle = {"top1": float(LinearDiscriminantAnalysis().fit(xa, pos_a).score(xb, pos_b)),
+              "mse": float(((Ridge(alpha=1.0).fit(xa, pix_a).predict(xb) - pix_b) ** 2).mean()),
+              "mean_patch_mse": float(((pix_a.mean(0) - pix_b) ** 2).mean()),
+              "seconds": time.perf_counter() - t0}
+    runs = {}
+    for kind in ("position", "reconstruct"):
+        t0 = time.perf_counter()
+        r = run_probe(kind, url, normals=normals)
+        epochs = {cat: [(c["seconds"], c["passes"], c["steps"]) for c in curve]
+                  for cat, curve in r["curves"].items()}
+        runs[kind] = {"metrics": r["metrics"], "counts": r["counts"]["train"],
+                      "chosen": {c: f["chosen"] for c, f in r["fits"].items()},
+                      "epochs_run": r["epochs_run"], "seconds": time.perf_counter() - t0,
+                      "epoch_seconds": {c: statistics.median(e[0] for e in v)
+                                        for c, v in epochs.items()},
+                      "passes_per_epoch": {c: f["passes_per_epoch"] for c, f in r["fits"].items()}}
+    shutil.rmtree(url, ignore_errors=True)
+    return {"images": images, "normals": normals, "write_s": write_s, "oracle": oracle,
+            "runs": runs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="/tmp")
@@ -193,6 +254,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-ratio", action="store_true")
+    parser.add_argument("--fidelity", action="store_true", help="run only the fidelity bench")
+    parser.add_argument("--fidelity-images", type=int, default=4000)
+    parser.add_argument("--fidelity-normals", type=int, default=200_000)
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads for the ratio (default: torch's own)")
     parser.add_argument("--json", help="also write the figures here")
@@ -202,6 +266,19 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="vitreg-bench-probe-", dir=args.workdir))
     report: dict = {"cpus": torch.get_num_threads()}
     try:
+        if args.fidelity:
+            f = report["fidelity"] = bench_fidelity(work, args.fidelity_images,
+                                                    args.fidelity_normals)
+            o = f["oracle"]
+            print(f"fidelity: {f['images']} images, {f['normals']} normal train tokens; oracle "
+                  f"LDA top-1 {o['top1']:.3f}, Ridge MSE {o['mse']:.2f}, mean patch "
+                  f"{o['mean_patch_mse']:.1f}")
+            for kind, run in f["runs"].items():
+                print(f"  {kind}: {json.dumps(run['metrics'])}; epochs {run['epochs_run']}, "
+                      f"median s/epoch {run['epoch_seconds']}, passes/epoch "
+                      f"{run['passes_per_epoch']}, chosen {json.dumps(run['chosen'])}, "
+                      f"{run['seconds']:.0f} s")
+            args.skip_ratio = args.skip_memory = True
         if not args.skip_ratio:
             r = report["ratio"] = bench_ratio(work, args.ratio_gb, args.repeats)
             print(f"ratio: {r['store_gb']:.2f} GB store, {r['images']} images, "

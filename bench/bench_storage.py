@@ -37,7 +37,7 @@ from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 
 from vitreg.cache import ChunkWriter, Geometry, arrays_for, create_store, open_store
 from vitreg.cache.store import COMPRESSORS, chunk_rows_for
-from vitreg.cache.synthetic import synthetic_attrs, write_store
+from vitreg.testing import synthetic_attrs, write_store
 
 CODECS = {
     "none": (),

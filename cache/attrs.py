@@ -51,10 +51,14 @@ ATTRIBUTES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("failed_rows",), "written when the store completes: the indices of the rows with status 2 "
                        "(null if more than 100,000), so that readers of a complete store need "
                        "not read `status`"),
+    (("stored_bytes",), "written when the store completes: bytes on disk of each array's chunk "
+                        "files, by array name (a reader over HTTP cannot list the files to add "
+                        "them up)"),
 )
 
 #: Written by `cache` itself (at creation or completion), not by the caller of `root_attrs`.
-CACHE_KEYS = ("schema_version", "complete", "outlier_threshold", "failed_rows")
+CACHE_KEYS = (
+    "schema_version", "complete", "outlier_threshold", "failed_rows", "stored_bytes")
 #: What the writer of a store supplies.
 WRITER_KEYS = tuple(key for keys, _ in ATTRIBUTES for key in keys if key not in CACHE_KEYS)
 #: Attributes that define what a store holds; a rerun must match them all.
@@ -112,6 +116,9 @@ def shard_diffs(old: list[dict[str, Any]], new: list[dict[str, Any]],
     return diffs
 
 
+#: Attributes two stores must share for one to validate a probe trained on the other.
+SAME_MODEL_KEYS = ("model", "weights", "weights_sha256", "img_size", "patch_size", "grid",
+                   "prefix_tokens", "registers", "embed_dim")
 #: The attributes every result names its store by.
 PROVENANCE_KEYS = ("model", "weights", "weights_sha256", "schema_version")
 

@@ -63,6 +63,22 @@ def run_info(url: str) -> None:
 class VerifyReport:
     problems: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def check_integrity(store: Store, report: VerifyReport) -> None:
+    """Every chunk against its crc32c (schema 1.3); names each one that is
+    missing (in a complete store), truncated or altered."""
+    from .integrity import check_checksums, metadata_mismatches
+
+    chunks = check_checksums(store.root, store.names, skip_missing=not store.complete)
+    report.problems.extend(metadata_mismatches(store.root) + chunks.problems)
+    if chunks.unchecked:
+        report.notes.append(
+            f"checksums absent (schema {store.meta.get('schema_version')}): "
+            f"{', '.join(chunks.unchecked)} not checked for altered bytes"
+        )
+    report.notes.append(f"{chunks.checked} chunks, {human_bytes(chunks.bytes)} checked")
 
 
 def run_verify(url: str) -> VerifyReport:
@@ -73,6 +89,9 @@ def run_verify(url: str) -> VerifyReport:
     except VitregError as exc:  # no store to read is verify's problem to report (exit 1)
         report.problems.append(str(exc))
         return report
+    check_integrity(store, report)
+    if report.problems:
+        return report  # damaged chunks: reading the values back would only fail on them
     status = store.root["status"][:]  # the array itself, not the attributes' summary
     if store.complete and not np.array_equal(status, store.status):
         report.problems.append("the attribute failed_rows disagrees with the status array")
@@ -133,6 +152,8 @@ def verify_command(store: str) -> None:
     report = run_verify(store)
     for path in report.removed:
         console.print(f"removed leftover of a killed write: {path}")
+    for note in report.notes:
+        console.print(note)
     for problem in report.problems:
         console.print(f"[red]problem:[/] {problem}")
     if report.problems:

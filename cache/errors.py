@@ -9,7 +9,8 @@ from __future__ import annotations
 from vitreg.core.errors import InputError, VitregError
 
 __all__ = [
-    "ConfigMismatchError", "IncompleteStoreError", "InputError", "StoreFormatError",
+    "ConfigMismatchError", "IncompleteStoreError", "InputError", "MissingArrayError",
+    "StoreFormatError",
     "StoreNotFoundError", "UnsafeStoreError", "VitregError",
 ]
 
@@ -20,6 +21,13 @@ class StoreNotFoundError(VitregError, FileNotFoundError):
 
 class StoreFormatError(VitregError, ValueError):
     """The store is not a vitreg store of a version this code reads."""
+
+
+class MissingArrayError(StoreFormatError, KeyError):
+    """The store has no array of that name (an option that was not extracted)."""
+
+    def __str__(self) -> str:  # KeyError would quote the sentence
+        return str(self.args[0])
 
 
 class UnsafeStoreError(StoreFormatError):

@@ -64,9 +64,12 @@ def row_range(n_rows: int, chunk_rows: int, rank: int = 0, world: int = 1) -> tu
 def array_sizes(store: Store) -> list[tuple[str, tuple, str, int, int]]:
     """(name, shape, dtype, bytes on disk, bytes uncompressed) of every array."""
     rows = []
+    recorded = store.meta.get("stored_bytes") if store.complete else None
     for name in store.names:
         array = store.array(name)
-        stored = array.nbytes_stored()
+        # a complete store records them: a web server cannot list chunk files
+        stored = recorded[name] if isinstance(recorded, dict) and name in recorded \
+            else array.nbytes_stored()
         itemsize = array.dtype.itemsize if array.dtype.kind not in "OTU" else 0
         raw = int(np.prod(array.shape)) * itemsize
         rows.append((name, array.shape, str(array.dtype), stored, raw))

@@ -2,7 +2,10 @@
 
 `tokens`, `sampled/tokens` and `pixels` are stored with zarr's `bytes` codec
 alone (no compressor, see cache_schema.md), so each chunk file holds exactly
-the chunk's little-endian C-order array (the zarr v3 spec's `bytes` codec).
+the chunk's little-endian C-order array (the zarr v3 spec's `bytes` codec),
+followed since schema 1.3 by the 4-byte checksum of zarr's `crc32c` codec,
+which a map of the array's bytes leaves out (`vitreg verify` and
+`open_store(..., verify=True)` check it).
 Mapping the file lets a reader touch only the pages it indexes: a probe that
 wants 4% of the tokens reads those pages instead of copying every 16 MiB chunk
 through zarr's buffers, and a slice that lies inside one chunk costs no copy.
@@ -40,13 +43,14 @@ class MappedArray:
     (rows by list, a single row, a tuple) is handed to zarr.
     """
 
-    def __init__(self, array: zarr.Array, root: Path, endian: str) -> None:
+    def __init__(self, array: zarr.Array, root: Path, endian: str, suffix: int = 0) -> None:
         self.array = array
         self.shape = tuple(array.shape)
         self.chunks = tuple(array.chunks)
         self.dtype = array.dtype.newbyteorder("<" if endian == "little" else ">")
         self._dir = Path(root, array.path)
         self._chunk_bytes = int(np.prod(self.chunks)) * self.dtype.itemsize
+        self._file_bytes = self._chunk_bytes + suffix  # a crc32c checksum follows the data
         #: chunks per file along `image` (1: not sharded)
         self.per_file = (array.shards or array.chunks)[0] // self.chunks[0]
 
@@ -81,9 +85,9 @@ class MappedArray:
             filled = np.full(self.chunks, self.array.fill_value, dtype=self.dtype)
             filled.flags.writeable = False
             return filled
-        if self.per_file == 1 and size != self._chunk_bytes:
+        if self.per_file == 1 and size != self._file_bytes:
             raise StoreFormatError(
-                f"{path}: {size} bytes, expected {self._chunk_bytes} for an uncompressed "
+                f"{path}: {size} bytes, expected {self._file_bytes} for an uncompressed "
                 f"chunk of shape {self.chunks} {self.dtype}; the store is damaged"
             )
         return np.memmap(path, dtype=self.dtype, mode="r", shape=self.chunks, offset=offset)
@@ -98,10 +102,10 @@ class MappedArray:
         offset, nbytes = (int(v) for v in index[inner])
         if offset == nbytes == 2**64 - 1:
             return None
-        if nbytes != self._chunk_bytes or offset + nbytes > size - index_bytes:
+        if nbytes != self._file_bytes or offset + nbytes > size - index_bytes:
             raise StoreFormatError(
                 f"{path}: chunk {inner} of the shard is {nbytes} bytes at {offset}, expected "
-                f"{self._chunk_bytes} for an uncompressed chunk of shape {self.chunks} "
+                f"{self._file_bytes} for an uncompressed chunk of shape {self.chunks} "
                 f"{self.dtype}; the store is damaged")
         return offset
 
@@ -119,9 +123,11 @@ def mapped(array: zarr.Array) -> MappedArray | None:
                 or tuple(array.shards[1:]) != tuple(array.chunks[1:])):
             return None
         codecs = sharding.codecs
-    if len(codecs) != 1 or not isinstance(codecs[0], BytesCodec):
+    if not isinstance(codecs[0], BytesCodec) or [type(c) for c in codecs[1:]] not in (
+        [], [Crc32cCodec]
+    ):
         return None
     if array.dtype.kind not in "biuf" or tuple(array.chunks[1:]) != tuple(array.shape[1:]):
         return None
     endian = codecs[0].endian.value if codecs[0].endian is not None else "little"
-    return MappedArray(array, Path(store.root), endian)
+    return MappedArray(array, Path(store.root), endian, suffix=4 * (len(codecs) - 1))

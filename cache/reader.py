@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from .errors import IncompleteStoreError, InputError
+from .errors import IncompleteStoreError, InputError, MissingArrayError, StoreFormatError
 from .mapped import MappedArray, mapped
 from .schema import Geometry
 from .store import (
@@ -29,13 +29,18 @@ OUTLIER_PERCENTILE = 98.0
 
 
 class Store:
-    """A vitreg store opened for reading (a local path or any fsspec URL)."""
+    """A vitreg store opened for reading (a local path or any fsspec URL).
 
-    def __init__(self, url: str, *, allow_partial: bool = False) -> None:
+    `verify`: read every chunk through zarr, whose `crc32c` codec checks it,
+    instead of memory-mapping local chunk files (which skips the checksum).
+    """
+
+    def __init__(self, url: str, *, allow_partial: bool = False, verify: bool = False) -> None:
         self.url = str(url)
+        self.verify = verify
         self.root = open_group(self.url, mode="r")
         self._arrays: dict[str, zarr.Array] = {}
-        self._readers: dict[str, MappedArray | zarr.Array] = {}
+        self._readers: dict[str, MappedArray | CheckedArray] = {}
         if not allow_partial and not self.complete:
             counts = self.counts()
             raise IncompleteStoreError(
@@ -79,17 +84,19 @@ class Store:
         """One array, lazily: indexing it reads only the chunks it touches."""
         if name not in self._arrays:
             if name not in self:
-                raise KeyError(f"store {self.url} has no array {name!r}; it has {self.names}")
+                raise MissingArrayError(
+                    f"store {self.url} has no array {name!r}; it has {self.names}")
             self._arrays[name] = self.root[name]
         return self._arrays[name]
 
-    def reader(self, name: str) -> MappedArray | zarr.Array:
+    def reader(self, name: str) -> MappedArray | CheckedArray:
         """What `batches` and the probes slice rows from: a memory map of the chunk
         files for an uncompressed array of a local store (see `cache.mapped`),
-        else the zarr array."""
+        else the zarr array, whose damaged chunks raise StoreFormatError."""
         if name not in self._readers:
             array = self.array(name)
-            self._readers[name] = mapped(array) or array
+            mapped_array = None if self.verify else mapped(array)
+            self._readers[name] = mapped_array or CheckedArray(array, f"{self.url}/{name}")
         return self._readers[name]
 
     def to_xarray(self) -> Any:
@@ -100,7 +107,7 @@ class Store:
             # cache=False: xarray would otherwise keep every array it touched
             # in memory, `tokens` included.
             return xr.open_dataset(
-                self.root.store, engine="zarr", group=group, consolidated=False, cache=False,
+                self.root.store, engine="zarr", group=group, consolidated=None, cache=False,
                 zarr_format=3, chunks=None,
             )
 
@@ -220,6 +227,27 @@ class Store:
         return mask
 
 
+class CheckedArray:
+    """Indexing of a zarr array whose decode errors (a checksum that does not
+    match, a chunk of the wrong size) become a StoreFormatError naming it."""
+
+    def __init__(self, array: zarr.Array, where: str) -> None:
+        self.array, self.where = array, where
+        self.shape, self.chunks, self.dtype = array.shape, array.chunks, array.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            return self.array[key]
+        except (ValueError, TypeError) as exc:
+            raise StoreFormatError(
+                f"{self.where}[{key}]: a chunk is damaged ({exc}); run `vitreg verify` on "
+                "the store to name it"
+            ) from exc
+
+
 def outlier_threshold(patch_norms: np.ndarray, percentile: float = OUTLIER_PERCENTILE) -> float:
     """`numpy.percentile` (linear interpolation) over every patch-token norm."""
     values = np.asarray(patch_norms, dtype=np.float32).ravel()
@@ -251,6 +279,8 @@ def mark_complete(root: zarr.Group, *, shared: bool = False) -> tuple[int, int]:
         changes["failed_rows"] = (
             failed_rows.tolist() if len(failed_rows) <= MAX_LISTED_FAILURES else None
         )
+        # what `vitreg info` shows as bytes on disk, for readers that cannot list
+        changes["stored_bytes"] = {n: root[n].nbytes_stored() for n in stored_arrays(root)}
     if complete and ok:
         prefix = int(root.attrs["vitreg"]["prefix_tokens"])
         rows = np.flatnonzero(status == STATUS_OK)
@@ -258,13 +288,13 @@ def mark_complete(root: zarr.Group, *, shared: bool = False) -> tuple[int, int]:
         changes["outlier_threshold"] = {
             "percentile": OUTLIER_PERCENTILE, "value": outlier_threshold(norms),
         }
-    update_attrs(root, **changes)
+    update_attrs(root, **changes)  # and, once complete, the consolidated metadata
     return ok, failed
 
 
-def open_store(url: str, *, allow_partial: bool = False) -> Store:
+def open_store(url: str, *, allow_partial: bool = False, verify: bool = False) -> Store:
     """Open a store for reading; see `Store`."""
-    return Store(url, allow_partial=allow_partial)
+    return Store(url, allow_partial=allow_partial, verify=verify)
 
 
 def failure_summary(root: zarr.Group, *, status: int = STATUS_FAILED, examples: int = 3,

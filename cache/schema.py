@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from vitreg.core.errors import UsageError
+
 SCHEMA_VERSION = "1.4"
 
 #: Codec names (zarr v3 metadata) and dtypes a store may use. Anything else
@@ -142,7 +144,7 @@ def parse_token_mode(mode: str) -> tuple[str, int]:
     kind, _, k = mode.partition(":")
     if kind == "sampled" and k.isdigit() and int(k) > 0 and int(k) % 2 == 0:
         return "sampled", int(k)
-    raise ValueError(f"token mode must be all, none or sampled:K with K even and > 0, not {mode!r}")
+    raise UsageError(f"token mode must be all, none or sampled:K with K even and > 0, not {mode!r}")
 
 
 #: Arrays whose dtype `--dtype` chooses (float16 by default).
@@ -156,10 +158,10 @@ def arrays_for(
     """The arrays a store holds for these options, in a stable order."""
     kind, _ = parse_token_mode(token_mode)
     if tokens_dtype not in TOKEN_DTYPES:
-        raise ValueError(f"tokens dtype must be one of {TOKEN_DTYPES}, not {tokens_dtype!r}")
+        raise UsageError(f"tokens dtype must be one of {TOKEN_DTYPES}, not {tokens_dtype!r}")
     unknown = set(with_options) - set(WITH_OPTIONS)
     if unknown:
-        raise ValueError(f"unknown --with option(s): {sorted(unknown)}; known: {WITH_OPTIONS}")
+        raise UsageError(f"unknown --with option(s): {sorted(unknown)}; known: {WITH_OPTIONS}")
     chosen = []
     for spec in ARRAYS.values():
         if spec.name in TOKEN_ARRAYS:

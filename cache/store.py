@@ -6,12 +6,14 @@ import json
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import zarr
 import zarr.storage
+from zarr.codecs import Crc32cCodec
 
 from .errors import StoreFormatError, StoreNotFoundError, UnsafeStoreError
 from .schema import (
@@ -19,6 +21,7 @@ from .schema import (
     ALLOWED_DTYPES,
     ARRAYS,
     SCHEMA_VERSION,
+    TOKEN_ARRAYS,
     ArraySpec,
     Geometry,
     parse_token_mode,
@@ -35,7 +38,10 @@ MAX_CHUNK_ROWS = 1024
 #: arrays compress 1.07-1.22x with zstd (cache_schema.md), while reading them
 #: raw lets `cache.mapped` slice chunk files without zarr's per-chunk cost:
 #: the small arrays read 1.5-10x faster per image. Strings get vlen-utf8.
-COMPRESSORS: tuple = ()
+#: Schema 1.3 appends zarr's `crc32c` codec to every array: a 4-byte checksum
+#: after each chunk's bytes, which zarr (and xarray) verify on every decode,
+#: `vitreg verify` checks chunk by chunk, and the memory maps skip.
+COMPRESSORS: tuple = (Crc32cCodec(),)
 
 
 def chunk_rows_for(row_bytes: int) -> int:
@@ -53,22 +59,12 @@ def _fill_value(dtype: str) -> Any:
     return "" if dtype == "string" else 0
 
 
-def create_store(
-    url: str,
-    *,
-    geometry: Geometry,
-    n_rows: int,
-    specs: Iterable[ArraySpec],
-    attrs: dict[str, Any],
-    chunk_rows: int,
-    shard_rows: int | None = None,
-    sample_k: int = 0,
-    overwrite: bool = False,
-) -> zarr.Group:
-    """Create an empty store with every array of `specs`, all rows pending."""
+def create_store(url: str, *, overwrite: bool = False, **layout: Any) -> zarr.Group:
+    """Create an empty store, all rows pending; `layout` is `ensure_store`'s
+    keywords (geometry, n_rows, specs, attrs, chunk_rows, shard_rows,
+    sample_k)."""
     zarr.open_group(store_like(url, "w"), mode="w" if overwrite else "w-", zarr_format=3)
-    return ensure_store(url, geometry=geometry, n_rows=n_rows, specs=specs, attrs=attrs,
-                        chunk_rows=chunk_rows, shard_rows=shard_rows, sample_k=sample_k)
+    return ensure_store(url, **layout)
 
 
 def ensure_store(
@@ -95,7 +91,9 @@ def ensure_store(
     """
     if n_rows < 1:
         raise ValueError("a store needs at least one row")
-    root = zarr.open_group(store_like(url, "a"), mode="a", zarr_format=3)
+    # the files as they are, not a consolidated copy that may lag behind them
+    root = zarr.open_group(store_like(url, "a"), mode="a", zarr_format=3,
+                           use_consolidated=False)
     existing = root.attrs.get("vitreg")
     if existing is not None and check is not None:
         check(existing)
@@ -134,34 +132,83 @@ def write_rows(array: zarr.Array) -> int:
 def open_group(url: str, *, mode: str = "r") -> zarr.Group:
     """Open the root group of a store after checking it is safe to decode."""
     try:
-        root = zarr.open_group(store_like(url, mode), mode=mode, zarr_format=3)
+        root = zarr.open_group(store_like(url, mode), mode=mode, zarr_format=3,
+                               use_consolidated=None if mode == "r" else False)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
+        if mode == "r" and _has_root_metadata(url):
+            # zarr reports metadata it cannot parse (a field missing) as "no group"
+            raise UnsafeStoreError(
+                f"{url}: its zarr.json is not Zarr v3 group metadata zarr can read (a field of "
+                "the group or of an array in it is missing or malformed); refusing to decode it"
+            ) from exc
         raise StoreNotFoundError(
             f"no Zarr v3 store at {url!r} (vitreg writes Zarr v3; a v2 store is refused)"
         ) from exc
+    except ImportError as exc:
+        raise StoreNotFoundError(
+            f"cannot open {url!r}: {exc} (S3 URLs need `pip install 'vitreg[s3]'`)"
+        ) from exc
+    except (ValueError, TypeError, KeyError, json.JSONDecodeError,
+            zarr.errors.BaseZarrError) as exc:
+        # a truncated zarr.json, or consolidated metadata naming an unknown codec or dtype
+        raise UnsafeStoreError(f"{url}: metadata zarr cannot parse ({type(exc).__name__}: "
+                               f"{exc}); refusing to decode it") from exc
     try:
         check_safe(root)
     except UnsafeStoreError:
         raise
     except (zarr.errors.BaseZarrError, ValueError, TypeError, KeyError) as exc:
-        # zarr could not even parse some metadata (unknown codec or dtype)
-        raise UnsafeStoreError(f"{url}: {exc}; refusing to decode it") from exc
+        # zarr could not even parse some metadata (unknown codec or dtype, truncated json)
+        raise UnsafeStoreError(
+            f"{url}: {type(exc).__name__}: {exc}; refusing to decode it"
+        ) from exc
+    except OSError as exc:
+        raise StoreNotFoundError(
+            f"{url}: cannot list the store's arrays ({exc}); a store served without folder "
+            "listings must carry consolidated metadata (schema 1.3, written when it completes)"
+        ) from exc
     check_schema(root)
     return root
+
+
+def _has_root_metadata(url: str) -> bool:
+    """Whether a `zarr.json` is there at all (so that zarr's "no group" means
+    "unreadable metadata"); False when even that cannot be asked."""
+    from zarr.core.sync import sync
+    from zarr.storage._common import make_store_path
+
+    try:
+        path = sync(make_store_path(store_like(url, "r"), mode="r"))
+        return bool(sync((path / "zarr.json").exists()))
+    except Exception:  # noqa: BLE001 (any failure means: cannot tell)
+        return False
 
 
 def store_like(url: str, mode: str) -> Any:
     """A path or URL as zarr takes it. `file://` URLs become local paths (zarr's
     LocalStore makes folders and writes atomically; fsspec's local one does
-    neither); a `.zip` from `vitreg pack` opens in place."""
+    neither); a `.zip` from `vitreg pack` opens in place, local or remote."""
     url = str(url)
     if url.startswith("file://"):
         return url.removeprefix("file://")
+    if url.endswith(".zip") and mode == "r" and "://" in url:
+        return remote_zip(url)
     if url.endswith(".zip") and mode == "r":
         if not Path(url).is_file():
             raise FileNotFoundError(url)
         return zarr.storage.ZipStore(url, mode="r")
     return url
+
+
+def remote_zip(url: str) -> zarr.storage.FsspecStore:
+    """A zip at an http(s) or s3 URL, read in place: fsspec reads its central
+    directory, then each member, with range requests (members are stored)."""
+    import fsspec
+    from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
+
+    fs = fsspec.filesystem("zip", fo=url)
+    return zarr.storage.FsspecStore(AsyncFileSystemWrapper(fs, asynchronous=True), path="",
+                                    read_only=True)
 
 
 def _codec_names(codecs: Iterable[Any]) -> list[str]:
@@ -215,22 +262,49 @@ def check_schema(root: zarr.Group) -> None:
             f"(schema {SCHEMA_VERSION}); install a matching vitreg version"
         )
     geometry = geometry_from_attrs(meta)
-    _, sample_k = parse_token_mode(meta.get("token_mode", "all"))
-    n_rows = None
-    for name in stored_arrays(root):
-        array = root[name]
-        spec = ARRAYS.get(name)
-        if spec is None:
-            continue
-        expected_row = spec.row_shape(geometry, sample_k)
-        n_rows = array.shape[0] if n_rows is None else n_rows
-        if array.shape != (n_rows, *expected_row):
-            raise StoreFormatError(
-                f"array {name!r} has shape {array.shape}, expected {(n_rows, *expected_row)}"
-            )
+    token_mode = meta.get("token_mode", "all")
+    try:
+        _, sample_k = parse_token_mode(token_mode)
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise StoreFormatError(
+            f"attribute 'token_mode' is {token_mode!r}, expected all, none or sampled:K"
+        ) from exc
+    names = stored_arrays(root)
+    if not names and root.metadata.consolidated_metadata is None:
+        raise StoreFormatError(
+            "the store shows no arrays and carries no consolidated metadata: a server that "
+            "lists no folders (a static web host, a CDN) needs it. Schema 1.3 writes it when a "
+            "store completes; for an older store run `python -c \"import zarr; "
+            "zarr.consolidate_metadata('STORE')\"` on the local copy and upload its zarr.json"
+        )
     for required in ("key", "label", "status", "error", "norms"):
-        if required not in stored_arrays(root):
+        if required not in names:
             raise StoreFormatError(f"store lacks the required array {required!r}")
+    n_rows, chunk_rows = root["status"].shape[0], root["status"].chunks[0]
+    for name in names:
+        spec = ARRAYS.get(name)
+        if spec is not None:
+            shape = (n_rows, *spec.row_shape(geometry, sample_k))
+            _check_array_schema(name, root[name], spec, shape, chunk_rows)
+
+
+def _check_array_schema(
+    name: str, array: zarr.Array, spec: ArraySpec, shape: tuple[int, ...], chunk_rows: int
+) -> None:
+    """One array's shape, dtype and row chunking agree with the attributes and the contract."""
+    if array.shape != shape:
+        raise StoreFormatError(
+            f"array {name!r} has shape {array.shape}, but the attributes say {shape}"
+        )
+    dtype = "string" if array.dtype.kind in "OTU" else str(array.dtype)
+    allowed = ("float16", "float32") if name in TOKEN_ARRAYS else (spec.dtype,)
+    if dtype not in allowed:
+        raise StoreFormatError(f"array {name!r} has dtype {dtype}, expected {spec.dtype}")
+    if array.chunks[0] != chunk_rows:
+        raise StoreFormatError(
+            f"array {name!r} has chunks of {array.chunks[0]} rows, 'status' of {chunk_rows}; "
+            "every array must share the chunk rows"
+        )
 
 
 def stored_arrays(root: zarr.Group) -> list[str]:
@@ -241,22 +315,60 @@ def stored_arrays(root: zarr.Group) -> list[str]:
     return sorted(names)
 
 
+#: Root attributes the geometry is read from, and how each must look.
+_GEOMETRY_KEYS = ("registers", "grid", "embed_dim", "depth", "img_size", "prefix_tokens")
+
+
+def _attr_int(meta: dict[str, Any], key: str, *, minimum: int = 0) -> int:
+    """`meta[key]` as a non-negative int, or a StoreFormatError naming the key."""
+    if key not in meta:
+        raise StoreFormatError(f"the store's attributes lack {key!r} (a store from another "
+                               "writer or version?)")
+    value = meta[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise StoreFormatError(f"attribute {key!r} is {value!r}, expected an integer >= {minimum}")
+    return value
+
+
 def geometry_from_attrs(meta: dict[str, Any]) -> Geometry:
+    """The token layout the attributes describe; StoreFormatError names a bad key."""
+    grid = meta.get("grid")
+    if not (isinstance(grid, list) and len(grid) == 2
+            and all(isinstance(g, int) and not isinstance(g, bool) and g > 0 for g in grid)):
+        raise StoreFormatError(f"attribute 'grid' is {grid!r}, expected two positive integers")
+    registers = _attr_int(meta, "registers")
+    prefix = _attr_int(meta, "prefix_tokens", minimum=1)
+    if prefix not in (registers, registers + 1):
+        raise StoreFormatError(
+            f"attribute 'prefix_tokens' is {prefix}, but 'registers' is {registers} "
+            "(prefix tokens are the registers and at most one [CLS])"
+        )
     return Geometry(
-        registers=int(meta["registers"]),
-        grid=tuple(meta["grid"]),
-        dim=int(meta["embed_dim"]),
-        depth=int(meta["depth"]),
-        img_size=int(meta["img_size"]),
-        prefix=int(meta["prefix_tokens"]),
+        registers=registers, grid=(grid[0], grid[1]), dim=_attr_int(meta, "embed_dim", minimum=1),
+        depth=_attr_int(meta, "depth", minimum=1), img_size=_attr_int(meta, "img_size", minimum=1),
+        prefix=prefix,
     )
 
 
 def update_attrs(root: zarr.Group, **changes: Any) -> None:
-    """Merge `changes` into the store's `vitreg` attributes (one atomic write)."""
+    """Merge `changes` into the store's `vitreg` attributes (one atomic write);
+    a complete store's consolidated metadata is written again after it."""
     meta = dict(root.attrs["vitreg"])
     meta.update(changes)
     root.attrs["vitreg"] = meta
+    if meta.get("complete"):
+        consolidate(root)
+
+
+def consolidate(root: zarr.Group) -> None:
+    """Write zarr's consolidated metadata into the root `zarr.json`, so that a
+    reader opens every array from that one file, with no folder listing (a
+    static web server or object store lists nothing)."""
+    with warnings.catch_warnings():
+        # zarr warns that consolidated metadata is not yet in the v3 spec;
+        # zarr-python and xarray read it, and readers without it still list.
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        zarr.consolidate_metadata(root.store, path=root.path or None, zarr_format=3)
 
 
 def remove_partials(url: str) -> list[str]:

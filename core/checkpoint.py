@@ -38,7 +38,7 @@ def read_state_dict(path: str | Path, *, error: type[VitregError] = CheckpointEr
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise error(
-            f"{where} is not a plain tensor checkpoint (torch.load with weights_only=True "
+            f"{where} is not a weights-only tensor checkpoint (torch.load with weights_only=True "
             f"refused it: {str(exc).splitlines()[0]}). vitreg never unpickles code: convert "
             "it to .safetensors in a trusted environment."
         ) from exc

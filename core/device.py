@@ -5,36 +5,38 @@ from __future__ import annotations
 
 import torch
 
-from .errors import UsageError
+from .errors import UsageError, VitregError
 
 
-def check_device(device: str) -> torch.device | None:
-    """The device asked for, if this machine has it; None for `auto`."""
+def check_device(device: str, *, error: type[VitregError] = UsageError) -> torch.device | None:
+    """The device asked for, if this machine has it; None for `auto`. A stage
+    passes its own `error` class (a `VitregError`)."""
     if device == "auto":
         return None
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise UsageError(
+        raise error(
             f"--device {device}: unknown device; use auto, cpu, cuda or cuda:i") from None
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise UsageError(f"--device {device}: torch sees no CUDA device on this machine; "
+            raise error(f"--device {device}: torch sees no CUDA device on this machine; "
                              "use --device cpu (or auto)")
         if dev.index is not None and dev.index >= count:
-            raise UsageError(f"--device {device}: this machine has {count} CUDA device(s), "
+            raise error(f"--device {device}: this machine has {count} CUDA device(s), "
                              f"cuda:0 to cuda:{count - 1}")
     elif dev.type not in ("cpu", "mps") or (
             dev.type == "mps" and not torch.backends.mps.is_available()):
-        raise UsageError(f"--device {device}: not available here; use auto, cpu, cuda or cuda:i")
+        raise error(f"--device {device}: not available here; use auto, cpu, cuda or cuda:i")
     return dev
 
 
-def resolve_device(device: str, *, local_rank: int = 0) -> torch.device:
+def resolve_device(device: str, *, local_rank: int = 0,
+                   error: type[VitregError] = UsageError) -> torch.device:
     """`auto` is CUDA when there is one, else CPU; `auto` and `cuda` mean the
     local rank's GPU (under torchrun each rank has its own; 0 otherwise)."""
-    dev = check_device(device)
+    dev = check_device(device, error=error)
     if dev is not None:
         if dev.type == "cuda" and dev.index is None:
             return torch.device("cuda", local_rank)

@@ -12,6 +12,7 @@ import torch
 
 from vitreg.cache import ARRAYS, Geometry, VitregError, arrays_for
 from vitreg.cache.schema import parse_token_mode
+from vitreg.core.errors import UsageError
 
 from .model import LoadedModel, Taps, cls_attention, neighbor_cosine, qkv_norms, split_qkv
 
@@ -29,7 +30,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     if precision not in _PRECISIONS:
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
+        raise UsageError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
     return precision
 
 
@@ -240,14 +241,16 @@ class Capture:
 
     def sample_index(self, patch_norms: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
         """Per image: the K/2 highest-norm patches (by decreasing norm), then K/2
-        others drawn with a generator seeded by (run seed, row), so the draw is
-        the same whatever the batch, worker or process."""
+        patches drawn uniformly from all P (independently of the first half, so
+        they may repeat one: the normal ones among them are a uniform draw of
+        the image's normal tokens) with a generator seeded by (run seed, row),
+        so the draw is the same whatever the batch, worker or process."""
         half = self.sample_k // 2
         top = patch_norms.topk(half, dim=1).indices.cpu().numpy()
         patches = patch_norms.shape[1]
         index = np.empty((len(rows), self.sample_k), dtype=np.int64)
         for i, row in enumerate(rows):
-            rest = np.setdiff1d(np.arange(patches), top[i])
-            draw = np.random.default_rng((self.seed, int(row))).choice(rest, half, replace=False)
+            draw = np.random.default_rng((self.seed, int(row))).choice(
+                patches, self.sample_k - half, replace=False)
             index[i] = np.concatenate([top[i], np.sort(draw)])
         return torch.from_numpy(index).to(patch_norms.device, non_blocking=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 from rich.console import Console
 
@@ -39,26 +42,6 @@ class CommaChoice(click.ParamType):
         return items
 
 
-class Workers(click.ParamType):
-    """`auto` or a number of decode worker processes."""
-
-    name = "auto|N"
-
-    def convert(self, value, param, ctx):  # type: ignore[override]
-        if value == "auto" or isinstance(value, int):
-            return value
-        try:
-            workers = int(value)
-        except ValueError:
-            workers = -1
-        if workers < 0:
-            self.fail(f"{value!r} is neither auto nor a number of workers (0 or more)", param, ctx)
-        return workers
-
-
-WORKERS = Workers()
-
-
 @click.command("shards")
 @cli_errors
 @click.argument("src", type=click.Path(exists=True, file_okay=False))
@@ -80,173 +63,175 @@ def shards_command(src: str, out: str, per_shard: int, synsets: str | None) -> N
     console.print(f"wrote {len(paths)} shard(s) to {out}")
 
 
-@click.command("extract")
-@cli_errors
-@click.argument("shards", nargs=-1, required=True)
-@click.option(
-    "--model",
-    "model_name",
-    required=True,
-    help="timm model name, e.g. vit_small_patch14_reg4_dinov2.lvd142m",
+class Workers(click.ParamType):
+    """`auto` or a number of decode worker processes."""
+
+    name = "auto|N"
+
+    def convert(self, value, param, ctx):  # type: ignore[override]
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            workers = int(value)
+        except ValueError:
+            workers = -1
+        if workers < 0:
+            self.fail(f"{value!r} is neither auto nor a number of workers (0 or more)", param, ctx)
+        return workers
+
+
+WORKERS = Workers()
+
+
+#: The arguments and options of `vitreg extract`, in `--help` order.
+EXTRACT_OPTIONS = (
+    click.argument("shards", nargs=-1, required=True),
+    click.option(
+        "--model",
+        required=True,
+        help="timm model name, e.g. vit_small_patch14_reg4_dinov2.lvd142m",
+    ),
+    click.option("--out", required=True, help="Store path or fsspec URL."),
+    click.option(
+        "--weights",
+        default="pretrained",
+        show_default=True,
+        help="pretrained (timm hub or local cache), random (tests, demo), "
+        "or a .safetensors / torch file.",
+    ),
+    click.option(
+        "--img-size",
+        type=click.IntRange(min=1),
+        help="Input size; rounded down to a multiple of the patch size.",
+    ),
+    click.option(
+        "--preprocess",
+        default="timm",
+        show_default=True,
+        type=click.Choice(list(PRESETS)),
+        help="Evaluation protocol: timm (the model's pretrained config) or dinov2-linear "
+        "(resize 256 / crop 224 at 224 px, bicubic: DINOv2's linear heads).",
+    ),
+    click.option(
+        "--crop-pct",
+        type=click.FloatRange(0, 1, min_open=True),
+        help="Resize the shorter side to S / crop-pct, then centre-crop S (0.875: 256 -> 224).",
+    ),
+    click.option(
+        "--interpolation",
+        type=click.Choice(list(INTERPOLATIONS)),
+        help="Resize interpolation (timm's names).",
+    ),
+    click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        help="Images per forward pass [default: 32 on a CPU; on a GPU the largest power of "
+        "two up to 256 that fits a quarter of its memory].",
+    ),
+    click.option(
+        "--precision",
+        default="auto",
+        show_default=True,
+        type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+        help="auto: bf16 autocast on CUDA, fp32 on CPU.",
+    ),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:i."),
+    click.option(
+        "--workers",
+        default="auto",
+        show_default=True,
+        type=WORKERS,
+        help="DataLoader decode workers; auto: 0 on a CPU (decoding uses every core between "
+        "batches), one per core but one on a GPU.",
+    ),
+    click.option("--limit", type=click.IntRange(min=1), help="Stop after this many samples."),
+    click.option(
+        "--keys",
+        "keys_file",
+        type=click.Path(exists=True, dir_okay=False),
+        help="Extract only these sample keys (one a line), rows in the file's order.",
+    ),
+    click.option("--tokens", "token_mode", default="all", show_default=True, type=TokenMode()),
+    click.option(
+        "--dtype",
+        "tokens_dtype",
+        default="float16",
+        show_default=True,
+        type=click.Choice(["float16", "float32"]),
+        help="dtype of the stored tokens; float32 when values exceed float16's range.",
+    ),
+    click.option(
+        "--with",
+        "with_options",
+        default="",
+        type=CommaChoice(),
+        help="Optional arrays: pixels,blocks,qkv,blocks_qkv.",
+    ),
+    click.option(
+        "--chunk-rows",
+        type=click.IntRange(min=1),
+        help="Rows per chunk (default: tokens chunks of ~16 MiB).",
+    ),
+    click.option("--seed", default=42, show_default=True),
+    click.option(
+        "--rank",
+        type=click.IntRange(min=0),
+        help="This job's rank among --world-size independent jobs (SLURM array).",
+    ),
+    click.option(
+        "--world-size",
+        type=click.IntRange(min=1),
+        help="Number of independent jobs sharing the store.",
+    ),
+    click.option(
+        "--dry-run",
+        is_flag=True,
+        help="Count samples, print arrays, bytes and time; write nothing.",
+    ),
+    click.option("--overwrite", is_flag=True, help="Start afresh even if the store exists."),
+    click.option(
+        "--strict", is_flag=True, help="Exit non-zero if any row failed or a shard was damaged."
+    ),
+    click.option("--no-progress", is_flag=True),
 )
-@click.option("--out", required=True, help="Store path or fsspec URL.")
-@click.option(
-    "--weights",
-    default="pretrained",
-    show_default=True,
-    help="pretrained (timm hub or local cache), random (tests, demo), "
-    "or a .safetensors / torch file.",
-)
-@click.option(
-    "--img-size",
-    type=click.IntRange(min=1),
-    help="Input size; rounded down to a multiple of the patch size.",
-)
-@click.option(
-    "--preprocess",
-    default="timm",
-    show_default=True,
-    type=click.Choice(list(PRESETS)),
-    help="Evaluation protocol: timm (the model's pretrained config) or dinov2-linear "
-    "(resize 256 / crop 224 at 224 px, bicubic: DINOv2's linear heads).",
-)
-@click.option(
-    "--crop-pct",
-    type=click.FloatRange(0, 1, min_open=True),
-    help="Resize the shorter side to S / crop-pct, then centre-crop S (0.875: 256 -> 224).",
-)
-@click.option(
-    "--interpolation",
-    type=click.Choice(list(INTERPOLATIONS)),
-    help="Resize interpolation (timm's names).",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    help="Images per forward pass [default: 32 on a CPU; on a GPU the largest power of two "
-    "up to 256 that fits a quarter of its memory].",
-)
-@click.option(
-    "--precision",
-    default="auto",
-    show_default=True,
-    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-    help="auto: bf16 autocast on CUDA, fp32 on CPU.",
-)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:i.")
-@click.option(
-    "--workers",
-    default="auto",
-    show_default=True,
-    type=WORKERS,
-    help="DataLoader decode workers; auto: 0 on a CPU (decoding uses every core between "
-    "batches), one per core but one on a GPU.",
-)
-@click.option("--limit", type=click.IntRange(min=1), help="Stop after this many samples.")
-@click.option(
-    "--keys",
-    "keys_file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Extract only these sample keys (one a line), rows in the file's order.",
-)
-@click.option("--tokens", default="all", show_default=True, type=TokenMode())
-@click.option(
-    "--dtype",
-    default="float16",
-    show_default=True,
-    type=click.Choice(["float16", "float32"]),
-    help="dtype of the stored tokens; float32 when values exceed float16's range.",
-)
-@click.option(
-    "--with",
-    "with_options",
-    default="",
-    type=CommaChoice(),
-    help="Optional arrays: pixels,blocks,qkv,blocks_qkv.",
-)
-@click.option(
-    "--chunk-rows",
-    type=click.IntRange(min=1),
-    help="Rows per chunk (default: tokens chunks of ~16 MiB).",
-)
-@click.option("--seed", default=42, show_default=True)
-@click.option(
-    "--rank",
-    type=click.IntRange(min=0),
-    help="This job's rank among --world-size independent jobs (SLURM array).",
-)
-@click.option(
-    "--world-size", type=click.IntRange(min=1), help="Number of independent jobs sharing the store."
-)
-@click.option(
-    "--dry-run", is_flag=True, help="Count samples, print arrays, bytes and time; write nothing."
-)
-@click.option("--overwrite", is_flag=True, help="Start afresh even if the store exists.")
-@click.option(
-    "--strict", is_flag=True, help="Exit non-zero if any row failed or a shard was damaged."
-)
-@click.option("--no-progress", is_flag=True)
-def extract_command(
+
+
+def with_options(fn: Callable, options: tuple[Callable, ...]) -> Callable:
+    """Apply click `options` to `fn`, first one outermost (as when stacked)."""
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _extract_command(
     shards: tuple[str, ...],
-    model_name: str,
     out: str,
-    weights: str,
-    img_size: int | None,
-    preprocess: str,
-    crop_pct: float | None,
-    interpolation: str | None,
-    batch_size: int | None,
-    precision: str,
-    device: str,
     workers: int | str,
-    limit: int | None,
-    keys_file: str | None,
-    tokens: str,
-    dtype: str,
-    with_options: list[str],
-    chunk_rows: int | None,
-    seed: int,
     rank: int | None,
     world_size: int | None,
     dry_run: bool,
     overwrite: bool,
     strict: bool,
     no_progress: bool,
+    **options: Any,
 ) -> None:
     """Run SHARDS (paths, brace patterns, pipe: URLs) through a timm ViT into a store.
 
     Under torchrun each rank writes its own chunk-aligned range of rows;
     without it, --rank/--world-size split the rows among independent jobs.
     """
+    # `options` are `run_extract`'s keywords, named as the root attributes.
     from .run import run_extract
 
-    common = dict(
-        shards=list(shards),
-        model=model_name,
-        weights=weights,
-        img_size=img_size,
-        batch_size=batch_size,
-        precision=precision,
-        device=device,
-        limit=limit,
-        tokens=tokens,
-        dtype=dtype,
-        with_options=with_options,
-        seed=seed,
-        chunk_rows=chunk_rows,
-        preprocess=preprocess,
-        crop_pct=crop_pct,
-        interpolation=interpolation,
-        keys=keys_file,
-    )
+    options["shards"] = list(shards)
     if dry_run:
         from .dryrun import run_dry_run
 
-        print_dry_run(run_dry_run(**common))
+        print_dry_run(run_dry_run(**options))
         return
     try:
         summary = run_extract(
-            **common,
+            **options,
             out=out,
             workers=workers,
             overwrite=overwrite,
@@ -264,6 +249,16 @@ def extract_command(
         # exit 1 as before: the run started, its rows so far are kept
         raise click.ClickException(write_failure(exc, out)) from exc
     print_summary(summary)
+    check_outcome(summary, strict=strict)
+
+
+extract_command = click.command("extract")(
+    cli_errors(with_options(_extract_command, EXTRACT_OPTIONS))
+)
+
+
+def check_outcome(summary: Any, *, strict: bool) -> None:
+    """Exit non-zero when no row is ok, or under --strict when any row failed."""
     if summary.rows and summary.failed == summary.rows:
         raise InputError(
             f"no row of {summary.store} is ok: every image failed (reasons above); "

@@ -13,14 +13,9 @@ from vitreg.cache import ArraySpec, Geometry, arrays_for
 from vitreg.cache.layout import chunk_rows_for_store
 from vitreg.cache.schema import parse_token_mode
 from vitreg.core.device import resolve_device
-from vitreg.core.errors import InputError
 
 from .capture import Capture, resolve_precision
-from .checks import check_model
 from .data import ShardStream
-from .model import build_model
-from .plan import check_shard_args, no_samples_message, plan_shards
-from .run import batch_values, host_meta, loop_settings
 from .step import Step
 from .transforms import eval_transform
 
@@ -58,6 +53,8 @@ def measure_batches(capture: Capture, stream: ShardStream, specs: list[ArraySpec
     """images/s of the whole loop (decoding, the device step and the host work
     of `run.batch_values`, not the writes) over the last of `batches` batches;
     the first warms up."""
+    from .run import batch_values, host_meta
+
     dtypes = {s.name: s.dtype for s in specs if s.dtype != "string"}
     step = Step(capture, dtypes)
     rate = 0.0
@@ -77,25 +74,24 @@ def run_dry_run(
     *, shards: list[str], model: str, weights: str = "pretrained", img_size: int | None = None,
     batch_size: int | None = None, precision: str = "auto", device: str = "auto",
     limit: int | None = None,
-    tokens: str = "all", with_options: list[str] | tuple[str, ...] = (),
-    dtype: str = "float16", chunk_rows: int | None = None, seed: int = 42,
+    token_mode: str = "all", with_options: list[str] | tuple[str, ...] = (),
+    tokens_dtype: str = "float16", chunk_rows: int | None = None, seed: int = 42,
     preprocess: str = "timm", crop_pct: float | None = None, interpolation: str | None = None,
-    keys: str | None = None,
+    keys_file: str | None = None,
 ) -> dict[str, Any]:
     """Plan the run and time two batches; write nothing."""
+    from .run import loop_settings, plan_and_build
+
     dev = resolve_device(device)
-    check_model(model, img_size)
-    check_shard_args(shards)
-    plan = plan_shards(shards, limit=limit, keys=keys)
-    if plan.n_rows == 0:
-        raise InputError(no_samples_message(plan))
-    loaded = build_model(model, weights=weights, img_size=img_size, seed=seed,
-                         preprocess=preprocess, crop_pct=crop_pct, interpolation=interpolation)
+    plan, loaded = plan_and_build(
+        shards, model, weights=weights, img_size=img_size, limit=limit, keys_file=keys_file,
+        token_mode=token_mode, seed=seed, preprocess=preprocess, crop_pct=crop_pct,
+        interpolation=interpolation)
     precision = resolve_precision(precision, dev)
     _, batch_size = loop_settings(0, batch_size, dev, loaded.geometry)
-    specs = arrays_for(sorted(with_options), tokens, dtype)
+    specs = arrays_for(sorted(with_options), token_mode, tokens_dtype)
     capture = Capture(loaded, device=dev, precision=precision, with_options=with_options,
-                      token_mode=tokens, seed=seed)
+                      token_mode=token_mode, seed=seed)
     todo = np.zeros(plan.n_rows, dtype=bool)
     todo[: 2 * batch_size] = True
     stream = ShardStream(plan.urls, offsets=plan.offsets, todo=todo, batch_size=batch_size,
@@ -104,7 +100,8 @@ def run_dry_run(
                          selection=plan.selection)
     rate = measure_batches(capture, stream, specs)
     estimates = estimate_arrays(loaded.geometry, plan.n_rows, with_options=list(with_options),
-                                token_mode=tokens, tokens_dtype=dtype, chunk_rows=chunk_rows)
+                                token_mode=token_mode, tokens_dtype=tokens_dtype,
+                                chunk_rows=chunk_rows)
     return {
         "n_rows": plan.n_rows, "shards": len(plan.shards), "damaged": plan.damaged(),
         "arrays": estimates, "images_per_second": rate,

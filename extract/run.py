@@ -60,7 +60,7 @@ class Summary:
         return self.processed / self.loop_seconds if self.loop_seconds else 0.0
 
 
-def store_attrs(name: str, loaded: LoadedModel, *, precision: str, token_mode: str,
+def store_attrs(model: str, loaded: LoadedModel, *, precision: str, token_mode: str,
                 tokens_dtype: str, with_options: list[str], shards: list[dict[str, Any]],
                 n_rows: int, seed: int, shard_digests: list[str | None],
                 keys_file: str | None = None) -> dict[str, Any]:
@@ -70,7 +70,7 @@ def store_attrs(name: str, loaded: LoadedModel, *, precision: str, token_mode: s
     if loaded.weights not in ("pretrained", "random"):
         weights_file = {"path": loaded.weights, "sha256": file_sha256(loaded.weights)}
     return root_attrs(
-        model=name, pretrained_cfg=_model_name(loaded), weights=loaded.weights,
+        model=model, pretrained_cfg=_pretrained_cfg(loaded), weights=loaded.weights,
         weights_sha256=loaded.weights_sha256, weights_file=weights_file,
         img_size=geom.img_size, dynamic_img_size=loaded.dynamic_img_size,
         patch_size=loaded.patch_size, grid=list(geom.grid), prefix_tokens=geom.prefix,
@@ -84,7 +84,7 @@ def store_attrs(name: str, loaded: LoadedModel, *, precision: str, token_mode: s
     )
 
 
-def _model_name(loaded: LoadedModel) -> str:
+def _pretrained_cfg(loaded: LoadedModel) -> str:
     cfg = loaded.model.pretrained_cfg
     tag = cfg.get("tag")
     return f"{cfg['architecture']}.{tag}" if tag else cfg["architecture"]
@@ -113,20 +113,22 @@ def run_extract(
     *, shards: list[str], model: str, out: str, weights: str = "pretrained",
     img_size: int | None = None, batch_size: int | None = None, precision: str = "auto",
     device: str = "auto", workers: int | str = "auto", limit: int | None = None,
-    tokens: str = "all",
-    with_options: list[str] | tuple[str, ...] = (), dtype: str = "float16",
+    token_mode: str = "all",
+    with_options: list[str] | tuple[str, ...] = (), tokens_dtype: str = "float16",
     overwrite: bool = False, seed: int = 42, chunk_rows: int | None = None,
     progress: bool = True, rank: int | None = None, world_size: int | None = None,
     preprocess: str = "timm", crop_pct: float | None = None, interpolation: str | None = None,
-    keys: str | None = None,
+    keys_file: str | None = None,
 ) -> Summary:
     """Extract every sample of `shards` through `model` into the store `out`.
 
     With several processes (torchrun, or `rank`/`world_size` for independent
     jobs) each writes its own chunk-aligned range of rows into the one store.
     `preprocess` names an evaluation protocol (`transforms.PRESETS`);
-    `crop_pct` and `interpolation` (timm's names) override it. `keys`, a file
-    of sample keys, makes the rows those keys in the file's order.
+    `crop_pct` and `interpolation` (timm's names) override it. `keys_file`, a
+    file of sample keys, makes the rows those keys in the file's order.
+    Keywords are the names of the root attributes they become (`token_mode`,
+    `tokens_dtype`, `keys_file`).
     """
     tune_allocator()
     start = time.perf_counter()
@@ -134,29 +136,25 @@ def run_extract(
         with_options = sorted(set(with_options))
         dev = resolve_device(device, local_rank=ranks.local_rank)
         check_out(out, overwrite=overwrite)
-        check_model(model, img_size)
-        check_shard_args(shards)
-        plan = plan_shards(shards, limit=limit, keys=keys)
-        if plan.n_rows == 0:
-            raise InputError(no_samples_message(plan))
-        loaded = build_model(model, weights=weights, img_size=img_size, seed=seed,
-                             preprocess=preprocess, crop_pct=crop_pct, interpolation=interpolation)
-        check_token_mode(tokens, loaded.geometry)
+        plan, loaded = plan_and_build(
+            shards, model, weights=weights, img_size=img_size, limit=limit, keys_file=keys_file,
+            token_mode=token_mode, seed=seed, preprocess=preprocess, crop_pct=crop_pct,
+            interpolation=interpolation)
         workers, batch_size = loop_settings(workers, batch_size, dev, loaded.geometry,
                                             announce=progress and ranks.leader)
         check_shared_memory(workers, batch_size * 3 * loaded.geometry.img_size ** 2)
         precision = resolve_precision(precision, dev)
-        attrs = store_attrs(model, loaded, precision=precision, token_mode=tokens,
-                            tokens_dtype=dtype, with_options=with_options,
+        attrs = store_attrs(model, loaded, precision=precision, token_mode=token_mode,
+                            tokens_dtype=tokens_dtype, with_options=with_options,
                             shards=plan.shard_info(), n_rows=plan.n_rows, seed=seed,
-                            shard_digests=plan.digests(), keys_file=keys)
+                            shard_digests=plan.digests(), keys_file=keys_file)
         target = open_for_ranks(out, attrs, loaded, ranks, chunk_rows=chunk_rows,
                                 overwrite=overwrite)
         target.check_keys(plan.keys())
         loop_start = time.perf_counter()
         processed, waited = _extract_rows(
             target, loaded, plan, device=dev, precision=precision, with_options=with_options,
-            token_mode=tokens, batch_size=batch_size, workers=workers, seed=seed,
+            token_mode=token_mode, batch_size=batch_size, workers=workers, seed=seed,
             progress=progress and ranks.leader,
         )
         loop_seconds = time.perf_counter() - loop_start
@@ -173,6 +171,23 @@ def run_extract(
             row_range=target.rows, failures=target.failures(own=follower),
             warnings=target.failures(status=STATUS_OK, own=follower),
         )
+
+
+def plan_and_build(shards: list[str], model: str, *, weights: str, img_size: int | None,
+                   limit: int | None, keys_file: str | None, token_mode: str, seed: int,
+                   preprocess: str, crop_pct: float | None,
+                   interpolation: str | None) -> tuple[Plan, LoadedModel]:
+    """Check the options, count the shards' samples and build the model: what a
+    run and a dry run both do before any batch."""
+    check_model(model, img_size)
+    check_shard_args(shards)
+    plan = plan_shards(shards, limit=limit, keys=keys_file)
+    if plan.n_rows == 0:
+        raise InputError(no_samples_message(plan))
+    loaded = build_model(model, weights=weights, img_size=img_size, seed=seed,
+                         preprocess=preprocess, crop_pct=crop_pct, interpolation=interpolation)
+    check_token_mode(token_mode, loaded.geometry)
+    return plan, loaded
 
 
 #: Batch size on a CPU: the forward pass is the limit, and larger batches
@@ -215,10 +230,11 @@ def cuda_batch_size(device: torch.device, geometry: Geometry, most: int = 256) -
     return batch
 
 
-def check_token_mode(tokens: str, geometry) -> None:
-    kind, k = parse_token_mode(tokens)
+def check_token_mode(token_mode: str, geometry: Geometry) -> None:
+    kind, k = parse_token_mode(token_mode)
     if kind == "sampled" and k > geometry.patches:
-        raise UsageError(f"--tokens {tokens} asks for {k} of only {geometry.patches} patch tokens")
+        raise UsageError(f"--tokens {token_mode} asks for {k} of only {geometry.patches} "
+                         "patch tokens")
 
 
 def _extract_rows(target: WriteTarget, loaded: LoadedModel, plan: Plan, *,

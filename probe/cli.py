@@ -9,6 +9,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.logging import RichHandler
+
 from vitreg.core.errors import cli_errors
 
 from .registry import PROBES, Option, ProbeSpec

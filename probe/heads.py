@@ -9,12 +9,13 @@ or as safetensors; nothing is unpickled.
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from vitreg.core.checkpoint import read_state_dict
+from vitreg.core.files import file_sha256
 
 from .gather import PooledGather
 from .registry import ProbeError
@@ -25,24 +26,7 @@ from .train import ClassifyTask, MetricSums
 
 def load_head(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(weight, bias) of a linear head file; keys may carry a prefix (`linear.`, `head.`)."""
-    file = Path(path)
-    if not file.is_file():
-        raise ProbeError(f"--head {path}: no such file")
-    try:
-        if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(file))
-        else:
-            state = torch.load(str(file), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ProbeError(f"--head {path}: cannot read it as a weights-only torch file or "
-                         f"safetensors ({type(exc).__name__}: {exc})") from exc
-    for key in ("state_dict", "model", "head"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise ProbeError(f"--head {path}: expected a state dict, found {type(state).__name__}")
+    state = read_state_dict(path, error=ProbeError, label=f"--head {path}")
     weights = {k: v for k, v in state.items()
                if k.endswith("weight") and torch.is_tensor(v) and v.ndim == 2}
     if len(weights) != 1:
@@ -92,7 +76,7 @@ def evaluate_head(ctx, path: str) -> dict[str, Any]:
     metrics = sums.result()["all"]
     return {
         "counts": {part.name: items.counts},
-        "head": {"path": str(path), "sha256": _sha256(path), "classes": int(weight.shape[0]),
+        "head": {"path": str(path), "sha256": file_sha256(path), "classes": int(weight.shape[0]),
                  "in_features": int(weight.shape[1]), "features": "+".join(names)},
         "evaluated_on": {"store": part.store.url, "images": len(items)},
         "metrics": {"head": metrics},
@@ -107,11 +91,3 @@ def _evaluation_part(ctx) -> Part:
         return ctx.val
     rows = np.union1d(ctx.train.rows, ctx.val.rows)
     return Part("all", ctx.train.store, rows, ctx.train.percentile)
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

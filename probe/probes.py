@@ -34,6 +34,7 @@ from .select import (
 )
 from .stream import TokenStream
 from .train import (
+    CATEGORIES,
     ClassifyTask,
     FitResult,
     Head,
@@ -63,8 +64,10 @@ class ProbeContext:
     def train_config(self, *, optimizer: str, weight_decay: float, patience: int | None,
                      momentum: float = 0.9) -> TrainConfig:
         o = self.options
+        lrs = parse_grid(o["lr"], "lr")
         return TrainConfig(
-            epochs=int(o["epochs"]), patience=patience, lr=float(o["lr"]), optimizer=optimizer,
+            epochs=int(o["epochs"]), patience=patience, lr=lrs[0], lrs=lrs,
+            min_steps=int(o.get("min_steps", 0)), optimizer=optimizer,
             weight_decay=weight_decay, batch_size=max(1, int(o["batch_size"])),
             shuffle_buffer=int(o["shuffle_buffer"]), seed=int(o["seed"]), device=self.device,
             standardize=bool(o["standardize"]), momentum=momentum,
@@ -72,6 +75,19 @@ class ProbeContext:
 
 
 # -- shared plumbing -------------------------------------------------------------
+def parse_grid(value: Any, name: str) -> tuple[float, ...]:
+    """'0.001,0.01' (or one number) -> (0.001, 0.01): the values a grid search tries."""
+    try:
+        values = tuple(float(v) for v in str(value).split(",") if v.strip())
+    except ValueError as exc:
+        raise ProbeError(f"--{name.replace('_', '-')} {value!r}: give comma-separated "
+                         "numbers, e.g. 0.001,0.01") from exc
+    if not values or any(not v > 0 for v in values):
+        raise ProbeError(f"--{name.replace('_', '-')} {value!r}: give one or more positive "
+                         "numbers, comma-separated")
+    return values
+
+
 def make_streams(ctx: ProbeContext, items: dict[str, Items], gather) -> dict[str, TokenStream]:
     """Streams over the train and val items, in memory or not per --in-memory."""
     parts = {"train": ctx.train, "val": ctx.val}
@@ -105,7 +121,8 @@ def fit(ctx: ProbeContext, streams: dict[str, TokenStream], task: Task, heads: l
     if ctx.options["backend"] == "sklearn":
         return fit_sklearn(
             streams["train"], streams["val"], task, heads, cfg,
-            alpha=float(ctx.options["sklearn_alpha"]), C=float(ctx.options["sklearn_c"]),
+            alpha=parse_grid(ctx.options["sklearn_alpha"], "sklearn_alpha"),
+            C=parse_grid(ctx.options["sklearn_c"], "sklearn_c"),
             max_iter=int(ctx.options["sklearn_max_iter"]),
         )
     return fit_torch(streams["train"], streams["val"], task, heads, cfg)
@@ -113,21 +130,47 @@ def fit(ctx: ProbeContext, streams: dict[str, TokenStream], task: Task, heads: l
 
 def fit_summary(result: FitResult) -> dict[str, Any]:
     return {"curves": result.curves, "best_epoch": result.best_epoch,
-            "epochs_run": result.epochs_run, "stopped_early": result.stopped_early}
+            "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
+            "passes_per_epoch": result.passes_per_epoch, "chosen": result.chosen}
 
 
-def _by_category(metrics: dict[str, dict[str, float]], keys: tuple[str, ...]) -> dict:
-    """Metrics of the normal and outlier tokens (None where a category is absent)."""
-    out = {}
-    for group in ("normal", "outlier"):
-        m = metrics.get(group)
-        out[group] = None if m is None else {k: m[k] for k in (*keys, "count") if k in m}
-    return out
+def of_category(items: Items, code: int) -> Items:
+    """The items of one token category (NORMAL or OUTLIER), still sorted by row."""
+    keep = items.fields["category"] == code
+    return Items({k: v[keep] for k, v in items.fields.items()}, counts=items.counts)
 
 
-def _overall(metrics: dict[str, dict[str, float]]) -> dict[str, float] | None:
-    """Both categories together: what early stopping watched."""
-    return metrics.get("all")
+def fit_by_category(
+    ctx: ProbeContext, items: dict[str, Items], gather, make_task, head: Head, cfg: TrainConfig,
+    keys: tuple[str, ...],
+) -> dict[str, Any]:
+    """One head per token category: normal and outlier tokens each get their own
+    standardisation, learning-rate grid, early stopping and validation.
+
+    A head fitted to the mix would be dominated by the outliers (an order of
+    magnitude larger in norm) and would show neither category's content.
+    Returns the probe's `metrics` (None for a category absent from a part),
+    and per category its curves and fit summary.
+    """
+    streams = make_streams(ctx, items, gather)
+    metrics: dict[str, Any] = {}
+    curves: dict[str, Any] = {}
+    fits: dict[str, Any] = {}
+    for name, code in CATEGORIES.items():
+        sub = {part: of_category(it, code) for part, it in items.items()}
+        if len(sub["train"]) == 0 or len(sub["val"]) == 0:
+            metrics[name] = None
+            continue
+        sub_streams = {part: TokenStream(streams[part].source, sub[part], gather,
+                                         in_memory=streams[part].in_memory) for part in sub}
+        log.info("%s tokens: %d train, %d val", name, len(sub["train"]), len(sub["val"]))
+        result = fit(ctx, sub_streams, make_task(), [head], cfg)
+        m = result.metrics[head.name]["all"]
+        metrics[name] = {k: m[k] for k in (*keys, "count") if k in m}
+        fits[name] = fit_summary(result)
+        curves[name] = fits[name].pop("curves")
+    return {"metrics": metrics, "curves": curves, "fits": fits,
+            "epochs_run": {k: f["epochs_run"] for k, f in fits.items()}}
 
 
 def _normals(value: Any) -> int | None:
@@ -140,10 +183,16 @@ def _normals(value: Any) -> int | None:
 
 
 SKLEARN_OPTIONS = (
-    Option("sklearn_c", 1.0, "--backend sklearn: inverse L2 strength of LogisticRegression"),
-    Option("sklearn_alpha", 1.0, "--backend sklearn: L2 strength of Ridge"),
+    Option("sklearn_c", "0.1,1,10,100", "--backend sklearn: inverse L2 strengths of "
+           "LogisticRegression tried; the best on validation is kept and reported"),
+    Option("sklearn_alpha", "0.01,0.1,1,10,100", "--backend sklearn: L2 strengths of Ridge "
+           "tried; the best on validation is kept and reported"),
     Option("sklearn_max_iter", 1000, "--backend sklearn: LogisticRegression iterations"),
 )
+
+#: Learning rates of the grid (Adam/AdamW on standardised features).
+LR_GRID = "0.001,0.003,0.01,0.03,0.1"
+
 
 def training_options(monitor: str, optimizer: str, weight_decay: float, *,
                      epochs: int = 30) -> tuple[Option, ...]:
@@ -151,7 +200,11 @@ def training_options(monitor: str, optimizer: str, weight_decay: float, *,
     return (
         Option("epochs", epochs, f"most epochs (paper: up to {epochs})"),
         Option("patience", 3, f"early stopping on validation {monitor} (paper: 3)"),
-        Option("lr", 1e-3, f"{optimizer} learning rate, cosine schedule (not given by the paper)"),
+        Option("lr", LR_GRID, f"{optimizer} learning rates, cosine schedule (not given by the "
+               "paper): one head each, trained side by side; the best on validation is kept "
+               "and reported (dinov2's linear evaluation)"),
+        Option("min_steps", 4000, "fewest optimisation steps in all: a store whose pass holds "
+               "few mini-batches gets epochs of several passes (early stopping counts epochs)"),
         Option("weight_decay", weight_decay, f"{optimizer} weight decay"),
     )
 
@@ -195,23 +248,22 @@ def _token_counts(items: dict[str, Items]) -> dict[str, Any]:
 def position(ctx: ProbeContext) -> dict[str, Any]:
     geometry = ctx.train.store.geometry
     items = _select_token_items(ctx)
-    streams = make_streams(ctx, items, TokenGather(token_source(ctx.train.store), "patch"))
-    task = PositionTask(tuple(geometry.grid), float(ctx.options["mse_weight"]))
     cfg = ctx.train_config(optimizer="adam", weight_decay=float(ctx.options["weight_decay"]),
                            patience=int(ctx.options["patience"]))
-    result = fit(ctx, streams, task, [Head("position", geometry.patches)], cfg)
+    fitted = fit_by_category(
+        ctx, items, TokenGather(token_source(ctx.train.store), "patch"),
+        lambda: PositionTask(tuple(geometry.grid), float(ctx.options["mse_weight"])),
+        Head("position", geometry.patches), cfg, ("top1", "distance"))
     if ctx.options["backend"] == "sklearn":
         ctx.notes.append("sklearn backend: multinomial LogisticRegression, cross-entropy only "
                          "(no MSE term)")
     return {
         "counts": _token_counts(items),
-        "metrics": _by_category(result.metrics["position"], ("top1", "distance")),
-        "overall": _overall(result.metrics["position"]),
+        **fitted,
         "chance_top1": 1.0 / geometry.patches,
         "units": {"top1": "fraction of tokens whose argmax position is the true one",
                   "distance": "mean Euclidean distance between the argmax and the true "
                               "(row, col), in patches"},
-        **fit_summary(result),
     }
 
 
@@ -230,15 +282,13 @@ def reconstruct(ctx: ProbeContext) -> dict[str, Any]:
     p, grid = patch_geometry(ctx.train.store)
     items = _select_token_items(ctx)
     gather = PixelPatchGather(token_source(ctx.train.store), p, grid)
-    streams = make_streams(ctx, items, gather)
-    task = ReconstructTask()
     cfg = ctx.train_config(optimizer="adamw", weight_decay=float(ctx.options["weight_decay"]),
                            patience=int(ctx.options["patience"]))
-    result = fit(ctx, streams, task, [Head("reconstruct", p * p * 3)], cfg)
+    fitted = fit_by_category(ctx, items, gather, ReconstructTask,
+                             Head("reconstruct", p * p * 3), cfg, ("mse", "l2"))
     return {
         "counts": _token_counts(items),
-        "metrics": _by_category(result.metrics["reconstruct"], ("mse", "l2")),
-        "overall": _overall(result.metrics["reconstruct"]),
+        **fitted,
         "patch_pixels": [p, p, 3],
         "units": {
             "mse": "mean over the P*P*3 values of the squared error, pixel values on the 0-255 "
@@ -247,7 +297,6 @@ def reconstruct(ctx: ProbeContext) -> dict[str, Any]:
                   "0-255 intensity units: the paper's 'L2 error'",
         },
         "targets": "pixels",
-        **fit_summary(result),
     }
 
 

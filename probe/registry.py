@@ -98,6 +98,9 @@ COMMON_OPTIONS: tuple[Option, ...] = (
            choices=("torch", "sklearn")),
     Option("percentile", OUTLIER_PERCENTILE, "outlier rule: a patch token is an outlier when "
            "its norm is above this percentile of the store's patch-token norms"),
+    Option("threshold_from", None, "store whose outlier threshold both the train and the val "
+           "part use (default: STORE's; with --val the val store's own is never used: one "
+           "threshold per model)", type=str),
     Option("batch_size", 256, "mini-batch size (not given by the paper)"),
     Option("standardize", True, "standardise features with the training tokens' mean and std "
            "(an affine map: the linear model class is unchanged)"),

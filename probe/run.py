@@ -5,29 +5,27 @@ metrics, elapsed time)."""
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from vitreg.cache import SCHEMA_VERSION, Store, open_store
 
+from vitreg.cache import SCHEMA_VERSION, Store, open_store
+from vitreg.cache.attrs import SAME_MODEL_KEYS
+from vitreg.cache.attrs import provenance as store_provenance
+from vitreg.core.device import resolve_device
+from vitreg.core.files import write_json as core_write_json
 from vitreg.core.version import __version__
 
 from . import probes as _probes  # noqa: F401 - registers the probes
 from .probes import ProbeContext
 from .registry import ProbeError, ProbeSpec, get_probe
 from .select import Part, split_rows
-
-#: Attributes two stores must share for one to validate a probe trained on the other.
-_SAME_MODEL = ("model", "weights", "weights_sha256", "img_size", "patch_size", "grid",
-               "prefix_tokens", "registers", "embed_dim")
 
 
 def run_probe(
@@ -45,27 +43,13 @@ def run_probe(
         check_out_file(out)
     started = _dt.datetime.now(_dt.UTC)
     t0 = time.perf_counter()
-    train_store = open_store(store, allow_partial=opts["allow_partial"])
-    val_store = open_store(val, allow_partial=opts["allow_partial"]) if val else None
-    if val_store is not None:
-        check_same_model(train_store, val_store)
-        if not opts["allow_val_overlap"]:
-            check_no_overlap(train_store, val_store)
-    device = resolve_device(opts["device"])
-    train_rows, val_rows, split = split_rows(
-        train_store, val_store, val_fraction=float(opts["val_fraction"]), seed=int(opts["seed"])
-    )
-    percentile = float(opts["percentile"])
-    train = Part("train", train_store, train_rows, percentile)
-    val_part = (
-        Part("val", val_store, val_store.ok_rows(), percentile) if val_store is not None
-        else Part("val", train_store, val_rows, percentile)
-    )
+    train_store, val_store = open_pair(store, val, opts)
+    device = resolve_device(opts["device"], error=ProbeError)
+    train, val_part, split, threshold = make_parts(train_store, val_store, opts)
     ctx = ProbeContext(kind=kind, options=opts, train=train, val=val_part, device=device)
-    for part in (train, val_part):
-        if not part.store.complete:
-            ctx.notes.append(f"{part.store.url} is incomplete: only its {part.store.counts()['ok']}"
-                             " ok rows so far are used (--allow-partial)")
+    ctx.notes += [f"{part.store.url} is incomplete: only its {part.store.counts()['ok']} ok "
+                  "rows so far are used (--allow-partial)"
+                  for part in (train, val_part) if not part.store.complete]
     body = spec.run(ctx)
     result = {
         # The shape the analysis report reads: keep these keys as they are.
@@ -88,6 +72,7 @@ def run_probe(
                   "shuffle": f"numpy default_rng([{opts['seed']}, epoch])"},
         "provenance": {"train": provenance(train), "val": provenance(val_part)},
         "split": split,
+        "outlier_threshold": threshold,
         "data": ctx.data,
         "environment": environment(device),
         **body,
@@ -98,6 +83,50 @@ def run_probe(
     if out is not None:
         write_json(out, result)
     return result
+
+
+def open_pair(store: str, val: str | None, opts: dict[str, Any]) -> tuple[Store, Store | None]:
+    """The training store and the --val store, checked to be of one model and
+    (unless allowed) to share no image."""
+    train_store = open_store(store, allow_partial=opts["allow_partial"])
+    val_store = open_store(val, allow_partial=opts["allow_partial"]) if val else None
+    if val_store is not None:
+        check_same_model(train_store, val_store)
+        if not opts["allow_val_overlap"]:
+            check_no_overlap(train_store, val_store)
+    return train_store, val_store
+
+
+def make_parts(train_store: Store, val_store: Store | None,
+               opts: dict[str, Any]) -> tuple[Part, Part, dict[str, Any], dict[str, Any]]:
+    """(train, val, split, threshold): the rows of each part under one model threshold."""
+    train_rows, val_rows, split = split_rows(
+        train_store, val_store, val_fraction=float(opts["val_fraction"]), seed=int(opts["seed"])
+    )
+    percentile = float(opts["percentile"])
+    threshold = model_threshold(train_store, opts["threshold_from"], percentile,
+                                allow_partial=opts["allow_partial"])
+    train = Part("train", train_store, train_rows, percentile, threshold["value"])
+    val_part = (
+        Part("val", val_store, val_store.ok_rows(), percentile, threshold["value"])
+        if val_store is not None
+        else Part("val", train_store, val_rows, percentile, threshold["value"])
+    )
+    return train, val_part, split, threshold
+
+
+def model_threshold(train: Store, source: str | None, percentile: float, *,
+                    allow_partial: bool) -> dict[str, Any]:
+    """The one outlier threshold of a run: `train`'s, or that of the store `source`.
+
+    The study computes it "on a per model basis": a train and a val store of
+    one model are split by one value, never each by its own.
+    """
+    store = train
+    if source:
+        store = open_store(source, allow_partial=allow_partial)
+        check_same_model(train, store, flag="--threshold-from")
+    return {"percentile": percentile, "value": store.threshold(percentile), "from": store.url}
 
 
 def resolve_options(spec: ProbeSpec, given: dict[str, Any]) -> dict[str, Any]:
@@ -143,19 +172,12 @@ def _as_bool(value: Any) -> bool:
     return bool(value)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ProbeError("--device cuda: torch sees no CUDA device here; use --device cpu")
-    return torch.device(name)
-
-
 def check_out_file(out: str) -> None:
     """`--out` can take the results file: checked before any training."""
     target = Path(out)
     if target.is_dir():
-        raise ProbeError(f"--out {out} is a folder; give a file name such as {target / 'probe.json'}")
+        raise ProbeError(f"--out {out} is a folder; give a file name such as "
+                         f"{target / 'probe.json'}")
     parent = next((p for p in target.parents if p.exists()), Path("."))
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise ProbeError(f"--out {out}: cannot write in {parent}; choose a writable path")
@@ -174,22 +196,19 @@ def check_no_overlap(train: Store, val: Store) -> None:
             "training images; pass a store of other images, or --allow-val-overlap if intended")
 
 
-def check_same_model(a: Store, b: Store) -> None:
-    """Refuse a --val store written by another model, weights or geometry."""
+def check_same_model(a: Store, b: Store, *, flag: str = "--val") -> None:
+    """Refuse a --val (or `flag`) store written by another model, weights or geometry."""
     ma, mb = a.meta, b.meta
-    diff = [k for k in _SAME_MODEL if ma.get(k) != mb.get(k)]
+    diff = [k for k in SAME_MODEL_KEYS if ma.get(k) != mb.get(k)]
     if diff:
         pairs = ", ".join(f"{k}: {ma.get(k)!r} vs {mb.get(k)!r}" for k in diff)
-        raise ProbeError(f"--val store {b.url} does not come from the same model as {a.url} "
+        raise ProbeError(f"{flag} store {b.url} does not come from the same model as {a.url} "
                          f"({pairs}); train and validate on stores of one model")
 
 
 def store_info(store: Store) -> dict[str, Any]:
     """The five provenance fields every consumer of a result reads."""
-    meta = store.meta
-    return {"model": meta.get("model"), "weights": meta.get("weights"),
-            "weights_sha256": meta.get("weights_sha256"),
-            "schema_version": meta.get("schema_version"), "url": store.url}
+    return store_provenance(store.url, store.meta)
 
 
 def provenance(part: Part) -> dict[str, Any]:
@@ -197,11 +216,7 @@ def provenance(part: Part) -> dict[str, Any]:
     store = part.store
     g = store.geometry
     return {
-        "url": store.url,
-        "model": store.meta.get("model"),
-        "weights": store.meta.get("weights"),
-        "weights_sha256": store.meta.get("weights_sha256"),
-        "schema_version": store.meta.get("schema_version"),
+        **store_provenance(store.url, store.meta),
         "complete": store.complete,
         "rows": {"total": store.n_rows, **store.counts()},
         "images_used": part.images,
@@ -243,15 +258,5 @@ def _plain(value: Any) -> Any:
 
 
 def write_json(path: str, result: dict[str, Any]) -> None:
-    """Write atomically: a temporary file beside `path`, then `os.replace`."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(result, fh, indent=2, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write atomically (a temporary file, then `os.replace`); NaN is refused."""
+    core_write_json(path, result, allow_nan=False)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from vitreg.cache import Store
 
 from .registry import ProbeError
@@ -103,8 +104,9 @@ class Candidates:
     labels: np.ndarray  # (n,)
     slot: np.ndarray  # (n, C) index along the token axis of the token array
     patch: np.ndarray  # (n, C) grid position
-    outlier: np.ndarray  # (n, C) bool
+    outlier: np.ndarray  # (n, C) bool: the outlier candidates
     valid: np.ndarray  # (n, C) bool
+    normal: np.ndarray  # (n, C) bool: the normal candidates, a uniform draw of the image's
 
 
 def token_source(store: Store) -> str:
@@ -122,9 +124,13 @@ def token_source(store: Store) -> str:
 def candidates(part: Part) -> Iterator[Candidates]:
     """Patch tokens of the part's rows with their outlier flag, one chunk at a time.
 
-    Full stores offer every patch token; sampled stores the K sampled ones.
-    [CLS] and registers are never candidates. The flag follows DESIGN.md's rule
-    with the store's own threshold (computed once by `cache`).
+    Full stores offer every patch token. Sampled stores offer as outliers the
+    outliers of the first half of `sampled/index` (the K/2 highest norms) and
+    as normal tokens the normal ones of its second half (drawn at random), so
+    that normal tokens are a uniform draw of the image's normal tokens, as in
+    a full store, and not biased to its highest norms. [CLS] and registers are
+    never candidates. The flag follows DESIGN.md's rule with the part's
+    threshold (one per model, computed once by `cache`).
     """
     store, geometry = part.store, part.store.geometry
     if part.threshold is None:
@@ -138,16 +144,20 @@ def candidates(part: Part) -> Iterator[Candidates]:
             patch = np.broadcast_to(np.arange(patches, dtype=np.int32), (n, patches))
             slot = patch + prefix
             valid = np.ones((n, patches), dtype=bool)
+            top = drawn = valid
         else:
             patch = batch["sampled/index"].astype(np.int32)
             valid = (patch >= 0) & (patch < patches)
             patch = np.where(valid, patch, 0)
             slot = np.broadcast_to(np.arange(patch.shape[1], dtype=np.int32), patch.shape)
+            top = np.broadcast_to(slot < patch.shape[1] // 2, patch.shape)
+            drawn = ~top
         norms = np.take_along_axis(batch["norms"], patch + prefix, axis=1)
+        above = (norms > part.threshold) & valid
         yield Candidates(
             start=batch["chunk_start"],
             rows=batch["row"], labels=batch["label"], slot=slot, patch=patch,
-            outlier=(norms > part.threshold) & valid, valid=valid,
+            outlier=above & top, valid=valid, normal=valid & ~above & drawn,
         )
 
 
@@ -174,7 +184,7 @@ def select_tokens(part: Part, *, normals: int | None, seed: int) -> Items:
     n_out, n_norm = 0, []
     for cand in candidates(part):
         n_out += int(cand.outlier.sum())
-        n_norm.append(int((cand.valid & ~cand.outlier).sum()))
+        n_norm.append(int(cand.normal.sum()))
     total_normal = int(sum(n_norm))
     wanted = n_out if normals is None else int(normals)
     take = min(wanted, total_normal)
@@ -187,8 +197,7 @@ def select_tokens(part: Part, *, normals: int | None, seed: int) -> Items:
     for cand, m in zip(candidates(part), n_norm):
         k = _hypergeometric(share_rng, m, left_items - m, left_draws)
         left_items, left_draws = left_items - m, left_draws - k
-        is_normal = cand.valid & ~cand.outlier
-        r_norm, c_norm = np.nonzero(is_normal)
+        r_norm, c_norm = np.nonzero(cand.normal)
         if k:
             pick = np.random.default_rng([seed, _SALT_NORMALS, cand.start]).choice(
                 m, size=k, replace=False
@@ -252,7 +261,7 @@ def select_images_with_outliers(
         seen += cand.rows.size
         labelled = cand.labels >= 0
         has_out = cand.outlier.any(axis=1)
-        has_norm = (cand.valid & ~cand.outlier).any(axis=1)
+        has_norm = cand.normal.any(axis=1)
         unlabelled += int((~labelled).sum())
         no_outlier += int((labelled & ~(has_out & has_norm)).sum())
         keep = np.flatnonzero(labelled & has_out & has_norm)
@@ -260,7 +269,7 @@ def select_images_with_outliers(
             continue
         rng = np.random.default_rng([seed, _SALT_CLASSIFY, cand.start])
         o = _random_pick(rng, cand.outlier[keep])
-        nrm = _random_pick(rng, (cand.valid & ~cand.outlier)[keep])
+        nrm = _random_pick(rng, cand.normal[keep])
         parts.append({
             "row": cand.rows[keep].astype(np.int64),
             "label": cand.labels[keep].astype(np.int64),

@@ -9,13 +9,13 @@ the selected items, never whole chunks, stay in memory.
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+
+from vitreg.core.prefetch import prefetched as core_prefetched
 
 from .select import Items
 
@@ -158,49 +158,9 @@ def _mixed(piece: Piece, rng: np.random.Generator | None) -> Piece:
     return piece if rng is None else piece.take(rng.permutation(len(piece)))
 
 
-_DONE = object()
-
-
 def prefetched(fn: Callable[[int], Any], keys: Iterable[int], depth: int) -> Iterator[Any]:
     """`fn(k)` for each key, computed by one background thread at most `depth` ahead.
 
     Errors of the thread are raised here; closing the generator stops the thread.
     """
-    if depth <= 0:
-        yield from (fn(k) for k in keys)
-        return
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        try:
-            for k in keys:
-                if stop.is_set() or not put(("ok", fn(k))):
-                    return
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            put(("error", exc))
-            return
-        put(("ok", _DONE))
-
-    thread = threading.Thread(target=work, name="vitreg-probe-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = q.get()
-            if kind == "error":
-                raise value
-            if value is _DONE:
-                return
-            yield value
-    finally:
-        stop.set()
-        thread.join()
+    return core_prefetched((fn(k) for k in keys), depth, name="vitreg-probe-reader")

@@ -180,6 +180,14 @@ class TrainConfig:
     device: torch.device
     standardize: bool
     momentum: float = 0.9
+    #: Learning rates trained side by side, one copy of every head each (default: `lr`).
+    lrs: tuple[float, ...] = ()
+    #: Fewest optimisation steps: a small store gets epochs of several passes.
+    min_steps: int = 0
+
+    @property
+    def grid(self) -> tuple[float, ...]:
+        return tuple(self.lrs) or (self.lr,)
 
 
 def feature_stats(stream: TokenStream, standardize: bool, targets: bool) -> dict[str, Any]:
@@ -272,9 +280,13 @@ class FitResult:
     metrics: dict[str, dict[str, dict[str, float]]]
     epochs_run: int
     stopped_early: dict[str, bool] = field(default_factory=dict)
+    passes_per_epoch: int = 1
+    #: Per head: the grid value kept (`lr`, `C` or `alpha`) and each value's validation metric.
+    chosen: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """`params`: parameters, or param groups each with its own `lr`."""
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
@@ -323,46 +335,73 @@ def train_epoch(
     return {i: v / max(n, 1) for i, v in loss_sum.items()}
 
 
+def epoch_passes(n_items: int, cfg: TrainConfig) -> int:
+    """Passes over the data in one epoch: enough that `epochs` epochs make `min_steps` steps.
+
+    One pass when the store is large (the paper's epoch); several when a pass
+    holds few mini-batches, so early stopping and the schedule count updates;
+    at most MAX_PASSES_PER_EPOCH (a store of a few dozen tokens, as in the
+    demo, converges in fewer steps than the per-pass overhead would cost).
+    """
+    per_pass = max(1, math.ceil(n_items / cfg.batch_size))
+    return min(MAX_PASSES_PER_EPOCH, max(1, math.ceil(cfg.min_steps / (cfg.epochs * per_pass))))
+
+
+#: The most passes over the data one epoch makes (see `epoch_passes`).
+MAX_PASSES_PER_EPOCH = 50
+
+
+def grid_heads(heads: list[Head], lrs: tuple[float, ...]) -> list[tuple[Head, float]]:
+    """Every head once per learning rate, named `head@lr` when there are several."""
+    if len(lrs) == 1:
+        return [(h, lrs[0]) for h in heads]
+    return [(Head(f"{h.name}@{lr:g}", h.out_dim, h.columns), lr) for h in heads for lr in lrs]
+
+
 def fit_torch(
     train: TokenStream, val: TokenStream, task: Task, heads: list[Head], cfg: TrainConfig
 ) -> FitResult:
-    """Train every head in one pass per epoch; each stops on its own patience.
+    """Train every head at every learning rate of the grid in one pass per epoch.
 
-    A stopped head is left out of the forward pass, so its weights (restored
-    to its best epoch at the end) no longer move.
+    Each copy stops on its own patience (a stopped copy is left out of the
+    forward pass and restored to its best epoch); the copy with the best
+    validation metric is kept for each head, as dinov2's linear evaluation does.
     """
-    model = build_model(train, task, heads, cfg)
-    optimizer = make_optimizer(model.parameters(), cfg)
-    steps = math.ceil(len(train) / cfg.batch_size) * cfg.epochs
+    grid = grid_heads(heads, cfg.grid)
+    inner = [h for h, _ in grid]
+    model = build_model(train, task, inner, cfg)
+    groups = [{"params": model.layers[i].parameters(), "lr": lr} for i, (_, lr) in enumerate(grid)]
+    optimizer = make_optimizer(groups, cfg)
+    passes = epoch_passes(len(train), cfg)
+    steps = math.ceil(len(train) / cfg.batch_size) * passes * cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine(steps))
-    names = [h.name for h in heads]
+    names = [h.name for h in inner]
     curves: list[dict[str, Any]] = []
-    best: dict[int, tuple[float | None, int, Any, dict]] = {
-        i: (None, 0, None, {}) for i in range(len(heads))
-    }
-    bad = {i: 0 for i in range(len(heads))}
-    active = list(range(len(heads)))
-    epoch = 0
+    best: dict[int, tuple[float | None, int, Any, dict]] = {i: (None, 0, None, {})
+                                                            for i in range(len(inner))}
+    bad = {i: 0 for i in range(len(inner))}
+    active = list(range(len(inner)))
+    epoch = done = 0
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        losses = train_epoch(model, train, task, cfg, optimizer, scheduler, epoch, active)
+        factor = scheduler.get_last_lr()[0] / optimizer.param_groups[0]["initial_lr"]
+        for k in range(passes):
+            losses = train_epoch(model, train, task, cfg, optimizer, scheduler,
+                                 (epoch - 1) * passes + k + 1, active)
+        done += passes
         metrics = evaluate(model, val, task, cfg, active)
         curves.append({
-            "epoch": epoch, "lr": lr, "seconds": time.perf_counter() - t0,
+            "epoch": epoch, "passes": done, "steps": scheduler.last_epoch,
+            "lr": {names[i]: grid[i][1] * factor for i in active} if len(grid) > 1
+            else grid[0][1] * factor,
+            "seconds": time.perf_counter() - t0,
             "train_loss": {names[i]: losses[i] for i in active},
             "val": {names[i]: metrics[i] for i in active},
         })
         for i in active:
-            value = metrics[i]["all"][task.monitor]
-            if cfg.patience is None or task.better(value, best[i][0]):
-                state = copy.deepcopy(model.layers[i].state_dict())
-                best[i] = (value, epoch, state, metrics[i])
-                bad[i] = 0
-            else:
-                bad[i] += 1
+            _keep_best(i, model, metrics[i], best, bad, task, cfg, epoch)
             log.info("epoch %d/%d %s: loss %.4g, val %s %.4g", epoch, cfg.epochs, names[i],
-                     losses[i], task.monitor, value)
+                     losses[i], task.monitor, metrics[i]["all"][task.monitor])
         if cfg.patience is not None:
             active = [i for i in active if bad[i] < cfg.patience]
             if not active:
@@ -370,14 +409,50 @@ def fit_torch(
     for i, (_, _, state, _) in best.items():
         if state is not None:
             model.layers[i].load_state_dict(state)
-    return FitResult(
+    return _choose(FitResult(
         model=model, curves=curves,
         best_epoch={names[i]: b[1] for i, b in best.items()},
         metrics={names[i]: b[3] for i, b in best.items()},
         epochs_run=epoch,
         stopped_early={names[i]: bool(cfg.patience is not None and bad[i] >= cfg.patience)
                        for i in best},
-    )
+        passes_per_epoch=passes,
+    ), heads, grid, task, "lr")
+
+
+def _keep_best(i: int, model: Any, metrics: dict, best: dict, bad: dict, task: Task,
+               cfg: TrainConfig, epoch: int) -> None:
+    """Keep copy `i`'s state when its validation metric improved, else count a bad epoch."""
+    value = metrics["all"][task.monitor]
+    if cfg.patience is None or task.better(value, best[i][0]):
+        best[i] = (value, epoch, copy.deepcopy(model.layers[i].state_dict()), metrics)
+        bad[i] = 0
+    else:
+        bad[i] += 1
+
+
+def _choose(result: FitResult, heads: list[Head], grid: list[tuple[Head, float]], task: Task,
+            what: str) -> FitResult:
+    """Keep, for each head, the grid value with the best validation metric."""
+    if len(grid) == len(heads):  # one value: nothing to choose
+        result.chosen = {h.name: {what: v} for h, (_, v) in zip(heads, grid)}
+        return result
+    per = len(grid) // len(heads)
+    for j, head in enumerate(heads):
+        copies = grid[j * per:(j + 1) * per]
+        scores = {v: result.metrics[g.name]["all"][task.monitor] for g, v in copies}
+        pick, value = copies[0]
+        for g, v in copies[1:]:
+            if task.better(scores[v], scores[value]):
+                pick, value = g, v
+        result.metrics[head.name] = result.metrics[pick.name]
+        for key in ("best_epoch", "stopped_early"):
+            table = getattr(result, key)
+            if pick.name in table:
+                table[head.name] = table[pick.name]
+        result.chosen[head.name] = {what: value,
+                                    "grid": {f"{v:g}": s for v, s in scores.items()}}
+    return result
 
 
 # -- scikit-learn cross-check ---------------------------------------------------------
@@ -391,41 +466,88 @@ def _all(stream: TokenStream):
 
 def fit_sklearn(
     train: TokenStream, val: TokenStream, task: Task, heads: list[Head], cfg: TrainConfig,
-    *, alpha: float, C: float, max_iter: int,
+    *, alpha: tuple[float, ...], C: tuple[float, ...], max_iter: int,
 ) -> FitResult:
-    """LogisticRegression (classification tasks) or Ridge (reconstruction) per head."""
-    from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.preprocessing import StandardScaler
+    """LogisticRegression (classification tasks) or Ridge (reconstruction) per head.
+
+    The regularisation is chosen on the validation items from the grid `C`
+    (LogisticRegression, fitted from the strongest to the weakest, each warm
+    started from the last) or `alpha` (Ridge).
+    """
+    from threadpoolctl import threadpool_limits
 
     x_tr, y_tr, _ = _all(train)
     x_va, y_va, c_va = _all(val)
-    metrics: dict[str, dict] = {}
-    for head in heads:
-        cols = slice(None) if head.columns is None else head.columns
-        a, b = x_tr[:, cols], x_va[:, cols]
-        if cfg.standardize:
-            scaler = StandardScaler().fit(a)
-            a, b = scaler.transform(a), scaler.transform(b)
-        if task.regression:
-            y = y_tr.astype(np.float64)
-            task.set_targets(y.mean(0), float(y.std()))
-            t = task.target(y_tr, torch.device("cpu")).numpy()
-            out = Ridge(alpha=alpha).fit(a, t).predict(b)
-        else:
-            classes = np.unique(y_tr)
-            if classes.size < 2:
-                raise ProbeError(f"{head.name}: the training items hold one class only")
-            model = LogisticRegression(C=C, max_iter=max_iter).fit(a, y_tr)
-            scores = np.full((b.shape[0], head.out_dim), -np.inf, dtype=np.float64)
-            scores[:, model.classes_] = model.decision_function(b).reshape(b.shape[0], -1) \
-                if classes.size > 2 else _binary_scores(model, b)
-            out = scores
-        out_t = torch.as_tensor(np.asarray(out), dtype=torch.float32)
+    result = FitResult(model=None, curves=[], best_epoch={}, metrics={}, epochs_run=0)
+    # As many BLAS/OpenMP threads as torch uses: oversubscribed, lbfgs ran 9x slower here.
+    with threadpool_limits(limits=torch.get_num_threads()):
+        for head in heads:
+            _fit_sklearn_head(result, head, x_tr, y_tr, x_va, y_va, c_va, task, cfg,
+                              alpha=alpha, C=C, max_iter=max_iter)
+    return result
+
+
+def _fit_sklearn_head(result: FitResult, head: Head, x_tr, y_tr, x_va, y_va, c_va, task: Task,
+                      cfg: TrainConfig, *, alpha, C, max_iter) -> None:
+    """Fit one head over its regularisation grid; record the best on validation in `result`."""
+    cols = slice(None) if head.columns is None else head.columns
+    a, b = x_tr[:, cols], x_va[:, cols]
+    if cfg.standardize:
+        from sklearn.preprocessing import StandardScaler
+
+        scaler = StandardScaler().fit(a)
+        a, b = scaler.transform(a), scaler.transform(b)
+    if task.regression:
+        y = y_tr.astype(np.float64)
+        task.set_targets(y.mean(0), float(y.std()))
+        t = task.target(y_tr, torch.device("cpu")).numpy()
+        outs, what = _ridge_path(a, t, b, alpha), "alpha"
+    else:
+        if np.unique(y_tr).size < 2:
+            raise ProbeError(f"{head.name}: the training items hold one class only")
+        outs, what = _logistic_path(a, y_tr, b, head.out_dim, C, max_iter), "C"
+    y_t = task.target(y_va, torch.device("cpu"))
+    scores, per_value = {}, {}
+    for value, out in outs.items():
         sums = MetricSums()
-        sums.add(task.sample_metrics(out_t, task.target(y_va, torch.device("cpu"))), c_va)
-        metrics[head.name] = sums.result()
-        log.info("sklearn %s: %s", head.name, metrics[head.name]["all"])
-    return FitResult(model=None, curves=[], best_epoch={}, metrics=metrics, epochs_run=0)
+        sums.add(task.sample_metrics(torch.as_tensor(out, dtype=torch.float32), y_t), c_va)
+        per_value[value] = sums.result()
+        scores[value] = per_value[value]["all"][task.monitor]
+    pick = next(iter(scores))
+    for value in scores:
+        if task.better(scores[value], scores[pick]):
+            pick = value
+    result.metrics[head.name] = per_value[pick]
+    result.chosen[head.name] = {what: pick, "grid": {f"{v:g}": m for v, m in scores.items()}}
+    log.info("sklearn %s (%s=%g): %s", head.name, what, pick, per_value[pick]["all"])
+
+
+def _ridge_path(a: np.ndarray, t: np.ndarray, b: np.ndarray,
+                alphas: tuple[float, ...]) -> dict[float, np.ndarray]:
+    from sklearn.linear_model import Ridge
+
+    return {alpha: Ridge(alpha=alpha).fit(a, t).predict(b) for alpha in alphas}
+
+
+def _logistic_path(a: np.ndarray, y: np.ndarray, b: np.ndarray, out_dim: int,
+                   Cs: tuple[float, ...], max_iter: int) -> dict[float, np.ndarray]:
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(max_iter=max_iter, warm_start=True)
+    outs = {}
+    for c in sorted(Cs):
+        model.set_params(C=c)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(a, y)
+        scores = np.full((b.shape[0], out_dim), -np.inf, dtype=np.float64)
+        scores[:, model.classes_] = model.decision_function(b).reshape(b.shape[0], -1) \
+            if model.classes_.size > 2 else _binary_scores(model, b)
+        outs[c] = scores
+    return outs
 
 
 def _binary_scores(model, x: np.ndarray) -> np.ndarray:

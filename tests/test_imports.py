@@ -1,6 +1,7 @@
 """The layering of DESIGN.md, read from the source: stages never import each
 other nor the command-line face, `cache` imports no stage, `core` nothing of
-vitreg but itself, and only `cache` imports zarr."""
+vitreg but itself, `study` the stages but not the face, and only `cache`
+imports zarr."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ ALLOWED = {
     "core": set(),
     "cache": {"core"},
     **{stage: {"core", "cache"} for stage in STAGES},
+    "study": {"core", "cache", *STAGES},  # above the stages, beside the face
 }
 
 

@@ -10,6 +10,7 @@ from vitreg.cache.cli import info_command, pack_command, verify_command
 from vitreg.extract.cli import extract_command, shards_command
 from vitreg.probe.cli import probe
 from vitreg.runtime import tune_allocator
+from vitreg.study.cli import study
 
 from .demo import demo_command
 
@@ -22,7 +23,7 @@ def cli() -> None:
 
 
 for command in (shards_command, extract_command, info_command, verify_command, pack_command,
-                probe, analysis, demo_command):
+                probe, analysis, study, demo_command):
     cli.add_command(command)
 
 

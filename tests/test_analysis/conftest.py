@@ -12,7 +12,7 @@ import pytest
 import zarr.storage
 
 from vitreg.cache import Geometry
-from vitreg.cache.synthetic import write_store
+from vitreg.testing import write_store
 
 N_IMAGES = 24
 GRID = (8, 8)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vitreg.analysis import run_similarity
-from vitreg.cache.synthetic import write_store
+from vitreg.testing import write_store
 
 from .conftest import make_store
 

@@ -15,7 +15,7 @@ from vitreg.cache import (
     stored_arrays,
 )
 from vitreg.cache.schema import ALLOWED_CODECS, ALLOWED_DTYPES
-from vitreg.cache.synthetic import synthetic_attrs
+from vitreg.testing import synthetic_attrs
 
 DOC = (Path(__file__).parents[2] / "cache_schema.md").read_text()
 
@@ -59,7 +59,8 @@ def test_allow_lists_match_code():
 
 
 def test_codecs_of_a_created_store_are_the_documented_ones(tmp_path):
-    """"Compression: none": numbers get `bytes` alone, strings `vlen-utf8`."""
+    """"Compression: none": numbers get `bytes`, strings `vlen-utf8`, then every
+    array the `crc32c` checksum."""
     section = DOC.split("## Codecs and safety")[1].split("##")[0]
     assert "Compression: none." in section
     geom = Geometry(registers=2, grid=(2, 2), dim=4, depth=2, img_size=28)
@@ -68,7 +69,7 @@ def test_codecs_of_a_created_store_are_the_documented_ones(tmp_path):
                         attrs=synthetic_attrs(geom))
     for name in stored_arrays(root):
         codecs = [c.to_dict()["name"] for c in root[name].metadata.codecs]
-        expected = ["vlen-utf8"] if ARRAYS[name].dtype == "string" else ["bytes"]
+        expected = ["vlen-utf8" if ARRAYS[name].dtype == "string" else "bytes", "crc32c"]
         assert codecs == expected, name
 
 
@@ -82,6 +83,37 @@ def test_root_attribute_table_matches_code():
             keys, meaning = (cell.strip() for cell in line.strip("|").split("|"))
             rows.append((tuple(re.findall(r"`([a-z0-9_]+)`", keys)), meaning))
     assert rows == [(keys, meaning) for keys, meaning in ATTRIBUTES]
+
+
+def test_what_completion_writes_is_documented(tmp_path):
+    """Schema 1.3: the attributes `mark_complete` adds are in the table, and the
+    root zarr.json then holds every array's metadata (consolidated), as the
+    section on integrity says."""
+    import json
+
+    import numpy as np
+
+    from vitreg.testing import write_store
+
+    geom = Geometry(registers=1, grid=(2, 2), dim=4, depth=1, img_size=28)
+    url = write_store(str(tmp_path / "s"), {"norms": np.ones((5, geom.tokens), "f4")},
+                      geometry=geom, chunk_rows=2)
+    root = json.loads((tmp_path / "s" / "zarr.json").read_text())
+    keys = {key for row in doc_table("| key | meaning |") for key in row[0].split("`, `")}
+    added = set(root["attributes"]["vitreg"]) - set(synthetic_attrs(geom))
+    assert added == {"schema_version", "complete", "failed_rows", "outlier_threshold",
+                     "stored_bytes"}
+    assert added <= keys
+    consolidated = root["consolidated_metadata"]["metadata"]
+    assert set(consolidated) >= set(stored_arrays(zarr_open(url)))
+    section = DOC.split("## Integrity and consolidated metadata")[1].split("\n## ")[0]
+    assert "`crc32c`" in section and "`consolidated_metadata`" in section
+
+
+def zarr_open(url: str):
+    import zarr
+
+    return zarr.open_group(url, mode="r", use_consolidated=False)
 
 
 def test_the_documented_shards_are_the_code_s():

@@ -15,7 +15,7 @@ from vitreg.cache import ChunkWriter, Geometry, arrays_for, create_store, open_s
 from vitreg.cache.layout import row_range, shard_rows_for_store
 from vitreg.cache.mapped import mapped
 from vitreg.cache.store import write_rows
-from vitreg.cache.synthetic import synthetic_attrs, write_store
+from vitreg.testing import synthetic_attrs, write_store
 
 GEOM = Geometry(registers=1, grid=(2, 3), dim=8, depth=2, img_size=42)
 N, CHUNK, SHARD = 37, 4, 16  # three shard files, the last one partial
@@ -134,3 +134,18 @@ def test_extract_writes_a_sharded_store_equal_to_an_unsharded_one(tmp_path, monk
     for name in plain.names:
         a, b = plain.array(name)[:], sharded.array(name)[:]
         assert a.dtype == b.dtype and (a == b).all(), name
+
+
+def test_verify_checks_every_chunk_of_a_shard(sharded):
+    from vitreg.cache.integrity import check_checksums
+
+    url, _ = sharded
+    root = zarr.open_group(url, mode="r")
+    report = check_checksums(root, ["tokens", "status"], skip_missing=False)
+    assert not report.problems and not report.unchecked and report.checked == 6
+    path = os.path.join(url, "tokens", "c", "1", "0", "0")
+    data = bytearray(open(path, "rb").read())
+    data[CHUNK * GEOM.tokens * GEOM.dim * 2 + 4 + 10] ^= 0xFF  # a byte of chunk 1 of shard 1
+    open(path, "wb").write(bytes(data))
+    problems = check_checksums(root, ["tokens"], skip_missing=False).problems
+    assert problems == ["tokens/c/1/0/0 chunk 1: altered (its crc32c does not match the bytes)"]

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import zarr
 
+from tests.store_edit import edit_array_meta
 from vitreg.cache import (
     ChunkWriter,
     Geometry,
@@ -25,7 +26,7 @@ from vitreg.cache import (
     open_store,
     stored_arrays,
 )
-from vitreg.cache.synthetic import synthetic_attrs, write_store
+from vitreg.testing import synthetic_attrs, write_store
 
 GEOM = Geometry(registers=2, grid=(3, 4), dim=8, depth=2, img_size=48)
 
@@ -171,10 +172,8 @@ def test_open_refuses_what_is_not_a_vitreg_store(tmp_path):
 
 def test_unknown_codec_is_refused_before_decoding(tmp_path):
     url = write_store(str(tmp_path / "s"), random_arrays(4), geometry=GEOM)
-    meta_path = Path(url) / "norms" / "zarr.json"
-    meta = json.loads(meta_path.read_text())
-    meta["codecs"].append({"name": "numcodecs.pickle", "configuration": {}})
-    meta_path.write_text(json.dumps(meta))
+    edit_array_meta(url, "norms",
+                    lambda m: m["codecs"].append({"name": "numcodecs.pickle", "configuration": {}}))
     with pytest.raises(UnsafeStoreError, match="pickle"):
         open_store(url)
 

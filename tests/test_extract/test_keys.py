@@ -39,7 +39,7 @@ def extract(shards, out, **kwargs):
 def test_keys_keep_only_the_listed_samples_in_file_order(tmp_path, shards, workers):
     extract(shards, tmp_path / "full")
     summary = extract(
-        shards, tmp_path / "subset", keys=keys_file(tmp_path, LISTED), workers=workers
+        shards, tmp_path / "subset", keys_file=keys_file(tmp_path, LISTED), workers=workers
     )
     full, subset = open_store(str(tmp_path / "full")), open_store(str(tmp_path / "subset"))
     assert list(subset.array("key")[:]) == LISTED
@@ -54,16 +54,16 @@ def test_keys_keep_only_the_listed_samples_in_file_order(tmp_path, shards, worke
 
 def test_keys_resume_and_refuse_another_list(tmp_path, shards):
     keys = keys_file(tmp_path, LISTED)
-    extract(shards, tmp_path / "s", keys=keys)
-    assert extract(shards, tmp_path / "s", keys=keys).processed == 0
+    extract(shards, tmp_path / "s", keys_file=keys)
+    assert extract(shards, tmp_path / "s", keys_file=keys).processed == 0
     with pytest.raises(ConfigMismatchError, match="keys_file"):
-        extract(shards, tmp_path / "s", keys=keys_file(tmp_path, LISTED[::-1], "other.txt"))
+        extract(shards, tmp_path / "s", keys_file=keys_file(tmp_path, LISTED[::-1], "other.txt"))
 
 
 def test_missing_keys_are_listed(tmp_path, shards):
     keys = keys_file(tmp_path, ["sample00001", "nope-1", "sample00003", "nope-2"])
     with pytest.raises(InputError, match="2 of the 4 keys .* no shard: nope-1, nope-2"):
-        extract(shards, tmp_path / "s", keys=keys)
+        extract(shards, tmp_path / "s", keys_file=keys)
     assert not (tmp_path / "s").exists()
     result = CliRunner().invoke(
         cli,
@@ -85,11 +85,12 @@ def test_missing_keys_are_listed(tmp_path, shards):
 
 def test_a_key_listed_twice_is_refused(tmp_path, shards):
     with pytest.raises(InputError, match="more than once"):
-        extract(shards, tmp_path / "s", keys=keys_file(tmp_path, ["sample00001"] * 2))
+        extract(shards, tmp_path / "s", keys_file=keys_file(tmp_path, ["sample00001"] * 2))
 
 
 def test_keys_need_local_shards(tmp_path, shards):
     from vitreg.core import UsageError
 
     with pytest.raises(UsageError, match="local shard files"):
-        extract([f"pipe:cat {shards[0]}"], tmp_path / "s", keys=keys_file(tmp_path, LISTED[:1]))
+        listed = keys_file(tmp_path, LISTED[:1])
+        extract([f"pipe:cat {shards[0]}"], tmp_path / "s", keys_file=listed)

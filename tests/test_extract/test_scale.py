@@ -115,7 +115,7 @@ def test_unaligned_writer_fails_loudly(tmp_path, many_shards):
 
 def test_sampled_tokens_are_the_top_half_and_a_seeded_draw(tmp_path, shards):
     extract(shards, tmp_path / "all")
-    extract(shards, tmp_path / "sampled", tokens="sampled:6")
+    extract(shards, tmp_path / "sampled", token_mode="sampled:6")
     full, sampled = open_store(str(tmp_path / "all")), open_store(str(tmp_path / "sampled"))
     assert "tokens" not in sampled and sampled.array("sampled/tokens").shape == (13, 6, 48)
     prefix = full.geometry.prefix
@@ -124,10 +124,11 @@ def test_sampled_tokens_are_the_top_half_and_a_seeded_draw(tmp_path, shards):
     for row in range(13):
         top = np.argsort(-norms[row], kind="stable")[:3]
         np.testing.assert_array_equal(np.sort(index[row, :3]), np.sort(top))
-        assert not set(index[row, 3:]) & set(top) and len(set(index[row])) == 6
+        # The second half: 3 distinct patches drawn from all 16 (schema 1.2), seeded by row.
+        assert len(set(index[row, 3:])) == 3 and (np.diff(index[row, 3:]) > 0).all()
         np.testing.assert_array_equal(sampled.array("sampled/tokens")[row], tokens[row, index[row]])
     again = tmp_path / "again"
-    extract(shards, again, tokens="sampled:6", batch_size=5, workers=2)
+    extract(shards, again, token_mode="sampled:6", batch_size=5, workers=2)
     assert_same_store(str(tmp_path / "sampled"), str(again))  # same draw whatever the batching
 
 
@@ -232,11 +233,12 @@ def test_probes_and_the_report_run_on_a_sampled_store(tmp_path):
 
     shard = write_shard(tmp_path / "s.tar", image_samples(30))
     store = str(tmp_path / "sampled")
-    extract([shard], store, tokens="sampled:4")
+    extract([shard], store, token_mode="sampled:4")
     probes = []
     for kind in ("position", "reconstruct", "classify", "linear"):
         out = tmp_path / f"{kind}.json"
-        result = run_probe(kind, store, out=str(out), epochs=1)
+        result = run_probe(kind, store, out=str(out), epochs=1,
+                           **({"min_steps": 0} if kind != "linear" else {}))
         assert result["metrics"], kind
         probes.append(str(out))
     report = run_report([store], out=str(tmp_path / "report"), probes=probes)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+
 from vitreg.probe import PROBES, ProbeError, register_probe, run_probe
 from vitreg.probe.cli import probe
 from vitreg.probe.registry import Option
@@ -47,7 +48,7 @@ def test_paper_hyper_parameters_are_flags_with_paper_defaults(kind, flags):
     assert defaults["percentile"] == 98.0
     text = CliRunner().invoke(probe, [kind, "--help"], terminal_width=200).output
     for flag, value in flags.items():
-        line = next(l for l in text.splitlines() if l.strip().startswith(flag + " "))
+        line = next(t for t in text.splitlines() if t.strip().startswith(flag + " "))
         assert f"[default: {value}]" in line.replace("200,000", "200000") or \
             f"default: {value}" in text, (flag, line)
     for common in ("--val ", "--val-fraction", "--seed", "--allow-partial", "--device",
@@ -59,7 +60,7 @@ def test_cli_runs_a_probe_and_writes_json(planted, tmp_path):
     out = tmp_path / "r" / "position.json"
     result = CliRunner().invoke(probe, [
         "position", planted, "--out", str(out), "--epochs", "2", "--lr", "0.01",
-        "--batch-size", "64", "--quiet",
+        "--batch-size", "64", "--min-steps", "0", "--quiet",
     ], terminal_width=150)
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())

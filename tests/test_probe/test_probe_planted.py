@@ -1,6 +1,6 @@
 """Each probe recovers what was planted, and the torch and sklearn backends agree.
 
-Planted (vitreg.probe.synthetic): normal patch tokens encode their position and
+Planted (vitreg.testing): normal patch tokens encode their position and
 their pixel patch and not the class; outlier tokens (exactly the top 2% norms)
 encode the class and neither position nor pixels; [CLS] encodes the class;
 the pooled registers encode the class strongly, pooled [CLS] weakly.
@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from vitreg.cache import SCHEMA_VERSION
 from vitreg.probe import run_probe
 
@@ -110,8 +111,10 @@ def test_results_json_has_the_shape_the_report_reads(results, tmp_path):
     assert set(results["classify", "torch"]["metrics"]) == {"cls", "normal", "outlier"}
     assert r["config"]["epochs"] == 12 and r["config"]["patience"] == 3
     assert r["config"]["mse_weight"] == 0.5 and r["config"]["seed"] == 42
-    assert [c["epoch"] for c in r["curves"]] == list(range(1, len(r["curves"]) + 1))
-    assert {"lr", "train_loss", "val"} <= set(r["curves"][0])
+    assert set(r["curves"]) == {"normal", "outlier"}  # one head per token category
+    curves = r["curves"]["normal"]
+    assert [c["epoch"] for c in curves] == list(range(1, len(curves) + 1))
+    assert {"lr", "train_loss", "val", "passes", "steps"} <= set(curves[0])
     assert r["counts"]["train"]["normal"] == r["counts"]["train"]["outlier"]
     assert r["split"]["train_images"] + r["split"]["val_images"] == 2000
     prov = r["provenance"]["train"]
@@ -133,7 +136,9 @@ def test_streaming_and_in_memory_give_identical_results(planted, fast):
     streamed = run_probe("position", planted, in_memory="no", **opts)
     assert kept["data"]["in_memory"] and not streamed["data"]["in_memory"]
     assert kept["metrics"] == streamed["metrics"]
-    assert kept["curves"][-1]["train_loss"] == streamed["curves"][-1]["train_loss"]
+    for category in ("normal", "outlier"):
+        assert kept["curves"][category][-1]["train_loss"] == \
+            streamed["curves"][category][-1]["train_loss"]
 
 
 def test_memory_budget_switches_to_streaming(planted, fast):

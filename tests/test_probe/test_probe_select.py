@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from vitreg.cache import Store, open_store
 from vitreg.probe.select import (
     NORMAL,

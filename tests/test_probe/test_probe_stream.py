@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+
 from vitreg.cache import open_store
 from vitreg.probe.gather import TokenGather, pixel_patches
 from vitreg.probe.select import Part, select_tokens

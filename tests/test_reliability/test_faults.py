@@ -54,7 +54,7 @@ def test_values_beyond_float16_stop_the_run_or_go_to_float32(tmp_path):
         run_extract(shards=[shard], model="tiny_dino_loud", out=str(tmp_path / "a"),
                     weights="random", progress=False)
     run_extract(shards=[shard], model="tiny_dino_loud", out=str(tmp_path / "b"), weights="random",
-                progress=False, dtype="float32")
+                progress=False, tokens_dtype="float32")
     store = open_store(str(tmp_path / "b"))
     tokens = store.array("tokens")[:]
     assert tokens.dtype == np.float32 and np.isfinite(tokens).all()

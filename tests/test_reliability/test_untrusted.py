@@ -11,9 +11,10 @@ import pytest
 import torch
 
 import tests.tiny_models  # noqa: F401
+from tests.store_edit import edit_array_meta
 from vitreg.cache import Geometry, StoreNotFoundError, UnsafeStoreError, open_store
-from vitreg.cache.synthetic import write_store
 from vitreg.extract.model import WeightsError, build_model
+from vitreg.testing import write_store
 
 
 class Payload:
@@ -64,10 +65,7 @@ def test_zarr_v2_store_with_pickle_filter_is_never_decoded(tmp_path):
 
 
 def _tamper(url: str, array: str, change) -> None:
-    path = Path(url) / array / "zarr.json"
-    meta = json.loads(path.read_text())
-    change(meta)
-    path.write_text(json.dumps(meta))
+    edit_array_meta(url, array, change)  # and its consolidated copy
 
 
 @pytest.mark.parametrize("change, words", [

@@ -1,6 +1,6 @@
 """Render a report.html to a PNG in headless Chromium, to look at it as a browser shows it.
 
-    python -m vitreg.analysis.render REPORT.html OUT.png [--width 1400 --height 4000]
+    python -m tests.test_analysis.render REPORT.html OUT.png [--width 1400 --height 4000]
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
-"""Write stores with planted, known answers through `cache`'s writer, chunk by
-chunk (so a benchmark store of several GB never sits in memory).
+"""Planted stores: vitreg's store format with known answers, written through
+`cache`'s writer chunk by chunk (so a benchmark store of several GB never sits
+in memory). Use them to check that a probe finds what is there before
+trusting it on a model's store (`write_planted_store(url, n_images=...,
+geometry=REALISTIC_GEOMETRY, planted=REALISTIC)`).
 
 What is planted, per image of class y:
 - normal patch tokens: a code of their grid position and a linear code of
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from vitreg.cache import (
     ARRAYS,
     STATUS_FAILED,
@@ -26,8 +30,74 @@ from vitreg.cache import (
     create_store,
     mark_complete,
 )
-from vitreg.cache.schema import parse_token_mode
-from vitreg.cache.synthetic import synthetic_attrs
+from vitreg.cache.schema import arrays_for, parse_token_mode
+
+
+def synthetic_attrs(geometry: Geometry, **extra: Any) -> dict[str, Any]:
+    """Root attributes of a store with no model behind it."""
+    attrs = {
+        "model": "synthetic",
+        "weights": "synthetic",
+        "weights_sha256": None,
+        "img_size": geometry.img_size,
+        "patch_size": geometry.img_size // geometry.grid[0],
+        "grid": list(geometry.grid),
+        "prefix_tokens": geometry.prefix,
+        "registers": geometry.registers,
+        "embed_dim": geometry.dim,
+        "depth": geometry.depth,
+        "token_mode": "all",
+        "with": [],
+        "seed": 42,
+    }
+    attrs.update(extra)
+    return attrs
+
+
+def write_store(
+    url: str,
+    arrays: dict[str, np.ndarray],
+    *,
+    geometry: Geometry,
+    chunk_rows: int = 16,
+    shard_rows: int | None = None,
+    rows_per_put: int = 7,
+    complete: bool = True,
+    sample_k: int = 0,
+    **attrs: Any,
+) -> str:
+    """Create a store at `url` holding `arrays` (full length, first axis = row).
+
+    `status` defaults to all ok, `key` to "000000"..., `label` to -1 and
+    `error` to "". Arrays of the contract that are not given hold zeros
+    (their fill value), written like the others. Rows go through
+    `ChunkWriter` in pieces of `rows_per_put`, so the writer's buffering is
+    exercised too.
+    """
+    n = len(next(iter(arrays.values())))
+    arrays = dict(arrays)
+    arrays.setdefault("status", np.full(n, STATUS_OK, np.uint8))
+    arrays.setdefault("key", np.array([f"{i:06d}" for i in range(n)], dtype=object))
+    arrays.setdefault("label", np.full(n, -1, np.int32))
+    arrays.setdefault("error", np.array([""] * n, dtype=object))
+    specs = [ARRAYS[name] for name in ARRAYS if name in arrays or ARRAYS[name].option is None]
+    if "tokens" not in arrays:
+        specs = [s for s in specs if s.name != "tokens"]
+    root = create_store(
+        url, geometry=geometry, n_rows=n, specs=specs, chunk_rows=chunk_rows,
+        shard_rows=shard_rows, attrs=synthetic_attrs(geometry, **attrs), sample_k=sample_k,
+    )
+    for spec in specs:  # every chunk exists, as extract writes them: `verify` expects that
+        if spec.name not in arrays:
+            arrays[spec.name] = np.zeros(root[spec.name].shape, root[spec.name].dtype)
+    writer = ChunkWriter(root, list(arrays))
+    for start in range(0, n, rows_per_put):
+        rows = np.arange(start, min(start + rows_per_put, n))
+        writer.put(rows, {name: value[rows] for name, value in arrays.items()})
+    writer.close()
+    if complete:
+        mark_complete(root)
+    return url
 
 
 @dataclass(frozen=True)
@@ -45,6 +115,13 @@ class Planted:
     noise: float = 0.3
     pooled_cls: float = 2.0  # weak
     pooled_registers: float = 6.0  # strong
+
+
+#: A store as hard as a real one: 14 x 14 positions, D = 64, a position code
+#: weaker than the content (pixel) code, outliers with about 10x the norm of
+#: normal tokens that hold only a class code. Patches of 4 px keep it small.
+REALISTIC_GEOMETRY = Geometry(registers=0, grid=(14, 14), dim=64, depth=2, img_size=56)
+REALISTIC = Planted(position=2.0, pixels=4.0, basis=8, noise=0.3, outlier=120.0)
 
 
 class _Codes:
@@ -99,7 +176,10 @@ def _chunk(
     patch_tokens = np.where(out[..., None], codes.outlier[y][:, None], normal_part)
     tokens[:, g.prefix:] += patch_tokens
     norms = np.linalg.norm(tokens, axis=-1).astype(np.float32)
-    noise = lambda *shape: rng.standard_normal(shape, dtype=np.float32)
+
+    def noise(*shape: int) -> np.ndarray:
+        return rng.standard_normal(shape, dtype=np.float32)
+
     registers = noise(n, g.registers, d)
     if g.registers:
         registers[:, 0] += codes.pooled_registers[y]
@@ -115,18 +195,29 @@ def _chunk(
 
 
 def _sample(values: dict[str, np.ndarray], g: Geometry, k: int, rng: np.random.Generator):
-    """Keep K patch tokens per image: the K/2 highest norms, then K/2 others at random."""
+    """Keep K patch tokens per image: the K/2 highest norms, then K/2 drawn
+    uniformly from all patches (as extract does since schema 1.2)."""
     norms = values["norms"][:, g.prefix:]
-    order = np.argsort(-norms, axis=1, kind="stable")
-    top = order[:, : k // 2]
-    rest = order[:, k // 2:]
-    keys = rng.random(rest.shape).argsort(axis=1)[:, : k - k // 2]
-    index = np.concatenate([top, np.take_along_axis(rest, keys, 1)], axis=1)
+    top = np.argsort(-norms, axis=1, kind="stable")[:, : k // 2]
+    draw = np.sort(rng.random(norms.shape).argsort(axis=1)[:, : k - k // 2], axis=1)
+    index = np.concatenate([top, draw], axis=1)
     values["sampled/index"] = index.astype(np.int16)
     values["sampled/tokens"] = np.take_along_axis(
         values["tokens"][:, g.prefix:], index[..., None], axis=1)
     del values["tokens"]
     return values
+
+
+def _row_meta(values: dict[str, np.ndarray], rows: np.ndarray, bad: np.ndarray,
+              seed: int) -> None:
+    """Zero the failed rows' data and add status, key and error."""
+    for name in values:
+        if name != "label":
+            values[name][bad] = 0
+    values["status"] = np.where(bad, STATUS_FAILED, STATUS_OK).astype(np.uint8)
+    # images of another seed are other images: their keys differ (--val overlap check)
+    values["key"] = np.array([f"s{seed}-{r:08d}" for r in rows], dtype=object)
+    values["error"] = np.array(["planted failure" if b else "" for b in bad], dtype=object)
 
 
 def write_planted_store(
@@ -156,14 +247,7 @@ def write_planted_store(
     g = geometry
     p = g.img_size // g.grid[0]
     kind, k = parse_token_mode(token_mode)
-    specs = [s for s in ARRAYS.values() if s.option is None]
-    if kind == "all":
-        specs.append(ARRAYS["tokens"])
-    elif kind == "sampled":
-        specs += [ARRAYS["sampled/index"], ARRAYS["sampled/tokens"]]
-    if with_pixels:
-        specs.append(ARRAYS["pixels"])
-    names = [s.name for s in specs]
+    specs = arrays_for(["pixels"] if with_pixels else [], token_mode)
     meta = synthetic_attrs(g, token_mode=token_mode, sample_k=k, patch_size=p,
                            planted=planted.__dict__, **attrs)
     meta["with"] = ["pixels"] if with_pixels else []
@@ -178,7 +262,7 @@ def write_planted_store(
     if failed is not None:
         failed_mask[np.asarray(failed)] = True
     stop = n_images if written_rows is None else written_rows // chunk_rows * chunk_rows
-    written = [n_ for n_ in names if n_ not in ("attention", "neighbor_cos")]
+    written = [s.name for s in specs if s.name not in ("attention", "neighbor_cos")]
     writer = ChunkWriter(root, written)
     try:
         for start in range(0, stop, chunk_rows):
@@ -190,16 +274,8 @@ def write_planted_store(
                 del values["tokens"]
             if not with_pixels:
                 del values["pixels"]
-            bad = failed_mask[rows]
-            for name in values:
-                if name != "label":
-                    values[name][bad] = 0
-            values["status"] = np.where(bad, STATUS_FAILED, STATUS_OK).astype(np.uint8)
-            # images of another seed are other images: their keys differ (--val overlap check)
-            values["key"] = np.array([f"s{seed}-{r:08d}" for r in rows], dtype=object)
-            values["error"] = np.array(["planted failure" if b else "" for b in bad], dtype=object)
-            values = {n_: values[n_] for n_ in written}
-            writer.put(rows, values)
+            _row_meta(values, rows, failed_mask[rows], seed)
+            writer.put(rows, {n_: values[n_] for n_ in written})
     finally:
         writer.close()
     mark_complete(root)  # complete (with threshold) only when no row is pending

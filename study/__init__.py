@@ -1,0 +1,1 @@
+"""`vitreg study`: the whole reproducibility study from one plan file."""

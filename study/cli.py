@@ -1,0 +1,56 @@
+"""`vitreg study {init|run}`: the commands parse, then call one function."""
+
+from __future__ import annotations
+
+import click
+
+from vitreg.core import UsageError, cli_errors
+
+from .executors import EXECUTORS
+from .steps import STAGES
+
+
+@click.group("study")
+def study() -> None:
+    """The whole reproducibility study from one plan file, resumable."""
+
+
+@study.command("init")
+@click.option("--paper", is_flag=True, help="Every model and experiment of the study.")
+@click.option("--models", default="", help="Comma-separated timm names (a plan of your own).")
+@click.option("--weights", default="pretrained", show_default=True,
+              help="pretrained, random or a checkpoint PATH.")
+@click.option("--val", default=None, help="Shard pattern of the validation split.")
+@click.option("--train", default=None, help="Shard pattern of the training split.")
+@click.option("--img-size", type=click.IntRange(1), default=None)
+@cli_errors
+def init_command(paper: bool, models: str, weights: str, val: str | None, train: str | None,
+                 img_size: int | None) -> None:
+    """Print a plan (TOML) to stdout."""
+    from .init import own_plan, paper_plan
+
+    if paper and models:
+        raise UsageError("give --paper or --models, not both")
+    if paper:
+        text = paper_plan(val=val, train=train, weights=weights)
+    else:
+        names = [m.strip() for m in models.split(",") if m.strip()]
+        text = own_plan(models=names, weights=weights, val=val or "", train=train,
+                        img_size=img_size)
+    click.echo(text, nl=False)
+
+
+@study.command("run")
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--dry-run", is_flag=True, help="List every step, its state, size and hours.")
+@click.option("--only", type=click.Choice(STAGES), default=None)
+@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True)
+@cli_errors
+def run_command(plan: str, out: str, dry_run: bool, only: str | None, executor: str) -> None:
+    """Run every step of PLAN into --out, skipping those already done."""
+    from .run import run_study
+
+    result = run_study(plan=plan, out=out, dry_run=dry_run, only=only, executor=executor)
+    if not dry_run:
+        click.echo(f"report: {result['report']}")

@@ -1,0 +1,245 @@
+"""The study plan: a TOML file written by `vitreg study init`, read and checked
+(every key, model, recipe and shard) before any work starts."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from braceexpand import braceexpand
+
+from vitreg.core import InputError, UsageError
+
+from . import paper
+from .stages import (
+    ANALYSIS_KINDS,
+    ANALYSIS_OPTIONS,
+    EXTRACT_KEYS,
+    PROBE_KINDS,
+    check_extract_options,
+    probe_option_names,
+)
+
+#: Allowed keys of each table (model entries: the `[[model]]` array).
+KEYS: dict[str, set[str]] = {
+    "study": {"weights", "seed", "batch_size", "precision", "device", "workers", "imports"},
+    "data": {"val", "train"},
+    "resources": set(paper.RESOURCES),
+    "extract": EXTRACT_KEYS,
+    "probe": {"kind", "train", "val", "options"},
+    "analysis": {"kind", "store", "options"},
+    "report": {"store", "options"},
+    "model": {"name", "timm", "weights", "extract", "probe", "analysis"},
+}
+SPLITS = ("val", "train")
+
+
+class PlanError(UsageError):
+    """The plan cannot run; the message names the line or key."""
+
+
+@dataclass
+class Plan:
+    path: str
+    study: dict[str, Any]
+    data: dict[str, str]
+    resources: dict[str, Any]
+    extract: dict[str, dict[str, Any]]
+    probe: dict[str, dict[str, Any]]
+    analysis: dict[str, dict[str, Any]]
+    report: dict[str, Any]
+    models: list[dict[str, Any]] = field(default_factory=list)
+
+
+def line_of(text: str, table: str, key: str | None = None, index: int = 0) -> int | None:
+    """1-based line of `key` in `[table]` (the `index`-th `[[table]]`), or of the header."""
+    current, seen, header_line = None, -1, None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        head = re.fullmatch(r"\[\[?\s*([^\]]+?)\s*\]\]?(\s*#.*)?", line)
+        if head:
+            current = head.group(1)
+            if current == table:
+                seen += 1
+                if seen == index:
+                    header_line = number
+            continue
+        if current == table and seen == index and key is not None:
+            if re.match(rf"{re.escape(key)}\s*=", line):
+                return number
+    return header_line
+
+
+def _where(plan_text: str, path: str, table: str, key: str | None, index: int = 0) -> str:
+    number = line_of(plan_text, table, key, index)
+    spot = f"[{table}]" + (f" {key}" if key else "")
+    return f"{path}:{number}: {spot}" if number else f"{path}: {spot}"
+
+
+def load_plan(path: str | os.PathLike, *, placeholders: bool = False) -> Plan:
+    """Read and check `path`; raise `PlanError` naming the line or key of the first problem.
+
+    `placeholders`: accept unfilled `[data]` patterns (a dry run lists the steps anyway).
+    """
+    path = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read plan {path}: {exc.strerror}") from exc
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PlanError(f"{path}: not valid TOML: {exc}") from exc
+    plan = _from_raw(raw, path, text)
+    check_plan(plan, text, placeholders=placeholders)
+    return plan
+
+
+def _from_raw(raw: dict[str, Any], path: str, text: str) -> Plan:
+    for top in raw:
+        if top not in KEYS:
+            raise PlanError(f"{_where(text, path, top, None)}: unknown table {top!r}; "
+                            f"known: {sorted(KEYS)}")
+    for table in ("study", "data", "resources", "report"):
+        _check_keys(raw.get(table, {}), table, path, text)
+    for table in ("extract", "probe", "analysis"):
+        for name, body in raw.get(table, {}).items():
+            _check_keys(body, f"{table}.{name}", path, text, allowed=KEYS[table])
+    models = raw.get("model", [])
+    for i, body in enumerate(models):
+        _check_keys(body, "model", path, text, index=i)
+    return Plan(path=path, study=raw.get("study", {}), data=raw.get("data", {}),
+                resources={**paper.RESOURCES, **raw.get("resources", {})},
+                extract=raw.get("extract", {}), probe=raw.get("probe", {}),
+                analysis=raw.get("analysis", {}), report=raw.get("report", {}), models=models)
+
+
+def _check_keys(body: Any, table: str, path: str, text: str, *, index: int = 0,
+                allowed: set[str] | None = None) -> None:
+    allowed = KEYS[table] if allowed is None else allowed
+    if not isinstance(body, dict):
+        raise PlanError(f"{_where(text, path, table, None, index)}: expected a table")
+    for key in body:
+        if key not in allowed:
+            raise PlanError(f"{_where(text, path, table, key, index)}: unknown key {key!r}; "
+                            f"known: {sorted(allowed)}")
+
+
+def check_plan(plan: Plan, text: str, *, placeholders: bool = False) -> None:
+    """Recipes, models and data: every reference resolves and every shard exists."""
+    where = lambda table, key=None, i=0: _where(text, plan.path, table, key, i)  # noqa: E731
+    for name, body in plan.probe.items():
+        if body.get("kind") not in PROBE_KINDS:
+            raise PlanError(f"{where(f'probe.{name}', 'kind')}: unknown probe kind "
+                            f"{body.get('kind')!r}; known: {sorted(PROBE_KINDS)}")
+    for name, body in plan.analysis.items():
+        if body.get("kind") not in ANALYSIS_KINDS:
+            raise PlanError(f"{where(f'analysis.{name}', 'kind')}: unknown analysis kind "
+                            f"{body.get('kind')!r}; known: {sorted(ANALYSIS_KINDS)}")
+    for name, body in plan.extract.items():
+        if body.get("split") not in SPLITS:
+            raise PlanError(f"{where(f'extract.{name}', 'split')}: split must be one of "
+                            f"{SPLITS}")
+        problem = check_extract_options(body)
+        if problem:
+            key, _, why = problem.partition(": ")
+            raise PlanError(f"{where(f'extract.{name}', key)}: {why}")
+    _check_options(plan, where)
+    if not plan.models:
+        raise PlanError(f"{plan.path}: no [[model]] entries")
+    _import_plugins(plan)
+    for i, model in enumerate(plan.models):
+        _check_model(plan, model, lambda key, i=i: where("model", key, i))
+    _check_data(plan, where, placeholders)
+
+
+def _check_options(plan: Plan, where: Any) -> None:
+    """Every key of a probe's or an analysis's `options`, against what its stage takes."""
+    for table, recipes in (("probe", plan.probe), ("analysis", plan.analysis)):
+        for name, body in recipes.items():
+            options = body.get("options", {})
+            if not isinstance(options, dict):
+                raise PlanError(f"{where(f'{table}.{name}', 'options')}: expected a table")
+            known = (probe_option_names(body["kind"]) if table == "probe"
+                     else ANALYSIS_OPTIONS[body["kind"]])
+            unknown = sorted(set(options) - known)
+            if unknown:
+                raise PlanError(f"{where(f'{table}.{name}', 'options')}: unknown option(s) "
+                                f"{unknown}; {body['kind']} takes {sorted(known)}")
+    known = set().union(*ANALYSIS_OPTIONS.values())
+    unknown = sorted(set(plan.report.get("options", {})) - known)
+    if unknown:
+        raise PlanError(f"{where('report', 'options')}: unknown option(s) {unknown}; the "
+                        f"report takes {sorted(known)}")
+
+
+def _import_plugins(plan: Plan) -> None:
+    """Modules that register extra timm models (tests' tiny models, a lab's own)."""
+    import importlib
+
+    for module in plan.study.get("imports", []):
+        importlib.import_module(module)
+
+
+def _check_model(plan: Plan, model: dict[str, Any], where: Any) -> None:
+    import timm
+
+    for key in ("name", "timm"):
+        if not isinstance(model.get(key), str):
+            raise PlanError(f"{where(key)}: every [[model]] needs {key} = \"...\"")
+    arch = model["timm"].split(".")[0]
+    if not timm.is_model(arch):
+        raise PlanError(f"{where('timm')}: unknown timm model {model['timm']!r}")
+    if "." in model["timm"] and model["timm"] not in timm.list_pretrained(arch + ".*"):
+        raise PlanError(f"{where('timm')}: timm has no pretrained tag {model['timm']!r}; "
+                        f"it has {timm.list_pretrained(arch + '.*')}")
+    for table, refs in (("extract", plan.extract), ("probe", plan.probe),
+                        ("analysis", plan.analysis)):
+        for name in model.get(table, []):
+            if name not in refs:
+                raise PlanError(f"{where(table)}: model {model['name']} lists {table} "
+                                f"{name!r}, which has no [{table}.{name}] table")
+    stores = set(model.get("extract", []))
+    for name in model.get("probe", []):
+        needed = {plan.probe[name].get("train"), plan.probe[name].get("val")} - {None}
+        if needed - stores:
+            raise PlanError(f"{where('probe')}: probe {name!r} reads extract(s) "
+                            f"{sorted(needed - stores)} that model {model['name']} lacks")
+    for name in model.get("analysis", []):
+        if plan.analysis[name].get("store") not in stores:
+            raise PlanError(f"{where('analysis')}: analysis {name!r} reads extract "
+                            f"{plan.analysis[name].get('store')!r} that model "
+                            f"{model['name']} lacks")
+
+
+def used_splits(plan: Plan) -> set[str]:
+    return {plan.extract[e]["split"] for m in plan.models for e in m.get("extract", [])}
+
+
+def _check_data(plan: Plan, where: Any, placeholders: bool) -> None:
+    for split in sorted(used_splits(plan)):
+        pattern = plan.data.get(split)
+        if not isinstance(pattern, str) or not pattern:
+            raise PlanError(f"{where('data', split)}: the plan extracts the {split} split but "
+                            f"[data] {split} is not set")
+        if pattern.startswith(paper.PLACEHOLDER):
+            if placeholders:
+                continue
+            raise PlanError(f"{where('data', split)}: [data] {split} is still a placeholder; "
+                            "fill in the shard pattern")
+        missing = [p for p in shard_paths(pattern) if "://" not in p
+                   and not p.startswith("pipe:") and not Path(p).is_file()]
+        if missing:
+            raise PlanError(f"{where('data', split)}: {len(missing)} shard(s) of [data] {split} "
+                            f"do not exist, e.g. {missing[0]}")
+
+
+def shard_paths(pattern: str) -> list[str]:
+    """The shards of a space-separated list of brace patterns."""
+    if pattern.startswith(paper.PLACEHOLDER):
+        return [pattern]
+    return [p for part in pattern.split() for p in braceexpand(part)]

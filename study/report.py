@@ -1,0 +1,38 @@
+"""The study's combined report: `analysis report` over every model's store and
+probe result, plus the plan's analyses (maps at 800 px, cross-model figures)
+as the paper's figures, appended to the same self-contained page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vitreg.analysis.report import esc, image
+
+#: Analysis recipe name -> the paper's figures it reproduces.
+FIGURES: dict[str, str] = {
+    "norms": "Figure 4 and Claims 1-2: norm distributions of every model",
+    "similarity": "Figure 3: neighbour similarity of outlier and normal patches",
+    "maps": ("Figures 1, 2, 5, 6, 7: models x images at high resolution (input, [CLS] "
+             "attention, norms, q/k/v, per-block norms)"),
+}
+
+
+def study_section(folder: Path) -> str:
+    title = FIGURES.get(folder.name, folder.name)
+    figures = sorted(folder.glob("*.png"))
+    parts = [f"<h3>{esc(title)}</h3>"]
+    parts += [f"<figure>{image(f, f.stem)}<figcaption>{esc(f.stem)}</figcaption></figure>"
+              for f in figures]
+    return "".join(parts)
+
+
+def add_study_sections(html: Path, analyses: list[str]) -> None:
+    """Append the analyses' figures to `html` (before `</body>`), atomically."""
+    if not analyses:
+        return
+    from .steps import write_atomic
+
+    body = "<h2>Study figures</h2>" + "".join(study_section(Path(a)) for a in analyses)
+    text = html.read_text(encoding="utf-8")
+    cut = text.rfind("</body>")
+    write_atomic(html, text[:cut] + body + text[cut:])
