@@ -4,11 +4,9 @@
 
 Interleaved and repeated on the same random uint8 batch (bf16 autocast, CPU):
 the bare `forward_features`, `forward_intermediates` as `Capture` calls it,
-`Capture` itself (every array of the store contract), and `to_numpy` as it
-is (one amax, the exact scan only when that fails: applied in 4321fad) and
-with bench_datapath's `fastcheck` prototype of the same check, which
-bench/README.md quotes against the masked scan it replaced. Medians, in ms
-per image.
+`Capture` itself (every array of the store contract), and `Step` (the
+capture, the casts, the range checks on the device and the copies into the
+staging buffers: `extract/step.py`). Medians, in ms per image.
 """
 
 from __future__ import annotations
@@ -24,10 +22,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_datapath as bd
 
-from vitreg.extract.capture import Capture, autocast, to_numpy
+from vitreg.extract.capture import Capture, autocast
 from vitreg.extract.model import build_model
+from vitreg.extract.step import Step
 from vitreg.runtime import tune_allocator
 
 DTYPES = {"tokens": "float16", "norms": "float32", "attention": "float16", "neighbor_cos": "float16",
@@ -59,10 +57,10 @@ def main() -> None:
             model.forward_intermediates(x, indices=[len(model.blocks) - 1], return_prefix_tokens=True,
                                         norm=False, output_fmt="NLC")
 
-    out = cap(images, rows)
+    step = Step(cap, DTYPES)
     fns = {"bare forward_features": bare, "forward_intermediates": inter,
-           "Capture (all arrays)": lambda: cap(images, rows), "to_numpy": lambda: to_numpy(out, DTYPES),
-           "to_numpy, one-amax check": lambda: bd._to_numpy_no_overflow_scan(out, DTYPES)}
+           "Capture (all arrays)": lambda: cap(images, rows),
+           "Step (capture, casts, checks, copies)": lambda: step.finish(step.launch(images, rows))}
     times: dict[str, list[float]] = {k: [] for k in fns}
     for fn in fns.values():
         fn()

@@ -5,10 +5,13 @@ that report one JSON line, and dropping a store's pages from the page cache."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -120,3 +123,25 @@ def drop_cache(path: Path) -> None:
         if file.is_file():
             with open(file, "rb") as f:
                 os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+@contextlib.contextmanager
+def loop_cpu() -> Iterator[dict[str, float]]:
+    """Main-process CPU seconds (all its threads, not decode workers) of
+    `run_extract`'s loop (`extract.run._extract_rows`), under `"loop"`."""
+    import vitreg.extract.run as run_mod
+
+    cpu: dict[str, float] = {}
+    real = run_mod._extract_rows
+
+    def timed(*args, **kwargs):
+        start = time.process_time()
+        result = real(*args, **kwargs)
+        cpu["loop"] = time.process_time() - start
+        return result
+
+    run_mod._extract_rows = timed
+    try:
+        yield cpu
+    finally:
+        run_mod._extract_rows = real

@@ -28,9 +28,33 @@ def chunk_rows_for_store(geometry: Geometry, n_rows: int, chunk_rows: int | None
     return chunk_rows or balanced_chunk_rows(default_chunk_rows(geometry), n_rows)
 
 
+#: Bytes of `tokens` in one shard file of a new store (see cache_schema.md).
+SHARD_BYTES = 256 * 2**20
+#: Shards a store has at least: a writer holds a shard until all its rows
+#: are in, so a store of one shard would be written only at the end (no
+#: overlap with the model) and a killed run would keep nothing.
+MIN_SHARDS = 8
+
+
+def shard_rows_for_store(geometry: Geometry, n_rows: int, chunk_rows: int,
+                         explicit: bool = False) -> int | None:
+    """Rows per shard of a new store: a power-of-two number of chunks holding
+    at most `SHARD_BYTES` of `tokens`, and at most 1/`MIN_SHARDS` of the store;
+    None (no sharding) when the caller chose the chunk rows (`--chunk-rows`:
+    one file per chunk, as before schema 1.5) or a shard would hold one chunk."""
+    if explicit:
+        return None
+    chunk_bytes = chunk_rows * geometry.tokens * geometry.dim * 2
+    per_shard = 1
+    while 2 * per_shard * chunk_bytes <= SHARD_BYTES:
+        per_shard *= 2
+    per_shard = min(per_shard, -(-n_rows // chunk_rows) // MIN_SHARDS)
+    return per_shard * chunk_rows if per_shard > 1 else None
+
+
 def row_range(n_rows: int, chunk_rows: int, rank: int = 0, world: int = 1) -> tuple[int, int]:
-    """The rows of writer `rank` of `world`: whole chunks, split as evenly as
-    chunks allow."""
+    """The rows of writer `rank` of `world`: whole files (`chunk_rows` is the
+    rows of one file: a shard's, or a chunk's), split as evenly as they allow."""
     chunks = -(-n_rows // chunk_rows)
     first = rank * chunks // world
     last = (rank + 1) * chunks // world

@@ -14,6 +14,11 @@ This is safe next to a writer: zarr's LocalStore replaces chunk files
 atomically (write, then rename), so a mapped file is never truncated under a
 reader. Anything else (remote stores, zip files, compressed arrays, chunking
 along a second axis) is read through zarr unchanged.
+
+Sharded arrays (schema 1.5): a file holds several chunks along `image` and,
+at its end, zarr's shard index (an (offset, nbytes) uint64 pair per chunk,
+then a crc32c). A chunk is mapped at its offset after reading that index
+(16 bytes per chunk), so one row still costs its own pages, never the shard.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from typing import Any
 import numpy as np
 import zarr
 import zarr.storage
-from zarr.codecs import BytesCodec, Crc32cCodec
+from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
+from zarr.codecs.sharding import ShardingCodecIndexLocation
 
 from .errors import StoreFormatError
 
@@ -45,6 +51,8 @@ class MappedArray:
         self._dir = Path(root, array.path)
         self._chunk_bytes = int(np.prod(self.chunks)) * self.dtype.itemsize
         self._file_bytes = self._chunk_bytes + suffix  # a crc32c checksum follows the data
+        #: chunks per file along `image` (1: not sharded)
+        self.per_file = (array.shards or array.chunks)[0] // self.chunks[0]
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -64,21 +72,42 @@ class MappedArray:
 
     def chunk(self, index: int) -> np.ndarray:
         """Chunk `index` whole (edge chunks are stored whole too), read-only."""
-        key = self.array.metadata.encode_chunk_key((index,) + (0,) * (len(self.shape) - 1))
+        shard, inner = divmod(index, self.per_file)
+        key = self.array.metadata.encode_chunk_key((shard,) + (0,) * (len(self.shape) - 1))
         path = self._dir / key
         try:
             size = path.stat().st_size
+            offset = self._offset(path, size, inner) if self.per_file > 1 else 0
         except FileNotFoundError:
+            offset = None
+        if offset is None:
             # zarr does not write a chunk equal to the fill value: it reads as that value.
             filled = np.full(self.chunks, self.array.fill_value, dtype=self.dtype)
             filled.flags.writeable = False
             return filled
-        if size != self._file_bytes:
+        if self.per_file == 1 and size != self._file_bytes:
             raise StoreFormatError(
                 f"{path}: {size} bytes, expected {self._file_bytes} for an uncompressed "
                 f"chunk of shape {self.chunks} {self.dtype}; the store is damaged"
             )
-        return np.memmap(path, dtype=self.dtype, mode="r", shape=self.chunks)
+        return np.memmap(path, dtype=self.dtype, mode="r", shape=self.chunks, offset=offset)
+
+    def _offset(self, path: Path, size: int, inner: int) -> int | None:
+        """Where chunk `inner` of the shard file `path` starts (None: not stored),
+        from the shard index at the file's end."""
+        index_bytes = 16 * self.per_file + 4  # + the index's crc32c
+        with open(path, "rb") as f:
+            f.seek(size - index_bytes)
+            index = np.frombuffer(f.read(index_bytes - 4), dtype="<u8").reshape(-1, 2)
+        offset, nbytes = (int(v) for v in index[inner])
+        if offset == nbytes == 2**64 - 1:
+            return None
+        if nbytes != self._file_bytes or offset + nbytes > size - index_bytes:
+            raise StoreFormatError(
+                f"{path}: chunk {inner} of the shard is {nbytes} bytes at {offset}, expected "
+                f"{self._file_bytes} for an uncompressed chunk of shape {self.chunks} "
+                f"{self.dtype}; the store is damaged")
+        return offset
 
 
 def mapped(array: zarr.Array) -> MappedArray | None:
@@ -87,6 +116,13 @@ def mapped(array: zarr.Array) -> MappedArray | None:
     if not isinstance(store, zarr.storage.LocalStore) or array.metadata.zarr_format != 3:
         return None
     codecs = array.metadata.codecs
+    if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec):
+        sharding = codecs[0]
+        if (sharding.index_location != ShardingCodecIndexLocation.end
+                or [type(c) for c in sharding.index_codecs] != [BytesCodec, Crc32cCodec]
+                or tuple(array.shards[1:]) != tuple(array.chunks[1:])):
+            return None
+        codecs = sharding.codecs
     if not isinstance(codecs[0], BytesCodec) or [type(c) for c in codecs[1:]] not in (
         [], [Crc32cCodec]
     ):

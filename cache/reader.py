@@ -297,17 +297,18 @@ def open_store(url: str, *, allow_partial: bool = False, verify: bool = False) -
     return Store(url, allow_partial=allow_partial, verify=verify)
 
 
-def failure_summary(root: zarr.Group, *, status: int = STATUS_FAILED,
-                    examples: int = 3) -> list[dict[str, Any]]:
-    """Rows of `status` with a text in `error` (failed rows: the reason; ok
-    rows: a warning) grouped by that text, most frequent first, with the
-    count and example keys."""
-    error = root["error"][:]
-    mine = root["status"][:] == status
+def failure_summary(root: zarr.Group, *, status: int = STATUS_FAILED, examples: int = 3,
+                    region: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+    """Rows of `status` (of the rows `region`, default all) with a text in
+    `error` (failed rows: the reason; ok rows: a warning) grouped by that
+    text, most frequent first, with the count and example keys."""
+    first, stop = region or (0, root["status"].shape[0])
+    error = root["error"][first:stop]
+    mine = root["status"][first:stop] == status
     rows = np.flatnonzero(mine if status == STATUS_FAILED else mine & (error != ""))
     if not len(rows):
         return []
-    keys = root["key"].get_orthogonal_selection((rows,))
+    keys = root["key"].get_orthogonal_selection((rows + first,))
     groups: dict[str, list[str]] = {}
     for text, key in zip(error[rows], keys):
         # "row 12 has the same key": one cause, whatever the row

@@ -61,7 +61,8 @@ def _fill_value(dtype: str) -> Any:
 
 def create_store(url: str, *, overwrite: bool = False, **layout: Any) -> zarr.Group:
     """Create an empty store, all rows pending; `layout` is `ensure_store`'s
-    keywords (geometry, n_rows, specs, attrs, chunk_rows, sample_k)."""
+    keywords (geometry, n_rows, specs, attrs, chunk_rows, shard_rows,
+    sample_k)."""
     zarr.open_group(store_like(url, "w"), mode="w" if overwrite else "w-", zarr_format=3)
     return ensure_store(url, **layout)
 
@@ -74,10 +75,14 @@ def ensure_store(
     specs: Iterable[ArraySpec],
     attrs: dict[str, Any],
     chunk_rows: int,
+    shard_rows: int | None = None,
     sample_k: int = 0,
     check: Callable[[dict[str, Any]], None] | None = None,
 ) -> zarr.Group:
     """Open the store at `url`, creating whatever is missing.
+
+    With `shard_rows` (a multiple of `chunk_rows`), every array is sharded:
+    one file holds `shard_rows // chunk_rows` chunks along `image`.
 
     Idempotent, so that a creation cut short by a kill is finished by the
     next run, and so that several independent jobs may all call it at once:
@@ -99,13 +104,15 @@ def ensure_store(
         if spec.name in present:
             continue
         row_shape = spec.row_shape(geometry, sample_k)
+        # A zero-size axis (no registers) still gets a chunk of 1:
+        # zero-size chunks confuse readers.
+        rest = tuple(max(1, s) for s in row_shape)
         try:
             root.create_array(
                 spec.name,
                 shape=(n_rows, *row_shape),
-                # A zero-size axis (no registers) still gets a chunk of 1:
-                # zero-size chunks confuse readers.
-                chunks=(chunk_rows, *(max(1, s) for s in row_shape)),
+                chunks=(chunk_rows, *rest),
+                shards=(shard_rows, *rest) if shard_rows and shard_rows != chunk_rows else None,
                 dtype=str if spec.dtype == "string" else spec.dtype,
                 compressors=COMPRESSORS,
                 fill_value=_fill_value(spec.dtype),
@@ -114,6 +121,12 @@ def ensure_store(
         except zarr.errors.ContainsArrayError:
             pass  # another job created it a moment ago
     return root
+
+
+def write_rows(array: zarr.Array) -> int:
+    """Rows of one file along `image`: the shard's, else the chunk's. A writer
+    writes whole files only (two writers of one shard lose chunks)."""
+    return int((array.shards or array.chunks)[0])
 
 
 def open_group(url: str, *, mode: str = "r") -> zarr.Group:

@@ -16,11 +16,11 @@ import zarr
 
 from .attrs import check_config
 from .errors import ConfigMismatchError
-from .layout import chunk_rows_for_store, row_range
+from .layout import chunk_rows_for_store, row_range, shard_rows_for_store
 from .reader import failure_summary, mark_complete
 from .schema import ArraySpec, Geometry, parse_token_mode
-from .store import delete_store, ensure_store, open_group, stored_arrays
-from .writer import STATUS_FAILED, STATUS_PENDING, ChunkWriter
+from .store import delete_store, ensure_store, open_group, stored_arrays, write_rows
+from .writer import STATUS_FAILED, STATUS_OK, STATUS_PENDING, ChunkWriter
 
 
 @dataclass
@@ -41,7 +41,8 @@ class WriteTarget:
 
     @property
     def chunk_rows(self) -> int:
-        return int(self.root["status"].chunks[0])
+        """Rows of one file (shard or chunk): the unit of writes."""
+        return write_rows(self.root["status"])
 
     def pending(self) -> np.ndarray:
         """A mask over every row: pending and inside this writer's range."""
@@ -49,8 +50,11 @@ class WriteTarget:
         todo[: self.rows[0]] = todo[self.rows[1]:] = False
         return todo
 
-    def writer(self) -> ChunkWriter:
-        return ChunkWriter(self.root, self.names, rows=self.rows)
+    def writer(self, batch_rows: int = 0) -> ChunkWriter:
+        """A writer of this range that lets at least two batches of
+        `batch_rows` (and two chunks) be in flight before the caller waits."""
+        bound = max(2 * self.chunk_rows, 2 * batch_rows + self.chunk_rows)
+        return ChunkWriter(self.root, self.names, rows=self.rows, max_pending_rows=bound)
 
     def check_keys(self, planned: list[str]) -> None:
         """Refuse a store whose finished rows hold other keys than `planned`."""
@@ -60,8 +64,15 @@ class WriteTarget:
         """Mark the store complete if no row is pending; (ok, failed)."""
         return mark_complete(self.root, shared=shared)
 
-    def failures(self, status: int = STATUS_FAILED) -> list[dict[str, Any]]:
-        return failure_summary(self.root, status=status)
+    def own_counts(self) -> tuple[int, int]:
+        """(ok, failed) of this writer's rows only: what a torchrun rank other
+        than the leader reports, without reading the whole `status`."""
+        status = self.root["status"][self.rows[0]: self.rows[1]]
+        return int((status == STATUS_OK).sum()), int((status == STATUS_FAILED).sum())
+
+    def failures(self, status: int = STATUS_FAILED, *, own: bool = False) -> list[dict[str, Any]]:
+        """Failed (or warned) rows grouped by reason; `own`: this writer's rows only."""
+        return failure_summary(self.root, status=status, region=self.rows if own else None)
 
 
 def open_for_write(
@@ -80,15 +91,18 @@ def open_for_write(
         if overwrite:
             delete_store(url)
         _, sample_k = parse_token_mode(attrs["token_mode"])
+        n_rows = attrs["n_rows"]
+        chunk = chunk_rows_for_store(geometry, n_rows, chunk_rows)
         ensure_store(
-            url, geometry=geometry, n_rows=attrs["n_rows"], attrs=attrs, sample_k=sample_k,
-            specs=specs, chunk_rows=chunk_rows_for_store(geometry, attrs["n_rows"], chunk_rows),
+            url, geometry=geometry, n_rows=n_rows, attrs=attrs, sample_k=sample_k,
+            specs=specs, chunk_rows=chunk,
+            shard_rows=shard_rows_for_store(geometry, n_rows, chunk, explicit=bool(chunk_rows)),
             check=lambda old: check_config(old, attrs),
         )
     root = open_group(url, mode="r+")
     if not create:
         check_config(root.attrs["vitreg"], attrs)
-    rows = row_range(attrs["n_rows"], int(root["status"].chunks[0]), rank, world)
+    rows = row_range(attrs["n_rows"], write_rows(root["status"]), rank, world)
     return WriteTarget(url, root, rows)
 
 

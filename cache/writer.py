@@ -15,6 +15,7 @@ import numpy as np
 import zarr
 
 from .errors import VitregError
+from .store import write_rows
 
 STATUS_PENDING, STATUS_OK, STATUS_FAILED = 0, 1, 2
 
@@ -56,13 +57,17 @@ class _ChunkBuffer:
 class ChunkWriter:
     """Accept rows in any order; write each chunk once all its rows are in.
 
-    `max_pending` bounds the chunks queued for the write thread (and so the
-    memory); `waited` is the time the caller spent blocked on it.
+    Back-pressure counts rows: the caller blocks only while more than
+    `max_pending_rows` rows are queued for the write thread (and so in
+    memory); by default two chunks, or `max_pending` chunks. A loop that puts
+    batches of many chunks passes a bound of a few batches (`WriteTarget.writer`):
+    a bound in chunks made a 256-image ViT-L batch (16 chunks) wait for most
+    of its own writes. `waited` is the time the caller spent blocked.
     """
 
     def __init__(
         self, root: zarr.Group, names: list[str], *, max_pending: int = 2,
-        rows: tuple[int, int] | None = None,
+        max_pending_rows: int | None = None, rows: tuple[int, int] | None = None,
     ) -> None:
         # A chunk is written only once all its rows are computed, so it is
         # almost never all fill value; zarr's check for that (to skip writing
@@ -70,14 +75,15 @@ class ChunkWriter:
         # this writer without the check at 615-950 (bench/bench_storage.py).
         self.arrays = {name: root[name].with_config({"write_empty_chunks": True}) for name in names}
         self.n_rows = self.arrays["status"].shape[0]
-        self.chunk_rows = self.arrays["status"].chunks[0]
+        # the unit of writes: a shard (all its chunks at once) when sharded
+        self.chunk_rows = write_rows(self.arrays["status"])
         self.rows = rows or (0, self.n_rows)
         self._check_aligned(*self.rows)
-        self.max_pending = max_pending
+        self.max_pending_rows = max_pending_rows or max_pending * self.chunk_rows
         self.waited = 0.0
         self.rows_written = 0
         self._buffers: dict[int, _ChunkBuffer] = {}
-        self._pending: list[Future] = []
+        self._pending: list[tuple[Future, int]] = []  # (write, rows)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitreg-writer")
 
     def _check_aligned(self, start: int, stop: int) -> None:
@@ -100,27 +106,33 @@ class ChunkWriter:
             raise UnalignedWriteError(
                 f"rows {rows.min()}..{rows.max()} fall outside this writer's range {self.rows}"
             )
-        chunk_ids = rows // self.chunk_rows
-        unique = np.unique(chunk_ids)
-        for cid in unique:
-            buf = self._buffers.get(int(cid))
+        for cid, part in self._split(rows):
+            buf = self._buffers.get(cid)
             if buf is None:
-                buf = self._buffers[int(cid)] = _ChunkBuffer(*self.chunk_bounds(int(cid)))
-            if unique.size == 1:  # the usual batch: one chunk, no masked copies
-                buf.add(rows, values, self.arrays)
-            else:
-                mask = chunk_ids == cid
-                buf.add(rows[mask], {k: v[mask] for k, v in values.items()}, self.arrays)
+                buf = self._buffers[cid] = _ChunkBuffer(*self.chunk_bounds(cid))
+            buf.add(rows[part], {k: v[part] for k, v in values.items()}, self.arrays)
             if buf.complete:
-                self._submit(self._buffers.pop(int(cid)))
+                self._submit(self._buffers.pop(cid))
+
+    def _split(self, rows: np.ndarray) -> list[tuple[int, slice | np.ndarray]]:
+        """(chunk, index into `rows`) per chunk the rows touch: slices (views,
+        no copy) when the rows are increasing, as the loader gives them;
+        boolean masks otherwise."""
+        chunk_ids = rows // self.chunk_rows
+        if rows.size and (rows.size == 1 or bool((np.diff(rows) > 0).all())):
+            firsts = np.flatnonzero(np.diff(chunk_ids)) + 1
+            bounds = [0, *firsts.tolist(), rows.size]
+            return [(int(chunk_ids[a]), slice(a, b)) for a, b in zip(bounds, bounds[1:])]
+        return [(int(cid), chunk_ids == cid) for cid in np.unique(chunk_ids)]
 
     def _submit(self, buf: _ChunkBuffer) -> None:
         self._raise_failed()
-        while len(self._pending) >= self.max_pending:
+        rows = buf.stop - buf.start
+        while self._pending and sum(n for _, n in self._pending) + rows > self.max_pending_rows:
             start = time.perf_counter()
-            self._pending.pop(0).result()
+            self._pending.pop(0)[0].result()
             self.waited += time.perf_counter() - start
-        self._pending.append(self._pool.submit(self._write, buf))
+        self._pending.append((self._pool.submit(self._write, buf), rows))
 
     def _write(self, buf: _ChunkBuffer) -> None:
         region = slice(buf.start, buf.stop)
@@ -130,15 +142,15 @@ class ChunkWriter:
         self.rows_written += buf.stop - buf.start
 
     def _raise_failed(self) -> None:
-        done = [f for f in self._pending if f.done()]
-        for fut in done:
-            self._pending.remove(fut)
-            fut.result()  # re-raises the write thread's error here
+        done = [item for item in self._pending if item[0].done()]
+        for item in done:
+            self._pending.remove(item)
+            item[0].result()  # re-raises the write thread's error here
 
     def close(self) -> None:
         """Wait for every queued write; refuse to drop rows of unfinished chunks."""
         try:
-            for fut in self._pending:
+            for fut, _ in self._pending:
                 start = time.perf_counter()
                 fut.result()
                 self.waited += time.perf_counter() - start
@@ -153,6 +165,6 @@ class ChunkWriter:
     def abort(self) -> None:
         """Stop without writing unfinished chunks (their rows stay pending)."""
         self._buffers.clear()
-        for fut in self._pending:
+        for fut, _ in self._pending:
             fut.cancel()
         self._pool.shutdown(wait=True)

@@ -34,9 +34,12 @@ def check_device(device: str, *, error: type[VitregError] = UsageError) -> torch
 
 def resolve_device(device: str, *, local_rank: int = 0,
                    error: type[VitregError] = UsageError) -> torch.device:
-    """`auto` is CUDA when there is one (under torchrun, the local rank's GPU), else CPU."""
+    """`auto` is CUDA when there is one, else CPU; `auto` and `cuda` mean the
+    local rank's GPU (under torchrun each rank has its own; 0 otherwise)."""
     dev = check_device(device, error=error)
     if dev is not None:
+        if dev.type == "cuda" and dev.index is None:
+            return torch.device("cuda", local_rank)
         return dev
     if not torch.cuda.is_available():
         return torch.device("cpu")

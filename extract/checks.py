@@ -4,6 +4,8 @@ start says why in one sentence and leaves no store behind."""
 from __future__ import annotations
 
 import difflib
+import os
+import shutil
 
 import timm
 
@@ -50,3 +52,24 @@ def check_grid(grid: tuple[int, int], img_size: int, patch: int) -> None:
         raise UsageError(
             f"--img-size {img_size} gives a {grid[0]} x {grid[1]} grid of {patch}-px patches; "
             f"vitreg needs at least 2 x 2 patches: use --img-size {2 * patch} or more")
+
+
+#: Batches a DataLoader worker keeps ready (`prefetch_factor` in `run._extract_rows`).
+PREFETCH = 4
+
+
+def check_shared_memory(workers: int, batch_bytes: int, shm: str = "/dev/shm") -> None:
+    """Decode workers hand each batch to the main process through `shm`; a
+    container's default of 64 MB kills them (a "bus error" deep in torch) as
+    soon as a few 38 MB ViT-L batches are in flight. Refuse such a run first."""
+    if workers == 0 or not os.path.isdir(shm):
+        return
+    need = workers * PREFETCH * batch_bytes + batch_bytes  # + the batch in use
+    free = shutil.disk_usage(shm).free
+    if free < need:
+        mib = 2**20
+        raise UsageError(
+            f"{shm} has {free // mib} MiB free, and {workers} decode worker(s) need about "
+            f"{-(-need // mib)} MiB there for their batches ({batch_bytes // mib} MiB each); "
+            f"give the container more (docker run --shm-size={-(-2 * need // 2**30)}g), or "
+            "use fewer --workers, a smaller --batch-size, or --workers 0")

@@ -63,6 +63,26 @@ def shards_command(src: str, out: str, per_shard: int, synsets: str | None) -> N
     console.print(f"wrote {len(paths)} shard(s) to {out}")
 
 
+class Workers(click.ParamType):
+    """`auto` or a number of decode worker processes."""
+
+    name = "auto|N"
+
+    def convert(self, value, param, ctx):  # type: ignore[override]
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            workers = int(value)
+        except ValueError:
+            workers = -1
+        if workers < 0:
+            self.fail(f"{value!r} is neither auto nor a number of workers (0 or more)", param, ctx)
+        return workers
+
+
+WORKERS = Workers()
+
+
 #: The arguments and options of `vitreg extract`, in `--help` order.
 EXTRACT_OPTIONS = (
     click.argument("shards", nargs=-1, required=True),
@@ -102,7 +122,12 @@ EXTRACT_OPTIONS = (
         type=click.Choice(list(INTERPOLATIONS)),
         help="Resize interpolation (timm's names).",
     ),
-    click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1)),
+    click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        help="Images per forward pass [default: 32 on a CPU; on a GPU the largest power of "
+        "two up to 256 that fits a quarter of its memory].",
+    ),
     click.option(
         "--precision",
         default="auto",
@@ -113,10 +138,11 @@ EXTRACT_OPTIONS = (
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:i."),
     click.option(
         "--workers",
-        default=0,
+        default="auto",
         show_default=True,
-        type=click.IntRange(min=0),
-        help="DataLoader decode workers.",
+        type=WORKERS,
+        help="DataLoader decode workers; auto: 0 on a CPU (decoding uses every core between "
+        "batches), one per core but one on a GPU.",
     ),
     click.option("--limit", type=click.IntRange(min=1), help="Stop after this many samples."),
     click.option(
@@ -180,7 +206,7 @@ def with_options(fn: Callable, options: tuple[Callable, ...]) -> Callable:
 def _extract_command(
     shards: tuple[str, ...],
     out: str,
-    workers: int,
+    workers: int | str,
     rank: int | None,
     world_size: int | None,
     dry_run: bool,

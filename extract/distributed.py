@@ -1,15 +1,29 @@
 """Many processes, one store: torchrun ranks or independent jobs (a SLURM
-array), each writing a contiguous, chunk-aligned range of rows."""
+array), each writing a contiguous, chunk-aligned range of rows.
+
+Under torchrun on a GPU node each rank claims its own GPU
+(`torch.cuda.set_device(LOCAL_RANK)`) before anything touches CUDA, so no
+rank opens a context on GPU 0 (fatal in exclusive-process mode). The ranks
+exchange no tensors, only barriers: those run on gloo, on the host, with a
+timeout longer than any preparation (rank 0 counting shards and creating the
+store, ranks waiting for the slowest), not on NCCL and its 10-minute watchdog.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 from vitreg.cache import VitregError
+
+#: How long a barrier may wait: `VITREG_BARRIER_HOURS` (default 48).
+BARRIER_HOURS = 48.0
 
 
 @dataclass(frozen=True)
@@ -18,10 +32,21 @@ class Ranks:
     world: int = 1
     torchrun: bool = False  # ranks talk (barriers); else independent jobs
     local_rank: int = 0
+    owns_group: bool = False  # vitreg started the process group, and ends it
 
     @property
     def leader(self) -> bool:
         return self.rank == 0
+
+
+def barrier_timeout() -> timedelta:
+    return timedelta(hours=float(os.environ.get("VITREG_BARRIER_HOURS", BARRIER_HOURS)))
+
+
+def claim_local_gpu(local_rank: int) -> None:
+    """Make the local rank's GPU this process's current device, first."""
+    if torch.cuda.is_available() and local_rank < torch.cuda.device_count():
+        torch.cuda.set_device(local_rank)
 
 
 def detect_ranks(rank: int | None = None, world: int | None = None) -> Ranks:
@@ -29,10 +54,12 @@ def detect_ranks(rank: int | None = None, world: int | None = None) -> Ranks:
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
         if rank is not None or world is not None:
             raise VitregError("--rank/--world-size are for independent jobs; torchrun sets them")
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        return Ranks(dist.get_rank(), dist.get_world_size(), True, local_rank)
+        claim_local_gpu(local_rank)
+        owns = not dist.is_initialized()
+        if owns:
+            dist.init_process_group(backend="gloo", timeout=barrier_timeout())
+        return Ranks(dist.get_rank(), dist.get_world_size(), True, local_rank, owns)
     world = world or 1
     rank = rank or 0
     if not 0 <= rank < world:
@@ -43,3 +70,20 @@ def detect_ranks(rank: int | None = None, world: int | None = None) -> Ranks:
 def barrier(ranks: Ranks) -> None:
     if ranks.torchrun:
         dist.barrier()
+
+
+def shutdown(ranks: Ranks) -> None:
+    """End the process group vitreg started (torchrun warns, and a node's
+    next job may hang on its sockets, when a rank exits without it)."""
+    if ranks.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def ranks_of(rank: int | None = None, world: int | None = None) -> Iterator[Ranks]:
+    """`detect_ranks`, then `shutdown` however the run ends."""
+    ranks = detect_ranks(rank, world)
+    try:
+        yield ranks
+    finally:
+        shutdown(ranks)

@@ -14,8 +14,9 @@ from vitreg.cache.layout import chunk_rows_for_store
 from vitreg.cache.schema import parse_token_mode
 from vitreg.core.device import resolve_device
 
-from .capture import Capture, resolve_precision, to_numpy
+from .capture import Capture, resolve_precision
 from .data import ShardStream
+from .step import Step
 from .transforms import eval_transform
 
 
@@ -49,26 +50,37 @@ def estimate_arrays(
 
 def measure_batches(capture: Capture, stream: ShardStream, specs: list[ArraySpec],
                     batches: int = 2) -> float:
-    """images/s of the last of `batches` batches (the first warms up)."""
+    """images/s of the whole loop (decoding, the device step and the host work
+    of `run.batch_values`, not the writes) over the last of `batches` batches;
+    the first warms up."""
+    from .run import batch_values, host_meta
+
     dtypes = {s.name: s.dtype for s in specs if s.dtype != "string"}
+    step = Step(capture, dtypes)
     rate = 0.0
-    for _, batch in zip(range(batches), stream):
+    batch_iter = iter(stream)
+    for _ in range(batches):
         start = time.perf_counter()
-        to_numpy(capture(batch["image"], batch["row"].numpy()), dtypes)
-        rate = len(batch["row"]) / (time.perf_counter() - start)
+        batch = next(batch_iter, None)
+        if batch is None:
+            break
+        meta = host_meta(batch)
+        batch_values(step.finish(step.launch(batch["image"], meta["row"])), meta)
+        rate = len(meta["row"]) / (time.perf_counter() - start)
     return rate
 
 
 def run_dry_run(
     *, shards: list[str], model: str, weights: str = "pretrained", img_size: int | None = None,
-    batch_size: int = 32, precision: str = "auto", device: str = "auto", limit: int | None = None,
+    batch_size: int | None = None, precision: str = "auto", device: str = "auto",
+    limit: int | None = None,
     token_mode: str = "all", with_options: list[str] | tuple[str, ...] = (),
     tokens_dtype: str = "float16", chunk_rows: int | None = None, seed: int = 42,
     preprocess: str = "timm", crop_pct: float | None = None, interpolation: str | None = None,
     keys_file: str | None = None,
 ) -> dict[str, Any]:
     """Plan the run and time two batches; write nothing."""
-    from .run import plan_and_build
+    from .run import loop_settings, plan_and_build
 
     dev = resolve_device(device)
     plan, loaded = plan_and_build(
@@ -76,6 +88,7 @@ def run_dry_run(
         token_mode=token_mode, seed=seed, preprocess=preprocess, crop_pct=crop_pct,
         interpolation=interpolation)
     precision = resolve_precision(precision, dev)
+    _, batch_size = loop_settings(0, batch_size, dev, loaded.geometry)
     specs = arrays_for(sorted(with_options), token_mode, tokens_dtype)
     capture = Capture(loaded, device=dev, precision=precision, with_options=with_options,
                       token_mode=token_mode, seed=seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,13 +24,14 @@ from vitreg.core.files import file_sha256
 from vitreg.core.prefetch import prefetched
 from vitreg.core.runtime import tune_allocator
 
-from .capture import Capture, resolve_precision, to_numpy
-from .checks import check_model
+from .capture import Capture, resolve_precision
+from .checks import PREFETCH, check_model, check_shared_memory
 from .data import ShardStream
-from .distributed import Ranks, barrier, detect_ranks
+from .distributed import Ranks, barrier, ranks_of
 from .model import LoadedModel, build_model
 from .plan import Plan, check_shard_args, no_samples_message, plan_shards
 from .progress import progress_bar
+from .step import Staged, Step
 from .transforms import eval_transform, transform_kwargs
 
 
@@ -109,8 +111,9 @@ def open_for_ranks(out: str, attrs: dict[str, Any], loaded: LoadedModel, ranks: 
 
 def run_extract(
     *, shards: list[str], model: str, out: str, weights: str = "pretrained",
-    img_size: int | None = None, batch_size: int = 32, precision: str = "auto",
-    device: str = "auto", workers: int = 0, limit: int | None = None, token_mode: str = "all",
+    img_size: int | None = None, batch_size: int | None = None, precision: str = "auto",
+    device: str = "auto", workers: int | str = "auto", limit: int | None = None,
+    token_mode: str = "all",
     with_options: list[str] | tuple[str, ...] = (), tokens_dtype: str = "float16",
     overwrite: bool = False, seed: int = 42, chunk_rows: int | None = None,
     progress: bool = True, rank: int | None = None, world_size: int | None = None,
@@ -129,37 +132,45 @@ def run_extract(
     """
     tune_allocator()
     start = time.perf_counter()
-    ranks = detect_ranks(rank, world_size)
-    with_options = sorted(set(with_options))
-    dev = resolve_device(device, local_rank=ranks.local_rank)
-    check_out(out, overwrite=overwrite)
-    plan, loaded = plan_and_build(
-        shards, model, weights=weights, img_size=img_size, limit=limit, keys_file=keys_file,
-        token_mode=token_mode, seed=seed, preprocess=preprocess, crop_pct=crop_pct,
-        interpolation=interpolation)
-    precision = resolve_precision(precision, dev)
-    attrs = store_attrs(model, loaded, precision=precision, token_mode=token_mode,
-                        tokens_dtype=tokens_dtype, with_options=with_options,
-                        shards=plan.shard_info(), n_rows=plan.n_rows, seed=seed,
-                        shard_digests=plan.digests(), keys_file=keys_file)
-    target = open_for_ranks(out, attrs, loaded, ranks, chunk_rows=chunk_rows, overwrite=overwrite)
-    target.check_keys(plan.keys())
-    loop_start = time.perf_counter()
-    processed, waited = _extract_rows(
-        target, loaded, plan, device=dev, precision=precision, with_options=with_options,
-        token_mode=token_mode, batch_size=batch_size, workers=workers, seed=seed,
-        progress=progress and ranks.leader,
-    )
-    loop_seconds = time.perf_counter() - loop_start
-    barrier(ranks)
-    ok, failed = target.finish(shared=ranks.world > 1 and not ranks.torchrun)
-    return Summary(
-        store=out, rows=plan.n_rows, ok=ok, failed=failed, processed=processed,
-        seconds=time.perf_counter() - start, loop_seconds=loop_seconds, writer_waited=waited,
-        notes=loaded.notes, damaged_shards=plan.damaged(), rank=ranks.rank, world=ranks.world,
-        row_range=target.rows, failures=target.failures(),
-        warnings=target.failures(status=STATUS_OK),
-    )
+    with ranks_of(rank, world_size) as ranks:  # ends the process group it starts
+        with_options = sorted(set(with_options))
+        dev = resolve_device(device, local_rank=ranks.local_rank)
+        check_out(out, overwrite=overwrite)
+        plan, loaded = plan_and_build(
+            shards, model, weights=weights, img_size=img_size, limit=limit, keys_file=keys_file,
+            token_mode=token_mode, seed=seed, preprocess=preprocess, crop_pct=crop_pct,
+            interpolation=interpolation)
+        workers, batch_size = loop_settings(workers, batch_size, dev, loaded.geometry,
+                                            announce=progress and ranks.leader)
+        check_shared_memory(workers, batch_size * 3 * loaded.geometry.img_size ** 2)
+        precision = resolve_precision(precision, dev)
+        attrs = store_attrs(model, loaded, precision=precision, token_mode=token_mode,
+                            tokens_dtype=tokens_dtype, with_options=with_options,
+                            shards=plan.shard_info(), n_rows=plan.n_rows, seed=seed,
+                            shard_digests=plan.digests(), keys_file=keys_file)
+        target = open_for_ranks(out, attrs, loaded, ranks, chunk_rows=chunk_rows,
+                                overwrite=overwrite)
+        target.check_keys(plan.keys())
+        loop_start = time.perf_counter()
+        processed, waited = _extract_rows(
+            target, loaded, plan, device=dev, precision=precision, with_options=with_options,
+            token_mode=token_mode, batch_size=batch_size, workers=workers, seed=seed,
+            progress=progress and ranks.leader,
+        )
+        loop_seconds = time.perf_counter() - loop_start
+        barrier(ranks)
+        # Completion reads the whole `status` and `norms`: under torchrun the
+        # leader alone does it; the other ranks report their own rows.
+        follower = ranks.torchrun and not ranks.leader
+        ok, failed = target.own_counts() if follower else \
+            target.finish(shared=ranks.world > 1 and not ranks.torchrun)
+        return Summary(
+            store=out, rows=plan.n_rows, ok=ok, failed=failed, processed=processed,
+            seconds=time.perf_counter() - start, loop_seconds=loop_seconds, writer_waited=waited,
+            notes=loaded.notes, damaged_shards=plan.damaged(), rank=ranks.rank, world=ranks.world,
+            row_range=target.rows, failures=target.failures(own=follower),
+            warnings=target.failures(status=STATUS_OK, own=follower),
+        )
 
 
 def plan_and_build(shards: list[str], model: str, *, weights: str, img_size: int | None,
@@ -177,6 +188,46 @@ def plan_and_build(shards: list[str], model: str, *, weights: str, img_size: int
                          preprocess=preprocess, crop_pct=crop_pct, interpolation=interpolation)
     check_token_mode(token_mode, loaded.geometry)
     return plan, loaded
+
+
+#: Batch size on a CPU: the forward pass is the limit, and larger batches
+#: only raise the memory.
+CPU_BATCH = 32
+
+
+def loop_settings(workers: int | str, batch_size: int | None, device: torch.device,
+                  geometry: Geometry, *, announce: bool = False) -> tuple[int, int]:
+    """`--workers auto` and an unset `--batch-size`, chosen for the device.
+
+    On a CPU: no worker processes (the forward pass needs every core; decoding
+    runs on all of them between batches) and batches of 32. On a GPU: a
+    decode worker per core but one (the main process feeds the device), and
+    the largest power-of-two batch, at most 256, whose activations fit in a
+    quarter of the GPU's memory.
+    """
+    chosen = []
+    if workers == "auto":
+        workers = 0 if device.type == "cpu" else max(1, min(usable_cores() - 1, 16))
+        chosen.append(f"{workers} decode worker(s)")
+    if batch_size is None:
+        batch_size = CPU_BATCH if device.type != "cuda" else cuda_batch_size(device, geometry)
+        chosen.append(f"batch size {batch_size}")
+    if chosen and announce:
+        print(f"vitreg extract on {device}: {', '.join(chosen)} (auto; set --workers / "
+              "--batch-size to choose)", file=sys.stderr)
+    return int(workers), batch_size
+
+
+def cuda_batch_size(device: torch.device, geometry: Geometry, most: int = 256) -> int:
+    """A power of two <= `most` whose forward activations fit in a quarter of
+    the device's memory: a block holds about 12 (T, D) float32 tensors per image
+    at its peak (MLP hidden 4D, q/k/v, residuals), plus the stored outputs."""
+    total = torch.cuda.get_device_properties(device).total_memory
+    per_image = 16 * geometry.tokens * geometry.dim * 4 + geometry.tokens ** 2 * 4
+    batch = most
+    while batch > 1 and batch * per_image > total // 4:
+        batch //= 2
+    return batch
 
 
 def check_token_mode(token_mode: str, geometry: Geometry) -> None:
@@ -204,24 +255,44 @@ def _extract_rows(target: WriteTarget, loaded: LoadedModel, plan: Plan, *,
     )
     loader = DataLoader(
         stream, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
-        prefetch_factor=4 if workers else None, persistent_workers=False,
+        prefetch_factor=PREFETCH if workers else None, persistent_workers=False,
     )
-    dtypes = target.dtypes
     capture = Capture(loaded, device=device, precision=precision, with_options=with_options,
                       token_mode=token_mode, seed=seed)
-    writer = target.writer()
+    step = Step(capture, target.dtypes)
+    writer = target.writer(batch_rows=batch_size)
     try:
         with progress_bar(count, enabled=progress) as advance:
             batches = prefetched(loader, name="vitreg-decode") \
                 if overlap_decoding(workers, device) else loader
+            in_flight: tuple[Staged, dict[str, Any]] | None = None
             for batch in batches:
-                writer.put(batch["row"].numpy(), _batch_values(batch, capture, dtypes))
-                advance(len(batch["row"]))
+                meta = host_meta(batch)
+                # batch i+1 is queued on the device before batch i's host work
+                launched = step.launch(batch["image"], meta["row"]), meta
+                if in_flight is not None:
+                    advance(_write_batch(step, writer, *in_flight))
+                in_flight = launched
+            if in_flight is not None:
+                advance(_write_batch(step, writer, *in_flight))
     except BaseException:
         writer.abort()
         raise
     writer.close()
     return count, writer.waited
+
+
+def host_meta(batch: dict[str, Any]) -> dict[str, Any]:
+    """What the host needs of a batch besides its images: rows, labels, keys,
+    errors and warnings, as NumPy arrays and lists (the loader's tensors are
+    on the host already)."""
+    return {"row": batch["row"].numpy(), "label": batch["label"].numpy(),
+            "key": batch["key"], "error": batch["error"], "warning": batch["warning"]}
+
+
+def _write_batch(step: Step, writer, staged: Staged, meta: dict[str, Any]) -> int:
+    writer.put(meta["row"], batch_values(step.finish(staged), meta))
+    return len(meta["row"])
 
 
 def usable_cores() -> int:
@@ -237,22 +308,20 @@ def overlap_decoding(workers: int, device: torch.device) -> bool:
     return workers == 0 and device.type != "cpu"
 
 
-def _batch_values(batch: dict[str, Any], capture: Capture,
-                  dtypes: dict[str, str]) -> dict[str, np.ndarray]:
-    """The arrays of one batch, with status and error filled in per row."""
-    values = to_numpy(capture(batch["image"], batch["row"].numpy()), dtypes)
+def batch_values(values: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The arrays of one batch (`Step.finish`), with status and error filled in per row."""
     finite = values.pop("finite")
-    errors = np.array(batch["error"], dtype=object)
+    errors = np.array(meta["error"], dtype=object)
     bad_values = (errors == "") & ~finite
     errors[bad_values] = "model: NaN or inf in the outputs"
     failed = errors != ""
-    warnings = np.array(batch["warning"], dtype=object)
+    warnings = np.array(meta["warning"], dtype=object)
     errors[~failed & (warnings != "")] = warnings[~failed & (warnings != "")]
     if failed.any():
         for value in values.values():
             value[failed] = 0  # a failed row holds fill values only
     values["status"] = np.where(failed, STATUS_FAILED, STATUS_OK).astype(np.uint8)
     values["error"] = errors
-    values["key"] = np.array(batch["key"], dtype=object)
-    values["label"] = batch["label"].numpy()
+    values["key"] = np.array(meta["key"], dtype=object)
+    values["label"] = meta["label"]
     return values

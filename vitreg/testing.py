@@ -60,6 +60,7 @@ def write_store(
     *,
     geometry: Geometry,
     chunk_rows: int = 16,
+    shard_rows: int | None = None,
     rows_per_put: int = 7,
     complete: bool = True,
     sample_k: int = 0,
@@ -84,7 +85,7 @@ def write_store(
         specs = [s for s in specs if s.name != "tokens"]
     root = create_store(
         url, geometry=geometry, n_rows=n, specs=specs, chunk_rows=chunk_rows,
-        attrs=synthetic_attrs(geometry, **attrs), sample_k=sample_k,
+        shard_rows=shard_rows, attrs=synthetic_attrs(geometry, **attrs), sample_k=sample_k,
     )
     for spec in specs:  # every chunk exists, as extract writes them: `verify` expects that
         if spec.name not in arrays:

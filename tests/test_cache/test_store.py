@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -230,4 +233,50 @@ def test_writer_takes_unsorted_rows_whose_first_and_last_share_a_chunk(tmp_path)
         writer.put(rows, {"norms": arrays["norms"][rows], "status": np.ones(rows.size, np.uint8)})
     writer.close()
     np.testing.assert_array_equal(root["norms"][:], arrays["norms"])
+    assert (root["status"][:] == 1).all()
+
+
+def test_writer_splits_sorted_rows_into_slices_and_keeps_every_row(tmp_path):
+    n = 40
+    arrays = random_arrays(n)
+    root = create_store(str(tmp_path / "s"), geometry=GEOM, n_rows=n, chunk_rows=4,
+                        specs=arrays_for([], "all"), attrs=synthetic_attrs(GEOM))
+    writer = ChunkWriter(root, ["tokens", "norms", "status"])
+    parts = writer._split(np.arange(6, 19))
+    assert [(c, (p.start, p.stop)) for c, p in parts] == [(1, (0, 2)), (2, (2, 6)),
+                                                          (3, (6, 10)), (4, (10, 13))]
+    for piece in np.array_split(np.arange(n), 3):  # batches of several chunks each
+        writer.put(piece, {"tokens": arrays["tokens"][piece], "norms": arrays["norms"][piece],
+                           "status": np.ones(len(piece), np.uint8)})
+    writer.close()
+    np.testing.assert_array_equal(root["tokens"][:], arrays["tokens"])
+    np.testing.assert_array_equal(root["norms"][:], arrays["norms"])
+
+
+def test_a_loop_writer_lets_two_batches_of_many_chunks_be_in_flight(tmp_path, monkeypatch):
+    # ViT-L-shaped: a batch of 256 rows is 16 chunks of 16 rows. With a bound
+    # of two chunks the loop waited on most of each batch's own writes.
+    from vitreg.cache.target import WriteTarget
+
+    n, batch = 1024, 256
+    root = create_store(str(tmp_path / "s"), geometry=GEOM, n_rows=n, chunk_rows=16,
+                        specs=arrays_for([], "all"), attrs=synthetic_attrs(GEOM))
+    release = threading.Event()
+    real_write = ChunkWriter._write
+
+    def slow_write(self, buf):
+        release.wait(10)  # the disk is busy until the test lets go
+        real_write(self, buf)
+
+    monkeypatch.setattr(ChunkWriter, "_write", slow_write)
+    writer = WriteTarget.writer(SimpleNamespace(root=root, names=["status"], rows=(0, n),
+                                                chunk_rows=16), batch_rows=batch)
+    start = time.perf_counter()
+    for first in (0, batch):  # two batches queue without waiting on the disk
+        writer.put(np.arange(first, first + batch), {"status": np.ones(batch, np.uint8)})
+    assert time.perf_counter() - start < 2 and writer.waited == 0
+    release.set()
+    for first in (2 * batch, 3 * batch):
+        writer.put(np.arange(first, first + batch), {"status": np.ones(batch, np.uint8)})
+    writer.close()
     assert (root["status"][:] == 1).all()

@@ -1,0 +1,212 @@
+"""What the host costs a GPU, measured on CPUs: before (a source tree given by
+`--before`, e.g. a `git worktree` of an older commit) and after (this tree).
+
+    .venv/bin/python bench/bench_host.py [--before /tmp/old-tree] [--n 4000]
+
+Prints, in one run:
+
+1. Main-process CPU ms per image of `run_extract` (timm's `test_vit`, a nearly
+   free model, `--workers 2 --batch-size 256`, CPU): the CPU time of the main
+   process (its threads, not the decode workers) over the loop, less the CPU
+   time of the bare forward pass over the same images in the same child. That
+   remainder is what one process spends per image besides the model: it bounds
+   the images/s one process can hand a GPU.
+2. The writer's wait per batch with ViT-L-shaped batches (256 rows of
+   (261, 1024) float16 tokens, chunks of 16 rows) when each batch's device
+   step takes `--step-ms`: the old bound (two chunks in flight, one file per
+   chunk) against `WriteTarget.writer`'s (two batches) into a store sharded
+   by the default policy; and the files each wrote.
+3. Files per 1,000 rows of the stores written.
+4. The data path with the defaults (`--workers auto`, batch size auto): a
+   one-block model against the decode limit (bench_datapath.py's).
+
+Each extraction runs in its own child process (`benchutil.child_result`);
+`--before` runs the same child against another source tree, through a
+package folder of links that shadows the editable install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchutil  # noqa: E402
+
+PACKAGES = {"core": "core", "cache": "cache", "extract": "extract", "probe": "probe",
+            "analysis": "analysis"}
+
+
+def linked_package(tree: Path, out: Path) -> Path:
+    """A folder holding `vitreg/` made of links into `tree`, as the install maps it."""
+    pkg = out / "vitreg"
+    pkg.mkdir(parents=True, exist_ok=True)
+    for item in (tree / "vitreg").iterdir():
+        if not (pkg / item.name).exists():
+            (pkg / item.name).symlink_to(item)
+    for name, folder in PACKAGES.items():
+        if not (pkg / name).exists() and (tree / folder).is_dir():
+            (pkg / name).symlink_to(tree / folder)
+    return out
+
+
+def host_child(shards: list[str], out: str, batch: int, workers: int, img_size: int) -> None:
+    """In a child: main-process CPU over the extraction loop, and over a bare forward."""
+    import timm
+    import torch
+
+    import vitreg.extract.run as run_mod
+
+    with benchutil.loop_cpu() as cpu:
+        summary = run_mod.run_extract(
+            shards=shards, model="test_vit", out=out, weights="random", img_size=img_size,
+            batch_size=batch, workers=workers, device="cpu", overwrite=True, progress=False)
+    model = timm.create_model("test_vit", num_classes=0, img_size=img_size).eval()
+    x = torch.randn(batch, 3, img_size, img_size)
+    with torch.inference_mode():
+        model.forward_features(x)  # warm-up
+        start = time.process_time()
+        for _ in range(-(-summary.processed // batch)):
+            model.forward_features(x)
+        forward = time.process_time() - start
+    files = sum(len(f) for _, _, f in os.walk(out))
+    benchutil.report({"n": summary.processed, "loop_cpu": cpu["loop"], "forward_cpu": forward,
+                      "files": files, "rows": summary.rows, "waited": summary.writer_waited})
+
+
+def run_child(args: list[str], pythonpath: Path | None = None) -> dict:
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = f"{pythonpath}:{env.get('PYTHONPATH', '')}"
+    return benchutil.child_result([sys.executable, __file__, "--child", json.dumps(args)], env=env)
+
+
+def writer_waits(tmp: Path, rows: int, step_ms: float) -> dict[str, float]:
+    """Seconds per batch the loop waits on the writer, ViT-L-shaped batches."""
+    from types import SimpleNamespace
+
+    from vitreg.cache import ChunkWriter, Geometry, arrays_for
+    from vitreg.cache.layout import shard_rows_for_store
+    from vitreg.cache.store import create_store, write_rows
+    from vitreg.cache.target import WriteTarget
+    from vitreg.testing import synthetic_attrs
+
+    geom = Geometry(registers=4, grid=(16, 16), dim=1024, depth=24, img_size=224)
+    batch, chunk = 256, 16
+    tokens = np.random.default_rng(0).standard_normal((batch, geom.tokens, geom.dim)) \
+        .astype(np.float16)
+    waits = {}
+    for label in ("old: 2 chunks in flight, unsharded", "new: 2 batches in flight, sharded"):
+        shard = shard_rows_for_store(geom, rows, chunk) if label.startswith("new") else None
+        root = create_store(str(tmp / "vitl.zarr"), geometry=geom, n_rows=rows, chunk_rows=chunk,
+                            shard_rows=shard, specs=arrays_for([], "all"),
+                            attrs=synthetic_attrs(geom), overwrite=True)
+        if label.startswith("old"):
+            writer = ChunkWriter(root, ["tokens", "status"], max_pending=2)
+        else:
+            view = SimpleNamespace(root=root, names=["tokens", "status"], rows=(0, rows),
+                                   chunk_rows=write_rows(root["status"]))
+            writer = WriteTarget.writer(view, batch_rows=batch)
+        for first in range(0, rows, batch):
+            time.sleep(step_ms / 1e3)  # the device computes the next batch
+            writer.put(np.arange(first, first + batch),
+                       {"tokens": tokens, "status": np.ones(batch, np.uint8)})
+        in_loop = writer.waited
+        writer.close()
+        waits[label] = in_loop / (rows // batch)
+        files = sum(len(f) for _, _, f in os.walk(tmp / "vitl.zarr"))
+        waits[f"files per 1000 rows ({label[:3]}, tokens + status)"] = files / rows * 1e3
+    return waits
+
+
+def data_path(tmp: Path, shards: list[str], n: int) -> tuple[dict[str, float], float]:
+    """Extract img/s with the defaults and with 2 workers, and the decode
+    limit in img/s; one-block model."""
+    import multiprocessing as mp
+
+    import bench_datapath as bd
+    import timm
+
+    from vitreg.extract.run import run_extract
+    from vitreg.extract.transforms import eval_transform
+
+    model = timm.create_model(bd.PICO, num_classes=0)
+    transform = eval_transform(timm.data.resolve_model_data_config(model))
+    blobs = [j.data for j in benchutil.load_jpegs(benchutil.image_folder(None, tmp))]
+    procs = os.cpu_count() or 1
+    with mp.get_context("fork").Pool(procs, initializer=bd._limit_init,
+                                     initargs=(blobs, transform)) as pool:
+        bd.decode_limit(pool, len(blobs), procs)
+        limit, _ = bd.decode_limit(pool, n, procs)
+    rates = {}
+    for label, workers in (("defaults", "auto"), ("--workers 2", 2)):
+        summary = run_extract(shards=shards, model=bd.PICO, out=str(tmp / "pico.zarr"),
+                              weights="random", device="cpu", overwrite=True, progress=False,
+                              workers=workers)
+        rates[label] = summary.images_per_second
+    return rates, limit
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--before", type=Path, help="an older source tree to compare with")
+    parser.add_argument("--n", type=int, default=4000)
+    parser.add_argument("--img-size", type=int, default=160)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--vitl-rows", type=int, default=1024)
+    parser.add_argument("--step-ms", type=float, default=300.0,
+                        help="device time per ViT-L batch of 256 (an H200 in bf16: about 85, "
+                        "faster than this machine's disk takes 137 MB)")
+    args = parser.parse_args()
+    if args.child:
+        host_child(*json.loads(args.child))
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="vitreg-host-", dir=os.environ.get("VITREG_BENCH_DIR")))
+    jpegs = benchutil.load_jpegs(benchutil.image_folder(None, tmp))
+    shards = benchutil.write_shards(jpegs, args.n, tmp / "shards", 1000)
+    trees = {"after": None}
+    if args.before:
+        trees = {"before": linked_package(args.before, tmp / "before-pkg"), **trees}
+    print(f"{len(jpegs)} JPEGs x {args.n // len(jpegs)} = {args.n} samples; test_vit at "
+          f"{args.img_size} px, --workers 2 --batch-size 256, device cpu; "
+          f"load {os.getloadavg()[0]:.2f}")
+    per_image: dict[str, list[float]] = {k: [] for k in trees}
+    files = {}
+    for rep in range(args.repeats):
+        for name, path in (trees.items() if rep % 2 == 0 else reversed(trees.items())):
+            r = run_child([shards, str(tmp / f"{name}.zarr"), 256, 2, args.img_size], path)
+            ms = (r["loop_cpu"] - r["forward_cpu"]) / r["n"] * 1e3
+            per_image[name].append(ms)
+            files[name] = r["files"] / r["rows"] * 1e3
+            print(f"  {name:6s} loop {r['loop_cpu'] / r['n'] * 1e3:.2f} CPU ms/img, bare forward "
+                  f"{r['forward_cpu'] / r['n'] * 1e3:.2f}: host {ms:.2f} ms/img, writer wait "
+                  f"{r['waited']:.2f} s")
+    print("\n1. main-process CPU per image, less the bare forward (median)")
+    for name, values in per_image.items():
+        ms = statistics.median(values)
+        print(f"  {name:6s} {ms:.3f} ms/img  -> at most {1e3 / ms if ms > 0 else float('inf'):.0f}"
+              f" img/s per process; files per 1000 rows {files[name]:.0f}")
+    print(f"\n2. writer wait per ViT-L batch (256 rows, chunks of 16, {args.vitl_rows} rows, "
+          f"device step {args.step_ms:.0f} ms)")
+    for label, value in writer_waits(tmp, args.vitl_rows, args.step_ms).items():
+        unit = "" if label.startswith("files") else " s"
+        print(f"  {label:48s} {value:.3f}{unit}")
+    rates, limit = data_path(tmp, shards[: max(1, len(shards) // 2)], args.n // 2)
+    print(f"\n4. data path (one-block model, CPU), decode limit {limit:.1f} img/s")
+    for label, rate in rates.items():
+        print(f"  extract, {label:12s} {rate:7.1f} img/s, ratio {rate / limit:.3f}")
+    subprocess.run(["rm", "-rf", str(tmp)], check=False)
+
+
+if __name__ == "__main__":
+    main()

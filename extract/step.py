@@ -1,0 +1,173 @@
+"""One batch from the device to the host, pipelined: launch batch i+1, then
+finish batch i.
+
+`Step.launch` runs the forward pass, casts every array to its store dtype on
+the device, computes the range checks there (rows without NaN/inf, one amax
+per float16 array) and queues the copies into host staging buffers; on CUDA
+the buffers are pinned, the copies run on a copy stream and an event marks
+their end. Nothing in `launch` waits for the device. `Step.finish` waits on
+that event and returns NumPy views of the buffers. Per step there is no
+`.cpu()`, `.item()`, `bool(tensor)`, `.numpy()` or boolean-mask indexing
+(`tests/test_extract/test_step.py` counts them), except with
+`--tokens sampled:K`, whose draw (`Capture.sample_index`) reads the top-k
+indices on the host once per batch.
+
+On a CPU the same code runs synchronously, and the values are those of
+`tensor.to(dtype).cpu().numpy()`, bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.overrides import TorchFunctionMode
+
+from .capture import FLOAT16_MAX, Capture, Float16OverflowError
+
+
+@dataclass
+class Staged:
+    """One batch in flight: host views that are valid once `event` has fired."""
+
+    rows: np.ndarray
+    host: dict[str, np.ndarray]
+    amax: np.ndarray  # float32, one per float16 array (`Step.checked` order)
+    event: torch.cuda.Event | None = None
+    #: the outputs before the cast (for the rare slow check) and after it;
+    #: held until the copies are done, so the allocator cannot reuse them
+    keep: tuple[dict[str, torch.Tensor], ...] = ()
+
+
+class Step:
+    """The device half of the extraction loop, with `depth` staging buffer sets."""
+
+    def __init__(self, capture: Capture, dtypes: dict[str, str], *, depth: int = 2) -> None:
+        self.capture = capture
+        self.dtypes = {name: dtypes.get(name, "bool") for name in [*capture.names, "finite"]}
+        self.checked = [n for n in capture.names if self.dtypes[n] == "float16"]
+        self.device = capture.device
+        self.cuda = self.device.type == "cuda"
+        self.copy_stream = torch.cuda.Stream(self.device) if self.cuda else None
+        self._ring: list[dict[str, tuple[torch.Tensor, np.ndarray]]] = [{} for _ in range(depth)]
+        self._turn = 0
+
+    def launch(self, images: torch.Tensor, rows: np.ndarray) -> Staged:
+        """Queue batch `rows` on the device; returns before it has run on CUDA."""
+        with torch.inference_mode():
+            out = self.capture(images, rows)
+            cast = {name: out[name].to(getattr(torch, self.dtypes[name])) for name in out}
+            present = [out[n] for n in self.checked if out[n].numel()]
+            amax = torch.stack([t.abs().amax().float() for t in present]) if present else \
+                torch.zeros(0, device=self.device)
+            cast["_amax"] = amax
+            buffers = self._buffers(len(rows), cast)
+            event = self._copy(cast, buffers)
+        host = {name: buffers[name][1][: len(tensor)] for name, tensor in cast.items()}
+        amax_host = host.pop("_amax")
+        return Staged(rows, host, amax_host, event, keep=(out, cast))
+
+    def finish(self, staged: Staged) -> dict[str, np.ndarray]:
+        """Wait for the copies of `staged`; its arrays (views of the staging
+        buffers, valid until `depth` more launches), with `finite` per row."""
+        if staged.event is not None:
+            staged.event.synchronize()
+        if not (staged.amax <= FLOAT16_MAX).all():  # NaN/inf or a real overflow: rare
+            self._check_float16(staged)
+        staged.keep = ()
+        return dict(staged.host)
+
+    def _copy(self, cast: dict[str, torch.Tensor],
+              buffers: dict[str, tuple[torch.Tensor, np.ndarray]]) -> torch.cuda.Event | None:
+        if not self.cuda:
+            for name, tensor in cast.items():
+                buffers[name][0][: len(tensor)].copy_(tensor)
+            return None
+        self.copy_stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self.copy_stream):
+            for name, tensor in cast.items():
+                buffers[name][0][: len(tensor)].copy_(tensor, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(self.copy_stream)
+        return event
+
+    def _buffers(self, batch: int, cast: dict[str, torch.Tensor]
+                 ) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
+        """The next staging set, (re)allocated when a batch outgrows it; each
+        buffer's NumPy view is made once, at allocation."""
+        ring = self._ring[self._turn]
+        self._turn = (self._turn + 1) % len(self._ring)
+        for name, tensor in cast.items():
+            held = ring.get(name)
+            if (held is None or held[0].shape[0] < len(tensor)
+                    or held[0].shape[1:] != tensor.shape[1:]):
+                buf = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=self.cuda)
+                ring[name] = (buf, buf.numpy())
+        return ring
+
+    def _check_float16(self, staged: Staged) -> None:
+        """Values beyond float16's range would be stored as inf: refuse instead.
+        NaN/inf alone are not an overflow (their rows are marked failed)."""
+        for name in self.checked:
+            tensor = staged.keep[0][name]
+            finite = tensor[torch.isfinite(tensor)]
+            if finite.numel() and finite.abs().max().item() > FLOAT16_MAX:
+                raise Float16OverflowError(
+                    f"values of {name!r} exceed float16's range ({FLOAT16_MAX:g}); they would "
+                    "be stored as inf. Run again with --dtype float32 to store tokens in float32."
+                )
+
+
+#: Tensor methods that make the host wait for a CUDA device.
+SYNCS = {
+    torch.Tensor.cpu: "cpu", torch.Tensor.item: "item", torch.Tensor.__bool__: "bool",
+    torch.Tensor.numpy: "numpy", torch.Tensor.tolist: "tolist",
+    torch.Tensor.nonzero: "nonzero", torch.nonzero: "nonzero",
+}
+
+
+class CountSyncs(TorchFunctionMode):
+    """Counts the calls that would make the host wait for a CUDA device
+    (`SYNCS`, a blocking `.to("cpu")`) and boolean-mask indexing (its output
+    size is read on the host). On a CPU every such call is counted: on CUDA
+    each would be a sync."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: Counter[str] = Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in SYNCS:
+            self.calls[SYNCS[func]] += 1
+        elif func is torch.Tensor.to and not kwargs.get("non_blocking") and any(
+                str(a) == "cpu" for a in (*args[1:], kwargs.get("device"))):
+            self.calls["to(cpu)"] += 1
+        elif func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__):
+            index = args[1] if isinstance(args[1], tuple) else (args[1],)
+            if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in index):
+                self.calls["mask"] += 1
+        return func(*args, **kwargs)
+
+
+def syncs_per_step(step: Step, batches: list[tuple[torch.Tensor, np.ndarray]]) -> dict[str, float]:
+    """Run `batches` through `step` pipelined (as the extraction loop does) and
+    count the syncs per step after the first two (which allocate the staging
+    buffers)."""
+    counter = CountSyncs()
+    in_flight = None
+    for i, (images, rows) in enumerate(batches):
+        if i == 2:
+            counter.__enter__()
+        launched = step.launch(images, rows)
+        if in_flight is not None:
+            step.finish(in_flight)
+        in_flight = launched
+    if in_flight is not None:
+        step.finish(in_flight)
+    if len(batches) > 2:
+        counter.__exit__(None, None, None)
+    counted = max(1, len(batches) - 2)
+    return {name: n / counted for name, n in counter.calls.items()}
