@@ -120,7 +120,7 @@ def test_the_documented_shards_are_the_code_s():
     """The Chunking section's shard sizes (and the version that brought them)."""
     from vitreg.cache.layout import chunk_rows_for_store, shard_rows_for_store
 
-    section = DOC.split("- **Shards** (1.4)")[1].split("\n- **")[0].replace("\n  ", " ")
+    section = DOC.split("- **Shards** (1.5)")[1].split("\n- **")[0].replace("\n  ", " ")
     documented = re.findall(r"(ViT-[LS])/14[^:]*: chunks of (\d+) rows, shards of (\d+)", section)
     assert len(documented) == 2
     for name, chunk, shard in documented:
@@ -128,4 +128,4 @@ def test_the_documented_shards_are_the_code_s():
                         depth=24, img_size=224)
         rows = chunk_rows_for_store(geom, 1_281_167)
         assert (rows, shard_rows_for_store(geom, 1_281_167, rows)) == (int(chunk), int(shard))
-    assert "**1.4**: arrays MAY be sharded" in DOC.split("## Changelog")[1]
+    assert "**1.5**: arrays MAY be sharded" in DOC.split("## Changelog")[1]
