@@ -8,9 +8,13 @@ Prints, in one run:
 1. Main-process CPU ms per image of `run_extract` (timm's `test_vit`, a nearly
    free model, `--workers 2 --batch-size 256`, CPU): the CPU time of the main
    process (its threads, not the decode workers) over the loop, less the CPU
-   time of the bare forward pass over the same images in the same child. That
-   remainder is what one process spends per image besides the model: it bounds
-   the images/s one process can hand a GPU.
+   time of the bare forward pass over the same images in the same child, with
+   as many torch threads as the loop had. That remainder is what one process
+   spends per image besides the model: it bounds the images/s one process can
+   hand a GPU. Below it, the main process's CPU per kind of thread (the whole
+   `run_extract` call, so planning too). On a CPU part of the remainder is the
+   device's share of the capture (norms, casts, neighbour cosines), which a GPU
+   would run.
 2. The writer's wait per batch with ViT-L-shaped batches (256 rows of
    (261, 1024) float16 tokens, chunks of 16 rows) when each batch's device
    step takes `--step-ms`: the old bound (two chunks in flight, one file per
@@ -18,7 +22,11 @@ Prints, in one run:
    by the default policy; and the files each wrote.
 3. Files per 1,000 rows of the stores written.
 4. The data path with the defaults (`--workers auto`, batch size auto): a
-   one-block model against the decode limit (bench_datapath.py's).
+   one-block model against the decode limit (bench_datapath.py's: decoding
+   alone on every core), and the same with a free model (bench_datapath.py's
+   stub capture: arrays of zeros), the host side of a GPU run. The one-block
+   model is not free here: its forward pass takes about 0.4-0.8 CPU ms of the
+   4-5 each image costs, on the cores the decode limit gives to decoding.
 
 Each extraction runs in its own child process (`benchutil.child_result`);
 `--before` runs the same child against another source tree, through a
@@ -28,13 +36,16 @@ package folder of links that shadows the editable install.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -59,28 +70,78 @@ def linked_package(tree: Path, out: Path) -> Path:
     return out
 
 
+def thread_cpu(base: dict[int, float] | None = None) -> dict[int, float]:
+    """CPU seconds of each live thread of this process (Linux), less `base`."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended
+            continue
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick - (base or {}).get(int(tid), 0)
+    return out
+
+
+@contextlib.contextmanager
+def threads_watched(every: float = 0.05) -> Iterator[dict[str, float]]:
+    """CPU seconds per kind of thread while the block runs: the main thread,
+    vitreg's named threads (writer, decode prefetch), and the rest (torch's
+    OpenMP threads, zarr's and the DataLoader's), sampled every `every` s
+    so that threads that end are counted too."""
+    base, last, names = thread_cpu(), {}, {}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(every):
+            last.update(thread_cpu(base))
+            names.update({t.native_id: t.name for t in threading.enumerate()})
+
+    watcher = threading.Thread(target=sample, name="bench-watcher", daemon=True)
+    watcher.start()
+    kinds: dict[str, float] = {}
+    try:
+        yield kinds
+    finally:
+        stop.set()
+        watcher.join()
+        last.update(thread_cpu(base))
+        for tid, seconds in last.items():
+            name = names.get(tid, "")
+            kind = "main thread" if tid == os.getpid() else "bench watcher" \
+                if name == "bench-watcher" else "vitreg writer" if "writer" in name else \
+                "vitreg decode" if "decode" in name else "torch and other threads"
+            kinds[kind] = kinds.get(kind, 0.0) + seconds
+
+
 def host_child(shards: list[str], out: str, batch: int, workers: int, img_size: int) -> None:
-    """In a child: main-process CPU over the extraction loop, and over a bare forward."""
+    """In a child: main-process CPU over the extraction loop, per kind of
+    thread, and over a bare forward with the loop's torch threads."""
     import timm
     import torch
 
     import vitreg.extract.run as run_mod
 
-    with benchutil.loop_cpu() as cpu:
+    with benchutil.loop_cpu() as cpu, threads_watched() as kinds:
         summary = run_mod.run_extract(
             shards=shards, model="test_vit", out=out, weights="random", img_size=img_size,
             batch_size=batch, workers=workers, device="cpu", overwrite=True, progress=False)
     model = timm.create_model("test_vit", num_classes=0, img_size=img_size).eval()
     x = torch.randn(batch, 3, img_size, img_size)
-    with torch.inference_mode():
+    # the loop's torch threads (an older tree has no such setting: its loop used all)
+    threads = getattr(run_mod, "intra_op_threads", lambda w, d: contextlib.nullcontext())
+    with torch.inference_mode(), threads(workers, torch.device("cpu")):
         model.forward_features(x)  # warm-up
         start = time.process_time()
         for _ in range(-(-summary.processed // batch)):
             model.forward_features(x)
         forward = time.process_time() - start
+        torch_threads = torch.get_num_threads()
     files = sum(len(f) for _, _, f in os.walk(out))
     benchutil.report({"n": summary.processed, "loop_cpu": cpu["loop"], "forward_cpu": forward,
-                      "files": files, "rows": summary.rows, "waited": summary.writer_waited})
+                      "files": files, "rows": summary.rows, "waited": summary.writer_waited,
+                      "threads": kinds, "torch_threads": torch_threads})
 
 
 def run_child(args: list[str], pythonpath: Path | None = None) -> dict:
@@ -147,11 +208,16 @@ def data_path(tmp: Path, shards: list[str], n: int) -> tuple[dict[str, float], f
                                      initargs=(blobs, transform)) as pool:
         bd.decode_limit(pool, len(blobs), procs)
         limit, _ = bd.decode_limit(pool, n, procs)
+    import vitreg.extract.run as run_mod
+
     rates = {}
-    for label, workers in (("defaults", "auto"), ("--workers 2", 2)):
-        summary = run_extract(shards=shards, model=bd.PICO, out=str(tmp / "pico.zarr"),
-                              weights="random", device="cpu", overwrite=True, progress=False,
-                              workers=workers)
+    for label, workers in (("defaults", "auto"), ("--workers 2", 2), ("defaults, free model", "auto")):
+        stub = bd.patched(run_mod, "Capture", bd._StubCapture) if "free" in label else \
+            contextlib.nullcontext()
+        with stub:
+            summary = run_extract(shards=shards, model=bd.PICO, out=str(tmp / "pico.zarr"),
+                                  weights="random", device="cpu", overwrite=True, progress=False,
+                                  workers=workers)
         rates[label] = summary.images_per_second
     return rates, limit
 
@@ -189,8 +255,10 @@ def main() -> None:
             per_image[name].append(ms)
             files[name] = r["files"] / r["rows"] * 1e3
             print(f"  {name:6s} loop {r['loop_cpu'] / r['n'] * 1e3:.2f} CPU ms/img, bare forward "
-                  f"{r['forward_cpu'] / r['n'] * 1e3:.2f}: host {ms:.2f} ms/img, writer wait "
-                  f"{r['waited']:.2f} s")
+                  f"{r['forward_cpu'] / r['n'] * 1e3:.2f} ({r['torch_threads']} torch threads): "
+                  f"host {ms:.2f} ms/img, writer wait {r['waited']:.2f} s")
+            print("         by thread (whole run_extract): " + ", ".join(
+                f"{k} {v / r['n'] * 1e3:.2f}" for k, v in sorted(r["threads"].items())))
     print("\n1. main-process CPU per image, less the bare forward (median)")
     for name, values in per_image.items():
         ms = statistics.median(values)
@@ -204,7 +272,7 @@ def main() -> None:
     rates, limit = data_path(tmp, shards[: max(1, len(shards) // 2)], args.n // 2)
     print(f"\n4. data path (one-block model, CPU), decode limit {limit:.1f} img/s")
     for label, rate in rates.items():
-        print(f"  extract, {label:12s} {rate:7.1f} img/s, ratio {rate / limit:.3f}")
+        print(f"  extract, {label:22s} {rate:7.1f} img/s, ratio {rate / limit:.3f}")
     subprocess.run(["rm", "-rf", str(tmp)], check=False)
 
 

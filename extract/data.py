@@ -16,13 +16,13 @@ import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
-from webdataset import tariterators
 
 from vitreg.cache.shardid import local_shard_path as local_path
 from vitreg.core.samples import (  # noqa: F401 - re-exported for extract's modules
@@ -38,15 +38,47 @@ from vitreg.core.samples import (  # noqa: F401 - re-exported for extract's modu
 )
 
 
-def read_span(file: io.BufferedReader, span: np.ndarray, url: str) -> dict[str, Any]:
-    """One sample from the byte range of its tar members, parsed as webdataset would."""
-    file.seek(int(span[0]))
-    data = io.BytesIO(file.read(int(span[1] - span[0])))
-    members = ({**m, "__url__": url} for m in tariterators.tar_file_iterator(data))
-    sample = next(group_members(members), None)
-    if sample is None:
-        raise ValueError(f"{url}: no tar member at bytes {span[0]}-{span[1]}")
-    return sample
+@dataclass
+class MemberLayout:
+    """Where the members of a local shard's samples lie, from the plan's
+    header scan: a worker reads a sample's bytes in one read and slices them,
+    without parsing tar headers again (tarfile's PAX parsing took 0.45 CPU
+    ms per sample, 14% of decoding one; bench/bench_host.py)."""
+
+    keys: list[str]
+    first: np.ndarray  # (n + 1,) index of each sample's first member
+    offset: np.ndarray  # (m,) byte offset of each member's data
+    size: np.ndarray  # (m,) its size in bytes
+    ext: np.ndarray  # (m,) index into `exts`
+    exts: tuple[str, ...]
+
+    @classmethod
+    def of(cls, keys: list[str], members: list[list[tuple[str, int, int]]]) -> MemberLayout:
+        """From each sample's (extension, data offset, size) members."""
+        flat = [m for sample in members for m in sample]
+        exts = tuple(sorted({ext for ext, _, _ in flat}))
+        index = {ext: i for i, ext in enumerate(exts)}
+        first = np.concatenate([[0], np.cumsum([len(m) for m in members])]).astype(np.int64)
+        where = np.array([(o, n) for _, o, n in flat], dtype=np.int64).reshape(-1, 2)
+        return cls(keys, first, where[:, 0], where[:, 1],
+                   np.array([index[e] for e, _, _ in flat], dtype=np.int32), exts)
+
+    def read(self, file: io.BufferedReader, sample: int, url: str) -> dict[str, Any]:
+        """Sample `sample` as webdataset's stream gives it: key, url, and the
+        bytes of each member by extension."""
+        a, b = int(self.first[sample]), int(self.first[sample + 1])
+        start = int(self.offset[a])
+        stop = int(self.offset[b - 1] + self.size[b - 1])
+        file.seek(start)
+        data = file.read(stop - start)
+        if len(data) != stop - start:
+            raise ValueError(f"{url} is shorter than when it was planned: "
+                             f"bytes {start}-{stop} are missing")
+        out: dict[str, Any] = {"__key__": self.keys[sample], "__url__": url}
+        for j in range(a, b):
+            at = int(self.offset[j]) - start
+            out[self.exts[self.ext[j]]] = data[at: at + int(self.size[j])]
+        return out
 
 
 def read_label(sample: dict[str, Any]) -> tuple[int, str]:
@@ -81,7 +113,7 @@ class ShardStream(IterableDataset):
     Only the rows in `todo` (a boolean mask over the store's rows) are decoded:
     a resumed run, or one process of many, skips the rest. Shards are opened
     only if they hold a row to do, starting at their first row `offsets[i]`.
-    `spans[i]`, when known, holds the byte range of each sample of shard i.
+    `layouts[i]`, when known, says where each sample of shard i lies.
     `decode_threads` > 1 decodes each batch's samples in that many threads.
     `selection` (rows -> shard index, sample index; `--keys`) reads rows in
     row order from local shards by byte range, wherever they lie in the tars.
@@ -90,13 +122,14 @@ class ShardStream(IterableDataset):
     def __init__(
         self, urls: list[str], *, offsets: np.ndarray, todo: np.ndarray, batch_size: int,
         transform: Callable[[Image.Image], torch.Tensor], img_size: int,
-        duplicates: dict[int, int] | None = None, spans: list[np.ndarray | None] | None = None,
+        duplicates: dict[int, int] | None = None,
+        layouts: list[MemberLayout | None] | None = None,
         decode_threads: int = 1, selection: np.ndarray | None = None,
     ) -> None:
         self.urls = urls
         self.selection = selection
         self.decode_threads = decode_threads
-        self.spans = spans or [None] * len(urls)
+        self.layouts = layouts or [None] * len(urls)
         self.offsets = offsets
         self.todo = todo
         self.batch_size = batch_size
@@ -127,8 +160,8 @@ class ShardStream(IterableDataset):
     def _samples(self, i: int, start: int, stop: int,
                  mine: np.ndarray) -> Iterator[tuple[int, dict[str, Any]]]:
         """Shard i's samples at the rows `start + flatnonzero(mine)`."""
-        url, spans = self.urls[i], self.spans[i]
-        path = local_path(url) if spans is not None else None
+        url, layout = self.urls[i], self.layouts[i]
+        path = local_path(url) if layout is not None else None
         if path is None:
             for row, sample in zip(range(start, stop), shard_samples(url)):
                 if mine[row - start]:
@@ -136,7 +169,7 @@ class ShardStream(IterableDataset):
             return
         with open(path, "rb") as file:
             for local in np.flatnonzero(mine):
-                yield start + int(local), read_span(file, spans[local], url)
+                yield start + int(local), layout.read(file, int(local), url)
 
     def _selected(self, rows: np.ndarray) -> Iterator[tuple[int, dict[str, Any]]]:
         """The samples of `rows` through the selection, each shard file opened once."""
@@ -146,7 +179,7 @@ class ShardStream(IterableDataset):
                 shard, index = (int(v) for v in self.selection[row])
                 if shard not in files:
                     files[shard] = open(local_path(self.urls[shard]), "rb")
-                yield int(row), read_span(files[shard], self.spans[shard][index], self.urls[shard])
+                yield int(row), self.layouts[shard].read(files[shard], index, self.urls[shard])
         finally:
             for file in files.values():
                 file.close()

@@ -16,8 +16,8 @@ from vitreg.core.device import resolve_device
 
 from .capture import Capture, resolve_precision
 from .data import ShardStream
+from .plan import plan_stream
 from .step import Step
-from .transforms import eval_transform
 
 
 @dataclass
@@ -94,10 +94,7 @@ def run_dry_run(
                       token_mode=token_mode, seed=seed)
     todo = np.zeros(plan.n_rows, dtype=bool)
     todo[: 2 * batch_size] = True
-    stream = ShardStream(plan.urls, offsets=plan.offsets, todo=todo, batch_size=batch_size,
-                         img_size=loaded.geometry.img_size,
-                         transform=eval_transform(loaded.data_config), spans=plan.spans,
-                         selection=plan.selection)
+    stream = plan_stream(plan, loaded, todo, batch_size)
     rate = measure_batches(capture, stream, specs)
     estimates = estimate_arrays(loaded.geometry, plan.n_rows, with_options=list(with_options),
                                 token_mode=token_mode, tokens_dtype=tokens_dtype,

@@ -24,13 +24,17 @@ from vitreg.cache.shardid import members_digest
 from vitreg.core.errors import InputError, UsageError
 
 from .data import (
+    MemberLayout,
     ShardDamage,
+    ShardStream,
     expand_shards,
     group_members,
     image_members,
     local_path,
     shard_samples,
 )
+from .model import LoadedModel
+from .transforms import eval_transform
 
 #: Members webdataset skips (its `tar_file_iterator` default), matched the same way.
 _SKIP_META = re.compile(
@@ -42,9 +46,9 @@ class ShardCount:
     url: str
     keys: list[str]
     damage: str | None = None
-    #: (n, 2) byte range of each sample's tar members, for local shards: a
-    #: decode worker then reads only the samples it owns.
-    spans: np.ndarray | None = None
+    #: where each sample's members lie, for local shards: a decode worker
+    #: then reads only the samples it owns.
+    layout: MemberLayout | None = None
     #: identity of the shard (cache.shardid): its members' names and sizes,
     #: or, for a streamed shard, its keys
     digest: str | None = None
@@ -70,8 +74,8 @@ class Plan:
         return np.concatenate([[0], np.cumsum([len(s.keys) for s in self.shards])])
 
     @property
-    def spans(self) -> list[np.ndarray | None]:
-        return [s.spans for s in self.shards]
+    def layouts(self) -> list[MemberLayout | None]:
+        return [s.layout for s in self.shards]
 
     def shard_info(self) -> list[dict[str, Any]]:
         return [{"url": s.url, "samples": len(s.keys)} for s in self.shards]
@@ -93,7 +97,7 @@ class Plan:
 def _header_members(path: str, damage: list[ShardDamage],
                     seen: list[tuple[str, int]]) -> Iterator[dict[str, Any]]:
     """The members webdataset would yield, read from the headers alone, with
-    the byte range from their header to the end of their padded data.
+    the offset and size of their data.
 
     A member whose data runs past the end of the file was cut short: the
     stream would fail on it, so the scan stops there too.
@@ -110,9 +114,8 @@ def _header_members(path: str, damage: list[ShardDamage],
                 dunder = "/" not in name and name.startswith("__") and name.endswith("__")
                 skip = not info.isreg() or dunder
                 if not skip and not _SKIP_META.match(name):
-                    end = info.offset_data + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
                     yield {"fname": name, "data": None, "__url__": path,
-                           "__span__": (info.offset, end)}
+                           "__span__": (info.offset_data, info.size)}
     except (tarfile.TarError, OSError) as exc:
         damage.append(ShardDamage(path, f"{type(exc).__name__}: {exc}"))
 
@@ -124,7 +127,7 @@ def count_shard(url: str) -> ShardCount:
     if path is not None and is_compressed(path):
         path = None  # a .tar.gz: webdataset streams it, there are no byte ranges
     damage: list[ShardDamage] = []
-    spans = None
+    layout = None
     if path is None:
         samples = [{k: (v if k.startswith("__") else None) for k, v in s.items()}
                    for s in shard_samples(url, damage)]
@@ -137,9 +140,9 @@ def count_shard(url: str) -> ShardCount:
         if damage and samples:
             samples.pop()  # the sample the cut went through is dropped, as when streaming
         keys = [s["__key__"] for s in samples]
-        spans = np.array([s["__span__"] for s in samples], dtype=np.int64).reshape(-1, 2)
+        layout = MemberLayout.of(keys, [s["__members__"] for s in samples])
     check_one_image(url, samples)
-    return ShardCount(url, keys, damage[0].reason if damage else None, spans, digest)
+    return ShardCount(url, keys, damage[0].reason if damage else None, layout, digest)
 
 
 def is_compressed(path: str) -> bool:
@@ -212,7 +215,7 @@ def read_keys(path: str) -> list[str]:
 
 def select_keys(counts: list[ShardCount], keys: list[str], source: str) -> np.ndarray:
     """(len(keys), 2) shard and sample index of each key, first occurrence in the stream."""
-    remote = [c.url for c in counts if c.spans is None]
+    remote = [c.url for c in counts if c.layout is None]
     if remote:
         raise UsageError(f"--keys reads each listed sample by its byte range, so it needs local "
                          f"shard files; {remote[:3]} are not local: copy them, then run again")
@@ -254,3 +257,14 @@ def plan_shards(shards: list[str], *, limit: int | None = None, keys: str | None
                 duplicates[row] = first
             row += 1
     return Plan(counts, n_rows, duplicates)
+
+
+def plan_stream(plan: Plan, loaded: LoadedModel, todo: np.ndarray, batch_size: int, *,
+                decode_threads: int = 1) -> ShardStream:
+    """The stream of the rows in `todo`, decoded for `loaded`'s model; what a
+    run, a dry run and the cost measurement all read."""
+    return ShardStream(
+        plan.urls, offsets=plan.offsets, todo=todo, batch_size=batch_size,
+        img_size=loaded.geometry.img_size, transform=eval_transform(loaded.data_config),
+        duplicates=plan.duplicates, layouts=plan.layouts, selection=plan.selection,
+        decode_threads=decode_threads)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,13 +28,19 @@ from vitreg.core.runtime import tune_allocator
 
 from .capture import Capture, resolve_precision
 from .checks import PREFETCH, check_model, check_shared_memory
-from .data import ShardStream
+from .costs import Costs, measure_costs
 from .distributed import Ranks, barrier, ranks_of
 from .model import LoadedModel, build_model
-from .plan import Plan, check_shard_args, no_samples_message, plan_shards
+from .plan import (
+    Plan,
+    check_shard_args,
+    no_samples_message,
+    plan_shards,
+    plan_stream,
+)
 from .progress import progress_bar
 from .step import Staged, Step
-from .transforms import eval_transform, transform_kwargs
+from .transforms import transform_kwargs
 
 
 @dataclass
@@ -140,8 +148,9 @@ def run_extract(
             shards, model, weights=weights, img_size=img_size, limit=limit, keys_file=keys_file,
             token_mode=token_mode, seed=seed, preprocess=preprocess, crop_pct=crop_pct,
             interpolation=interpolation)
-        workers, batch_size = loop_settings(workers, batch_size, dev, loaded.geometry,
-                                            announce=progress and ranks.leader)
+        workers, batch_size = loop_settings(
+            workers, batch_size, dev, loaded.geometry, announce=progress and ranks.leader,
+            costs=lambda: measure_costs(plan, loaded) if plan.n_rows >= WORKER_ROWS else None)
         check_shared_memory(workers, batch_size * 3 * loaded.geometry.img_size ** 2)
         precision = resolve_precision(precision, dev)
         attrs = store_attrs(model, loaded, precision=precision, token_mode=token_mode,
@@ -190,24 +199,37 @@ def plan_and_build(shards: list[str], model: str, *, weights: str, img_size: int
     return plan, loaded
 
 
+#: A CPU run of fewer rows decodes without worker processes whatever the
+#: model: starting them (each forks and opens its shards) outweighs the gain.
+WORKER_ROWS = 1000
+
 #: Batch size on a CPU: the forward pass is the limit, and larger batches
 #: only raise the memory.
 CPU_BATCH = 32
 
 
 def loop_settings(workers: int | str, batch_size: int | None, device: torch.device,
-                  geometry: Geometry, *, announce: bool = False) -> tuple[int, int]:
+                  geometry: Geometry, *, announce: bool = False,
+                  costs: Callable[[], Costs] | None = None) -> tuple[int, int]:
     """`--workers auto` and an unset `--batch-size`, chosen for the device.
 
-    On a CPU: no worker processes (the forward pass needs every core; decoding
-    runs on all of them between batches) and batches of 32. On a GPU: a
-    decode worker per core but one (the main process feeds the device), and
-    the largest power-of-two batch, at most 256, whose activations fit in a
-    quarter of the GPU's memory.
+    On a CPU, from `costs()` (measured on the first samples; without it, the
+    forward pass is taken to cost more): a decode-bound model gets a decode
+    worker per core (torch then runs on the cores the workers leave,
+    `intra_op_threads`); a forward-bound one none (the forward pass needs
+    every core; decoding runs on all of them between batches). Batches of 32.
+    On a GPU: a decode worker per core but one (the main process feeds the
+    device), and the largest power-of-two batch, at most 256, whose
+    activations fit in a quarter of the GPU's memory.
     """
     chosen = []
     if workers == "auto":
-        workers = 0 if device.type == "cpu" else max(1, min(usable_cores() - 1, 16))
+        workers = max(1, min(usable_cores() - 1, 16))
+        if device.type == "cpu":
+            measured = costs() if costs is not None else None
+            workers = usable_cores() if measured and measured.decode_bound else 0
+            if measured:
+                chosen.append(str(measured))
         chosen.append(f"{workers} decode worker(s)")
     if batch_size is None:
         batch_size = CPU_BATCH if device.type != "cuda" else cuda_batch_size(device, geometry)
@@ -247,12 +269,8 @@ def _extract_rows(target: WriteTarget, loaded: LoadedModel, plan: Plan, *,
     count = int(todo.sum())
     if count == 0:
         return 0, 0.0
-    stream = ShardStream(
-        plan.urls, offsets=plan.offsets, todo=todo, batch_size=batch_size,
-        img_size=loaded.geometry.img_size, transform=eval_transform(loaded.data_config),
-        duplicates=plan.duplicates, spans=plan.spans, selection=plan.selection,
-        decode_threads=1 if workers else usable_cores(),
-    )
+    stream = plan_stream(plan, loaded, todo, batch_size,
+                         decode_threads=1 if workers else usable_cores())
     loader = DataLoader(
         stream, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
         prefetch_factor=PREFETCH if workers else None, persistent_workers=False,
@@ -262,7 +280,8 @@ def _extract_rows(target: WriteTarget, loaded: LoadedModel, plan: Plan, *,
     step = Step(capture, target.dtypes)
     writer = target.writer(batch_rows=batch_size)
     try:
-        with progress_bar(count, enabled=progress) as advance:
+        with progress_bar(count, enabled=progress) as advance, \
+                intra_op_threads(workers, device):
             batches = prefetched(loader, name="vitreg-decode") \
                 if overlap_decoding(workers, device) else loader
             in_flight: tuple[Staged, dict[str, Any]] | None = None
@@ -297,6 +316,24 @@ def _write_batch(step: Step, writer, staged: Staged, meta: dict[str, Any]) -> in
 
 def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextmanager
+def intra_op_threads(workers: int, device: torch.device) -> Iterator[None]:
+    """On a CPU with decode workers, torch's threads take only the cores the
+    workers leave (at least one), for the loop. Threads beside busy workers
+    spin at every OpenMP barrier: with 2 workers on 2 cores, `test_vit`'s
+    loop took 2.75 CPU ms per image in the main process against 1.70 on one
+    thread, for a 1.5 ms forward pass (`bench/bench_host.py`)."""
+    if device.type != "cpu" or not workers:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, usable_cores() - workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def overlap_decoding(workers: int, device: torch.device) -> bool:

@@ -62,7 +62,7 @@ def test_byte_ranges_give_the_streamed_samples(tmp_path, monkeypatch, workers):
         str(tmp_path / "missing.tar"),
     ]
     plan = plan_shards(shards)
-    assert [s is not None for s in plan.spans] == [True, True, True, True, False]
+    assert [s is not None for s in plan.layouts] == [True, True, True, True, False]
     todo = np.ones(plan.n_rows, dtype=bool)
     todo[[2, 11]] = False
     args = dict(
@@ -75,7 +75,7 @@ def test_byte_ranges_give_the_streamed_samples(tmp_path, monkeypatch, workers):
     )
     for worker in range(workers):
         by_span = owned(
-            ShardStream(plan.urls, spans=plan.spans, **args), worker, workers, monkeypatch
+            ShardStream(plan.urls, layouts=plan.layouts, **args), worker, workers, monkeypatch
         )
         streamed = owned(ShardStream(plan.urls, **args), worker, workers, monkeypatch)
         assert [r for r, _ in by_span] == [r for r, _ in streamed]
@@ -88,7 +88,7 @@ def test_odd_tar_groups_like_webdataset(tmp_path, monkeypatch):
     samples = owned(
         ShardStream(
             plan.urls,
-            spans=plan.spans,
+            layouts=plan.layouts,
             offsets=plan.offsets,
             todo=np.ones(plan.n_rows, bool),
             batch_size=4,
@@ -139,7 +139,7 @@ def test_decode_threads_give_the_same_batches(tmp_path):
                 transform=transform,
                 img_size=32,
                 duplicates=plan.duplicates,
-                spans=plan.spans,
+                layouts=plan.layouts,
                 decode_threads=threads,
             )
         )

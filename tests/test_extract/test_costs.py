@@ -1,0 +1,115 @@
+"""`--workers auto` on a CPU: measured decode and forward costs choose the
+workers, and torch's threads leave the workers their cores."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import tests.tiny_models  # noqa: F401
+from tests.conftest import image_samples, write_shard
+from vitreg.cache import Geometry
+from vitreg.extract import run as run_mod
+from vitreg.extract.costs import Costs, measure_costs
+from vitreg.extract.model import build_model
+from vitreg.extract.plan import plan_shards
+from vitreg.extract.step import Step
+
+CPU = torch.device("cpu")
+TINY = Geometry(registers=4, grid=(4, 4), dim=32, depth=2, img_size=64)
+
+
+def test_measured_costs_are_the_cpu_time_of_decoding_and_of_the_forward_pass(tmp_path):
+    shard = write_shard(tmp_path / "s.tar", image_samples(20))
+    plan = plan_shards([shard])
+    loaded = build_model("tiny_dinov2_reg4", weights="random", img_size=None, seed=42)
+    costs = measure_costs(plan, loaded, samples=16, forward_batch=4)
+    # an independent figure: decoding the same 16 samples with PIL alone
+    # (no transform) costs less, and not by orders of magnitude
+    from vitreg.core.samples import decode_image
+
+    samples = _raw_samples(shard)[:16]
+    start = time.process_time()
+    for sample in samples:
+        decode_image(sample)
+    pil_ms = (time.process_time() - start) / len(samples) * 1e3
+    assert 0 < costs.decode_ms < 100
+    assert costs.decode_ms > 0.2 * pil_ms
+    assert costs.forward_ms > 0
+
+
+def _raw_samples(shard: str) -> list[dict]:
+    from vitreg.core.samples import shard_samples
+
+    return list(shard_samples(shard))
+
+
+@pytest.mark.parametrize(("costs", "workers"), [
+    (Costs(decode_ms=4.0, forward_ms=0.4), "all cores"),  # a one-block model
+    (Costs(decode_ms=4.0, forward_ms=60.0), 0),  # ViT-S at 224 px
+    (None, 0),  # a run too small to measure
+])
+def test_auto_workers_on_a_cpu_follow_the_costs(monkeypatch, costs, workers):
+    monkeypatch.setattr(run_mod, "usable_cores", lambda: 4)
+    called = []
+
+    def measured():
+        called.append(1)
+        return costs
+
+    chosen = run_mod.loop_settings("auto", None, CPU, TINY, costs=measured)
+    assert chosen == (4 if workers == "all cores" else workers, run_mod.CPU_BATCH)
+    assert called == [1]
+    assert run_mod.loop_settings(3, None, CPU, TINY, costs=measured)[0] == 3
+    assert called == [1]  # a number given is not second-guessed
+
+
+def test_small_runs_are_not_measured(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_mod, "measure_costs", lambda *a, **k: pytest.fail("measured"))
+    shard = write_shard(tmp_path / "s.tar", image_samples(6))
+    summary = run_mod.run_extract(shards=[shard], model="tiny_dinov2_reg4", out=str(tmp_path / "o"),
+                                  weights="random", progress=False)
+    assert summary.ok == 6
+
+
+@pytest.mark.parametrize(("workers", "inside"), [(0, None), (1, 3), (3, 1)])
+def test_torch_threads_leave_the_workers_their_cores(tmp_path, monkeypatch, workers, inside):
+    monkeypatch.setattr(run_mod, "usable_cores", lambda: 4)
+    before = torch.get_num_threads()
+    seen = []
+    launch = Step.launch
+
+    def recording(self, images, rows):
+        seen.append(torch.get_num_threads())
+        return launch(self, images, rows)
+
+    monkeypatch.setattr(Step, "launch", recording)
+    shard = write_shard(tmp_path / "s.tar", image_samples(8))
+    run_mod.run_extract(shards=[shard], model="tiny_dinov2_reg4", out=str(tmp_path / "o"),
+                        weights="random", progress=False, workers=workers, batch_size=4)
+    assert seen and set(seen) == {before if inside is None else inside}
+    assert torch.get_num_threads() == before  # restored for the caller
+
+
+def test_no_thread_change_on_a_gpu():
+    before = torch.get_num_threads()
+    with run_mod.intra_op_threads(4, torch.device("cuda", 0)):
+        assert torch.get_num_threads() == before
+
+
+def test_a_layout_read_refuses_a_shard_cut_after_planning(tmp_path):
+    path = tmp_path / "s.tar"
+    write_shard(path, image_samples(4))
+    plan = plan_shards([str(path)])
+    layout = plan.layouts[0]
+    with open(path, "rb") as file:
+        whole = [layout.read(file, i, str(path)) for i in range(4)]
+    assert [s["__key__"] for s in whole] == plan.keys()
+    data = path.read_bytes()
+    path.write_bytes(data[: int(layout.offset[-1]) + 2])  # the last member loses its end
+    with open(path, "rb") as file, pytest.raises(ValueError, match="shorter than when"):
+        layout.read(file, 3, str(path))
+    np.testing.assert_array_equal(np.diff(layout.first), 3)  # jpg, cls and json
