@@ -28,6 +28,10 @@ Prints, in one run:
    model is not free here: its forward pass takes about 0.4-0.8 CPU ms of the
    4-5 each image costs, on the cores the decode limit gives to decoding.
 
+5. One decode worker's CPU per image (read the sample from its shard, decode,
+   transform, collate) against the decode limit's per-image work, one thread,
+   before and after.
+
 Each extraction runs in its own child process (`benchutil.child_result`);
 `--before` runs the same child against another source tree, through a
 package folder of links that shadows the editable install.
@@ -42,6 +46,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -144,6 +149,37 @@ def host_child(shards: list[str], out: str, batch: int, workers: int, img_size: 
                       "threads": kinds, "torch_threads": torch_threads})
 
 
+def worker_child(shards: list[str], img_size: int) -> None:
+    """In a child: one decode worker's CPU per image (the loop's `ShardStream`
+    on one thread: read, decode, transform, collate) against the decode
+    limit's (decode and transform of the same JPEGs held in memory)."""
+    import bench_datapath as bd
+    import numpy as np
+    import torch
+
+    from vitreg.extract.data import ShardStream
+    from vitreg.extract.plan import plan_shards
+    from vitreg.extract.transforms import eval_transform
+
+    torch.set_num_threads(1)
+    plan = plan_shards(shards[:1])
+    cfg = {"input_size": (3, img_size, img_size), "interpolation": "bicubic",
+           "crop_pct": 0.875, "crop_mode": "center", "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    transform = eval_transform(cfg)
+    # an older tree passes byte ranges (`spans`), this one member offsets (`layouts`)
+    where = {"layouts": plan.layouts} if hasattr(plan, "layouts") else {"spans": plan.spans}
+    stream = ShardStream(plan.urls, offsets=plan.offsets, todo=np.ones(plan.n_rows, bool),
+                         batch_size=32, img_size=img_size, transform=transform, **where)
+    with tarfile.open(shards[0]) as tar:
+        blobs = [tar.extractfile(m).read() for m in tar if m.name.endswith(".jpg")]
+    bd._limit_init(blobs, transform)
+    start = time.process_time()
+    n = sum(len(batch["row"]) for batch in stream)
+    stream_ms = (time.process_time() - start) / n * 1e3
+    limit_ms = bd._limit_work((0, len(blobs))) / len(blobs) * 1e3
+    benchutil.report({"stream_ms": stream_ms, "limit_ms": limit_ms})
+
+
 def run_child(args: list[str], pythonpath: Path | None = None) -> dict:
     env = dict(os.environ)
     if pythonpath is not None:
@@ -235,7 +271,8 @@ def main() -> None:
                         "faster than this machine's disk takes 137 MB)")
     args = parser.parse_args()
     if args.child:
-        host_child(*json.loads(args.child))
+        child_args = json.loads(args.child)
+        (worker_child if len(child_args) == 2 else host_child)(*child_args)
         return
     tmp = Path(tempfile.mkdtemp(prefix="vitreg-host-", dir=os.environ.get("VITREG_BENCH_DIR")))
     jpegs = benchutil.load_jpegs(benchutil.image_folder(None, tmp))
@@ -247,9 +284,11 @@ def main() -> None:
           f"{args.img_size} px, --workers 2 --batch-size 256, device cpu; "
           f"load {os.getloadavg()[0]:.2f}")
     per_image: dict[str, list[float]] = {k: [] for k in trees}
+    worker: dict[str, list[dict]] = {k: [] for k in trees}
     files = {}
     for rep in range(args.repeats):
         for name, path in (trees.items() if rep % 2 == 0 else reversed(trees.items())):
+            worker[name].append(run_child([shards, args.img_size], path))
             r = run_child([shards, str(tmp / f"{name}.zarr"), 256, 2, args.img_size], path)
             ms = (r["loop_cpu"] - r["forward_cpu"]) / r["n"] * 1e3
             per_image[name].append(ms)
@@ -273,6 +312,14 @@ def main() -> None:
     print(f"\n4. data path (one-block model, CPU), decode limit {limit:.1f} img/s")
     for label, rate in rates.items():
         print(f"  extract, {label:22s} {rate:7.1f} img/s, ratio {rate / limit:.3f}")
+    print("\n5. one decode worker (read, decode, transform, collate) against the decode limit's"
+          " decode + transform, CPU ms per image, one thread (medians)")
+    for name, runs in worker.items():
+        stream = statistics.median(r["stream_ms"] for r in runs)
+        limit = statistics.median(r["limit_ms"] for r in runs)
+        ratios = ", ".join(f"{r['limit_ms'] / r['stream_ms']:.3f}" for r in runs)
+        print(f"  {name:6s} worker {stream:.3f}, limit {limit:.3f}: limit / worker {limit / stream:.3f}"
+              f" (runs {ratios})")
     subprocess.run(["rm", "-rf", str(tmp)], check=False)
 
 

@@ -141,8 +141,9 @@ EXTRACT_OPTIONS = (
         default="auto",
         show_default=True,
         type=WORKERS,
-        help="DataLoader decode workers; auto: 0 on a CPU (decoding uses every core between "
-        "batches), one per core but one on a GPU.",
+        help="DataLoader decode workers; auto: on a GPU one per core but one; on a CPU one "
+        "per core if decoding costs more than the model (measured on the first samples), "
+        "else 0 (decoding uses every core between batches).",
     ),
     click.option("--limit", type=click.IntRange(min=1), help="Stop after this many samples."),
     click.option(
