@@ -28,7 +28,7 @@ class Costs:
     """CPU milliseconds per image."""
 
     decode_ms: float  # read, decode and transform, one thread
-    forward_ms: float  # the model's forward pass, all torch threads
+    forward_ms: float  # the model's forward pass, one thread
 
     @property
     def decode_bound(self) -> bool:
@@ -39,22 +39,37 @@ class Costs:
 
 
 def measure_costs(plan: Plan, loaded: LoadedModel, *, samples: int = 16,
-                  forward_batch: int = 4) -> Costs:
+                  forward_batch: int = 8) -> Costs | None:
     """Decode the plan's first `samples` rows in this thread, then run the
-    model twice on `forward_batch` of them (the first pass warms up oneDNN's
-    kernels) and time the second; CPU time, which other load moves less than
-    wall time."""
+    model twice on `forward_batch` of them on one thread (the first pass warms
+    up oneDNN's kernels) and time the second; CPU time, which other load moves
+    less than wall time. None if the samples cannot be read: the loop then decodes
+    between batches, and meets (and reports) the same error itself."""
+    try:
+        return _measure(plan, loaded, samples, forward_batch)
+    except (OSError, ValueError, RuntimeError):
+        return None
+
+
+def _measure(plan: Plan, loaded: LoadedModel, samples: int, forward_batch: int) -> Costs | None:
     todo = np.zeros(plan.n_rows, dtype=bool)
     todo[:samples] = True
     stream = plan_stream(plan, loaded, todo, samples)
     start = time.process_time()
-    batch = next(iter(stream))
+    batch = next(iter(stream), None)
+    if batch is None:
+        return None
     decode_ms = (time.process_time() - start) / len(batch["row"]) * 1e3
     cfg = loaded.data_config
     images = normalize(batch["image"][:forward_batch], cfg["mean"], cfg["std"])
-    with torch.inference_mode():
-        loaded.model.forward_features(images)
-        start = time.process_time()
-        loaded.model.forward_features(images)
-    forward_ms = (time.process_time() - start) / len(images) * 1e3
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the work itself: idle OpenMP threads spin and add CPU time
+    try:
+        with torch.inference_mode():
+            loaded.model.forward_features(images)
+            start = time.process_time()
+            loaded.model.forward_features(images)
+        forward_ms = (time.process_time() - start) / len(images) * 1e3
+    finally:
+        torch.set_num_threads(threads)
     return Costs(decode_ms, forward_ms)

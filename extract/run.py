@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,9 +148,10 @@ def run_extract(
             shards, model, weights=weights, img_size=img_size, limit=limit, keys_file=keys_file,
             token_mode=token_mode, seed=seed, preprocess=preprocess, crop_pct=crop_pct,
             interpolation=interpolation)
-        workers, batch_size = loop_settings(
-            workers, batch_size, dev, loaded.geometry, announce=progress and ranks.leader,
-            costs=lambda: measure_costs(plan, loaded) if plan.n_rows >= WORKER_ROWS else None)
+        costs = measure_costs(plan, loaded) if dev.type == "cpu" and workers != 0 and \
+            plan.n_rows >= WORKER_ROWS else None
+        workers, batch_size = loop_settings(workers, batch_size, dev, loaded.geometry,
+                                            announce=progress and ranks.leader, costs=costs)
         check_shared_memory(workers, batch_size * 3 * loaded.geometry.img_size ** 2)
         precision = resolve_precision(precision, dev)
         attrs = store_attrs(model, loaded, precision=precision, token_mode=token_mode,
@@ -164,7 +165,7 @@ def run_extract(
         processed, waited = _extract_rows(
             target, loaded, plan, device=dev, precision=precision, with_options=with_options,
             token_mode=token_mode, batch_size=batch_size, workers=workers, seed=seed,
-            progress=progress and ranks.leader,
+            progress=progress and ranks.leader, decode_bound=bool(costs and costs.decode_bound),
         )
         loop_seconds = time.perf_counter() - loop_start
         barrier(ranks)
@@ -210,10 +211,10 @@ CPU_BATCH = 32
 
 def loop_settings(workers: int | str, batch_size: int | None, device: torch.device,
                   geometry: Geometry, *, announce: bool = False,
-                  costs: Callable[[], Costs] | None = None) -> tuple[int, int]:
+                  costs: Costs | None = None) -> tuple[int, int]:
     """`--workers auto` and an unset `--batch-size`, chosen for the device.
 
-    On a CPU, from `costs()` (measured on the first samples; without it, the
+    On a CPU, from `costs` (measured on the first samples; without them, the
     forward pass is taken to cost more): a decode-bound model gets a decode
     worker per core (torch then runs on the cores the workers leave,
     `intra_op_threads`); a forward-bound one none (the forward pass needs
@@ -226,11 +227,10 @@ def loop_settings(workers: int | str, batch_size: int | None, device: torch.devi
     if workers == "auto":
         workers = max(1, min(usable_cores() - 1, 16))
         if device.type == "cpu":
-            measured = costs() if costs is not None else None
-            workers = usable_cores() if measured and measured.decode_bound else 0
-            if measured:
-                chosen.append(str(measured))
+            workers = usable_cores() if costs and costs.decode_bound else 0
         chosen.append(f"{workers} decode worker(s)")
+    if costs is not None:
+        chosen.insert(0, str(costs))
     if batch_size is None:
         batch_size = CPU_BATCH if device.type != "cuda" else cuda_batch_size(device, geometry)
         chosen.append(f"batch size {batch_size}")
@@ -262,7 +262,7 @@ def check_token_mode(token_mode: str, geometry: Geometry) -> None:
 def _extract_rows(target: WriteTarget, loaded: LoadedModel, plan: Plan, *,
                   device: torch.device, precision: str, with_options: list[str],
                   token_mode: str, batch_size: int, workers: int, seed: int,
-                  progress: bool) -> tuple[int, float]:
+                  progress: bool, decode_bound: bool = False) -> tuple[int, float]:
     """Decode, run and write every pending row of the writer's range; return
     how many, and the seconds spent waiting on the writer."""
     todo = target.pending()
@@ -281,7 +281,7 @@ def _extract_rows(target: WriteTarget, loaded: LoadedModel, plan: Plan, *,
     writer = target.writer(batch_rows=batch_size)
     try:
         with progress_bar(count, enabled=progress) as advance, \
-                intra_op_threads(workers, device):
+                intra_op_threads(workers if decode_bound else 0, device):
             batches = prefetched(loader, name="vitreg-decode") \
                 if overlap_decoding(workers, device) else loader
             in_flight: tuple[Staged, dict[str, Any]] | None = None
@@ -321,10 +321,12 @@ def usable_cores() -> int:
 @contextmanager
 def intra_op_threads(workers: int, device: torch.device) -> Iterator[None]:
     """On a CPU with decode workers, torch's threads take only the cores the
-    workers leave (at least one), for the loop. Threads beside busy workers
-    spin at every OpenMP barrier: with 2 workers on 2 cores, `test_vit`'s
-    loop took 2.75 CPU ms per image in the main process against 1.70 on one
-    thread, for a 1.5 ms forward pass (`bench/bench_host.py`)."""
+    workers leave (at least one), for the loop. The run applies it when the
+    model is decode-bound: threads beside busy workers spin at every OpenMP
+    barrier (with 2 workers on 2 cores `test_vit`'s loop took 2.75 CPU ms per
+    image in the main process against 1.70 on one thread, for a 1.5 ms
+    forward pass; `bench/bench_host.py`); a forward-bound model (ViT-S) lost
+    half its speed to the cap (bench/README.md, options rejected)."""
     if device.type != "cpu" or not workers:
         yield
         return

@@ -26,7 +26,7 @@ def test_measured_costs_are_the_cpu_time_of_decoding_and_of_the_forward_pass(tmp
     shard = write_shard(tmp_path / "s.tar", image_samples(20))
     plan = plan_shards([shard])
     loaded = build_model("tiny_dinov2_reg4", weights="random", img_size=None, seed=42)
-    costs = measure_costs(plan, loaded, samples=16, forward_batch=4)
+    costs = measure_costs(plan, loaded, samples=16, forward_batch=8)
     # an independent figure: decoding the same 16 samples with PIL alone
     # (no transform) costs less, and not by orders of magnitude
     from vitreg.core.samples import decode_image
@@ -54,17 +54,9 @@ def _raw_samples(shard: str) -> list[dict]:
 ])
 def test_auto_workers_on_a_cpu_follow_the_costs(monkeypatch, costs, workers):
     monkeypatch.setattr(run_mod, "usable_cores", lambda: 4)
-    called = []
-
-    def measured():
-        called.append(1)
-        return costs
-
-    chosen = run_mod.loop_settings("auto", None, CPU, TINY, costs=measured)
+    chosen = run_mod.loop_settings("auto", None, CPU, TINY, costs=costs)
     assert chosen == (4 if workers == "all cores" else workers, run_mod.CPU_BATCH)
-    assert called == [1]
-    assert run_mod.loop_settings(3, None, CPU, TINY, costs=measured)[0] == 3
-    assert called == [1]  # a number given is not second-guessed
+    assert run_mod.loop_settings(3, None, CPU, TINY, costs=costs)[0] == 3  # a number stays
 
 
 def test_small_runs_are_not_measured(tmp_path, monkeypatch):
@@ -75,9 +67,18 @@ def test_small_runs_are_not_measured(tmp_path, monkeypatch):
     assert summary.ok == 6
 
 
-@pytest.mark.parametrize(("workers", "inside"), [(0, None), (1, 3), (3, 1)])
-def test_torch_threads_leave_the_workers_their_cores(tmp_path, monkeypatch, workers, inside):
+@pytest.mark.parametrize(("workers", "costs", "inside"), [
+    (0, Costs(4.0, 0.4), None),  # no workers: torch keeps its threads
+    (1, Costs(4.0, 0.4), 3),  # decode-bound: the cores one worker leaves
+    (3, Costs(4.0, 0.4), 1),
+    (1, Costs(4.0, 60.0), None),  # forward-bound: the model keeps every core
+    ("auto", Costs(4.0, 0.4), 1),  # a worker per core; torch still gets one
+])
+def test_torch_threads_leave_the_workers_their_cores(tmp_path, monkeypatch, workers, costs,
+                                                     inside):
     monkeypatch.setattr(run_mod, "usable_cores", lambda: 4)
+    monkeypatch.setattr(run_mod, "WORKER_ROWS", 0)
+    monkeypatch.setattr(run_mod, "measure_costs", lambda *a, **k: costs)
     before = torch.get_num_threads()
     seen = []
     launch = Step.launch
@@ -113,3 +114,12 @@ def test_a_layout_read_refuses_a_shard_cut_after_planning(tmp_path):
     with open(path, "rb") as file, pytest.raises(ValueError, match="shorter than when"):
         layout.read(file, 3, str(path))
     np.testing.assert_array_equal(np.diff(layout.first), 3)  # jpg, cls and json
+
+
+def test_unreadable_first_samples_measure_nothing(tmp_path):
+    shard = write_shard(tmp_path / "s.tar", image_samples(4))
+    plan = plan_shards([shard])
+    loaded = build_model("tiny_dinov2_reg4", weights="random", img_size=None, seed=42)
+    (tmp_path / "s.tar").unlink()  # gone after planning
+    assert measure_costs(plan, loaded) is None
+    assert run_mod.loop_settings("auto", None, CPU, TINY, costs=None)[0] == 0
