@@ -32,3 +32,9 @@ def tune_allocator() -> None:
         _tuned = True
     except (OSError, AttributeError):
         pass
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, e.g. a SLURM
+    allocation), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

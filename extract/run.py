@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from vitreg.core.device import resolve_device
 from vitreg.core.errors import InputError, UsageError
 from vitreg.core.files import file_sha256
 from vitreg.core.prefetch import prefetched
-from vitreg.core.runtime import tune_allocator
+from vitreg.core.runtime import tune_allocator, usable_cores
 
 from .capture import Capture, resolve_precision
 from .checks import PREFETCH, check_model, check_shared_memory
@@ -312,10 +311,6 @@ def host_meta(batch: dict[str, Any]) -> dict[str, Any]:
 def _write_batch(step: Step, writer, staged: Staged, meta: dict[str, Any]) -> int:
     writer.put(meta["row"], batch_values(step.finish(staged), meta))
     return len(meta["row"])
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @contextmanager

@@ -154,3 +154,44 @@ def test_decode_threads_give_the_same_batches(tmp_path):
         e.startswith("duplicate") for e in errors
     )
     assert bool(one[0]["image"].float().std() > 0)
+
+
+def test_planning_in_processes_gives_the_serial_plan(tmp_path, monkeypatch):
+    from vitreg.core.errors import InputError
+    from vitreg.extract import plan as plan_mod
+
+    rng = np.random.default_rng(42)
+    shards = [
+        write_shard(tmp_path / "good.tar", image_samples(9, start=0)),
+        write_shard(tmp_path / "bad.tar", [s for s, _ in bad_samples(rng)]),
+        truncated_tar(tmp_path / "cut.tar", image_samples(4, start=20)),
+        odd_tar(tmp_path / "odd.tar"),
+        str(tmp_path / "missing.tar"),
+    ]
+    monkeypatch.setattr(plan_mod, "planning_processes", lambda: 1)
+    serial = plan_shards(shards)
+    monkeypatch.setattr(plan_mod, "planning_processes", lambda: 3)
+    forked = plan_shards(shards)
+    assert forked.keys() == serial.keys() and forked.duplicates == serial.duplicates
+    assert forked.digests() == serial.digests() and forked.damaged() == serial.damaged()
+    for a, b in zip(forked.layouts, serial.layouts):
+        assert (a is None) == (b is None)
+        if a is not None:
+            for field in ("first", "offset", "size", "ext"):
+                np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+            assert a.exts == b.exts
+    # an error in a child is the parent's error, with its message
+    merged = write_shard(tmp_path / "merged.tar", [
+        {"__key__": "img", "v1.jpg": b"1", "v2.jpg": b"2"}])
+    with pytest.raises(InputError, match="several images under one key"):
+        plan_shards([shards[0], merged])
+
+
+def test_ranks_of_a_node_share_its_cores_for_planning(monkeypatch):
+    from vitreg.extract import plan as plan_mod
+
+    monkeypatch.setattr(plan_mod, "usable_cores", lambda: 16)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert plan_mod.planning_processes() == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
+    assert plan_mod.planning_processes() == 1
