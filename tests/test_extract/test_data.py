@@ -44,6 +44,18 @@ def odd_tar(path: Path) -> str:
     return str(path)
 
 
+def mixed_shards(tmp_path: Path) -> list[str]:
+    """A good shard, one of bad images, a cut one, an odd one and a missing one."""
+    rng = np.random.default_rng(42)
+    return [
+        write_shard(tmp_path / "good.tar", image_samples(9, start=0)),
+        write_shard(tmp_path / "bad.tar", [s for s, _ in bad_samples(rng)]),
+        truncated_tar(tmp_path / "cut.tar", image_samples(4, start=20)),
+        odd_tar(tmp_path / "odd.tar"),
+        str(tmp_path / "missing.tar"),
+    ]
+
+
 def owned(stream: ShardStream, worker: int, workers: int, monkeypatch) -> list:
     monkeypatch.setattr(
         data_mod, "get_worker_info", lambda: SimpleNamespace(id=worker, num_workers=workers)
@@ -53,14 +65,7 @@ def owned(stream: ShardStream, worker: int, workers: int, monkeypatch) -> list:
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
 def test_byte_ranges_give_the_streamed_samples(tmp_path, monkeypatch, workers):
-    rng = np.random.default_rng(42)
-    shards = [
-        write_shard(tmp_path / "good.tar", image_samples(9, start=0)),
-        write_shard(tmp_path / "bad.tar", [s for s, _ in bad_samples(rng)]),
-        truncated_tar(tmp_path / "cut.tar", image_samples(4, start=20)),
-        odd_tar(tmp_path / "odd.tar"),
-        str(tmp_path / "missing.tar"),
-    ]
+    shards = mixed_shards(tmp_path)
     plan = plan_shards(shards)
     assert [s is not None for s in plan.layouts] == [True, True, True, True, False]
     todo = np.ones(plan.n_rows, dtype=bool)
@@ -160,14 +165,7 @@ def test_planning_in_processes_gives_the_serial_plan(tmp_path, monkeypatch):
     from vitreg.core.errors import InputError
     from vitreg.extract import plan as plan_mod
 
-    rng = np.random.default_rng(42)
-    shards = [
-        write_shard(tmp_path / "good.tar", image_samples(9, start=0)),
-        write_shard(tmp_path / "bad.tar", [s for s, _ in bad_samples(rng)]),
-        truncated_tar(tmp_path / "cut.tar", image_samples(4, start=20)),
-        odd_tar(tmp_path / "odd.tar"),
-        str(tmp_path / "missing.tar"),
-    ]
+    shards = mixed_shards(tmp_path)
     monkeypatch.setattr(plan_mod, "planning_processes", lambda: 1)
     serial = plan_shards(shards)
     monkeypatch.setattr(plan_mod, "planning_processes", lambda: 3)
