@@ -123,3 +123,14 @@ def test_unreadable_first_samples_measure_nothing(tmp_path):
     (tmp_path / "s.tar").unlink()  # gone after planning
     assert measure_costs(plan, loaded) is None
     assert run_mod.loop_settings("auto", None, CPU, TINY, costs=None)[0] == 0
+
+
+def test_the_choice_is_printed_with_the_measured_costs(monkeypatch, capsys):
+    monkeypatch.setattr(run_mod, "usable_cores", lambda: 4)
+    run_mod.loop_settings("auto", None, CPU, TINY, announce=True, costs=Costs(4.0, 0.4))
+    said = capsys.readouterr().err
+    assert "decoding 4.0 CPU ms/img, the model 0.4" in said
+    assert "torch on 1 thread(s) beside the workers" in said and "4 decode worker(s)" in said
+    run_mod.loop_settings(2, 8, CPU, TINY, announce=True, costs=Costs(4.0, 60.0))
+    said = capsys.readouterr().err
+    assert "the model 60.0" in said and "thread" not in said and "auto" not in said
