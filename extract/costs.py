@@ -3,8 +3,9 @@ loop: decoding it, and the model's forward pass. `--workers auto` on a CPU
 chooses from them (`run.loop_settings`).
 
 A cheap model is decode-bound: decoding in worker processes on every core,
-with torch on one thread, ran the one-block model at 396-401 img/s against
-301-367 with decoding between batches (`bench/bench_host.py`, section 4).
+with torch on one thread, ran the one-block model at 418-430 img/s on 2
+cores (`bench/bench_host.py`, section 4) against 365-368 with decoding
+between batches (the default before, measured at 0ac89de).
 A costly one (ViT-S at 224 px: 60 CPU ms per image against 3-4 for decoding)
 is forward-bound, and workers beside its threads slow it
 (`bench/bench_extract.py`): there no workers, decoding between batches.
