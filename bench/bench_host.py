@@ -128,15 +128,25 @@ def host_child(shards: list[str], out: str, batch: int, workers: int, img_size: 
 
     import vitreg.extract.run as run_mod
 
+    # the loop's torch threads, for the bare forward (an older tree has no
+    # such setting: its loop used all)
+    used: list[int | None] = [None]
+    real_threads = getattr(run_mod, "intra_op_threads", None)
+    if real_threads is not None:
+        def recording(threads):
+            used[0] = threads
+            return real_threads(threads)
+
+        run_mod.intra_op_threads = recording
     with benchutil.loop_cpu() as cpu, threads_watched() as kinds:
         summary = run_mod.run_extract(
             shards=shards, model="test_vit", out=out, weights="random", img_size=img_size,
             batch_size=batch, workers=workers, device="cpu", overwrite=True, progress=False)
     model = timm.create_model("test_vit", num_classes=0, img_size=img_size).eval()
     x = torch.randn(batch, 3, img_size, img_size)
-    # the loop's torch threads (an older tree has no such setting: its loop used all)
-    threads = getattr(run_mod, "intra_op_threads", lambda w, d: contextlib.nullcontext())
-    with torch.inference_mode(), threads(workers, torch.device("cpu")):
+    if used[0] is not None:
+        torch.set_num_threads(used[0])  # this child ends after the bare forward
+    with torch.inference_mode():
         model.forward_features(x)  # warm-up
         start = time.process_time()
         for _ in range(-(-summary.processed // batch)):

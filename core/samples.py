@@ -82,8 +82,8 @@ def group_members(files: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
                 yield current
             current = {"__key__": prefix, "__url__": member["__url__"]}
         current[suffix] = member["data"]
-        if "__span__" in member:  # from a header scan: where the member's data lies
-            current.setdefault("__members__", []).append((suffix, *member["__span__"]))
+        if "__data__" in member:  # from a header scan: where the member's data lies
+            current.setdefault("__members__", []).append((suffix, *member["__data__"]))
     if current is not None:
         yield current
 

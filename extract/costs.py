@@ -6,7 +6,8 @@ A cheap model is decode-bound: decoding in worker processes on every core,
 with torch on one thread, ran the one-block model at 418-430 img/s on 2
 cores (`bench/bench_host.py`, section 4) against 365-368 with decoding
 between batches (the default before, measured at 0ac89de).
-A costly one (ViT-S at 224 px: 60 CPU ms per image against 3-4 for decoding)
+A costly one (ViT-S/14 at 224 px: 144-157 CPU ms per image on one thread
+against 3.5-3.7 for decoding, as measured here)
 is forward-bound, and workers beside its threads slow it
 (`bench/bench_extract.py`): there no workers, decoding between batches.
 """

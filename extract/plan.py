@@ -118,7 +118,7 @@ def _header_members(path: str, damage: list[ShardDamage],
                 skip = not info.isreg() or dunder
                 if not skip and not _SKIP_META.match(name):
                     yield {"fname": name, "data": None, "__url__": path,
-                           "__span__": (info.offset_data, info.size)}
+                           "__data__": (info.offset_data, info.size)}
     except (tarfile.TarError, OSError) as exc:
         damage.append(ShardDamage(path, f"{type(exc).__name__}: {exc}"))
 

@@ -164,7 +164,7 @@ def run_extract(
         processed, waited = _extract_rows(
             target, loaded, plan, device=dev, precision=precision, with_options=with_options,
             token_mode=token_mode, batch_size=batch_size, workers=workers, seed=seed,
-            progress=progress and ranks.leader, decode_bound=bool(costs and costs.decode_bound),
+            progress=progress and ranks.leader, threads=loop_threads(workers, dev, costs),
         )
         loop_seconds = time.perf_counter() - loop_start
         barrier(ranks)
@@ -218,7 +218,7 @@ def loop_settings(workers: int | str, batch_size: int | None, device: torch.devi
     On a CPU, from `costs` (measured on the first samples; without them, the
     forward pass is taken to cost more): a decode-bound model gets a decode
     worker per core (torch then runs on the cores the workers leave,
-    `intra_op_threads`); a forward-bound one none (the forward pass needs
+    `loop_threads`); a forward-bound one none (the forward pass needs
     every core; decoding runs on all of them between batches). Batches of 32.
     On a GPU: a decode worker per core but one (the main process feeds the
     device), and the largest power-of-two batch, at most 256, whose
@@ -226,18 +226,17 @@ def loop_settings(workers: int | str, batch_size: int | None, device: torch.devi
     """
     chosen = []
     if workers == "auto":
-        workers = max(1, min(usable_cores() - 1, 16))
-        if device.type == "cpu":
-            workers = usable_cores() if costs and costs.decode_bound else 0
+        workers = (usable_cores() if costs and costs.decode_bound else 0) \
+            if device.type == "cpu" else max(1, min(usable_cores() - 1, 16))
         chosen.append(f"{workers} decode worker(s)")
     if batch_size is None:
         batch_size = CPU_BATCH if device.type != "cuda" else cuda_batch_size(device, geometry)
         chosen.append(f"batch size {batch_size}")
     if announce and (chosen or costs):
         parts = [str(costs)] if costs else []
-        if costs and costs.decode_bound and workers:
-            parts.append(f"torch on {max(1, usable_cores() - int(workers))} thread(s) beside "
-                         "the workers")
+        threads = loop_threads(int(workers), device, costs)
+        if threads is not None:
+            parts.append(f"torch on {threads} thread(s) beside the workers")
         if chosen:
             parts.append(f"{', '.join(chosen)} (auto; set --workers / --batch-size to choose)")
         print(f"vitreg extract on {device}: {'; '.join(parts)}", file=sys.stderr)
@@ -266,7 +265,7 @@ def check_token_mode(token_mode: str, geometry: Geometry) -> None:
 def _extract_rows(target: WriteTarget, loaded: LoadedModel, plan: Plan, *,
                   device: torch.device, precision: str, with_options: list[str],
                   token_mode: str, batch_size: int, workers: int, seed: int,
-                  progress: bool, decode_bound: bool = False) -> tuple[int, float]:
+                  progress: bool, threads: int | None = None) -> tuple[int, float]:
     """Decode, run and write every pending row of the writer's range; return
     how many, and the seconds spent waiting on the writer."""
     todo = target.pending()
@@ -285,7 +284,7 @@ def _extract_rows(target: WriteTarget, loaded: LoadedModel, plan: Plan, *,
     writer = target.writer(batch_rows=batch_size)
     try:
         with progress_bar(count, enabled=progress) as advance, \
-                intra_op_threads(workers if decode_bound else 0, device):
+                intra_op_threads(threads):
             batches = prefetched(loader, name="vitreg-decode") \
                 if overlap_decoding(workers, device) else loader
             in_flight: tuple[Staged, dict[str, Any]] | None = None
@@ -318,20 +317,27 @@ def _write_batch(step: Step, writer, staged: Staged, meta: dict[str, Any]) -> in
     return len(meta["row"])
 
 
+def loop_threads(workers: int, device: torch.device, costs: Costs | None) -> int | None:
+    """Torch's threads for the loop, or None to leave them: on a CPU with
+    decode workers and a decode-bound model, the cores the workers leave (at
+    least one). Threads beside busy workers spin at every OpenMP barrier (with
+    2 workers on 2 cores `test_vit`'s loop took 2.75 CPU ms per image in the
+    main process against 1.70 on one thread, for a 1.5 ms forward pass;
+    `bench/bench_host.py`); a forward-bound model (ViT-S) lost half its speed
+    to the cap (bench/README.md, options rejected)."""
+    if device.type != "cpu" or not workers or not (costs and costs.decode_bound):
+        return None
+    return max(1, usable_cores() - workers)
+
+
 @contextmanager
-def intra_op_threads(workers: int, device: torch.device) -> Iterator[None]:
-    """On a CPU with decode workers, torch's threads take only the cores the
-    workers leave (at least one), for the loop. The run applies it when the
-    model is decode-bound: threads beside busy workers spin at every OpenMP
-    barrier (with 2 workers on 2 cores `test_vit`'s loop took 2.75 CPU ms per
-    image in the main process against 1.70 on one thread, for a 1.5 ms
-    forward pass; `bench/bench_host.py`); a forward-bound model (ViT-S) lost
-    half its speed to the cap (bench/README.md, options rejected)."""
-    if device.type != "cpu" or not workers:
+def intra_op_threads(threads: int | None) -> Iterator[None]:
+    """torch on `threads` threads inside the block (None: unchanged), then as before."""
+    if threads is None:
         yield
         return
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, usable_cores() - workers))
+    torch.set_num_threads(threads)
     try:
         yield
     finally:

@@ -97,7 +97,8 @@ def test_torch_threads_leave_the_workers_their_cores(tmp_path, monkeypatch, work
 
 def test_no_thread_change_on_a_gpu():
     before = torch.get_num_threads()
-    with run_mod.intra_op_threads(4, torch.device("cuda", 0)):
+    threads = run_mod.loop_threads(4, torch.device("cuda", 0), Costs(4.0, 0.4))
+    with run_mod.intra_op_threads(threads):
         assert torch.get_num_threads() == before
 
 
