@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .coverage import class_coverage, with_sample_sizes
 from .gather import (
     POOLED,
     ClassifyGather,
@@ -390,13 +391,17 @@ def classify(ctx: ProbeContext) -> dict[str, Any]:
     cfg = ctx.train_config(optimizer="adam", weight_decay=float(ctx.options["weight_decay"]),
                            patience=int(ctx.options["patience"]))
     result = fit(ctx, streams, ClassifyTask(num_classes), heads, cfg)
+    coverage = class_coverage(items["train"].fields["label"], items["val"].fields["label"])
     return {
         "counts": {name: it.counts for name, it in items.items()},
         "images_used": {name: len(it) for name, it in items.items()},
         "num_classes": num_classes,
         "cls_source": cls_source if has_cls else None,
-        "metrics": {h.name: _top(result.metrics[h.name]) for h in heads},
-        "units": {"top1": "fraction of validation images classified correctly"},
+        "metrics": with_sample_sizes({h.name: _top(result.metrics[h.name]) for h in heads},
+                                     coverage, ctx.notes),
+        "class_coverage": coverage,
+        "units": {"top1": "fraction of validation images classified correctly",
+                  "count": "validation images", "classes_seen": "classes in training"},
         **fit_summary(result),
     }
 
@@ -475,12 +480,16 @@ def linear(ctx: ProbeContext) -> dict[str, Any]:
     cfg = ctx.train_config(optimizer="sgd", weight_decay=float(ctx.options["weight_decay"]),
                            patience=None, momentum=float(ctx.options["momentum"]))
     result = fit(ctx, streams, ClassifyTask(num_classes), heads, cfg)
+    coverage = class_coverage(items["train"].fields["label"], items["val"].fields["label"])
     return {
         "counts": {name: it.counts for name, it in items.items()},
         "num_classes": num_classes,
         "features": {h.name: len(h.columns) for h in heads},
-        "metrics": {h.name: _top(result.metrics[h.name]) for h in heads},
-        "units": {"top1": "fraction of validation images classified correctly"},
+        "metrics": with_sample_sizes({h.name: _top(result.metrics[h.name]) for h in heads},
+                                     coverage, ctx.notes),
+        "class_coverage": coverage,
+        "units": {"top1": "fraction of validation images classified correctly",
+                  "count": "validation images", "classes_seen": "classes in training"},
         **fit_summary(result),
     }
 
