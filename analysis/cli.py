@@ -21,7 +21,8 @@ COMMON_OPTIONS = (
                  help="Folder for the figures (PNG) and their data (JSON)."),
     click.option("--images", default=5000, show_default=True, type=click.IntRange(0),
                  help="Seeded sample of ok images per store (0: all), as in the study."),
-    click.option("--seed", default=42, show_default=True, type=int),
+    click.option("--seed", default=42, show_default=True, type=int,
+                 help="Seed of the image sample."),
     click.option("--allow-partial", is_flag=True,
                  help="Use the rows written so far of an incomplete store."),
 )

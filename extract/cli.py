@@ -47,7 +47,8 @@ class CommaChoice(click.ParamType):
 @cli_errors
 @click.argument("src", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the tars.")
-@click.option("--per-shard", default=1000, show_default=True, type=click.IntRange(min=1))
+@click.option("--per-shard", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Images per tar.")
 @click.option(
     "--synsets",
     type=click.Path(exists=True, dir_okay=False),

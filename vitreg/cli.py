@@ -15,7 +15,14 @@ from vitreg.study.cli import study
 from .demo import demo_command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class PipelineGroup(click.Group):
+    """Lists commands in the order a user runs them (shards, extract, ...), not by name."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+@click.group(cls=PipelineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vitreg")
 def cli() -> None:
     """Cache a ViT's tokens once, then probe and analyse outlier tokens and registers."""

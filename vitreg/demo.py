@@ -115,7 +115,8 @@ def run_demo(*, out: str, batch_size: int = 16) -> Path:
 
 @click.command("demo")
 @cli_errors
-@click.option("--out", default="vitreg-demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", default="vitreg-demo", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the photos, shards, store, results and report.")
 def demo_command(out: str) -> None:
     """The whole pipeline on sample photos, ending with the HTML report."""
     run_demo(out=out)
