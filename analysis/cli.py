@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from vitreg.core.commands import InOrderGroup
 from vitreg.core.errors import cli_errors
 
 from .common import Analysis, registered
@@ -34,7 +35,7 @@ def _with_options(fn: Callable, options: tuple[Callable, ...]) -> Callable:
     return fn
 
 
-@click.group("analysis")
+@click.group("analysis", cls=InOrderGroup)
 def analysis() -> None:
     """Statistics, figures and an HTML report from one or more stores."""
 

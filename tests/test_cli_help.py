@@ -26,3 +26,8 @@ def test_every_option_has_help():
                if isinstance(param, click.Option) and not param.hidden and not param.help
                and param.name not in ("help", "version")]
     assert not missing, missing
+
+
+def test_analyses_listed_in_pipeline_order():
+    group = cli.commands["analysis"]
+    assert group.list_commands(click.Context(group)) == ["norms", "similarity", "maps", "report"]
