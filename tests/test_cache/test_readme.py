@@ -25,8 +25,8 @@ def readme_stores(tmp_path, monkeypatch):
     """stores/dinov2-s-reg4-val.zarr and .zip under a fresh working directory."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "stores").mkdir()
-    url = write_planted_store(str(tmp_path / "stores/dinov2-s-reg4-val.zarr"), n_images=48, geometry=GEOMETRY,
-                              seed=0)
+    url = write_planted_store(str(tmp_path / "stores/dinov2-s-reg4-val.zarr"), n_images=48,
+                              geometry=GEOMETRY, seed=0)
     run_pack(url, str(tmp_path / "stores/dinov2-s-reg4-val.zip"))
     return url
 
