@@ -89,9 +89,14 @@ def _run_extract(step: Step, paths: dict[str, str], resume: bool) -> dict[str, A
 
 def _run_probe(step: Step, paths: dict[str, str], resume: bool) -> dict[str, Any]:
     val = step.config["val"]
+    options = dict(step.config["options"])
+    if step.config["kind"] == "reconstruct":
+        # The stores are the study's own, extracted from the plan's [data] (the user's
+        # file): their recorded shards are the user's, so reconstruct may reopen them.
+        options.setdefault("trust_recorded_shards", True)
     return stages.call_probe(kind=step.config["kind"], train=paths[step.config["train"]],
                              val=paths[val] if val else None, out=step.output,
-                             options=step.config["options"])
+                             options=options)
 
 
 def _fresh_dir(path: str) -> None:
