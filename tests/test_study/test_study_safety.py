@@ -21,18 +21,9 @@ from vitreg.core import UsageError
 from vitreg.study.plan import PlanError
 from vitreg.study.run import LOCK_NAME, out_lock, run_study
 
-from .conftest import write_plan
+from .conftest import PLAN, write_plan
 
-SMALL = """\
-[study]
-weights = "random"
-seed = 42
-batch_size = 16
-imports = ["tests.tiny_models"]
-
-[data]
-val = "{val}"
-
+SMALL = PLAN[:PLAN.index("[extract.val]")] + """\
 [extract.val]
 split = "val"
 tokens = "all"
