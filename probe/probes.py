@@ -285,6 +285,9 @@ def position(ctx: ProbeContext) -> dict[str, Any]:
                "it records them (a brace pattern such as /data/train-{000..063}.tar, or the "
                "folder that holds them under their recorded names)", type=str),
         Option("val_shards", None, "the same as --shards, for the --val store", type=str),
+        Option("trust_recorded_shards", False, "--targets shards without --shards: reopen the "
+               "shard URLs the stores record (local files and http(s)/s3 URLs only; a store "
+               "is someone's data, so this needs your say-so)"),
         Option("decode_workers", 0, "--targets shards: processes that decode images "
                "(0: the CPUs, at most 8)"),
         *SKLEARN_OPTIONS,
@@ -342,6 +345,7 @@ def redecoded_targets(ctx: ProbeContext, items: dict[str, Items]) -> np.ndarray:
         patch = np.concatenate([items[n].fields["patch"] for n in names])
         t0 = time.perf_counter()
         parts.append(decode_targets(part.store, rows, patch, shards=shards,
+                                    trust_recorded=bool(ctx.options["trust_recorded_shards"]),
                                     workers=int(ctx.options["decode_workers"])))
         ctx.data.setdefault("redecoded", []).append(
             {"store": part.store.url, "parts": list(names), "tokens": int(rows.size),
