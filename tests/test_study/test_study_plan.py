@@ -40,7 +40,7 @@ def test_dry_run_of_the_paper_plan_lists_every_step_offline(tmp_path, monkeypatc
     for name in PAPER_MODELS:
         assert f"extract:{name}:val " in result.output
     assert "probe:DINOv2-G:position" in result.output and "report" in result.output
-    assert "GPU h" in result.output and not (tmp_path / "o").exists()
+    assert "of GPU time" in result.output and not (tmp_path / "o").exists()
     refused = CliRunner().invoke(cli, ["study", "run", str(plan), "--out", str(tmp_path / "o")])
     assert refused.exit_code == 2 and "placeholder" in refused.output
 
