@@ -166,7 +166,7 @@ def stats_table(stats: dict[str, dict[str, Any]]) -> str:
 #: metric key -> (column name, unit)
 METRIC_HEADERS = {"top1": ("top-1", "%"), "top5": ("top-5", "%"),
                   "distance": ("distance", "patches"), "l2": ("L2 error", "0-255 pixel values"),
-                  "mse": ("MSE", "(0-255 pixel values)²")}
+                  "mse": ("MSE", "pixel values², 0-255 scale")}
 
 
 def metric_header(group: str, key: str) -> str:
