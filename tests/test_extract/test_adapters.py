@@ -262,3 +262,40 @@ def test_only_the_tapped_block_runs_unfused():
     model, size = build("vit_small_patch16_dinov3")
     captured(model, size, images(size, 1))
     assert [b.attn.fused_attn for b in model.blocks] == [True, False]
+
+
+#: one architecture per kind of block and attention the families hold (bench/bench_families.py
+#: walks all 303): None = read exactly, else words of the sentence that refuses it
+KINDS = {
+    "vit_small_patch16_18x2_224": "parallel attention branches",
+    "vit_dwee_patch16_reg1_gap_256": "DiffAttention",
+    "vit_dpwee_patch16_reg1_gap_256": "DiffParallelScalingBlock",
+    "vit_base_patch16_xp_224": None,
+    "vit_base_patch16_rpn_224": None,
+    "vit_base_patch16_clip_quickgelu_224": None,
+    "eva02_small_patch14_224": None,
+    "beitv2_base_patch16_224": None,
+    "cait_xxs24_224": None,
+    "naflexvit_base_patch16_siglip": None,
+    "vit_relpos_base_patch16_clsgap_224": None,
+}
+
+
+@pytest.mark.parametrize("name", sorted(KINDS))
+def test_each_kind_is_exact_or_refused_before_any_work(name):
+    from vitreg.extract.checks import check_model
+
+    words = KINDS[name]
+    if words is None:
+        check_model(name, None)
+        return
+    with pytest.raises(UsageError, match="cannot read it exactly") as info:
+        check_model(name, None)
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_model_of_no_family_is_not_a_vision_transformer():
+    from vitreg.extract.checks import check_model
+
+    with pytest.raises(UsageError, match="not a Vision Transformer vitreg reads"):
+        check_model("resnet18", None)

@@ -28,8 +28,9 @@ TINY = {
 
 def _factory(real: str, size: int):
     def build(pretrained: bool = False, **kwargs):
-        return sharpen(timm.create_model(real, pretrained=False, **{**SMALL, "img_size": size,
-                                                                     **kwargs}))
+        depth = 3 if "dinov3" in real else 2  # a block neither chosen nor the last
+        return sharpen(timm.create_model(real, pretrained=False, **{
+            **SMALL, "depth": depth, "img_size": size, **kwargs}))
     return build
 
 
@@ -83,13 +84,13 @@ def test_a_distillation_token_is_not_a_register(tmp_path):
 
 def test_chosen_blocks_store_their_tokens_norms_and_attention(tmp_path):
     store, model, x = extract(tmp_path, "tiny_dinov3", blocks=(1, -1))
-    assert store.meta["blocks"] == [0, 1] and store.geometry.chosen == (0, 1)
+    assert store.meta["blocks"] == [0, 2] and store.geometry.chosen == (0, 2)
     seen = []
     attn = model.blocks[0].attn
     attn.fused_attn = False
     attn.attn_drop.register_forward_hook(lambda m, a, o: seen.append(a[0]))
     with torch.no_grad():
-        _, inter = model.forward_intermediates(x, indices=[0, 1], norm=False, output_fmt="NLC",
+        _, inter = model.forward_intermediates(x, indices=[0, 2], norm=False, output_fmt="NLC",
                                                return_prefix_tokens=True)
     tokens = np.stack([torch.cat([pre, pat], 1).double().numpy() for pat, pre in inter], 1)
     close("tokens", store.array("chosen/tokens")[:].astype(np.float64), tokens)
@@ -100,7 +101,7 @@ def test_chosen_blocks_store_their_tokens_norms_and_attention(tmp_path):
                                   store.array("attention")[:])
 
 
-@pytest.mark.parametrize("blocks, words", [("0", "give 1 to 2"), ("3", "has 2 blocks"),
+@pytest.mark.parametrize("blocks, words", [("0", "give 1 to 3"), ("4", "has 3 blocks"),
                                            ("x", "block numbers separated by commas")])
 def test_bad_blocks_are_refused_before_any_work(tmp_path, blocks, words):
     from vitreg.cli import cli
@@ -112,3 +113,25 @@ def test_bad_blocks_are_refused_before_any_work(tmp_path, blocks, words):
     assert result.exit_code == 2, result.output
     assert words in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_readers_take_a_chosen_block(tmp_path):
+    from vitreg.cache.errors import InputError
+    from vitreg.cli import cli
+
+    store, _, _ = extract(tmp_path, "tiny_dinov3", blocks=(1,))
+    first = store.at_block(1)
+    np.testing.assert_array_equal(first.array("tokens")[:], store.array("chosen/tokens")[:, 0])
+    batch = next(first.batches(["norms", "attention"]))
+    np.testing.assert_array_equal(batch["norms"], store.array("chosen/norms")[batch["row"], 0])
+    g = store.geometry
+    patch_norms = store.array("chosen/norms")[:, 0, g.prefix:]
+    assert first.threshold() == pytest.approx(float(np.percentile(patch_norms, 98)))
+    assert store.at_block(-1) is store and store.at_block(3) is store
+    with pytest.raises(InputError, match="holds the tokens of blocks 1 .*--blocks -2"):
+        store.at_block(-2)
+    with pytest.raises(InputError, match="has 3 blocks"):
+        store.at_block(4)
+    result = CliRunner().invoke(cli, ["analysis", "norms", store.url, "--block", "1",
+                                      "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
