@@ -19,10 +19,10 @@ from vitreg.extract.run import run_extract
 
 #: registered name -> (timm model it shrinks, image size)
 TINY = {
-    "tiny_siglip": ("vit_base_patch16_siglip_224", 64),
-    "tiny_relpos_gap": ("vit_relpos_small_patch16_224", 64),
-    "tiny_deit_distilled": ("deit_tiny_distilled_patch16_224", 64),
-    "tiny_dinov3": ("vit_small_patch16_dinov3", 64),
+    "adapted_siglip": ("vit_base_patch16_siglip_224", 64),
+    "adapted_relpos_gap": ("vit_relpos_small_patch16_224", 64),
+    "adapted_deit_distilled": ("deit_tiny_distilled_patch16_224", 64),
+    "adapted_dinov3": ("vit_small_patch16_dinov3", 64),
 }
 
 
@@ -53,7 +53,7 @@ def extract(tmp_path, name: str, **options):
 
 
 def test_a_pooling_head_model_stores_its_query_attention(tmp_path):
-    store, model, x = extract(tmp_path, "tiny_siglip")
+    store, model, x = extract(tmp_path, "adapted_siglip")
     want = reference(model, x)
     g = store.geometry
     assert (g.prefix, g.layout, g.has_cls) == (0, (), False)
@@ -64,7 +64,7 @@ def test_a_pooling_head_model_stores_its_query_attention(tmp_path):
 
 
 def test_a_mean_pooled_model_without_cls_stores_no_attention(tmp_path):
-    store, model, x = extract(tmp_path, "tiny_relpos_gap")
+    store, model, x = extract(tmp_path, "adapted_relpos_gap")
     want = reference(model, x)
     assert store.meta["attention_query"] is None
     assert "attention" not in store
@@ -73,7 +73,7 @@ def test_a_mean_pooled_model_without_cls_stores_no_attention(tmp_path):
 
 
 def test_a_distillation_token_is_not_a_register(tmp_path):
-    store, model, x = extract(tmp_path, "tiny_deit_distilled")
+    store, model, x = extract(tmp_path, "adapted_deit_distilled")
     g = store.geometry
     assert store.meta["prefix_layout"] == ["cls", "distillation"]
     assert (g.prefix, g.registers) == (2, 0)
@@ -83,7 +83,7 @@ def test_a_distillation_token_is_not_a_register(tmp_path):
 
 
 def test_chosen_blocks_store_their_tokens_norms_and_attention(tmp_path):
-    store, model, x = extract(tmp_path, "tiny_dinov3", blocks=(1, -1))
+    store, model, x = extract(tmp_path, "adapted_dinov3", blocks=(1, -1))
     assert store.meta["blocks"] == [0, 2] and store.geometry.chosen == (0, 2)
     seen = []
     attn = model.blocks[0].attn
@@ -107,7 +107,7 @@ def test_bad_blocks_are_refused_before_any_work(tmp_path, blocks, words):
     from vitreg.cli import cli
 
     shard = write_shard(tmp_path / "s.tar", image_samples(2))
-    result = CliRunner().invoke(cli, ["extract", shard, "--model", "tiny_dinov3", "--weights",
+    result = CliRunner().invoke(cli, ["extract", shard, "--model", "adapted_dinov3", "--weights",
                                        "random", "--out", str(tmp_path / "o"), "--blocks",
                                        blocks])
     assert result.exit_code == 2, result.output
@@ -119,7 +119,7 @@ def test_readers_take_a_chosen_block(tmp_path):
     from vitreg.cache.errors import InputError
     from vitreg.cli import cli
 
-    store, _, _ = extract(tmp_path, "tiny_dinov3", blocks=(1,))
+    store, _, _ = extract(tmp_path, "adapted_dinov3", blocks=(1,))
     first = store.at_block(1)
     np.testing.assert_array_equal(first.array("tokens")[:], store.array("chosen/tokens")[:, 0])
     batch = next(first.batches(["norms", "attention"]))
