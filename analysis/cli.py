@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from vitreg.core.errors import cli_errors
+from vitreg.core.paths import check_not_inside
 
 from .common import Analysis, registered
 from .report import run_report
@@ -40,6 +41,7 @@ def analysis() -> None:
 
 def _add_command(entry: Analysis) -> None:
     def command(stores: tuple[str, ...], **kwargs: Any) -> None:
+        check_not_inside(kwargs["out"], stores)
         click.echo(entry.summary(entry.run(stores=list(stores), **kwargs), kwargs))
 
     command.__name__ = f"{entry.name}_cmd"
@@ -59,6 +61,7 @@ def _report_options() -> tuple[Callable, ...]:
 
 def report_cmd(stores: tuple[str, ...], **kwargs: Any) -> None:
     """Every analysis and the probe results in one self-contained report.html."""
+    check_not_inside(kwargs["out"], [*stores, *kwargs.get("probes", ())])
     click.echo(f"wrote {run_report(stores=list(stores), **kwargs)}")
 
 

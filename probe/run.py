@@ -20,6 +20,7 @@ from vitreg.cache.attrs import SAME_MODEL_KEYS
 from vitreg.cache.attrs import provenance as store_provenance
 from vitreg.core.device import resolve_device
 from vitreg.core.files import write_json as core_write_json
+from vitreg.core.paths import check_not_inside
 from vitreg.core.version import __version__
 
 from . import probes as _probes  # noqa: F401 - registers the probes
@@ -41,6 +42,7 @@ def run_probe(
     opts = resolve_options(spec, options)
     if out is not None:
         check_out_file(out)
+        check_not_inside(out, [store, val, opts["threshold_from"], opts.get("head")])
     started = _dt.datetime.now(_dt.UTC)
     t0 = time.perf_counter()
     train_store, val_store = open_pair(store, val, opts)
