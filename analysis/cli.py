@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from vitreg.core.errors import cli_errors
+from vitreg.core.numbers import SEED, Number
 from vitreg.core.paths import check_not_inside
 
 from .common import Analysis, registered
@@ -22,7 +23,7 @@ COMMON_OPTIONS = (
                  help="Folder for the figures (PNG) and their data (JSON)."),
     click.option("--images", default=5000, show_default=True, type=click.IntRange(0),
                  help="Seeded sample of ok images per store (0: all), as in the study."),
-    click.option("--seed", default=42, show_default=True, type=int),
+    click.option("--seed", default=42, show_default=True, type=Number(SEED)),
     click.option("--allow-partial", is_flag=True,
                  help="Use the rows written so far of an incomplete store."),
 )
