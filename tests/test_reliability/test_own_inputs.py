@@ -10,19 +10,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import tests.tiny_models  # noqa: F401
-from tests.conftest import image_samples, write_shard
+from tests.conftest import bare_store
 from vitreg.cli import cli
-from vitreg.extract.run import run_extract
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("own")
-    shard = Path(write_shard(folder / "part-000.tar", image_samples(6)))
-    run_extract(shards=[str(shard)], model="tiny_dinov2", out=str(folder / "s.zarr"),
-                weights="random", batch_size=8, progress=False)
-    return folder / "s.zarr", shard
+    return bare_store(tmp_path_factory.mktemp("own"))
 
 
 def digest(path: Path) -> str:

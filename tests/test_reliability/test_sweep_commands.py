@@ -13,9 +13,9 @@ import torch
 from click.testing import CliRunner
 
 import tests.tiny_models  # noqa: F401
-from tests.conftest import image_samples, write_shard
+from tests.conftest import bare_store
+from tests.test_study.conftest import PLAN as STUDY_PLAN
 from vitreg.cli import cli
-from vitreg.extract.run import run_extract
 from vitreg.probe.registry import PROBES, ProbeError
 from vitreg.probe.run import resolve_options
 
@@ -26,10 +26,8 @@ TINY = ["--model", "tiny_dinov2", "--weights", "random", "--no-progress"]
 def ctx(tmp_path_factory) -> dict[str, Path]:
     """A tiny store (6 images, no pixels), its shard and a scratch folder."""
     folder = tmp_path_factory.mktemp("sweep")
-    shard = Path(write_shard(folder / "part-000.tar", image_samples(6)))
-    run_extract(shards=[str(shard)], model="tiny_dinov2", out=str(folder / "s.zarr"),
-                weights="random", batch_size=8, progress=False)
-    return {"store": folder / "s.zarr", "shard": shard, "dir": folder}
+    store, shard = bare_store(folder)
+    return {"store": store, "shard": shard, "dir": folder}
 
 
 def probe(kind: str, *options: str):
@@ -173,15 +171,7 @@ def test_malformed_head_files_are_refused_with_a_sentence(ctx, tmp_path, name):
 
 
 # -- study plans -------------------------------------------------------------------------
-PLAN = """\
-[study]
-weights = "random"
-seed = 42
-imports = ["tests.tiny_models"]
-
-[data]
-val = "{val}"
-
+PLAN = STUDY_PLAN[:STUDY_PLAN.index("[extract.val]")] + """\
 [extract.val]
 split = "val"
 
@@ -212,7 +202,7 @@ PLANS = {
     "seed-negative": (("seed = 42", "seed = -1"), "[study] seed", "from 0 to 4294967295"),
     "workers-words": (("seed = 42", 'seed = 42\nworkers = "many"'), "[study] workers",
                       "'auto' or an integer, 0 or more"),
-    "batch-size-zero": (("seed = 42", "seed = 42\nbatch_size = 0"), "[study] batch_size",
+    "batch-size-zero": (("batch_size = 16", "batch_size = 0"), "[study] batch_size",
                         "1 or more"),
     "limit-zero": (('split = "val"', 'split = "val"\nlimit = 0'), "[extract.val] limit",
                    "1 or more"),
@@ -240,7 +230,7 @@ def test_hostile_plan_values_are_refused_even_in_a_dry_run(ctx, tmp_path, name):
     text = PLAN.replace(old, new, 1)
     assert text != PLAN
     plan = tmp_path / "plan.toml"
-    plan.write_text(text.format(val=ctx["shard"]))
+    plan.write_text(text.format(val=ctx["shard"], train=ctx["shard"]))
     for dry in (["--dry-run"], []):
         result = CliRunner().invoke(cli, ["study", "run", str(plan), "--out",
                                           str(tmp_path / "out"), *dry])
@@ -253,7 +243,7 @@ def test_hostile_plan_values_are_refused_even_in_a_dry_run(ctx, tmp_path, name):
 
 def test_redo_of_a_step_the_plan_lacks_is_refused(ctx, tmp_path):
     plan = tmp_path / "plan.toml"
-    plan.write_text(PLAN.format(val=ctx["shard"]))
+    plan.write_text(PLAN.format(val=ctx["shard"], train=ctx["shard"]))
     result = CliRunner().invoke(cli, ["study", "run", str(plan), "--out", str(tmp_path / "out"),
                                       "--dry-run", "--redo", "extract:tiny:train"])
     assert result.exit_code == 2 and "--redo 'extract:tiny:train' names no step" in \
