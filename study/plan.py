@@ -231,10 +231,15 @@ def _check_options(plan: Plan, where: Any) -> None:
             if why:
                 raise PlanError(f"{where(f'{table}.{name}', 'options')}: {why}")
     known = set().union(*ANALYSIS_OPTIONS.values())
+    if not isinstance(plan.report.get("options", {}), dict):
+        raise PlanError(f"{where('report', 'options')}: expected a table")
     unknown = sorted(set(plan.report.get("options", {})) - known)
     if unknown:
         raise PlanError(f"{where('report', 'options')}: unknown option(s) {unknown}; the "
                         f"report takes {sorted(known)}")
+    why = _analysis_problem(plan.report.get("options", {}))
+    if why:
+        raise PlanError(f"{where('report', 'options')}: {why}")
 
 
 def _analysis_problem(options: dict[str, Any]) -> str | None:
