@@ -16,6 +16,7 @@ import torch
 
 from vitreg.core.numbers import COUNT, COUNT_OR_ZERO, NON_NEGATIVE, POSITIVE, Range
 
+from .coverage import class_coverage, with_sample_sizes
 from .gather import (
     POOLED,
     ClassifyGather,
@@ -405,13 +406,17 @@ def classify(ctx: ProbeContext) -> dict[str, Any]:
     cfg = ctx.train_config(optimizer="adam", weight_decay=float(ctx.options["weight_decay"]),
                            patience=int(ctx.options["patience"]))
     result = fit(ctx, streams, ClassifyTask(num_classes), heads, cfg)
+    coverage = class_coverage(items["train"].fields["label"], items["val"].fields["label"])
     return {
         "counts": {name: it.counts for name, it in items.items()},
         "images_used": {name: len(it) for name, it in items.items()},
         "num_classes": num_classes,
         "cls_source": cls_source if has_cls else None,
-        "metrics": {h.name: _top(result.metrics[h.name]) for h in heads},
-        "units": {"top1": "fraction of validation images classified correctly"},
+        "metrics": with_sample_sizes({h.name: _top(result.metrics[h.name]) for h in heads},
+                                     coverage, ctx.notes),
+        "class_coverage": coverage,
+        "units": {"top1": "fraction of validation images classified correctly",
+                  "count": "validation images", "classes_seen": "classes in training"},
         **fit_summary(result),
     }
 
@@ -492,12 +497,16 @@ def linear(ctx: ProbeContext) -> dict[str, Any]:
     cfg = ctx.train_config(optimizer="sgd", weight_decay=float(ctx.options["weight_decay"]),
                            patience=None, momentum=float(ctx.options["momentum"]))
     result = fit(ctx, streams, ClassifyTask(num_classes), heads, cfg)
+    coverage = class_coverage(items["train"].fields["label"], items["val"].fields["label"])
     return {
         "counts": {name: it.counts for name, it in items.items()},
         "num_classes": num_classes,
         "features": {h.name: len(h.columns) for h in heads},
-        "metrics": {h.name: _top(result.metrics[h.name]) for h in heads},
-        "units": {"top1": "fraction of validation images classified correctly"},
+        "metrics": with_sample_sizes({h.name: _top(result.metrics[h.name]) for h in heads},
+                                     coverage, ctx.notes),
+        "class_coverage": coverage,
+        "units": {"top1": "fraction of validation images classified correctly",
+                  "count": "validation images", "classes_seen": "classes in training"},
         **fit_summary(result),
     }
 

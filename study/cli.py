@@ -22,7 +22,8 @@ def study() -> None:
               help="pretrained, random or a checkpoint PATH.")
 @click.option("--val", default=None, help="Shard pattern of the validation split.")
 @click.option("--train", default=None, help="Shard pattern of the training split.")
-@click.option("--img-size", type=click.IntRange(1), default=None)
+@click.option("--img-size", type=click.IntRange(1), default=None,
+              help="Input size of every extraction (default: each model's own).")
 @cli_errors
 def init_command(paper: bool, models: str, weights: str, val: str | None, train: str | None,
                  img_size: int | None) -> None:
@@ -42,10 +43,13 @@ def init_command(paper: bool, models: str, weights: str, val: str | None, train:
 
 @study.command("run")
 @click.argument("plan", type=click.Path(dir_okay=False))
-@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder of the study: stores, results, analyses and the report.")
 @click.option("--dry-run", is_flag=True, help="List every step, its state, size and hours.")
-@click.option("--only", type=click.Choice(STAGES), default=None)
-@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True)
+@click.option("--only", type=click.Choice(STAGES), default=None,
+              help="Run only this stage (the earlier ones must be done).")
+@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
+              help="local: one step after another here; slurm / submitit-*: as jobs.")
 @click.option("--redo", multiple=True, metavar="STEP",
               help="Run this step again although it is done (an id from --dry-run, or a glob "
               "such as 'extract:*'); a finished extraction is deleted and extracted afresh "

@@ -19,6 +19,7 @@ from vitreg.core import UsageError
 from .execute import State, step_state
 from .executors import EXECUTORS, run_local, run_submitit
 from .plan import load_plan
+from .progress import StepClock
 from .steps import STAGES, Step, build_steps
 
 console = Console(stderr=True)
@@ -124,16 +125,15 @@ def _run_steps(loaded: Any, steps: list[Step], out: str, only: str | None, execu
     ran = []
     if only is not None:
         check_only(steps, states, only)
+    clock = StepClock(sum(states[s.id].status != "done" and (only is None or s.stage == only)
+                          for s in steps))
     for stage in STAGES:
         if only is not None and stage != only:
             continue
         todo = [s for s in steps if s.stage == stage and states[s.id].status != "done"]
-        for step in todo:
-            console.print(f"study: {step.id}: {states[step.id].status} "
-                          f"({states[step.id].reason})")
-        runner(todo, paths, lambda step, _result: ran.append(step.id))
+        clock.begin(todo, states)
+        runner(todo, paths, lambda step, result: (ran.append(step.id), clock.done(step)))
     seconds = time.perf_counter() - started
-    console.print(f"study: {len(ran)} step(s) run, {len(steps) - len(ran)} already done, "
-                  f"{seconds:.1f} s")
+    console.print(clock.table(len(steps) - len(ran), seconds))
     return {"ran": ran, "steps": [s.id for s in steps], "seconds": seconds,
             "report": str(Path(out) / "report" / "report.html")}
