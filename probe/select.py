@@ -23,7 +23,7 @@ NORMAL, OUTLIER, NO_CATEGORY = 0, 1, -1
 _HYPERGEOMETRIC_LIMIT = 10**9 - 1
 
 # Salts that keep the seeded streams of different draws apart.
-_SALT_NORMALS, _SALT_COUNTS, _SALT_CLASSIFY, _SALT_CAP = 101, 102, 103, 104
+_SALT_NORMALS, _SALT_COUNTS, _SALT_CLASSIFY, _SALT_CAP, _SALT_SELECT = 101, 102, 103, 104, 105
 
 
 @dataclass
@@ -91,6 +91,22 @@ def split_rows(
     train = np.sort(ok[perm[n_val:]])
     return train, val, {"mode": "fraction", "val_fraction": val_fraction, "seed": seed,
                         "train_images": int(train.size), "val_images": int(val.size)}
+
+
+def split_items_by_image(items: Items, fraction: float, seed: int) -> tuple[Items, Items]:
+    """(fit, select): `items` split by image, `fraction` of the images (at least one, at
+    most all but one) held out to choose epochs and hyperparameters; both stay sorted."""
+    images = np.unique(items.rows)
+    if images.size < 2:
+        raise ProbeError(f"{images.size} training image(s): choosing the epoch or the learning "
+                         "rate on held-out training images needs at least 2; pass a single "
+                         "--lr with --protocol study, or more images")
+    n_held = int(np.clip(round(fraction * images.size), 1, images.size - 1))
+    held = np.random.default_rng([seed, _SALT_SELECT]).permutation(images)[:n_held]
+    mask = np.isin(items.rows, held)
+    pick = lambda keep: Items({k: v[keep] for k, v in items.fields.items()},  # noqa: E731
+                              counts=items.counts)
+    return pick(~mask), pick(mask)
 
 
 # -- reading rows chunk by chunk -------------------------------------------------
