@@ -120,7 +120,8 @@ def _metric(result: dict, group: str, key: str) -> Any:
 def setup_label(result: dict) -> str:
     """One line naming the setup of a result's store and protocol."""
     s = result_setup(result)
-    protocol = (s["selection"] or {}).get("protocol", "?")
+    protocol = (s["selection"] or {}).get("protocol") or \
+        ("official head, no training" if s["head"] else "not recorded")
     return (f"{s['pretrained_cfg'] or s['model']}, {s['weights']}, {s['img_size']} px, "
             f"{s['preprocessing_preset'] or '?'}, {s['precision'] or '?'}, tokens "
             f"{s['token_mode']}, protocol {protocol}")

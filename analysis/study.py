@@ -132,8 +132,11 @@ def result_setup(result: dict[str, Any]) -> dict[str, Any]:
         "precision": store.get("precision"),
         "token_mode": store.get("token_mode"),
         "selection": selection,
+        # an official head trains nothing: it is scored on every image of its store
         "reported_on": "val" if result.get("val_store") or setup.get("val_store")
-        or (result.get("config") or {}).get("val") else "split",
+        or (result.get("config") or {}).get("val") or setup.get("head")
+        or result.get("evaluated_on") else "split",
+        "head": setup.get("head") or (result.get("head") or {}).get("path"),
         "truncation": setup.get("truncation"),
     }
 
