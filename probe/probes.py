@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .coverage import class_coverage, with_sample_sizes
 from .gather import (
     POOLED,
     ClassifyGather,
@@ -328,6 +329,9 @@ def position(ctx: ProbeContext) -> dict[str, Any]:
                "it records them (a brace pattern such as /data/train-{000..063}.tar, or the "
                "folder that holds them under their recorded names)", type=str),
         Option("val_shards", None, "the same as --shards, for the --val store", type=str),
+        Option("trust_recorded_shards", False, "--targets shards without --shards: reopen the "
+               "shard URLs the stores record (local files and http(s)/s3 URLs only; a store "
+               "is someone's data, so this needs your say-so)"),
         Option("decode_workers", 0, "--targets shards: processes that decode images "
                "(0: the CPUs, at most 8)"),
         *SKLEARN_OPTIONS,
@@ -385,6 +389,7 @@ def redecoded_targets(ctx: ProbeContext, items: dict[str, Items]) -> np.ndarray:
         patch = np.concatenate([items[n].fields["patch"] for n in names])
         t0 = time.perf_counter()
         parts.append(decode_targets(part.store, rows, patch, shards=shards,
+                                    trust_recorded=bool(ctx.options["trust_recorded_shards"]),
                                     workers=int(ctx.options["decode_workers"])))
         ctx.data.setdefault("redecoded", []).append(
             {"store": part.store.url, "parts": list(names), "tokens": int(rows.size),
@@ -435,13 +440,17 @@ def classify(ctx: ProbeContext) -> dict[str, Any]:
     else:
         ctx.notes.append("the model has no [CLS] token")
     result = fit(ctx, streams, ClassifyTask(num_classes), heads, cfg)
+    coverage = class_coverage(items["train"].fields["label"], items["val"].fields["label"])
     return {
         "counts": {name: it.counts for name, it in items.items()},
         "images_used": {name: len(it) for name, it in items.items()},
         "num_classes": num_classes,
         "cls_source": cls_source if has_cls else None,
-        "metrics": {h.name: _top(result.metrics[h.name]) for h in heads},
-        "units": {"top1": "fraction of validation images classified correctly"},
+        "metrics": with_sample_sizes({h.name: _top(result.metrics[h.name]) for h in heads},
+                                     coverage, ctx.notes),
+        "class_coverage": coverage,
+        "units": {"top1": "fraction of validation images classified correctly",
+                  "count": "validation images", "classes_seen": "classes in training"},
         **fit_summary(result),
     }
 
@@ -520,12 +529,16 @@ def linear(ctx: ProbeContext) -> dict[str, Any]:
     heads = [Head("+".join(c), num_classes, np.concatenate([columns[n] for n in c]))
              for c in combos]
     result = fit(ctx, streams, ClassifyTask(num_classes), heads, cfg)
+    coverage = class_coverage(items["train"].fields["label"], items["val"].fields["label"])
     return {
         "counts": {name: it.counts for name, it in items.items()},
         "num_classes": num_classes,
         "features": {h.name: len(h.columns) for h in heads},
-        "metrics": {h.name: _top(result.metrics[h.name]) for h in heads},
-        "units": {"top1": "fraction of validation images classified correctly"},
+        "metrics": with_sample_sizes({h.name: _top(result.metrics[h.name]) for h in heads},
+                                     coverage, ctx.notes),
+        "class_coverage": coverage,
+        "units": {"top1": "fraction of validation images classified correctly",
+                  "count": "validation images", "classes_seen": "classes in training"},
         **fit_summary(result),
     }
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .progress import epoch_done
 from .registry import ProbeError
 from .select import NORMAL, OUTLIER
 from .stream import TokenStream
@@ -406,6 +407,8 @@ def fit_torch(
             _keep_best(i, model, metrics[i], best, bad, task, cfg, epoch)
             log.info("epoch %d/%d %s: loss %.4g, val %s %.4g", epoch, cfg.epochs, names[i],
                      losses[i], task.monitor, metrics[i]["all"][task.monitor])
+        epoch_done(epoch, cfg.epochs, len(grid),
+                   sum(cfg.patience is None or bad[i] < cfg.patience for i in active))
         if cfg.patience is not None:
             active = [i for i in active if bad[i] < cfg.patience]
             if not active:

@@ -260,6 +260,13 @@ def _check_data(plan: Plan, where: Any, placeholders: bool) -> None:
                             f"do not exist, e.g. {missing[0]}")
 
 
+def file_name(name: str) -> str:
+    """`name` as one path component: letters, digits, `-`, `_` and `.` kept, the rest `_`
+    (a leading dot too, so that no name is `..` or hidden)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return "_" + safe[1:] if safe.startswith(".") else safe
+
+
 def shard_paths(pattern: str) -> list[str]:
     """The shards of a space-separated list of brace patterns."""
     if pattern.startswith(paper.PLACEHOLDER):

@@ -74,7 +74,7 @@ def test_cli_commands(planted, probes, tmp_path):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "rep" / "report.html").exists()
     res = runner.invoke(analysis, ["norms", str(tmp_path / "missing.zarr"), "--out", "x"])
-    assert res.exit_code != 0 and "no Zarr v3 store" in res.output
+    assert res.exit_code != 0 and "no such file or folder" in res.output
 
 
 @pytest.mark.skipif(find_chromium() is None, reason="Chromium is not installed")

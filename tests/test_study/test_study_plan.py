@@ -103,8 +103,8 @@ def test_only_a_later_stage_is_refused_while_its_inputs_are_not_done(plan_file, 
         run_study(plan=plan_file, out=str(tmp_path / "out"), only="probe")
 
 
-def test_an_interrupted_extraction_resumes_and_a_stale_one_starts_over(plan_file, tmp_path,
-                                                                        monkeypatch):
+def test_an_interrupted_extraction_resumes_and_a_stale_one_starts_over_with_redo(
+        plan_file, tmp_path, monkeypatch):
     from vitreg.study import execute, stages
     from vitreg.study.steps import build_steps
 
@@ -116,5 +116,9 @@ def test_an_interrupted_extraction_resumes_and_a_stale_one_starts_over(plan_file
     execute.execute_step(step, {})
     step.pending.write_text("another-hash")     # killed during an older configuration
     step.stamp.unlink()
+    Path(step.output).mkdir()
+    assert execute.step_state(step).status == "stop"  # kept until named with --redo
+    step.redo = True
+    assert execute.step_state(step).status == "redo"
     execute.execute_step(step, {})
     assert calls == [False, True] and step.stamp.exists() and not step.pending.exists()
