@@ -35,6 +35,7 @@ from .select import (
     select_images_with_outliers,
     select_labelled_images,
     select_tokens,
+    split_items_by_image,
     token_source,
 )
 from .stream import TokenStream
@@ -47,8 +48,9 @@ from .train import (
     ReconstructTask,
     Task,
     TrainConfig,
+    fit_protocol,
     fit_sklearn,
-    fit_torch,
+    needs_selection,
 )
 
 log = logging.getLogger("vitreg.probe")
@@ -93,13 +95,48 @@ def parse_grid(value: Any, name: str) -> tuple[float, ...]:
     return values
 
 
-def make_streams(ctx: ProbeContext, items: dict[str, Items], gather) -> dict[str, TokenStream]:
-    """Streams over the train and val items, in memory or not per --in-memory."""
-    parts = {"train": ctx.train, "val": ctx.val}
-    streams = {
-        name: TokenStream(parts[name].store, items[name], gather, in_memory=False)
-        for name in ("train", "val")
+def selection_parts(ctx: ProbeContext, items: dict[str, Items], cfg: TrainConfig,
+                    regression: bool) -> dict[str, Items]:
+    """The item sets training reads under the run's protocol: `train` and `val`, or,
+    when an epoch or a grid value is to be chosen, `fit` and `select` (the training
+    items split by image) in place of `train` (beside it under `--protocol study`)."""
+    o = ctx.options
+    if o["backend"] == "sklearn":
+        grid = parse_grid(o["sklearn_alpha" if regression else "sklearn_c"],
+                          "sklearn_alpha" if regression else "sklearn_c")
+        select = len(grid) > 1
+    else:
+        select = needs_selection(cfg.grid, cfg.patience, o["protocol"])
+    ctx.data["selection"] = selection_record(ctx, select)
+    if not select:
+        return items
+    fit_items, held = split_items_by_image(items["train"], float(o["select_fraction"]),
+                                           int(o["seed"]))
+    keep_train = o["protocol"] == "study" and o["backend"] == "torch"
+    return {**({"train": items["train"]} if keep_train else {}), "fit": fit_items,
+            "select": held, "val": items["val"]}
+
+
+def selection_record(ctx: ProbeContext, select: bool) -> dict[str, Any]:
+    """Which split each choice is made on, for the result (and the report's setup column)."""
+    o = ctx.options
+    study = o["protocol"] == "study" and o["backend"] == "torch"
+    held = f"held-out {float(o['select_fraction']):g} of the training images"
+    return {
+        "protocol": o["protocol"] if o["backend"] == "torch" else "heldout (sklearn)",
+        "trained_on": "training images" + (f" less the {held}" if select and not study else ""),
+        "grid_chosen_on": held if select else None,
+        "early_stopping_on": None if o.get("patience") is None or "patience" not in o
+        else ("reported split" if study else held),
+        "reported_on": "val",
     }
+
+
+def make_streams(ctx: ProbeContext, items: dict[str, Items], gather) -> dict[str, TokenStream]:
+    """Streams over every item set, in memory or not per --in-memory."""
+    parts = {"train": ctx.train, "fit": ctx.train, "select": ctx.train, "val": ctx.val}
+    streams = {name: TokenStream(parts[name].store, it, gather, in_memory=False)
+               for name, it in items.items()}
     need = sum(s.nbytes() for s in streams.values())
     budget = int(ctx.options["memory_budget"]) * 2**20
     mode = ctx.options["in_memory"]
@@ -114,29 +151,31 @@ def make_streams(ctx: ProbeContext, items: dict[str, Items], gather) -> dict[str
     for s in streams.values():
         s.in_memory = in_memory
     ctx.data.update(selected_mib=round(need / 2**20, 3), in_memory=in_memory)
-    log.info("%d train and %d val items, %.1f MiB, %s", len(streams["train"]),
-             len(streams["val"]), need / 2**20, "kept in memory" if in_memory else "streamed")
+    log.info("%s items, %.1f MiB, %s", {k: len(v) for k, v in streams.items()},
+             need / 2**20, "kept in memory" if in_memory else "streamed")
     return streams
 
 
 def fit(ctx: ProbeContext, streams: dict[str, TokenStream], task: Task, heads: list[Head],
         cfg: TrainConfig) -> FitResult:
-    if len(streams["train"]) == 0 or len(streams["val"]) == 0:
-        raise ProbeError("nothing to train or validate on after selection")
+    if any(len(s) == 0 for s in streams.values()):
+        raise ProbeError("nothing to train, select or validate on after selection: "
+                         f"{ {k: len(v) for k, v in streams.items()} }")
     if ctx.options["backend"] == "sklearn":
         return fit_sklearn(
-            streams["train"], streams["val"], task, heads, cfg,
+            streams.get("fit", streams.get("train")), streams["val"], task, heads, cfg,
             alpha=parse_grid(ctx.options["sklearn_alpha"], "sklearn_alpha"),
             C=parse_grid(ctx.options["sklearn_c"], "sklearn_c"),
-            max_iter=int(ctx.options["sklearn_max_iter"]),
+            max_iter=int(ctx.options["sklearn_max_iter"]), select=streams.get("select"),
         )
-    return fit_torch(streams["train"], streams["val"], task, heads, cfg)
+    return fit_protocol(streams, task, heads, cfg, ctx.options["protocol"])
 
 
 def fit_summary(result: FitResult) -> dict[str, Any]:
     return {"curves": result.curves, "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
-            "passes_per_epoch": result.passes_per_epoch, "chosen": result.chosen}
+            "passes_per_epoch": result.passes_per_epoch, "chosen": result.chosen,
+            "selection_metrics": result.selection_metrics}
 
 
 def of_category(items: Items, code: int) -> Items:
@@ -157,18 +196,23 @@ def fit_by_category(
     Returns the probe's `metrics` (None for a category absent from a part),
     and per category its curves and fit summary.
     """
+    items = selection_parts(ctx, items, cfg, make_task().regression)
     streams = make_streams(ctx, items, gather)
     metrics: dict[str, Any] = {}
     curves: dict[str, Any] = {}
     fits: dict[str, Any] = {}
     for name, code in CATEGORIES.items():
         sub = {part: of_category(it, code) for part, it in items.items()}
-        if len(sub["train"]) == 0 or len(sub["val"]) == 0:
+        empty = [part for part, it in sub.items() if len(it) == 0]
+        if empty:
             metrics[name] = None
+            if len(sub.get("train", sub.get("fit"))) and len(sub["val"]):
+                ctx.notes.append(f"{name} tokens: none in the {', '.join(empty)} part; no "
+                                 "metrics (a larger --select-fraction or store may help)")
             continue
         sub_streams = {part: TokenStream(streams[part].source, sub[part], gather,
                                          in_memory=streams[part].in_memory) for part in sub}
-        log.info("%s tokens: %d train, %d val", name, len(sub["train"]), len(sub["val"]))
+        log.info("%s tokens: %s", name, {k: len(v) for k, v in sub.items()})
         result = fit(ctx, sub_streams, make_task(), [head], cfg)
         m = result.metrics[head.name]["all"]
         metrics[name] = {k: m[k] for k in (*keys, "count") if k in m}
@@ -395,7 +439,10 @@ def classify(ctx: ProbeContext) -> dict[str, Any]:
             ctx.val, seed=int(ctx.options["seed"]), max_images=None, has_cls_token=has_cls),
     }
     num_classes = _num_classes(ctx, items)
-    streams = make_streams(ctx, items, ClassifyGather(source, cls_source))
+    cfg = ctx.train_config(optimizer="adam", weight_decay=float(ctx.options["weight_decay"]),
+                           patience=int(ctx.options["patience"]))
+    streams = make_streams(ctx, selection_parts(ctx, items, cfg, False),
+                           ClassifyGather(source, cls_source))
     d = geometry.dim
     heads = [Head("normal", num_classes, np.arange(d, 2 * d)),
              Head("outlier", num_classes, np.arange(2 * d, 3 * d))]
@@ -403,8 +450,6 @@ def classify(ctx: ProbeContext) -> dict[str, Any]:
         heads.insert(0, Head("cls", num_classes, np.arange(0, d)))
     else:
         ctx.notes.append("the model has no [CLS] token")
-    cfg = ctx.train_config(optimizer="adam", weight_decay=float(ctx.options["weight_decay"]),
-                           patience=int(ctx.options["patience"]))
     result = fit(ctx, streams, ClassifyTask(num_classes), heads, cfg)
     coverage = class_coverage(items["train"].fields["label"], items["val"].fields["label"])
     return {
@@ -491,11 +536,11 @@ def linear(ctx: ProbeContext) -> dict[str, Any]:
     columns = pooled_columns(names, g.dim, g.registers)
     items = {"train": select_labelled_images(ctx.train), "val": select_labelled_images(ctx.val)}
     num_classes = _num_classes(ctx, items)
-    streams = make_streams(ctx, items, PooledGather(names))
-    heads = [Head("+".join(c), num_classes, np.concatenate([columns[n] for n in c]))
-             for c in combos]
     cfg = ctx.train_config(optimizer="sgd", weight_decay=float(ctx.options["weight_decay"]),
                            patience=None, momentum=float(ctx.options["momentum"]))
+    streams = make_streams(ctx, selection_parts(ctx, items, cfg, False), PooledGather(names))
+    heads = [Head("+".join(c), num_classes, np.concatenate([columns[n] for n in c]))
+             for c in combos]
     result = fit(ctx, streams, ClassifyTask(num_classes), heads, cfg)
     coverage = class_coverage(items["train"].fields["label"], items["val"].fields["label"])
     return {

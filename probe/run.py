@@ -30,6 +30,7 @@ from .probes import ProbeContext
 from .progress import probe_progress
 from .registry import Option, ProbeError, ProbeSpec, get_probe
 from .select import Part, split_rows
+from .setup import result_setup
 
 
 def run_probe(
@@ -86,6 +87,8 @@ def run_probe(
         **body,
         "notes": ctx.notes,
     }
+    result["setup"] = result_setup(kind, train_store, val_store, opts, result["counts"],
+                                   ctx.data.get("selection"))
     result["elapsed_s"] = round(time.perf_counter() - t0, 3)
     result = _plain(result)
     if out is not None:
