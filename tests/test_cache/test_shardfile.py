@@ -34,12 +34,13 @@ def test_a_file_is_the_one_zarr_writes(tmp_path, n, chunk, shard, checksum, dtyp
     else:
         shape = (n, 3, 5)
         data = (rng.normal(size=shape) * 50).astype(dtype)
+    text = dtype == "string"
     for tag in ("zarr", "ours"):
         group = zarr.open_group(tmp_path / tag, mode="w", zarr_format=3)
         array = group.create_array(
             "x", shape=shape, chunks=(chunk, *shape[1:]),
-            shards=(shard, *shape[1:]) if shard else None, dtype=str if dtype == "string" else dtype,
-            compressors=(Crc32cCodec(),) if checksum else (), fill_value="" if dtype == "string" else 0,
+            shards=(shard, *shape[1:]) if shard else None, dtype=str if text else dtype,
+            compressors=(Crc32cCodec(),) if checksum else (), fill_value="" if text else 0,
         ).with_config({"write_empty_chunks": True})
         layout = file_layout(array)
         assert layout is not None
