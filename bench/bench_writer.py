@@ -14,10 +14,11 @@ with the schema's crc32c checksum on every chunk. Candidates, interleaved
 
 - `plain`: the same bytes, one `write()` per array per shard file, from the
   source arrays (no copy, no checksum): what the disk takes;
-- `writer`: `ChunkWriter` as `vitreg extract` uses it (`shardfile`, 2
-  threads, batches lent: written from the caller's arrays, no copy);
-- `writer-1t`: the same with one thread;
-- `copy`: 2 threads, batches copied into the writer's buffers (`lend=False`);
+- `writer`: `ChunkWriter` as `vitreg extract` uses it (`shardfile`,
+  `write_threads()` threads: 1 on 2 cores, else 2; batches lent: written
+  from the caller's arrays, no copy);
+- `writer-1t`, `writer-2t`: the same with one thread, with two;
+- `copy`: as `writer`, batches copied into the writer's buffers (`lend=False`);
 - `zarr`: one thread, copied, every array written through zarr (the writer
   before `cache/shardfile.py`).
 
@@ -72,7 +73,7 @@ def new_store(url: str, n: int):
                         attrs=synthetic_attrs(VIT_L), chunk_rows=CHUNK_ROWS, shard_rows=SHARD_ROWS)
 
 
-def run_writer(url: str, data: dict[str, np.ndarray], n: int, batch: int, threads: int,
+def run_writer(url: str, data: dict[str, np.ndarray], n: int, batch: int, threads: int | None,
                direct: bool = True, lend: bool = True) -> float:
     """Rows 0..n of a new store, batch after batch, the source's rows again
     and again, as the extraction loop puts them: lent (no copy) from staging
@@ -118,7 +119,7 @@ def main() -> None:
                         help="distinct rows in memory (a multiple of --batch and of 256)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--candidates", default="plain,writer,writer-1t,copy,zarr")
+    parser.add_argument("--candidates", default="plain,writer,writer-1t,writer-2t,copy,zarr")
     args = parser.parse_args()
     n = args.rows
     data = rows_of_data(args.source_rows)
@@ -126,16 +127,16 @@ def main() -> None:
         * args.rows // args.source_rows
     runs = {
         "plain": lambda url: run_plain(url, data, n),
-        "writer": lambda url: run_writer(url, data, n, args.batch, writer_module.WRITE_THREADS),
+        "writer": lambda url: run_writer(url, data, n, args.batch, None),
         "writer-1t": lambda url: run_writer(url, data, n, args.batch, 1),
-        "copy": lambda url: run_writer(url, data, n, args.batch, writer_module.WRITE_THREADS,
-                                       lend=False),
+        "writer-2t": lambda url: run_writer(url, data, n, args.batch, 2),
+        "copy": lambda url: run_writer(url, data, n, args.batch, None, lend=False),
         "zarr": lambda url: run_writer(url, data, n, args.batch, 1, direct=False, lend=False),
     }
     names = args.candidates.split(",")
     times: dict[str, list[float]] = {name: [] for name in names}
     base = tempfile.mkdtemp(prefix="vitreg-writer-", dir=os.environ.get("VITREG_BENCH_DIR"))
-    print(f"{args.rows} rows of ViT-L ({payload / 1e6:.0f} MB of numeric arrays), batches of "
+    print(f"writer threads {writer_module.write_threads()}; {args.rows} rows of ViT-L ({payload / 1e6:.0f} MB of numeric arrays), batches of "
           f"{args.batch}, shards of {SHARD_ROWS} rows; checksum by {CRC32C_MODULE}; "
           f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; in {base}", flush=True)
     try:

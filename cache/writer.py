@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import zarr
 
+from vitreg.core.runtime import usable_cores
+
 from .errors import VitregError
 from .shardfile import OpenFile, file_layout, write_file
 from .store import write_rows
@@ -26,8 +28,14 @@ STATUS_PENDING, STATUS_OK, STATUS_FAILED = 0, 1, 2
 class UnalignedWriteError(VitregError, AssertionError):
     """A write range that is not chunk-aligned: a bug, never a silent loss."""
 
-#: Threads writing files (`bench/bench_writer.py`: ViT-L rows on 2 cores).
-WRITE_THREADS = 2
+def write_threads() -> int:
+    """Threads writing chunks: two where a core is free for the second (it
+    overlaps one chunk's checksum, which holds the GIL, with another's
+    `pwritev`), one on 2 cores, where the loop's forward pass (a CPU run)
+    wants both. `bench/bench_writer.py` on 2 cores shared with other jobs
+    could not tell them apart (two runs, ratios of the medians to a plain
+    write: one thread 1.01 and 0.50, two threads 0.72 and 0.61)."""
+    return 2 if usable_cores() > 2 else 1
 
 #: Arrays written last, in this order; `status` must be the very last.
 _ROW_META = ("key", "label", "error", "status")
@@ -122,13 +130,13 @@ class ChunkWriter:
     a bound in chunks made a 256-image ViT-L batch (16 chunks) wait for most
     of its own writes. `waited` is the time the caller spent blocked.
 
-    `threads` threads write chunks: each numeric array's chunk goes with one
-    `pwritev` at its fixed place in a temporary file (`shardfile.OpenFile`,
-    byte for byte what zarr would write); strings are gathered per file and
-    written whole (`shardfile.write_file`), and anything `shardfile` does
-    not know through zarr. When a
-    file's last chunk is in, the thread that wrote it puts the data files in
-    place, then `key`, `label`, `error` and last `status`.
+    `threads` threads (default `write_threads()`) write chunks: each numeric
+    array's chunk goes with one `pwritev` at its fixed place in a temporary
+    file (`shardfile.OpenFile`, byte for byte what zarr would write); strings
+    are gathered per file and written whole (`shardfile.write_file`), and
+    anything `shardfile` does not know through zarr. When a file's last
+    chunk is in, the thread that wrote it puts the data files in place, then
+    `key`, `label`, `error` and last `status`.
 
     `put(..., lend=True)` writes whole chunks from the caller's arrays
     without copying them (ViT-L rows come at 0.6-0.8 GB/s: a copy is a
@@ -139,7 +147,7 @@ class ChunkWriter:
     def __init__(
         self, root: zarr.Group, names: list[str], *, max_pending: int = 2,
         max_pending_rows: int | None = None, rows: tuple[int, int] | None = None,
-        threads: int = WRITE_THREADS,
+        threads: int | None = None,
     ) -> None:
         # A chunk is written only once all its rows are computed, so it is
         # almost never all fill value; zarr's check for that (to skip writing
@@ -162,7 +170,8 @@ class ChunkWriter:
         self._pending: list[tuple[Future, int]] = []  # (write, rows)
         self._lock = threading.Lock()
         self._spare = _Spare()
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vitreg-writer")
+        self._pool = ThreadPoolExecutor(max_workers=threads or write_threads(),
+                                        thread_name_prefix="vitreg-writer")
 
     def _check_aligned(self, start: int, stop: int) -> None:
         """A writer owns whole files: zarr has no locks, and two writers of
