@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from vitreg.core.commands import InOrderGroup
 from vitreg.core.errors import cli_errors
 
 from .common import Analysis, registered
@@ -21,7 +22,8 @@ COMMON_OPTIONS = (
                  help="Folder for the figures (PNG) and their data (JSON)."),
     click.option("--images", default=5000, show_default=True, type=click.IntRange(0),
                  help="Seeded sample of ok images per store (0: all), as in the study."),
-    click.option("--seed", default=42, show_default=True, type=int),
+    click.option("--seed", default=42, show_default=True, type=int,
+                 help="Seed of the image sample."),
     click.option("--allow-partial", is_flag=True,
                  help="Use the rows written so far of an incomplete store."),
 )
@@ -33,7 +35,7 @@ def _with_options(fn: Callable, options: tuple[Callable, ...]) -> Callable:
     return fn
 
 
-@click.group("analysis")
+@click.group("analysis", cls=InOrderGroup)
 def analysis() -> None:
     """Statistics, figures and an HTML report from one or more stores."""
 

@@ -46,9 +46,10 @@ def _click_option(opt: Option) -> click.Option:
 
 
 def _command(spec: ProbeSpec) -> click.Command:
-    def callback(store: str, val: str | None, out: str, verbose: bool, **options: Any) -> None:
+    def callback(store: str, val: str | None, out: str, verbose: bool, progress: bool,
+                 **options: Any) -> None:
         _configure_logging(verbose)
-        result = run_probe(spec.name, store, out=out, val=val, **options)
+        result = run_probe(spec.name, store, out=out, val=val, progress=progress, **options)
         print_result(result)
         click.echo(f"results written to {out}", err=True)
 
@@ -58,8 +59,10 @@ def _command(spec: ProbeSpec) -> click.Command:
                      help="validation store of the same model (else a split of STORE)"),
         click.Option(["--out", "out"], required=True, metavar="FILE.json",
                      help="where the results JSON is written"),
-        click.Option(["--verbose/--quiet", "verbose"], default=True, show_default=True,
-                     help="log selection counts and every epoch on stderr"),
+        click.Option(["-v", "--verbose/--quiet", "verbose"], default=False,
+                     help="also log selection counts and every epoch's loss on stderr"),
+        click.Option(["--progress/--no-progress", "progress"], default=True, show_default=True,
+                     help="a bar per fit (epochs x heads x learning rates) on stderr"),
         *(_click_option(opt) for opt in spec.all_options),
     ]
     return click.Command(spec.name, callback=cli_errors(callback), params=params,

@@ -101,6 +101,13 @@ COMMON_OPTIONS: tuple[Option, ...] = (
     Option("threshold_from", None, "store whose outlier threshold both the train and the val "
            "part use (default: STORE's; with --val the val store's own is never used: one "
            "threshold per model)", type=str),
+    Option("protocol", "heldout", "what chooses the epoch and the learning rate: heldout (a "
+           "held-out part of STORE's images, --select-fraction; the reported split is seen "
+           "once) or study (the study's early stopping on the reported split, patience 3; a "
+           "learning-rate grid is still chosen on the held-out part)",
+           choices=("heldout", "study")),
+    Option("select_fraction", 0.1, "fraction of the training images held out to choose the "
+           "epoch and the learning rate (never the reported images)"),
     Option("batch_size", 256, "mini-batch size (not given by the paper)"),
     Option("standardize", True, "standardise features with the training tokens' mean and std "
            "(an affine map: the linear model class is unchanged)"),

@@ -24,18 +24,22 @@ from vitreg.core.version import __version__
 
 from . import probes as _probes  # noqa: F401 - registers the probes
 from .probes import ProbeContext
+from .progress import probe_progress
 from .registry import ProbeError, ProbeSpec, get_probe
 from .select import Part, split_rows
+from .setup import result_setup
 
 
 def run_probe(
-    kind: str, store: str, *, out: str | None = None, val: str | None = None, **options: Any
+    kind: str, store: str, *, out: str | None = None, val: str | None = None,
+    progress: bool = False, **options: Any
 ) -> dict[str, Any]:
     """Run probe `kind` on `store` (validated on `val`, or a split of `store`).
 
     `options` are the probe's options by their Python names (`vitreg probe
     KIND --help`, or `PROBES[kind].defaults()`); missing ones take the paper's
     defaults. Returns the result dict, also written to `out` when given.
+    `progress`: a bar per fit on stderr (epochs x heads x learning rates).
     """
     spec = get_probe(kind)
     opts = resolve_options(spec, options)
@@ -50,7 +54,8 @@ def run_probe(
     ctx.notes += [f"{part.store.url} is incomplete: only its {part.store.counts()['ok']} ok "
                   "rows so far are used (--allow-partial)"
                   for part in (train, val_part) if not part.store.complete]
-    body = spec.run(ctx)
+    with probe_progress(kind, enabled=progress):
+        body = spec.run(ctx)
     result = {
         # The shape the analysis report reads: keep these keys as they are.
         "probe": kind,
@@ -78,6 +83,8 @@ def run_probe(
         **body,
         "notes": ctx.notes,
     }
+    result["setup"] = result_setup(kind, train_store, val_store, opts, result["counts"],
+                                   ctx.data.get("selection"))
     result["elapsed_s"] = round(time.perf_counter() - t0, 3)
     result = _plain(result)
     if out is not None:

@@ -33,7 +33,7 @@ KEYS: dict[str, set[str]] = {
     "probe": {"kind", "train", "val", "options"},
     "analysis": {"kind", "store", "options"},
     "report": {"store", "options"},
-    "model": {"name", "timm", "weights", "extract", "probe", "analysis"},
+    "model": {"name", "timm", "weights", "extract", "probe", "analysis", "head"},
 }
 SPLITS = ("val", "train")
 
@@ -204,6 +204,7 @@ def _check_model(plan: Plan, model: dict[str, Any], where: Any) -> None:
                 raise PlanError(f"{where(table)}: model {model['name']} lists {table} "
                                 f"{name!r}, which has no [{table}.{name}] table")
     stores = set(model.get("extract", []))
+    _check_head(plan, model, stores, where)
     for name in model.get("probe", []):
         needed = {plan.probe[name].get("train"), plan.probe[name].get("val")} - {None}
         if needed - stores:
@@ -214,6 +215,27 @@ def _check_model(plan: Plan, model: dict[str, Any], where: Any) -> None:
             raise PlanError(f"{where('analysis')}: analysis {name!r} reads extract "
                             f"{plan.analysis[name].get('store')!r} that model "
                             f"{model['name']} lacks")
+
+
+def _check_head(plan: Plan, model: dict[str, Any], stores: set[str], where: Any) -> None:
+    """`head = PATH` (Table 4): an official head file, run by the `[probe.head]` recipe."""
+    if "head" not in model:
+        return
+    head = model["head"]
+    if not isinstance(head, str) or not Path(head).is_file():
+        raise PlanError(f"{where('head')}: head file {head!r} does not exist")
+    recipe = plan.probe.get("head")
+    if recipe is None or recipe.get("kind") != "linear":
+        raise PlanError(f"{where('head')}: a model's head needs a [probe.head] table of kind "
+                        "\"linear\" naming the store it is evaluated on")
+    if recipe.get("train") not in stores:
+        raise PlanError(f"{where('head')}: [probe.head] reads extract {recipe.get('train')!r} "
+                        f"that model {model['name']} lacks")
+
+
+def model_probes(model: dict[str, Any]) -> list[str]:
+    """The probe recipes a model runs: its `probe` list, and `head` when it names a head."""
+    return [*model.get("probe", []), *(["head"] if model.get("head") else [])]
 
 
 def used_splits(plan: Plan) -> set[str]:
@@ -236,6 +258,13 @@ def _check_data(plan: Plan, where: Any, placeholders: bool) -> None:
         if missing:
             raise PlanError(f"{where('data', split)}: {len(missing)} shard(s) of [data] {split} "
                             f"do not exist, e.g. {missing[0]}")
+
+
+def file_name(name: str) -> str:
+    """`name` as one path component: letters, digits, `-`, `_` and `.` kept, the rest `_`
+    (a leading dot too, so that no name is `..` or hidden)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return "_" + safe[1:] if safe.startswith(".") else safe
 
 
 def shard_paths(pattern: str) -> list[str]:
