@@ -112,16 +112,16 @@ def test_status_is_written_after_the_data(tmp_path, monkeypatch):
     # numeric arrays are put in place by `shardfile.OpenFile.finish`, strings through zarr
     real_zarr, real_file = type(root["status"]).__setitem__, OpenFile.finish
 
-    def record(path, real, *args):
+    def record(path, write):
         order.append(path)
         if path == "status":
             raise OSError(28, "No space left on device")
-        real(*args)
+        write()
 
     monkeypatch.setattr(type(root["status"]), "__setitem__",
-                        lambda self, *a: record(self.path, real_zarr, self, *a))
-    monkeypatch.setattr(OpenFile, "finish",
-                        lambda self: record(self.layout.array.path, real_file, self))
+                        lambda self, *a: record(self.path, lambda: real_zarr(self, *a)))
+    monkeypatch.setattr(OpenFile, "finish", lambda self, **kw: record(
+        self.layout.array.path, lambda: real_file(self, **kw)))
     writer.put(np.arange(4), {"norms": np.ones((4, GEOM.tokens), np.float32),
                               "status": np.ones(4, np.uint8),
                               "key": np.array(list("abcd"), dtype=object)})
