@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vitreg.core.numbers import COUNT, COUNT_OR_ZERO, NON_NEGATIVE, POSITIVE, Range
+
 from .coverage import class_coverage, with_sample_sizes
 from .gather import (
     POOLED,
@@ -87,7 +89,7 @@ def parse_grid(value: Any, name: str) -> tuple[float, ...]:
     except ValueError as exc:
         raise ProbeError(f"--{name.replace('_', '-')} {value!r}: give comma-separated "
                          "numbers, e.g. 0.001,0.01") from exc
-    if not values or any(not v > 0 for v in values):
+    if not values or any(not 0 < v < float("inf") for v in values):
         raise ProbeError(f"--{name.replace('_', '-')} {value!r}: give one or more positive "
                          "numbers, comma-separated")
     return values
@@ -99,13 +101,15 @@ def selection_parts(ctx: ProbeContext, items: dict[str, Items], cfg: TrainConfig
     when an epoch or a grid value is to be chosen, `fit` and `select` (the training
     items split by image) in place of `train` (beside it under `--protocol study`)."""
     o = ctx.options
+    stops = o["backend"] == "torch" and cfg.patience is not None
     if o["backend"] == "sklearn":
-        grid = parse_grid(o["sklearn_alpha" if regression else "sklearn_c"],
-                          "sklearn_alpha" if regression else "sklearn_c")
-        select = len(grid) > 1
+        name = "sklearn_alpha" if regression else "sklearn_c"
+        grid = len(parse_grid(o[name], name))
+        select = grid > 1
     else:
+        grid = len(cfg.grid)
         select = needs_selection(cfg.grid, cfg.patience, o["protocol"])
-    ctx.data["selection"] = selection_record(ctx, select)
+    ctx.data["selection"] = selection_record(ctx, select, grid, stops)
     if not select:
         return items
     fit_items, held = split_items_by_image(items["train"], float(o["select_fraction"]),
@@ -115,17 +119,25 @@ def selection_parts(ctx: ProbeContext, items: dict[str, Items], cfg: TrainConfig
             "select": held, "val": items["val"]}
 
 
-def selection_record(ctx: ProbeContext, select: bool) -> dict[str, Any]:
-    """Which split each choice is made on, for the result (and the report's setup column)."""
+def selection_record(ctx: ProbeContext, select: bool, grid: int, stops: bool) -> dict[str, Any]:
+    """Which split each choice is made on, for the result (and the report's setup column).
+
+    `grid`: values of the grid searched (learning rates, or C / alpha with sklearn);
+    `stops`: whether training stops early (torch with a patience).
+    """
     o = ctx.options
-    study = o["protocol"] == "study" and o["backend"] == "torch"
+    torch_ = o["backend"] == "torch"
+    study = o["protocol"] == "study" and torch_
     held = f"held-out {float(o['select_fraction']):g} of the training images"
+    if not select and not stops:
+        protocol = "no selection"
+    else:
+        protocol = o["protocol"] if torch_ else "heldout (sklearn)"
     return {
-        "protocol": o["protocol"] if o["backend"] == "torch" else "heldout (sklearn)",
+        "protocol": protocol,
         "trained_on": "training images" + (f" less the {held}" if select and not study else ""),
-        "grid_chosen_on": held if select else None,
-        "early_stopping_on": None if o.get("patience") is None or "patience" not in o
-        else ("reported split" if study else held),
+        "grid_chosen_on": held if grid > 1 else None,
+        "early_stopping_on": None if not stops else ("reported split" if study else held),
         "reported_on": "val",
     }
 
@@ -229,12 +241,17 @@ def _normals(value: Any) -> int | None:
     return n
 
 
+#: SGD momentum: 1 and above never converge.
+MOMENTUM = Range(0, 1, high_open=True)
+
 SKLEARN_OPTIONS = (
     Option("sklearn_c", "0.1,1,10,100", "--backend sklearn: inverse L2 strengths of "
-           "LogisticRegression tried; the best on validation is kept and reported"),
+           "LogisticRegression tried; the best on validation is kept and reported",
+           range=POSITIVE, grid=True),
     Option("sklearn_alpha", "0.01,0.1,1,10,100", "--backend sklearn: L2 strengths of Ridge "
-           "tried; the best on validation is kept and reported"),
-    Option("sklearn_max_iter", 1000, "--backend sklearn: LogisticRegression iterations"),
+           "tried; the best on validation is kept and reported", range=POSITIVE, grid=True),
+    Option("sklearn_max_iter", 1000, "--backend sklearn: LogisticRegression iterations",
+           range=COUNT),
 )
 
 #: Learning rates of the grid (Adam/AdamW on standardised features).
@@ -245,20 +262,22 @@ def training_options(monitor: str, optimizer: str, weight_decay: float, *,
                      epochs: int = 30) -> tuple[Option, ...]:
     """Epochs, patience, learning rate and weight decay of a probe with early stopping."""
     return (
-        Option("epochs", epochs, f"most epochs (paper: up to {epochs})"),
-        Option("patience", 3, f"early stopping on validation {monitor} (paper: 3)"),
+        Option("epochs", epochs, f"most epochs (paper: up to {epochs})", range=COUNT),
+        Option("patience", 3, f"early stopping on validation {monitor} (paper: 3)",
+               range=COUNT),
         Option("lr", LR_GRID, f"{optimizer} learning rates, cosine schedule (not given by the "
                "paper): one head each, trained side by side; the best on validation is kept "
-               "and reported (dinov2's linear evaluation)"),
+               "and reported (dinov2's linear evaluation)", range=POSITIVE, grid=True),
         Option("min_steps", 4000, "fewest optimisation steps in all: a store whose pass holds "
-               "few mini-batches gets epochs of several passes (early stopping counts epochs)"),
-        Option("weight_decay", weight_decay, f"{optimizer} weight decay"),
+               "few mini-batches gets epochs of several passes (early stopping counts epochs)",
+               range=COUNT_OR_ZERO),
+        Option("weight_decay", weight_decay, f"{optimizer} weight decay", range=NON_NEGATIVE),
     )
 
 
 TOKEN_OPTIONS = (
     Option("normals", None, "normal tokens per split part (default: as many as the part's "
-           "outliers)", type=int),
+           "outliers)", type=int, range=COUNT_OR_ZERO),
 )
 
 
@@ -288,7 +307,7 @@ def _token_counts(items: dict[str, Items]) -> dict[str, Any]:
     options=(
         *training_options("top-1", "Adam", 0.0),
         Option("mse_weight", 0.5, "loss = CE + this x MSE of the softmax-expected (row, col), "
-               "in patch units (paper: 0.5)"),
+               "in patch units (paper: 0.5)", range=NON_NEGATIVE),
         *TOKEN_OPTIONS, *SKLEARN_OPTIONS,
     ),
 )
@@ -333,7 +352,7 @@ def position(ctx: ProbeContext) -> dict[str, Any]:
                "shard URLs the stores record (local files and http(s)/s3 URLs only; a store "
                "is someone's data, so this needs your say-so)"),
         Option("decode_workers", 0, "--targets shards: processes that decode images "
-               "(0: the CPUs, at most 8)"),
+               "(0: the CPUs, at most 8)", range=COUNT_OR_ZERO),
         *SKLEARN_OPTIONS,
     ),
 )
@@ -405,8 +424,10 @@ def redecoded_targets(ctx: ProbeContext, items: dict[str, Items]) -> np.ndarray:
     summary="image class from [CLS], one random normal and one random outlier token (top-1)",
     options=(
         *training_options("accuracy", "Adam", 0.0),
-        Option("max_images", 200_000, "most training images with an outlier (paper: 200,000)"),
-        Option("num_classes", None, "classes (default: largest label + 1)", type=int),
+        Option("max_images", 200_000, "most training images with an outlier (paper: 200,000)",
+               range=COUNT),
+        Option("num_classes", None, "classes (default: largest label + 1)", type=int,
+               range=COUNT),
         *SKLEARN_OPTIONS,
     ),
 )
@@ -498,11 +519,13 @@ PAPER_FEATURES = ("cls+patch_mean", "cls+patch_mean+registers", "patch_mean+regi
     options=(
         Option("features", ",".join(PAPER_FEATURES), "comma-separated '+'-joined combinations "
                "of cls, patch_mean, registers (default: the paper's three)"),
-        Option("epochs", 20, "epochs (paper: 20, no early stopping)"),
-        Option("lr", 0.01, "SGD learning rate, cosine schedule (not given by the paper)"),
-        Option("momentum", 0.9, "SGD momentum"),
-        Option("weight_decay", 0.0, "SGD weight decay"),
-        Option("num_classes", None, "classes (default: largest label + 1)", type=int),
+        Option("epochs", 20, "epochs (paper: 20, no early stopping)", range=COUNT),
+        Option("lr", 0.01, "SGD learning rate, cosine schedule (not given by the paper)",
+               range=POSITIVE),
+        Option("momentum", 0.9, "SGD momentum", range=MOMENTUM),
+        Option("weight_decay", 0.0, "SGD weight decay", range=NON_NEGATIVE),
+        Option("num_classes", None, "classes (default: largest label + 1)", type=int,
+               range=COUNT),
         Option("head", None, "evaluate this official DINOv2 linear head (torch.load with "
                "weights_only=True, or .safetensors) instead of training", type=str),
         *SKLEARN_OPTIONS,
