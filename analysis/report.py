@@ -23,6 +23,8 @@ from .study import (
     result_setup,
     result_study_name,
     setup_differences,
+    store_truncation,
+    truncated_counts,
 )
 
 CSS = """
@@ -123,9 +125,12 @@ def setup_label(result: dict) -> str:
     s = result_setup(result)
     protocol = (s["selection"] or {}).get("protocol") or \
         ("official head, no training" if s["head"] else "not recorded")
+    counted = truncated_counts(s)
+    kept = ("" if counted is None else
+            f" ({counted[0]} of {counted[1]} images with more outliers than K/2)")
     return (f"{s['pretrained_cfg'] or s['model']}, {s['weights']}, {s['img_size']} px, "
             f"{s['preprocessing_preset'] or '?'}, {s['precision'] or '?'}, tokens "
-            f"{s['token_mode']}, protocol {protocol}")
+            f"{s['token_mode']}{kept}, protocol {protocol}")
 
 
 def _ours_row(result: dict, cells: Sequence[Any], table_number: int) -> tuple[str, list[str]]:
@@ -205,6 +210,26 @@ def linear_tables(results: Sequence[dict]) -> str:
                '<p class="note">no linear head trained</p>'))
 
 
+def sampled_html(stores: Sequence[Store], labels: Sequence[str]) -> str:
+    """Each sampled store: how many images had more outliers than the K/2 it kept."""
+    rows = []
+    for store, label in zip(stores, labels):
+        t = store_truncation(store)
+        if t is not None:
+            rows.append(("", [esc(label), esc(t["k"]), esc(t["images"]),
+                              esc(t["truncated_images"]), esc(t["outliers_not_kept"]),
+                              esc(t["outliers"]), esc(t["most_outliers"])]))
+    if not rows:
+        return ""
+    return ("<h2>Sampled stores and the study's setup</h2>"
+            '<p class="note">A <code>sampled:K</code> store keeps the K/2 highest-norm patch '
+            "tokens of each image (and K/2 drawn at random): on an image with at most K/2 "
+            "outliers it holds every outlier, which is the study's setup (all tokens). "
+            "Outliers by each store's own 98th percentile.</p>"
+            + table(["store", "K", "images", "images with more than K/2 outliers",
+                     "outliers not kept", "outliers", "most outliers in one image"], rows))
+
+
 def deviations_html() -> str:
     """Every choice the study leaves open, and what vitreg chose."""
     rows = [("", [esc(topic), esc(study), esc(ours)]) for topic, study, ours in DEVIATIONS]
@@ -246,6 +271,7 @@ def render_html(stores: Sequence[Store], sections: dict[str, dict], probes: Sequ
          "token whose L2 norm (before the final LayerNorm) is above the 98th percentile of every "
          "patch norm of its store; [CLS] and registers never count.</p>"),
         "<h2>Provenance</h2>", provenance_html(stores, labels),
+        sampled_html(stores, labels),
         *(section_html(name, result) for name, result in sections.items()),
         probes_html(probes),
     ]
