@@ -61,18 +61,22 @@ def check_grid(grid: tuple[int, int], img_size: int, patch: int) -> None:
 PREFETCH = 4
 
 
-def check_shared_memory(workers: int, batch_bytes: int, shm: str = "/dev/shm") -> None:
+def check_shared_memory(workers: int, batch_bytes: int, shm: str = "/dev/shm",
+                        ranks_on_node: int = 1) -> None:
     """Decode workers hand each batch to the main process through `shm`; a
     container's default of 64 MB kills them (a "bus error" deep in torch) as
-    soon as a few 38 MB ViT-L batches are in flight. Refuse such a run first."""
+    soon as a few 38 MB ViT-L batches are in flight. Refuse such a run first.
+    The `ranks_on_node` ranks of a node (torchrun) all fill the one `shm`."""
     if workers == 0 or not os.path.isdir(shm):
         return
-    need = workers * PREFETCH * batch_bytes + batch_bytes  # + the batch in use
+    need = ranks_on_node * (workers * PREFETCH * batch_bytes + batch_bytes)  # + the batch in use
     free = shutil.disk_usage(shm).free
     if free < need:
         mib = 2**20
+        who = f"{workers} decode worker(s)" if ranks_on_node == 1 else \
+            f"{ranks_on_node} ranks of {workers} decode worker(s) each"
         raise UsageError(
-            f"{shm} has {free // mib} MiB free, and {workers} decode worker(s) need about "
+            f"{shm} has {free // mib} MiB free, and {who} need about "
             f"{-(-need // mib)} MiB there for their batches ({batch_bytes // mib} MiB each); "
             f"give the container more (docker run --shm-size={-(-2 * need // 2**30)}g), or "
             "use fewer --workers, a smaller --batch-size, or --workers 0")

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from vitreg.cache.schema import WITH_OPTIONS, parse_token_mode
 from vitreg.core.errors import InputError, cli_errors
+from vitreg.core.numbers import SEED, Number, Range
 from vitreg.core.progress import human_seconds
 
 from .transforms import INTERPOLATIONS, PRESETS
@@ -131,7 +132,7 @@ EXTRACT_OPTIONS = (
     ),
     click.option(
         "--crop-pct",
-        type=click.FloatRange(0, 1, min_open=True),
+        type=Number(Range(0, 1, low_open=True)),
         help="Resize the shorter side to S / crop-pct, then centre-crop S (0.875: 256 -> 224).",
     ),
     click.option(
@@ -199,7 +200,7 @@ EXTRACT_OPTIONS = (
         type=click.IntRange(min=1),
         help="Rows per chunk (default: tokens chunks of ~16 MiB).",
     ),
-    click.option("--seed", default=42, show_default=True,
+    click.option("--seed", default=42, show_default=True, type=Number(SEED),
                  help="Seed of random weights and of the tokens drawn by --tokens sampled:K."),
     click.option(
         "--rank",
