@@ -12,11 +12,22 @@ from pathlib import Path
 from typing import Any
 
 from vitreg.cache import Store
+from vitreg.core import InputError
 
 from .common import ANALYSES, open_stores, provenance, registered, store_labels
 from .presentation import CSS as PRESENTATION_CSS
 from .presentation import Figures, caption_for, metric_cell, metric_header, stats_table
-from .study import STUDY_SETUP, TABLE4, TABLE5, TABLES, study_name
+from .study import (
+    DEVIATIONS,
+    TABLE4,
+    TABLE5,
+    TABLES,
+    result_setup,
+    result_study_name,
+    setup_differences,
+    store_truncation,
+    truncated_counts,
+)
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1300px;color:#222}
@@ -25,6 +36,7 @@ table{border-collapse:collapse;margin:10px 0 18px;font-size:14px}
 td,th{border:1px solid #bbb;padding:4px 9px;text-align:right;max-width:520px;overflow-wrap:anywhere}
 th{background:#eee} td:first-child,th:first-child{text-align:left}
 tr.study td{color:#555;background:#f6f6f6;font-style:italic}
+.deviates{color:#a40;font-weight:bold} .same{color:#070}
 img{max-width:100%;border:1px solid #ddd;margin:8px 0}
 .random{background:#c00;color:#fff;font-size:22px;font-weight:bold;padding:18px;
  border:6px solid #600;margin-bottom:20px}
@@ -107,39 +119,36 @@ def _metric(result: dict, group: str, key: str) -> Any:
     return (result["metrics"].get(group) or {}).get(key)
 
 
-def setup_of(result: dict) -> dict[str, Any]:
-    """Weights, image size and token mode of the store a result was trained on."""
-    attrs = (result.get("provenance", {}).get("train") or {}).get("attrs") or {}
-    return {"weights": attrs.get("weights", result["store"].get("weights")),
-            "img_size": attrs.get("img_size"), "token_mode": attrs.get("token_mode")}
+# -- the study's tables: our rows beside the study's, each difference marked ----------
+def setup_label(result: dict) -> str:
+    """One line naming the setup of a result's store and protocol."""
+    s = result_setup(result)
+    protocol = (s["selection"] or {}).get("protocol") or \
+        ("official head, no training" if s["head"] else "not recorded")
+    counted = truncated_counts(s)
+    kept = ("" if counted is None else
+            f" ({counted[0]} of {counted[1]} images with more outliers than K/2)")
+    return (f"{s['pretrained_cfg'] or s['model']}, {s['weights']}, {s['img_size']} px, "
+            f"{s['preprocessing_preset'] or '?'}, {s['precision'] or '?'}, tokens "
+            f"{s['token_mode']}{kept}, protocol {protocol}")
 
 
-def study_mismatch(result: dict) -> list[str]:
-    """Why the study's row may not sit beside this result (empty: the setups match)."""
-    if study_name(result["store"].get("model")) is None:
-        return ["the study did not probe this model"]
-    setup = setup_of(result)
-    return [f"{key} {setup[key]} (the study's: {want})" for key, want in STUDY_SETUP.items()
-            if setup[key] is not None and setup[key] != want]
+def _ours_row(result: dict, cells: Sequence[Any], table_number: int) -> tuple[str, list[str]]:
+    diffs = setup_differences(result, table_number)
+    mark = "; ".join(diffs) if diffs else "none: the study's setup"
+    return "ours", [esc(f"ours: {setup_label(result)}"), *cells,
+                    f'<span class="{"deviates" if diffs else "same"}">{esc(mark)}</span>']
 
 
-def _ours_row(result: dict, cells: Sequence[Any]) -> tuple[str, list[str]]:
-    s = setup_of(result)
-    name = (f"ours: {result['store'].get('model')} ({s['weights']}, {s['img_size']} px, "
-            f"tokens {s['token_mode']})")
-    return "ours", [esc(name), *cells]
+def _study_row(name: str, cells: Sequence[str]) -> tuple[str, list[str]]:
+    return "study", [esc(f"study: {name}"), *cells, ""]
 
 
-def _study_note(result: dict, width: int) -> tuple[str, list[str]] | None:
-    """A row that says why no study row is shown, for a study model on another setup."""
-    reasons = study_mismatch(result)
-    if not reasons or reasons == ["the study did not probe this model"]:
-        return None
-    return "study", [esc("no study row: " + "; ".join(reasons)), *([""] * (width - 1))]
+DIFF_HEADER = "differences from the study's setup"
 
 
 def probe_table(kind: str, results: Sequence[dict]) -> str:
-    """Tables 1-3: one row per probe result, the study's row under it when the model matches."""
+    """Tables 1-3: each result's row, the study's row under it whenever the study has one."""
     number, caption, study = TABLES[kind]
     columns = {
         "position": [("normal", "top1", 100), ("outlier", "top1", 100),
@@ -148,54 +157,87 @@ def probe_table(kind: str, results: Sequence[dict]) -> str:
                         ("normal", "mse", 1), ("outlier", "mse", 1)],
         "classify": [("cls", "top1", 100), ("normal", "top1", 100), ("outlier", "top1", 100)],
     }[kind]
-    header = ["model", *(metric_header(g, k) for g, k, _ in columns)]
+    header = ["model", *(metric_header(g, k) for g, k, _ in columns), DIFF_HEADER]
     rows = []
     for result in results:
-        rows.append(_ours_row(result, [metric_cell(result, g, k, s) for g, k, s in columns]))
-        name = study_name(result["store"].get("model"))
-        note = _study_note(result, len(header))
-        if note:
-            rows.append(note)
-        elif name in study:
-            rows.append(("study", [esc(f"study: {name}"),
-                                   *(fmt2(study[name].get(g, {}).get(k)) for g, k, _ in columns)]))
+        rows.append(_ours_row(result, [metric_cell(result, g, k, s) for g, k, s in columns],
+                              number))
+        name = result_study_name(result)
+        if name in study:
+            rows.append(_study_row(name, [fmt2(study[name].get(g, {}).get(k))
+                                          for g, k, _ in columns]))
     return f"<h3>Table {number}. {esc(caption)}</h3>" + table(header, rows)
 
 
-def linear_tables(results: Sequence[dict]) -> str:
-    """Table 4 (official heads, without / with registers) and Table 5 (representations)."""
-    rows4 = []
+def head_table(results: Sequence[dict]) -> str:
+    """Table 4: official heads, without and with registers, beside the study's."""
+    rows = []
     for result in results:
         head = _metric(result, "head", "top1")
         if head is None:
             continue
-        regs = "+reg" if "reg" in str(result["store"].get("model")) else ""
+        name = result_study_name(result) or ""
+        regs = "+reg" in name or "reg" in str(result_setup(result)["model"])
         cell = metric_cell(result, "head", "top1", 100)
-        rows4.append(_ours_row(result, [cell if not regs else "—", cell if regs else "—"]))
-        name = study_name(result["store"].get("model"))
-        if name and not study_mismatch(result):
-            base = name.replace("+reg", "")
-            rows4.append(("study", [esc(f"study: {base} / {base}+reg"),
-                                    fmt2(TABLE4.get(base, {}).get("head")),
-                                    fmt2(TABLE4.get(base + "+reg", {}).get("head"))]))
-    matched = [TABLE5[n] for n, r in ((study_name(r["store"].get("model")), r) for r in results)
-               if n in TABLE5 and not study_mismatch(r)]
-    combos = list(dict.fromkeys([*(k for r in results for k in r["metrics"]),
-                                 *(k for t in matched for k in t)]))
+        rows.append(_ours_row(result, [cell if not regs else "—", cell if regs else "—"], 4))
+        if name in TABLE4:
+            rows.append(_study_row(name, [fmt2(TABLE4[name]["head"]) if not regs else "—",
+                                          fmt2(TABLE4[name]["head"]) if regs else "—"]))
+    if not rows:
+        return ('<h3>Table 4. Official pretrained heads, ImageNet-1K top-1 (%)</h3><p class='
+                '"note">no linear probe evaluated an official head (give a DINOv2 model\'s '
+                '<code>head</code> file in the plan)</p>')
+    return ("<h3>Table 4. Official pretrained heads, ImageNet-1K top-1 (%)</h3>"
+            + table(["model", "no registers", "with registers", DIFF_HEADER], rows))
+
+
+def linear_tables(results: Sequence[dict]) -> str:
+    """Table 4 (official heads) and Table 5 (linear heads on representations)."""
+    trained = [r for r in results if any(k != "head" for k in r["metrics"])]
+    named = [TABLE5[n] for n in map(result_study_name, trained) if n in TABLE5]
+    combos = list(dict.fromkeys([*(k for r in trained for k in r["metrics"] if k != "head"),
+                                 *(k for t in named for k in t if k != "head")]))
     rows5 = []
-    for result in results:
-        rows5.append(_ours_row(result, [metric_cell(result, c, "top1", 100) for c in combos]))
-        name = study_name(result["store"].get("model"))
-        if name in TABLE5 and not study_mismatch(result):
-            rows5.append(("study", [esc(f"study: {name}"),
-                                    *(fmt2(TABLE5[name].get(c)) for c in combos)]))
-    return (
-        "<h3>Table 4. Official pretrained heads, ImageNet-1K top-1 (%)</h3>"
-        + (table(["model", "no registers", "with registers"], rows4) if rows4 else
-           '<p class="note">no linear probe evaluated an official head</p>')
-        + "<h3>Table 5. Linear heads on representations, top-1 (%)</h3>"
-        + table(["model", *(f"{c} top-1 (%)" for c in combos)], rows5)
-    )
+    for result in trained:
+        rows5.append(_ours_row(result, [metric_cell(result, c, "top1", 100) for c in combos],
+                               5))
+        name = result_study_name(result)
+        if name in TABLE5:
+            rows5.append(_study_row(name, [fmt2(TABLE5[name].get(c)) for c in combos]))
+    return (head_table(results)
+            + "<h3>Table 5. Linear heads on representations, top-1 (%)</h3>"
+            + (table(["model", *(f"{c} top-1 (%)" for c in combos), DIFF_HEADER], rows5)
+               if rows5 else
+               '<p class="note">no linear head trained</p>'))
+
+
+def sampled_html(stores: Sequence[Store], labels: Sequence[str]) -> str:
+    """Each sampled store: how many images had more outliers than the K/2 it kept."""
+    rows = []
+    for store, label in zip(stores, labels):
+        t = store_truncation(store)
+        if t is not None:
+            rows.append(("", [esc(label), esc(t["k"]), esc(t["images"]),
+                              esc(t["truncated_images"]), esc(t["outliers_not_kept"]),
+                              esc(t["outliers"]), esc(t["most_outliers"])]))
+    if not rows:
+        return ""
+    return ("<h2>Sampled stores and the study's setup</h2>"
+            '<p class="note">A <code>sampled:K</code> store keeps the K/2 highest-norm patch '
+            "tokens of each image (and K/2 drawn at random): on an image with at most K/2 "
+            "outliers it holds every outlier, which is the study's setup (all tokens). "
+            "Outliers by each store's own 98th percentile.</p>"
+            + table(["store", "K", "images", "images with more than K/2 outliers",
+                     "outliers not kept", "outliers", "most outliers in one image"], rows))
+
+
+def deviations_html() -> str:
+    """Every choice the study leaves open, and what vitreg chose."""
+    rows = [("", [esc(topic), esc(study), esc(ours)]) for topic, study, ours in DEVIATIONS]
+    return ("<h3>Deviations from the study</h3>"
+            '<p class="note">What the study leaves open or states differently, and what vitreg '
+            "does. A row's own differences from the study's setup are marked in its last "
+            "column.</p>" + table(["choice", "the study", "vitreg"], rows))
 
 
 def probes_html(probes: Sequence[dict]) -> str:
@@ -217,6 +259,7 @@ def probes_html(probes: Sequence[dict]) -> str:
     missing += [] if linear else ["Tables 4-5 (linear)"]
     if missing:
         parts.append(f'<p class="note">No probe results for {esc(", ".join(missing))}.</p>')
+    parts.append(deviations_html())
     return "".join(parts)
 
 
@@ -231,6 +274,7 @@ def render_html(stores: Sequence[Store], sections: dict[str, dict], probes: Sequ
          "token whose L2 norm (before the final LayerNorm) is above the 98th percentile of every "
          "patch norm of its store; [CLS] and registers never count.</p>"),
         "<h2>Provenance</h2>", provenance_html(stores, labels),
+        sampled_html(stores, labels),
         *(section_html(name, result, figures) for name, result in sections.items()),
         probes_html(probes),
     ]
@@ -239,7 +283,20 @@ def render_html(stores: Sequence[Store], sections: dict[str, dict], probes: Sequ
 
 
 def load_probes(paths: Sequence[str | Path]) -> list[dict]:
-    return [json.loads(Path(p).read_text()) for p in paths]
+    """The probe results JSON files; one that is not a `vitreg probe` result is refused."""
+    return [_load_probe(Path(p)) for p in paths]
+
+
+def _load_probe(path: Path) -> dict:
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"--probes {path} is not a JSON file ({exc}); give the results "
+                         "file that `vitreg probe ... --out` wrote") from exc
+    if not isinstance(result, dict) or not {"probe", "metrics"} <= set(result):
+        raise InputError(f"--probes {path} is JSON but not a `vitreg probe` result (no "
+                         "`probe` and `metrics` keys); give the file that `vitreg probe` wrote")
+    return result
 
 
 def run_report(
@@ -248,11 +305,11 @@ def run_report(
 ) -> Path:
     """Run every analysis into `out/<name>/` and write `out/report.html`; return its path."""
     out = Path(out)
+    results = load_probes(probes)  # a wrong file is refused before any analysis runs
     opened = open_stores(stores, allow_partial=allow_partial)
     sections = {entry.name: entry.run(opened, out=out / entry.name, **options)
                 for entry in registered()}
     path = out / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(opened, sections, load_probes(probes), Figures(base=out)),
-                    encoding="utf-8")
+    path.write_text(render_html(opened, sections, results, Figures(base=out)), encoding="utf-8")
     return path

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from vitreg.cache.schema import WITH_OPTIONS, parse_token_mode
 from vitreg.core.errors import InputError, cli_errors
+from vitreg.core.numbers import SEED, Number, Range
 from vitreg.core.progress import human_seconds
 
 from .transforms import INTERPOLATIONS, PRESETS
@@ -41,6 +42,21 @@ class CommaChoice(click.ParamType):
         if unknown:
             self.fail(f"unknown {unknown}; choose from {', '.join(WITH_OPTIONS)}", param, ctx)
         return items
+
+
+class BlockList(click.ParamType):
+    """`--blocks 6,12,-1`: block numbers, 1 the first, -1 the last."""
+
+    name = "N,N,..."
+
+    def convert(self, value, param, ctx):  # type: ignore[override]
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+        try:
+            return tuple(int(v) for v in value.split(",") if v.strip())
+        except ValueError:
+            self.fail(f"{value!r}: give block numbers separated by commas, such as 6,12,-1",
+                      param, ctx)
 
 
 @click.command("shards")
@@ -116,7 +132,7 @@ EXTRACT_OPTIONS = (
     ),
     click.option(
         "--crop-pct",
-        type=click.FloatRange(0, 1, min_open=True),
+        type=Number(Range(0, 1, low_open=True)),
         help="Resize the shorter side to S / crop-pct, then centre-crop S (0.875: 256 -> 224).",
     ),
     click.option(
@@ -173,11 +189,18 @@ EXTRACT_OPTIONS = (
         help="Optional arrays: pixels,blocks,qkv,blocks_qkv.",
     ),
     click.option(
+        "--blocks",
+        default="",
+        type=BlockList(),
+        help="Also store the tokens, norms and [CLS] attention of these blocks "
+        "(1 is the first, -1 the last), e.g. 6,12,-1.",
+    ),
+    click.option(
         "--chunk-rows",
         type=click.IntRange(min=1),
         help="Rows per chunk (default: tokens chunks of ~16 MiB).",
     ),
-    click.option("--seed", default=42, show_default=True,
+    click.option("--seed", default=42, show_default=True, type=Number(SEED),
                  help="Seed of random weights and of the tokens drawn by --tokens sampled:K."),
     click.option(
         "--rank",

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from vitreg.core.errors import cli_errors
+from vitreg.core.numbers import Number
 
 from .registry import PROBES, Option, ProbeSpec
 from .report import print_result
@@ -41,6 +42,8 @@ def _click_option(opt: Option) -> click.Option:
         return click.Option([f"{flag}/{no}", opt.name], default=opt.default, help=opt.help,
                             show_default=True)
     kind: Any = click.Choice(opt.choices) if opt.choices else opt.value_type
+    if opt.range is not None and not opt.grid:
+        kind = Number(opt.range)
     return click.Option([flag, opt.name], type=kind, default=opt.default, help=opt.help,
                         show_default=opt.default is not None)
 

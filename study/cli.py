@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vitreg.core import UsageError, cli_errors
+from vitreg.core import cli_errors
 
 from .executors import EXECUTORS
 from .steps import STAGES
@@ -17,7 +17,9 @@ def study() -> None:
 
 @study.command("init")
 @click.option("--paper", is_flag=True, help="Every model and experiment of the study.")
-@click.option("--models", default="", help="Comma-separated timm names (a plan of your own).")
+@click.option("--models", default="", help="Comma-separated timm names, timm wildcards "
+              "allowed ('vit_*_dinov3.lvd1689m'): a plan of your own; with --paper, the "
+              "study's names (DINOv2-S,DINOv2-S+reg): the paper plan for those models only.")
 @click.option("--weights", default="pretrained", show_default=True,
               help="pretrained, random or a checkpoint PATH.")
 @click.option("--val", default=None, help="Shard pattern of the validation split.")
@@ -30,12 +32,10 @@ def init_command(paper: bool, models: str, weights: str, val: str | None, train:
     """Print a plan (TOML) to stdout."""
     from .init import own_plan, paper_plan
 
-    if paper and models:
-        raise UsageError("give --paper or --models, not both")
+    names = [m.strip() for m in models.split(",") if m.strip()]
     if paper:
-        text = paper_plan(val=val, train=train, weights=weights)
+        text = paper_plan(val=val, train=train, weights=weights, models=names or None)
     else:
-        names = [m.strip() for m in models.split(",") if m.strip()]
         text = own_plan(models=names, weights=weights, val=val or "", train=train,
                         img_size=img_size)
     click.echo(text, nl=False)

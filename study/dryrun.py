@@ -107,6 +107,10 @@ def describe(plan: Plan, steps: list[Step], states: dict[str, State]) -> dict[st
             size = f"{human_seconds(hours * 3600)} CPU (up to; measured here)"
         reason = f" ({state.reason})" if state.reason else ""
         click.echo(f"{state.status:5s} {step.id:40s} -> {step.output}  {size}{reason}")
+    from .setups import table_setup_lines
+
+    for line in table_setup_lines(plan):
+        click.echo(line)
     click.echo(f"total: {len(steps)} steps, "
                f"{sum(s.status != 'done' for s in states.values())} to run; stores "
                f"{human(total_bytes)}; about {human_seconds(gpu_h * 3600)} of GPU time (assumed "

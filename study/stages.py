@@ -79,6 +79,18 @@ def probe_option_names(kind: str) -> set[str]:
     return {opt.name for opt in get_probe(kind).all_options}
 
 
+def probe_options_problem(kind: str, options: dict[str, Any]) -> str | None:
+    """What is wrong with a probe recipe's options (types, ranges), or None."""
+    from vitreg.probe.registry import ProbeError, get_probe
+    from vitreg.probe.run import resolve_options
+
+    try:
+        resolve_options(get_probe(kind), options)
+    except ProbeError as exc:
+        return str(exc)
+    return None
+
+
 #: Options an `[analysis.NAME]` takes (the keywords of its `run_*`, less stores and out).
 ANALYSIS_OPTIONS: dict[str, set[str]] = {
     "norms": {"images", "seed", "allow_partial"},

@@ -15,7 +15,7 @@ from typing import Any
 
 from vitreg.core.files import atomic_write_text as write_atomic
 
-from .plan import Plan, PlanError, file_name, shard_paths
+from .plan import Plan, PlanError, file_name, model_probes, shard_paths
 from .stages import STUDY_EXTRACT_DEFAULTS
 
 STAGES = ("extract", "probe", "analysis", "report")
@@ -112,9 +112,13 @@ def probe_step(plan: Plan, out: Path, model: dict[str, Any], name: str) -> Step:
         deps.append(f"extract:{model['name']}:{recipe['val']}")
     config = {"kind": recipe["kind"], "options": dict(recipe.get("options", {})),
               "train": deps[0], "val": deps[1] if len(deps) > 1 else None}
+    files = {}
+    if name == "head":  # Table 4: the model's official head file (plan.model_probes)
+        config["options"]["head"] = model["head"]
+        files["head"] = [file_identity(model["head"])]
     return Step(id=f"probe:{model['name']}:{name}", stage="probe", config=config,
                 output=str(out / "probes" / f"{file_name(model['name'])}-{file_name(name)}.json"),
-                deps=deps)
+                deps=deps, files=files)
 
 
 def analysis_step(plan: Plan, out: Path, name: str) -> Step | None:
@@ -145,7 +149,7 @@ def build_steps(plan: Plan, out: str | os.PathLike) -> list[Step]:
     """Every step of the plan, in dependency order, each with its hash."""
     root = Path(out)
     steps = [extract_step(plan, root, m, e) for m in plan.models for e in m.get("extract", [])]
-    steps += [probe_step(plan, root, m, p) for m in plan.models for p in m.get("probe", [])]
+    steps += [probe_step(plan, root, m, p) for m in plan.models for p in model_probes(m)]
     steps += [s for a in plan.analysis if (s := analysis_step(plan, root, a)) is not None]
     steps.append(report_step(plan, root, steps))
     check_outputs(steps)

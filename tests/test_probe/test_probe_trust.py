@@ -11,12 +11,11 @@ import zarr
 from click.testing import CliRunner
 
 import tests.tiny_models  # noqa: F401
-from tests.conftest import image_samples, write_shard
+from tests.conftest import bare_store as make_bare_store
 from tests.servers import static_server
 from vitreg.cache import open_store
 from vitreg.cli import cli
 from vitreg.core import InputError, UsageError
-from vitreg.extract.run import run_extract
 from vitreg.probe import run_probe
 from vitreg.probe.gather import patch_geometry
 from vitreg.probe.redecode import decode_targets, unsafe_recorded_url
@@ -27,11 +26,8 @@ FAST = {"epochs": 1, "min_steps": 0, "lr": 1e-2, "batch_size": 64, "decode_worke
 @pytest.fixture(scope="module")
 def bare_store(tmp_path_factory):
     """A store without pixels, extracted from one local shard of 6 images."""
-    folder = tmp_path_factory.mktemp("trust")
-    shard = write_shard(folder / "part-000.tar", image_samples(6))
-    run_extract(shards=[shard], model="tiny_dinov2", out=str(folder / "s.zarr"),
-                weights="random", batch_size=8, progress=False)
-    return folder / "s.zarr", shard
+    store, shard = make_bare_store(tmp_path_factory.mktemp("trust"))
+    return store, str(shard)
 
 
 def _hostile_copy(bare_store, tmp_path, url: str):
