@@ -51,7 +51,7 @@ def survey(name: str) -> str | None:
     return None
 
 
-def exact(name: str) -> str:
+def small_build(name: str) -> str:
     """`exact`, `differs: ...`, or `not built small: ...` for one architecture."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.test_extract.test_adapters import SMALL, captured, reference, sharpen
@@ -106,7 +106,7 @@ def main() -> None:
         for name, reason in sorted(refused.items()):
             print(f"{name}: {reason}")
     if args.exact:
-        outcomes = {name: exact(name) for name in names if name not in refused}
+        outcomes = {name: small_build(name) for name in names if name not in refused}
         counts = Counter(o.split(":")[0] for o in outcomes.values())
         print(f"small builds of the {len(outcomes)} accepted: {dict(counts)}")
         for name, outcome in sorted(outcomes.items()):
