@@ -20,6 +20,7 @@ from vitreg.cache.attrs import SAME_MODEL_KEYS
 from vitreg.cache.attrs import provenance as store_provenance
 from vitreg.core.device import resolve_device
 from vitreg.core.files import write_json as core_write_json
+from vitreg.core.scrub import redact
 from vitreg.core.version import __version__
 
 from . import probes as _probes  # noqa: F401 - registers the probes
@@ -56,7 +57,7 @@ def run_probe(
         "probe": kind,
         "store": store_info(train_store),
         "val_store": None if val_store is None else store_info(val_store),
-        "config": {"store": str(store), "val": None if val is None else str(val),
+        "config": {"store": redact(store), "val": None if val is None else redact(val),
                    "out": None if out is None else str(out), **opts},
         "counts": body.pop("counts"),
         "metrics": body.pop("metrics"),
