@@ -20,6 +20,7 @@ rows (reported).
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -46,7 +47,13 @@ def unchecked():
     async def plain_get(self, key, prototype, byte_range=None):
         return await self._store.get(key, prototype, byte_range)
 
-    mapped_module.inside = lambda *a: None
+    def plain_stat(root, key, where, seen=None):  # what the reader did before: one stat
+        try:
+            return os.stat(os.path.join(root, key))
+        except FileNotFoundError:
+            return None
+
+    mapped_module.inside = plain_stat
     guard.GuardedStore.get = plain_get
     try:
         yield

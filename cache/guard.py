@@ -20,6 +20,7 @@ Metadata (`zarr.json`) passes unchecked: zarr asks for some that may not exist.
 from __future__ import annotations
 
 import os
+import stat
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -124,17 +125,18 @@ class GuardedStore(WrapperStore):
 
     async def get(self, key: str, prototype: BufferPrototype,
                   byte_range: ByteRequest | None = None) -> Buffer | None:
-        if self._root is not None:
-            inside(self._root, key, self.where, self._folders)
         try:
+            if self._root is not None:
+                inside(self._root, key, self.where, self._folders)
             buffer = await self._store.get(key, prototype, byte_range)
         except VitregError:
             raise
         except Exception as exc:  # noqa: BLE001 (aiohttp, botocore, OSError: all one sentence)
+            advice = ("check the file (its permissions, links, the disk)" if self._root else
+                      "check the URL, the network and the server")
             raise StoreReadError(
                 f"{self.where}: cannot read {key} ({type(exc).__name__}: {redact(exc)}); "
-                "check the URL, the network and the server, then run the command again"
-            ) from exc
+                f"{advice}, then run the command again") from exc
         if key == "zarr.json" or key.endswith("/zarr.json"):
             return buffer
         if buffer is None:
@@ -169,8 +171,10 @@ def array_path(key: str) -> str:
     return key.rsplit("/c/", 1)[0] if "/c/" in key else key.rsplit("/c", 1)[0]
 
 
-def inside(root: str, key: str, where: str, seen: dict[str, bool] | None = None) -> None:
-    """Refuse a key whose file, links resolved, lies outside the store's folder.
+def inside(root: str, key: str, where: str, seen: dict[str, bool] | None = None
+           ) -> os.stat_result | None:
+    """Refuse a key whose file, links resolved, lies outside the store's folder;
+    return the file's `stat` (None: no such file).
 
     One `lstat` of the file per call; its folder is resolved once per `seen`
     (a cache the caller keeps), so the check costs no `realpath` per read.
@@ -182,13 +186,18 @@ def inside(root: str, key: str, where: str, seen: dict[str, bool] | None = None)
         ok = within(root, folder)
         if seen is not None:
             seen[folder] = ok
-    if ok and not os.path.islink(path):
-        return
+    try:
+        info = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        info = None
+    if ok and (info is None or not stat.S_ISLNK(info.st_mode)):
+        return info
     real = os.path.realpath(path)
     if not within(root, real):
         raise UnsafeStoreError(
             f"{where}: {key} is a symbolic link to {real}, outside the store; vitreg reads "
             "only files inside a store (copy the file in instead of linking it)")
+    return os.stat(path) if info is not None else None
 
 
 def within(root: str, path: str) -> bool:

@@ -35,7 +35,7 @@ from zarr.codecs.sharding import ShardingCodecIndexLocation
 
 from vitreg.core.scrub import redact
 
-from .errors import MissingChunkError
+from .errors import MissingChunkError, StoreReadError
 from .guard import damaged, inside, missing, unwrap
 
 
@@ -85,13 +85,15 @@ class MappedArray:
         key = self.array.metadata.encode_chunk_key((shard,) + (0,) * (len(self.shape) - 1))
         path = self._dir / key
         name = f"{self.array.path}/{key}" if self.array.path else key
-        inside(self._root, name, self._where, self._folders)
-        gone = False
         try:
-            size = path.stat().st_size
-            offset = self._offset(path, size, inner, name) if self.per_file > 1 else 0
-        except FileNotFoundError:
-            offset, gone = None, True
+            found = inside(self._root, name, self._where, self._folders)
+        except OSError as exc:  # a link loop, a permission
+            raise StoreReadError(f"{self._where}: cannot read {name} ({exc}); check the file "
+                                 "(its permissions, links, the disk)") from exc
+        gone = found is None
+        size = 0 if gone else found.st_size
+        offset = None if gone else (
+            self._offset(path, size, inner, name) if self.per_file > 1 else 0)
         if offset is None:
             if self.complete:
                 shown = name if gone else f"{name} (its chunk {inner})"

@@ -218,8 +218,12 @@ def store_like(url: str, mode: str) -> Any:
     if url.endswith(".zip") and mode == "r":
         if not Path(url).is_file():
             raise FileNotFoundError(url)
-        with zipfile.ZipFile(url) as zf:
-            check_zip_members(zf, url)
+        try:
+            with zipfile.ZipFile(url) as zf:
+                check_zip_members(zf, url)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+            raise UnsafeStoreError(f"{url} is not a readable zip ({exc}): cut short or not a "
+                                   "zip; copy it again, or pack the store again") from exc
         return zarr.storage.ZipStore(url, mode="r")
     return url
 
