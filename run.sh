@@ -5,15 +5,24 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 python=${PYTHON:-python3}
+say() { echo "run.sh: $*" >&2; }
 if [ ! -x .venv/bin/python ]; then
+  say "creating .venv with $("$python" --version 2>&1)"
   "$python" -m venv .venv
 fi
 stamp=.venv/.vitreg-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  start=$SECONDS
+  say "installing vitreg and its dependencies into .venv (PyTorch among them: about 6 GB,"
+  say "several minutes on a first install; pip lists each package it fetches)"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[test]'
+  # one line per package pip collects: progress without pip's download bars
+  .venv/bin/python -m pip install --progress-bar off -e '.[test]' \
+    | { grep --line-buffered -E '^(Collecting|Successfully installed)' || true; } \
+    | sed -u -e 's/^Collecting /run.sh:   fetching /' -e 's/^Successfully installed .*/run.sh:   installed/' >&2
   echo "$want" > "$stamp"
+  say "install done in $((SECONDS - start)) s"
 fi
 what=${1:-}
 shift || true

@@ -9,7 +9,10 @@ from typing import Any
 
 import click
 
+from vitreg.core.commands import InOrderGroup
 from vitreg.core.errors import cli_errors
+from vitreg.core.numbers import SEED, Number
+from vitreg.core.paths import check_not_inside
 
 from .common import Analysis, registered
 from .report import run_report
@@ -21,7 +24,8 @@ COMMON_OPTIONS = (
                  help="Folder for the figures (PNG) and their data (JSON)."),
     click.option("--images", default=5000, show_default=True, type=click.IntRange(0),
                  help="Seeded sample of ok images per store (0: all), as in the study."),
-    click.option("--seed", default=42, show_default=True, type=int),
+    click.option("--seed", default=42, show_default=True, type=Number(SEED),
+                 help="Seed of the image sample."),
     click.option("--allow-partial", is_flag=True,
                  help="Use the rows written so far of an incomplete store."),
 )
@@ -33,13 +37,14 @@ def _with_options(fn: Callable, options: tuple[Callable, ...]) -> Callable:
     return fn
 
 
-@click.group("analysis")
+@click.group("analysis", cls=InOrderGroup)
 def analysis() -> None:
     """Statistics, figures and an HTML report from one or more stores."""
 
 
 def _add_command(entry: Analysis) -> None:
     def command(stores: tuple[str, ...], **kwargs: Any) -> None:
+        check_not_inside(kwargs["out"], stores)
         click.echo(entry.summary(entry.run(stores=list(stores), **kwargs), kwargs))
 
     command.__name__ = f"{entry.name}_cmd"
@@ -59,6 +64,7 @@ def _report_options() -> tuple[Callable, ...]:
 
 def report_cmd(stores: tuple[str, ...], **kwargs: Any) -> None:
     """Every analysis and the probe results in one self-contained report.html."""
+    check_not_inside(kwargs["out"], [*stores, *kwargs.get("probes", ())])
     click.echo(f"wrote {run_report(stores=list(stores), **kwargs)}")
 
 

@@ -15,6 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from vitreg.cache import Store
+from vitreg.core import InputError
+from vitreg.core.numbers import COUNT_OR_ZERO, Number
 
 from .common import (
     COLOURS,
@@ -56,12 +58,31 @@ def top_rows(store: Store, k: int) -> np.ndarray:
 def choose_keys(
     store: Store, *, indices: Sequence[int] = (), keys: Sequence[str] = (), top: int = TOP_K,
 ) -> list[str]:
-    """Image keys to draw: given keys, else rows by index, else the `top` by max norm."""
+    """Image keys to draw: given keys, else rows by index, else the `top` by max norm.
+    A key or index that names no ok row is refused (it would draw a blank figure)."""
     if keys:
         return [str(k) for k in keys]
     all_keys = store_keys(store)
+    bad = [int(i) for i in indices if not 0 <= int(i) < len(all_keys) or not store.is_ok(int(i))]
+    if bad:
+        raise InputError(f"--index {bad[0]}: not an ok row of {store.url} (rows 0 to "
+                         f"{len(all_keys) - 1}; failed and pending rows have no maps)")
     rows = np.asarray(indices, dtype=np.int64) if len(indices) else top_rows(store, top)
     return [str(all_keys[r]) for r in rows]
+
+
+def check_keys(opened: Sequence[Store], keys: Sequence[str]) -> None:
+    """Refuse a --key that no store holds in an ok row (it would draw blank figures)."""
+    if not keys:
+        return
+    ok: set[str] = set()
+    for store in opened:
+        ok.update(str(k) for k in store_keys(store)[store.ok_rows()])
+    unknown = [str(k) for k in keys if str(k) not in ok]
+    if unknown:
+        raise InputError(f"--key {unknown[0]!r}: no ok row of the store(s) has this key "
+                         f"({len(unknown)} of {len(keys)} key(s) unknown); the store's `key` "
+                         "array lists them")
 
 
 def row_of(store: Store, key: str, keys_cache: dict[str, np.ndarray]) -> int | None:
@@ -299,7 +320,7 @@ MAPS_OPTIONS = (
     click.option("--top", default=TOP_K, show_default=True, type=click.IntRange(1),
                  help="Else draw the images with the highest max patch norm."),
     click.option("--key", "keys", multiple=True, help="Key of an image (repeatable)."),
-    click.option("--index", "indices", multiple=True, type=int,
+    click.option("--index", "indices", multiple=True, type=Number(COUNT_OR_ZERO),
                  help="Row index of an image to draw (repeatable)."),
 )
 
@@ -318,6 +339,7 @@ def run_maps(
     out = Path(out)
     opened = open_stores(stores, allow_partial=allow_partial)
     labels = store_labels(opened)
+    check_keys(opened, keys)
     chosen = choose_keys(opened[0], indices=indices, keys=keys, top=top)
     figures = _image_figures(opened, labels, chosen, out)
     grids = [outlier_positions(s, images, seed) for s in opened]

@@ -14,7 +14,15 @@ from typing import Any
 from vitreg.cache import Store
 
 from .common import ANALYSES, open_stores, provenance, registered, store_labels
-from .study import STUDY_SETUP, TABLE4, TABLE5, TABLES, study_name
+from .study import (
+    DEVIATIONS,
+    TABLE4,
+    TABLE5,
+    TABLES,
+    result_setup,
+    result_study_name,
+    setup_differences,
+)
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1300px;color:#222}
@@ -23,6 +31,7 @@ table{border-collapse:collapse;margin:10px 0 18px;font-size:14px}
 td,th{border:1px solid #bbb;padding:4px 9px;text-align:right;max-width:520px;overflow-wrap:anywhere}
 th{background:#eee} td:first-child,th:first-child{text-align:left}
 tr.study td{color:#555;background:#f6f6f6;font-style:italic}
+.deviates{color:#a40;font-weight:bold} .same{color:#070}
 img{max-width:100%;border:1px solid #ddd;margin:8px 0}
 .random{background:#c00;color:#fff;font-size:22px;font-weight:bold;padding:18px;
  border:6px solid #600;margin-bottom:20px}
@@ -107,39 +116,33 @@ def _metric(result: dict, group: str, key: str) -> Any:
     return (result["metrics"].get(group) or {}).get(key)
 
 
-def setup_of(result: dict) -> dict[str, Any]:
-    """Weights, image size and token mode of the store a result was trained on."""
-    attrs = (result.get("provenance", {}).get("train") or {}).get("attrs") or {}
-    return {"weights": attrs.get("weights", result["store"].get("weights")),
-            "img_size": attrs.get("img_size"), "token_mode": attrs.get("token_mode")}
+# -- the study's tables: our rows beside the study's, each difference marked ----------
+def setup_label(result: dict) -> str:
+    """One line naming the setup of a result's store and protocol."""
+    s = result_setup(result)
+    protocol = (s["selection"] or {}).get("protocol") or \
+        ("official head, no training" if s["head"] else "not recorded")
+    return (f"{s['pretrained_cfg'] or s['model']}, {s['weights']}, {s['img_size']} px, "
+            f"{s['preprocessing_preset'] or '?'}, {s['precision'] or '?'}, tokens "
+            f"{s['token_mode']}, protocol {protocol}")
 
 
-def study_mismatch(result: dict) -> list[str]:
-    """Why the study's row may not sit beside this result (empty: the setups match)."""
-    if study_name(result["store"].get("model")) is None:
-        return ["the study did not probe this model"]
-    setup = setup_of(result)
-    return [f"{key} {setup[key]} (the study's: {want})" for key, want in STUDY_SETUP.items()
-            if setup[key] is not None and setup[key] != want]
+def _ours_row(result: dict, cells: Sequence[Any], table_number: int) -> tuple[str, list[str]]:
+    diffs = setup_differences(result, table_number)
+    mark = "; ".join(diffs) if diffs else "none: the study's setup"
+    return "ours", [esc(f"ours: {setup_label(result)}"), *cells,
+                    f'<span class="{"deviates" if diffs else "same"}">{esc(mark)}</span>']
 
 
-def _ours_row(result: dict, cells: Sequence[Any]) -> tuple[str, list[str]]:
-    s = setup_of(result)
-    name = (f"ours: {result['store'].get('model')} ({s['weights']}, {s['img_size']} px, "
-            f"tokens {s['token_mode']})")
-    return "ours", [esc(name), *cells]
+def _study_row(name: str, cells: Sequence[str]) -> tuple[str, list[str]]:
+    return "study", [esc(f"study: {name}"), *cells, ""]
 
 
-def _study_note(result: dict, width: int) -> tuple[str, list[str]] | None:
-    """A row that says why no study row is shown, for a study model on another setup."""
-    reasons = study_mismatch(result)
-    if not reasons or reasons == ["the study did not probe this model"]:
-        return None
-    return "study", [esc("no study row: " + "; ".join(reasons)), *([""] * (width - 1))]
+DIFF_HEADER = "differences from the study's setup"
 
 
 def probe_table(kind: str, results: Sequence[dict]) -> str:
-    """Tables 1-3: one row per probe result, the study's row under it when the model matches."""
+    """Tables 1-3: each result's row, the study's row under it whenever the study has one."""
     number, caption, study = TABLES[kind]
     columns = {
         "position": [("normal", "top1", 100), ("outlier", "top1", 100),
@@ -148,54 +151,66 @@ def probe_table(kind: str, results: Sequence[dict]) -> str:
                         ("normal", "mse", 1), ("outlier", "mse", 1)],
         "classify": [("cls", "top1", 100), ("normal", "top1", 100), ("outlier", "top1", 100)],
     }[kind]
-    header = ["model", *(f"{g} {k}" for g, k, _ in columns)]
+    header = ["model", *(f"{g} {k}" for g, k, _ in columns), DIFF_HEADER]
     rows = []
     for result in results:
-        rows.append(_ours_row(result, [fmt2(_metric(result, g, k), s) for g, k, s in columns]))
-        name = study_name(result["store"].get("model"))
-        note = _study_note(result, len(header))
-        if note:
-            rows.append(note)
-        elif name in study:
-            rows.append(("study", [esc(f"study: {name}"),
-                                   *(fmt2(study[name].get(g, {}).get(k)) for g, k, _ in columns)]))
+        rows.append(_ours_row(result, [fmt2(_metric(result, g, k), s) for g, k, s in columns],
+                              number))
+        name = result_study_name(result)
+        if name in study:
+            rows.append(_study_row(name, [fmt2(study[name].get(g, {}).get(k))
+                                          for g, k, _ in columns]))
     return f"<h3>Table {number}. {esc(caption)}</h3>" + table(header, rows)
 
 
-def linear_tables(results: Sequence[dict]) -> str:
-    """Table 4 (official heads, without / with registers) and Table 5 (representations)."""
-    rows4 = []
+def head_table(results: Sequence[dict]) -> str:
+    """Table 4: official heads, without and with registers, beside the study's."""
+    rows = []
     for result in results:
         head = _metric(result, "head", "top1")
         if head is None:
             continue
-        regs = "+reg" if "reg" in str(result["store"].get("model")) else ""
-        rows4.append(_ours_row(result, [fmt2(head, 100) if not regs else "—",
-                                        fmt2(head, 100) if regs else "—"]))
-        name = study_name(result["store"].get("model"))
-        if name and not study_mismatch(result):
-            base = name.replace("+reg", "")
-            rows4.append(("study", [esc(f"study: {base} / {base}+reg"),
-                                    fmt2(TABLE4.get(base, {}).get("head")),
-                                    fmt2(TABLE4.get(base + "+reg", {}).get("head"))]))
-    matched = [TABLE5[n] for n, r in ((study_name(r["store"].get("model")), r) for r in results)
-               if n in TABLE5 and not study_mismatch(r)]
-    combos = list(dict.fromkeys([*(k for r in results for k in r["metrics"]),
-                                 *(k for t in matched for k in t)]))
+        name = result_study_name(result) or ""
+        regs = "+reg" in name or "reg" in str(result_setup(result)["model"])
+        rows.append(_ours_row(result, [fmt2(head, 100) if not regs else "—",
+                                       fmt2(head, 100) if regs else "—"], 4))
+        if name in TABLE4:
+            rows.append(_study_row(name, [fmt2(TABLE4[name]["head"]) if not regs else "—",
+                                          fmt2(TABLE4[name]["head"]) if regs else "—"]))
+    if not rows:
+        return ('<h3>Table 4. Official pretrained heads, ImageNet-1K top-1 (%)</h3><p class='
+                '"note">no linear probe evaluated an official head (give a DINOv2 model\'s '
+                '<code>head</code> file in the plan)</p>')
+    return ("<h3>Table 4. Official pretrained heads, ImageNet-1K top-1 (%)</h3>"
+            + table(["model", "no registers", "with registers", DIFF_HEADER], rows))
+
+
+def linear_tables(results: Sequence[dict]) -> str:
+    """Table 4 (official heads) and Table 5 (linear heads on representations)."""
+    trained = [r for r in results if any(k != "head" for k in r["metrics"])]
+    named = [TABLE5[n] for n in map(result_study_name, trained) if n in TABLE5]
+    combos = list(dict.fromkeys([*(k for r in trained for k in r["metrics"] if k != "head"),
+                                 *(k for t in named for k in t if k != "head")]))
     rows5 = []
-    for result in results:
-        rows5.append(_ours_row(result, [fmt2(_metric(result, c, "top1"), 100) for c in combos]))
-        name = study_name(result["store"].get("model"))
-        if name in TABLE5 and not study_mismatch(result):
-            rows5.append(("study", [esc(f"study: {name}"),
-                                    *(fmt2(TABLE5[name].get(c)) for c in combos)]))
-    return (
-        "<h3>Table 4. Official pretrained heads, ImageNet-1K top-1 (%)</h3>"
-        + (table(["model", "no registers", "with registers"], rows4) if rows4 else
-           '<p class="note">no linear probe evaluated an official head</p>')
-        + "<h3>Table 5. Linear heads on representations, top-1 (%)</h3>"
-        + table(["model", *combos], rows5)
-    )
+    for result in trained:
+        rows5.append(_ours_row(result, [fmt2(_metric(result, c, "top1"), 100) for c in combos],
+                               5))
+        name = result_study_name(result)
+        if name in TABLE5:
+            rows5.append(_study_row(name, [fmt2(TABLE5[name].get(c)) for c in combos]))
+    return (head_table(results)
+            + "<h3>Table 5. Linear heads on representations, top-1 (%)</h3>"
+            + (table(["model", *combos, DIFF_HEADER], rows5) if rows5 else
+               '<p class="note">no linear head trained</p>'))
+
+
+def deviations_html() -> str:
+    """Every choice the study leaves open, and what vitreg chose."""
+    rows = [("", [esc(topic), esc(study), esc(ours)]) for topic, study, ours in DEVIATIONS]
+    return ("<h3>Deviations from the study</h3>"
+            '<p class="note">What the study leaves open or states differently, and what vitreg '
+            "does. A row's own differences from the study's setup are marked in its last "
+            "column.</p>" + table(["choice", "the study", "vitreg"], rows))
 
 
 def probes_html(probes: Sequence[dict]) -> str:
@@ -217,6 +232,7 @@ def probes_html(probes: Sequence[dict]) -> str:
     missing += [] if linear else ["Tables 4-5 (linear)"]
     if missing:
         parts.append(f'<p class="note">No probe results for {esc(", ".join(missing))}.</p>')
+    parts.append(deviations_html())
     return "".join(parts)
 
 

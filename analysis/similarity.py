@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from vitreg.cache import Store
+from vitreg.core.numbers import Number, Range
 
 from .common import (
     COLOURS,
@@ -26,6 +27,9 @@ from .common import (
     threshold_for,
     wrap,
 )
+
+#: a cosine similarity (--redundant-cut)
+COSINE = Range(-1, 1)
 
 #: Default definition of "redundant": neighbour similarity above this percentile
 #: of the normal tokens' neighbour similarity.
@@ -104,10 +108,10 @@ def plot_similarity(parts: list[dict[str, Any]], labels: list[str]) -> tuple[Fig
 #: `--redundant-percentile` / `--redundant-cut` (the report takes them too)
 SIMILARITY_OPTIONS = (
     click.option("--redundant-percentile", default=REDUNDANT_PERCENTILE, show_default=True,
-                 type=click.FloatRange(0, 100),
+                 type=Number(Range(0, 100)),
                  help="'Redundant' = neighbour similarity above this percentile of normal "
                       "tokens'."),
-    click.option("--redundant-cut", type=float, default=None,
+    click.option("--redundant-cut", type=Number(COSINE), default=None,
                  help="Absolute neighbour-similarity cut for 'redundant' "
                       "(overrides --redundant-percentile)."),
 )

@@ -14,6 +14,8 @@ text extraction of the paper; where its column headers were lost:
 
 from __future__ import annotations
 
+from typing import Any
+
 #: Study model name -> timm model name (with the pretrained tag the study used).
 STUDY_MODELS: dict[str, str] = {
     "DINOv2-S": "vit_small_patch14_dinov2.lvd142m",
@@ -24,16 +26,10 @@ STUDY_MODELS: dict[str, str] = {
     "DINOv2-B+reg": "vit_base_patch14_reg4_dinov2.lvd142m",
     "DINOv2-L+reg": "vit_large_patch14_reg4_dinov2.lvd142m",
     "DINOv2-G+reg": "vit_giant_patch14_reg4_dinov2.lvd142m",
-    "DeiT3-M": "deit3_medium_patch16_224.fb_in22k_ft_in1k",
+    "DeiT3-M": "deit3_medium_patch16_224.fb_in1k",
     "OpenCLIP-B": "vit_base_patch16_clip_224.laion2b",
     "OpenCLIP-H": "vit_huge_patch14_clip_224.laion2b",
 }
-
-#: The setup of the study's probes: pretrained weights, every patch token of
-#: the last block, 224 px inputs (the native resolution of its DeiT3 and
-#: OpenCLIP models; DINOv2 built at 224 px, as timm's 518 px default is not what
-#: the study reports). A row of ours sits beside the study's only on this setup.
-STUDY_SETUP = {"weights": "pretrained", "img_size": 224, "token_mode": "all"}
 
 #: Table 1, position prediction: top-1 accuracy (%) and average distance (patches).
 TABLE1: dict[str, dict[str, dict[str, float]]] = {
@@ -91,11 +87,160 @@ TABLES: dict[str, tuple[int, str, dict]] = {
 }
 
 
-def study_name(model: str | None) -> str | None:
-    """The study's name for a timm model name (with or without its pretrained tag)."""
-    if not model:
-        return None
+def study_name(model: str | None, pretrained_cfg: str | None = None) -> str | None:
+    """The study's name for a timm model: its exact name WITH the pretrained tag, as given
+    or as timm resolved it (`pretrained_cfg`). An untagged name is not enough: timm
+    resolves `vit_base_patch16_clip_224` to a fine-tuned classifier, not OpenCLIP-B."""
     for name, timm_name in STUDY_MODELS.items():
-        if model in (timm_name, timm_name.split(".")[0]):
+        if timm_name in (model, pretrained_cfg):
             return name
     return None
+
+
+# -- the study's setup, and how a result differs from it -----------------------------
+#: Which of the study's tables each probe result fills ("head": a linear probe that
+#: evaluated an official head, Table 4).
+TABLE_OF = {"position": 1, "reconstruct": 2, "classify": 3, "head": 4, "linear": 5}
+
+#: What the study states of each table's setup (Sections 3.3-3.5), field by field.
+#: Tables 1-3: pretrained weights at the native 224 px, every patch token of the last
+#: block, probes trained on ImageNet train with early stopping on val (patience 3) and
+#: reported on val. Tables 4-5: DINOv2's linear evaluation (resize 256, centre crop 224).
+STUDY_SETUPS: dict[int, dict[str, Any]] = {
+    1: {"weights": "pretrained", "img_size": 224, "token_mode": "all", "protocol": "study",
+        "reported_on": "val"},
+    4: {"weights": "pretrained", "img_size": 224, "preprocessing_preset": "dinov2-linear",
+        "reported_on": "val"},
+    5: {"weights": "pretrained", "img_size": 224, "preprocessing_preset": "dinov2-linear",
+        "protocol": "no selection", "reported_on": "val"},
+}
+STUDY_SETUPS[2] = STUDY_SETUPS[3] = STUDY_SETUPS[1]
+
+
+def result_setup(result: dict[str, Any]) -> dict[str, Any]:
+    """The setup fields of a result; older results (no `setup`) from their provenance."""
+    setup = result.get("setup") or {}
+    store = setup.get("train_store") or \
+        (result.get("provenance", {}).get("train") or {}).get("attrs") or {}
+    selection = setup.get("selection") or (result.get("data") or {}).get("selection")
+    return {
+        "model": store.get("model", result.get("store", {}).get("model")),
+        "pretrained_cfg": store.get("pretrained_cfg"),
+        "weights": store.get("weights", result.get("store", {}).get("weights")),
+        "img_size": store.get("img_size"),
+        "preprocessing_preset": store.get("preprocessing_preset"),
+        "precision": store.get("precision"),
+        "token_mode": store.get("token_mode"),
+        "selection": selection,
+        # an official head trains nothing: it is scored on every image of its store
+        "reported_on": "val" if result.get("val_store") or setup.get("val_store")
+        or (result.get("config") or {}).get("val") or setup.get("head")
+        or result.get("evaluated_on") else "split",
+        "head": setup.get("head") or (result.get("head") or {}).get("path"),
+        "truncation": setup.get("truncation"),
+    }
+
+
+def result_study_name(result: dict[str, Any]) -> str | None:
+    setup = result_setup(result)
+    return study_name(setup["model"], setup["pretrained_cfg"])
+
+
+def _truncated(setup: dict[str, Any]) -> tuple[int, int] | None:
+    """(images with more outliers than K/2, images) over a result's parts, if recorded."""
+    parts = setup["truncation"]
+    if not parts:
+        return None
+    return (sum(int(p.get("truncated_images") or 0) for p in parts.values()),
+            sum(int(p.get("used") or p.get("images") or 0) for p in parts.values()))
+
+
+def _token_difference(setup: dict[str, Any]) -> str | None:
+    mode = str(setup["token_mode"])
+    if setup["token_mode"] is None or mode == "all":
+        return None
+    counted = _truncated(setup)
+    if mode.startswith("sampled") and counted is not None:
+        if counted[0] == 0:
+            return None  # every outlier of every image kept: the study's setup
+        return (f"tokens {mode}: {counted[0]} of {counted[1]} images had more outliers than "
+                "K/2, not all of them kept (study: all tokens)")
+    return f"tokens {mode} (study: all tokens)"
+
+
+def _protocol_difference(setup: dict[str, Any], table: int) -> str | None:
+    selection = setup["selection"]
+    if selection is None:
+        return "selection protocol not recorded (an older result)"
+    if table == 5:
+        if selection.get("grid_chosen_on") or selection.get("early_stopping_on"):
+            return ("learning rate or epoch chosen on held-out training images (study: 20 "
+                    "epochs, no selection)")
+        return None
+    if selection.get("protocol") != "study":
+        return ("epoch chosen on held-out training images (--protocol heldout; study: early "
+                "stopping on val, patience 3)")
+    return None
+
+
+def setup_differences(result: dict[str, Any], table: int) -> list[str]:
+    """Every field in which a result's setup differs from the study's for `table`."""
+    setup, want = result_setup(result), STUDY_SETUPS[table]
+    diffs = []
+    if str(setup["weights"]).lower() != "pretrained":
+        diffs.append(f"weights {setup['weights']} (study: pretrained)")
+    if setup["img_size"] is not None and setup["img_size"] != want["img_size"]:
+        diffs.append(f"{setup['img_size']} px (study: {want['img_size']})")
+    preset = want.get("preprocessing_preset")
+    if preset and setup["preprocessing_preset"] != preset:
+        diffs.append(f"preprocessing {setup['preprocessing_preset']} (study: {preset}, "
+                     "resize 256, crop 224)")
+    if table <= 3:
+        diffs.append(_token_difference(setup))
+    if "protocol" in want:
+        diffs.append(_protocol_difference(setup, table))
+    if setup["reported_on"] != "val":
+        diffs.append("reported on a held-out part of the training store (study: ImageNet val)")
+    return [d for d in diffs if d]
+
+
+#: Choices the study leaves open, and what vitreg does (the report's "Deviations" section).
+DEVIATIONS: tuple[tuple[str, str, str], ...] = (
+    ("Position: the MSE term", "loss CE + 0.5 x MSE, the MSE of a class index not defined",
+     "MSE between the softmax-expected (row, col) and the true one, in patch units "
+     "(a soft-argmax), so that the term is differentiable"),
+    ("Position and reconstruction: heads", "one linear layer, trained on normal and outlier "
+     "tokens (one head or two is not said)", "one head per token category, each with its own "
+     "standardisation, learning rate and early stopping; a head fitted to the mix would be "
+     "dominated by the outliers' norms"),
+    ("Standardisation", "not mentioned", "features standardised with the training tokens' "
+     "mean and std (an affine map: the linear model class is unchanged; --standardize false "
+     "turns it off)"),
+    ("Outlier threshold population", "98th percentile of the L2 norms 'calculated on a per "
+     "model basis'", "the 98th percentile of every patch-token norm ([CLS] and registers "
+     "excluded) of the training store; the val store is split by the same value"),
+    ("Table 2 unit", "'L2 error', unit not stated (383 for DINOv2-S normal tokens)",
+     "our `l2` is the mean L2 norm of the per-patch error vector on the 0-255 scale (P x P x 3 "
+     "values); `mse` the mean squared error per value. For DINOv2-S (14 x 14 x 3 = 588 "
+     "values), 383 matches an `l2` of a typical per-value error of about 16 intensity levels: "
+     "`l2` is the column to compare, and the unit is our reading"),
+    ("Learning rates and batch size", "not given", "a grid of learning rates, chosen on a "
+     "held-out 10% of the training images (never the reported split); batch size 256"),
+    ("Early stopping", "patience 3 on validation top-1 / MSE, and the same validation set "
+     "is reported", "--protocol study does exactly that (the paper plan uses it); the default "
+     "--protocol heldout stops on held-out training images and scores val once"),
+    ("Sampled tokens", "all tokens of every image", "the paper plan keeps K patch tokens per "
+     "image (the K/2 highest norms and K/2 drawn at random) and every token's norm: equal to "
+     "the study's setup on every image with at most K/2 outliers; rows mark how many images "
+     "had more"),
+    ("Table 3 token draw", "a random normal and a random outlier token per image",
+     "uniform over the image's outliers (and, separately, its normal tokens), seeded per "
+     "chunk"),
+    ("Reconstruction data", "trained on ImageNet train, reported on val", "the same: train "
+     "pixel targets re-decoded from the train shards with the store's recorded preprocessing "
+     "(no pixels stored for 1.28M images)"),
+    ("Preprocessing, Tables 1-3", "native resolution, transform not stated", "timm's eval "
+     "transform of each model's pretrained config at 224 px"),
+    ("Preprocessing, Tables 4-5", "the official DINOv2 heads", "DINOv2's linear evaluation: "
+     "resize 256, centre crop 224, bicubic (the `dinov2-linear` preset)"),
+)

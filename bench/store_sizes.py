@@ -22,8 +22,8 @@ MODELS = [
     "vit_base_patch14_dinov2.lvd142m", "vit_base_patch14_reg4_dinov2.lvd142m",
     "vit_large_patch14_dinov2.lvd142m", "vit_large_patch14_reg4_dinov2.lvd142m",
     "vit_giant_patch14_dinov2.lvd142m", "vit_giant_patch14_reg4_dinov2.lvd142m",
-    "deit3_small_patch16_224.fb_in22k_ft_in1k", "deit3_medium_patch16_224.fb_in22k_ft_in1k",
-    "deit3_large_patch16_224.fb_in22k_ft_in1k", "deit3_huge_patch14_224.fb_in22k_ft_in1k",
+    "deit3_small_patch16_224.fb_in1k", "deit3_medium_patch16_224.fb_in1k",
+    "deit3_large_patch16_224.fb_in1k", "deit3_huge_patch14_224.fb_in1k",
     "vit_base_patch16_clip_224.laion2b", "vit_large_patch14_clip_224.laion2b",
     "vit_huge_patch14_clip_224.laion2b",
 ]

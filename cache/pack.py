@@ -10,6 +10,8 @@ import os
 import zipfile
 from pathlib import Path
 
+from vitreg.core.paths import check_not_inside
+
 from .errors import IncompleteStoreError, UnsafeStoreError, VitregError
 from .guard import within
 from .reader import Store
@@ -17,12 +19,16 @@ from .reader import Store
 
 def run_pack(store: str, out: str) -> int:
     """Write `out` (a .zip) from the local store `store`; return the member count."""
+    check_not_inside(out, [store], flag="OUT")
     opened = Store(store, allow_partial=True)
     if not opened.complete:
         raise IncompleteStoreError(f"{store} is incomplete: finish it before packing")
     root = Path(store.removeprefix("file://"))
     if not root.is_dir():
         raise VitregError(f"vitreg pack reads a local store folder; {store} is not one")
+    shards = [s.get("url", "") for s in opened.meta.get("shards") or []
+              if isinstance(s, dict) and isinstance(s.get("url"), str)]
+    check_not_inside(out, shards, flag="OUT")
     files = store_files(root)
     tmp = f"{out}.{os.getpid()}.partial"
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:

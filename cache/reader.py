@@ -111,22 +111,12 @@ class Store:
         return self._readers[name]
 
     def to_xarray(self) -> Any:
-        """Every array as a lazy `xarray.Dataset` (groups flattened with '/')."""
-        import xarray as xr
+        """Every array as a lazy `xarray.Dataset` (groups flattened with '/'), with
+        coordinates: key and label per image, kind (cls / register / patch) and
+        grid row and column per token (`cache.xr`)."""
+        from .xr import store_dataset
 
-        def open_one(group: str | None) -> xr.Dataset:
-            # cache=False: xarray would otherwise keep every array it touched
-            # in memory, `tokens` included.
-            return xr.open_dataset(
-                self.root.store, engine="zarr", group=group, consolidated=None, cache=False,
-                zarr_format=3, chunks=None,
-            )
-
-        datasets = [open_one(None)]
-        for gname, _ in self.root.groups():
-            ds = open_one(gname)
-            datasets.append(ds.rename({v: f"{gname}/{v}" for v in ds.data_vars}))
-        return xr.merge(datasets, compat="override", join="outer")
+        return store_dataset(self.root, self.geometry)
 
     # -- rows -----------------------------------------------------------------
     @cached_property

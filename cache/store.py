@@ -139,6 +139,13 @@ def write_rows(array: zarr.Array) -> int:
     return int((array.shards or array.chunks)[0])
 
 
+def not_found_message(url: str) -> str:
+    """Why no store opened at `url`: nothing there, or something that is not Zarr v3."""
+    if "://" not in url and not os.path.exists(url):
+        return f"no such file or folder: {url!r} (check the path)"
+    return f"no Zarr v3 store at {url!r} (vitreg writes Zarr v3; a v2 store is refused)"
+
+
 def open_group(url: str, *, mode: str = "r") -> zarr.Group:
     """Open the root group of a store after checking it is safe to decode."""
     try:
@@ -154,9 +161,7 @@ def open_group(url: str, *, mode: str = "r") -> zarr.Group:
                 f"{url}: its zarr.json is not Zarr v3 group metadata zarr can read (a field of "
                 "the group or of an array in it is missing or malformed); refusing to decode it"
             ) from exc
-        raise StoreNotFoundError(
-            f"no Zarr v3 store at {url!r} (vitreg writes Zarr v3; a v2 store is refused)"
-        ) from exc
+        raise StoreNotFoundError(not_found_message(url)) from exc
     except ImportError as exc:
         raise StoreNotFoundError(
             f"cannot open {url!r}: {exc} (S3 URLs need `pip install 'vitreg[s3]'`)"

@@ -39,7 +39,8 @@ def read_state_dict(path: str | Path, *, error: type[VitregError] = CheckpointEr
     except Exception as exc:
         raise error(
             f"{where} is not a weights-only tensor checkpoint (torch.load with weights_only=True "
-            f"refused it: {str(exc).splitlines()[0]}). vitreg never unpickles code: convert "
+            f"refused it: {(str(exc).splitlines() or [type(exc).__name__])[0]}). vitreg never "
+            "unpickles code: convert "
             "it to .safetensors in a trusted environment."
         ) from exc
     for wrapper in WRAPPERS:

@@ -16,17 +16,25 @@ from typing import Any
 import numpy as np
 import torch
 import webdataset as wds
+from braceexpand import UnbalancedBracesError
 from PIL import Image
 from webdataset import tariterators
+
+from .errors import UsageError
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "ppm", "pgm", "bmp", "tif", "tiff", "gif")
 
 
 def expand_shards(shards: list[str]) -> list[str]:
-    """Brace patterns (`shard-{000..063}.tar`) expanded, order kept."""
+    """Brace patterns (`shard-{000..063}.tar`) expanded, order kept; a pattern
+    whose braces do not pair is refused with a sentence."""
     urls: list[str] = []
     for shard in shards:
-        urls.extend(wds.shardlists.expand_urls(shard))
+        try:
+            urls.extend(wds.shardlists.expand_urls(shard))
+        except UnbalancedBracesError as exc:
+            raise UsageError(f"shard pattern {shard!r} has unbalanced braces: every {{ needs "
+                             "its }, as in train-{000..063}.tar") from exc
     return urls
 
 

@@ -10,6 +10,8 @@ from rich.console import Console
 
 from vitreg.cache.schema import WITH_OPTIONS, parse_token_mode
 from vitreg.core.errors import InputError, cli_errors
+from vitreg.core.numbers import SEED, Number, Range
+from vitreg.core.progress import human_seconds
 
 from .transforms import INTERPOLATIONS, PRESETS
 
@@ -46,7 +48,8 @@ class CommaChoice(click.ParamType):
 @cli_errors
 @click.argument("src", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the tars.")
-@click.option("--per-shard", default=1000, show_default=True, type=click.IntRange(min=1))
+@click.option("--per-shard", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Images per tar.")
 @click.option(
     "--synsets",
     type=click.Path(exists=True, dir_okay=False),
@@ -114,7 +117,7 @@ EXTRACT_OPTIONS = (
     ),
     click.option(
         "--crop-pct",
-        type=click.FloatRange(0, 1, min_open=True),
+        type=Number(Range(0, 1, low_open=True)),
         help="Resize the shorter side to S / crop-pct, then centre-crop S (0.875: 256 -> 224).",
     ),
     click.option(
@@ -152,7 +155,9 @@ EXTRACT_OPTIONS = (
         type=click.Path(exists=True, dir_okay=False),
         help="Extract only these sample keys (one a line), rows in the file's order.",
     ),
-    click.option("--tokens", "token_mode", default="all", show_default=True, type=TokenMode()),
+    click.option("--tokens", "token_mode", default="all", show_default=True, type=TokenMode(),
+                 help="Which patch tokens to store: all, none (pooled features only), or "
+                 "sampled:K (the K/2 highest-norm and K/2 random others per image)."),
     click.option(
         "--dtype",
         "tokens_dtype",
@@ -173,7 +178,8 @@ EXTRACT_OPTIONS = (
         type=click.IntRange(min=1),
         help="Rows per chunk (default: tokens chunks of ~16 MiB).",
     ),
-    click.option("--seed", default=42, show_default=True),
+    click.option("--seed", default=42, show_default=True, type=Number(SEED),
+                 help="Seed of random weights and of the tokens drawn by --tokens sampled:K."),
     click.option(
         "--rank",
         type=click.IntRange(min=0),
@@ -193,7 +199,7 @@ EXTRACT_OPTIONS = (
     click.option(
         "--strict", is_flag=True, help="Exit non-zero if any row failed or a shard was damaged."
     ),
-    click.option("--no-progress", is_flag=True),
+    click.option("--no-progress", is_flag=True, help="No progress bar (logs, batch jobs)."),
 )
 
 
@@ -326,10 +332,12 @@ def print_summary(summary) -> None:
         )
     for line in reason_lines(summary.failures, "failed") + reason_lines(summary.warnings, "warned"):
         console.print(line)
+    done = (f"already complete, nothing to do ({human_seconds(summary.seconds)})"
+            if summary.processed == 0 else
+            f"{summary.processed} processed in {human_seconds(summary.seconds)} "
+            f"({summary.images_per_second:.1f} img/s)")
     console.print(
-        f"{summary.store}: {summary.rows} rows, {summary.ok} ok, {summary.failed} failed; "
-        f"{summary.processed} processed in {summary.seconds:.1f} s "
-        f"({summary.images_per_second:.1f} img/s)"
+        f"{summary.store}: {summary.rows} rows, {summary.ok} ok, {summary.failed} failed; {done}"
         + (
             f", {sum(g['count'] for g in summary.warnings)} with a warning"
             if summary.warnings

@@ -76,6 +76,9 @@ def run_shards(*, src: str, out: str, per_shard: int = 1000, synsets: str | None
         raise InputError(f"no images ({', '.join(IMAGE_EXTS)}) under {src}; "
                          "give a folder of image files (class sub-folders give labels)")
     images, renamed = unique_keys(images)
+    unlabelled = sum(image.label < 0 for image in images)
+    if unlabelled and notes is not None:
+        notes.append(unlabelled_note(unlabelled, len(images), synsets is not None))
     if renamed and notes is not None:
         notes.append(f"{len(renamed)} file(s) shared a key with another and got a new one: "
                      + "; ".join(renamed[:5]) + ("; ..." if len(renamed) > 5 else ""))
@@ -92,3 +95,11 @@ def run_shards(*, src: str, out: str, per_shard: int = 1000, synsets: str | None
                                     "synset": image.synset}).encode(),
             })
     return sorted(str(p) for p in out_path.glob("shard-*.tar"))
+
+
+def unlabelled_note(unlabelled: int, total: int, had_synsets: bool) -> str:
+    """Why images got label -1, and what gives them one."""
+    fix = ("their synset prefix is not in --synsets" if had_synsets else
+           "they are in no class sub-folder and no --synsets file maps their n0... prefix")
+    return (f"{unlabelled} of {total} image(s) have label -1 (unknown): {fix}; "
+            "the classify and linear probes need labels")

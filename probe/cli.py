@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from vitreg.core.errors import cli_errors
+from vitreg.core.numbers import Number
 
 from .registry import PROBES, Option, ProbeSpec
 from .report import print_result
@@ -41,14 +42,17 @@ def _click_option(opt: Option) -> click.Option:
         return click.Option([f"{flag}/{no}", opt.name], default=opt.default, help=opt.help,
                             show_default=True)
     kind: Any = click.Choice(opt.choices) if opt.choices else opt.value_type
+    if opt.range is not None and not opt.grid:
+        kind = Number(opt.range)
     return click.Option([flag, opt.name], type=kind, default=opt.default, help=opt.help,
                         show_default=opt.default is not None)
 
 
 def _command(spec: ProbeSpec) -> click.Command:
-    def callback(store: str, val: str | None, out: str, verbose: bool, **options: Any) -> None:
+    def callback(store: str, val: str | None, out: str, verbose: bool, progress: bool,
+                 **options: Any) -> None:
         _configure_logging(verbose)
-        result = run_probe(spec.name, store, out=out, val=val, **options)
+        result = run_probe(spec.name, store, out=out, val=val, progress=progress, **options)
         print_result(result)
         click.echo(f"results written to {out}", err=True)
 
@@ -58,8 +62,10 @@ def _command(spec: ProbeSpec) -> click.Command:
                      help="validation store of the same model (else a split of STORE)"),
         click.Option(["--out", "out"], required=True, metavar="FILE.json",
                      help="where the results JSON is written"),
-        click.Option(["--verbose/--quiet", "verbose"], default=True, show_default=True,
-                     help="log selection counts and every epoch on stderr"),
+        click.Option(["-v", "--verbose/--quiet", "verbose"], default=False,
+                     help="also log selection counts and every epoch's loss on stderr"),
+        click.Option(["--progress/--no-progress", "progress"], default=True, show_default=True,
+                     help="a bar per fit (epochs x heads x learning rates) on stderr"),
         *(_click_option(opt) for opt in spec.all_options),
     ]
     return click.Command(spec.name, callback=cli_errors(callback), params=params,

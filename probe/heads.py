@@ -35,6 +35,16 @@ def load_head(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     bias = state.get(wkey[: -len("weight")] + "bias")
     if bias is None:
         bias = torch.zeros(weight.shape[0])
+    if not torch.is_tensor(bias) or tuple(bias.shape) != (weight.shape[0],):
+        shape = tuple(bias.shape) if torch.is_tensor(bias) else type(bias).__name__
+        raise ProbeError(f"--head {path}: the bias is {shape} but the weight has "
+                         f"{weight.shape[0]} rows; expected a bias of shape ({weight.shape[0]},)")
+    for name, tensor in (("weight", weight), ("bias", bias)):
+        if not (tensor.is_floating_point() and bool(torch.isfinite(tensor).all())):
+            raise ProbeError(f"--head {path}: its {name} is not all finite floating-point "
+                             f"numbers ({tensor.dtype}); is it a linear head?")
+    if weight.shape[0] < 1 or weight.shape[1] < 1:
+        raise ProbeError(f"--head {path}: its weight has shape {tuple(weight.shape)}")
     return weight.float(), bias.float()
 
 

@@ -14,6 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from vitreg.core.numbers import COUNT, COUNT_OR_ZERO, NON_NEGATIVE, POSITIVE, Range
+
+from .coverage import class_coverage, with_sample_sizes
 from .gather import (
     POOLED,
     ClassifyGather,
@@ -32,6 +35,7 @@ from .select import (
     select_images_with_outliers,
     select_labelled_images,
     select_tokens,
+    split_items_by_image,
     token_source,
 )
 from .stream import TokenStream
@@ -44,8 +48,9 @@ from .train import (
     ReconstructTask,
     Task,
     TrainConfig,
+    fit_protocol,
     fit_sklearn,
-    fit_torch,
+    needs_selection,
 )
 
 log = logging.getLogger("vitreg.probe")
@@ -84,19 +89,54 @@ def parse_grid(value: Any, name: str) -> tuple[float, ...]:
     except ValueError as exc:
         raise ProbeError(f"--{name.replace('_', '-')} {value!r}: give comma-separated "
                          "numbers, e.g. 0.001,0.01") from exc
-    if not values or any(not v > 0 for v in values):
+    if not values or any(not 0 < v < float("inf") for v in values):
         raise ProbeError(f"--{name.replace('_', '-')} {value!r}: give one or more positive "
                          "numbers, comma-separated")
     return values
 
 
-def make_streams(ctx: ProbeContext, items: dict[str, Items], gather) -> dict[str, TokenStream]:
-    """Streams over the train and val items, in memory or not per --in-memory."""
-    parts = {"train": ctx.train, "val": ctx.val}
-    streams = {
-        name: TokenStream(parts[name].store, items[name], gather, in_memory=False)
-        for name in ("train", "val")
+def selection_parts(ctx: ProbeContext, items: dict[str, Items], cfg: TrainConfig,
+                    regression: bool) -> dict[str, Items]:
+    """The item sets training reads under the run's protocol: `train` and `val`, or,
+    when an epoch or a grid value is to be chosen, `fit` and `select` (the training
+    items split by image) in place of `train` (beside it under `--protocol study`)."""
+    o = ctx.options
+    if o["backend"] == "sklearn":
+        grid = parse_grid(o["sklearn_alpha" if regression else "sklearn_c"],
+                          "sklearn_alpha" if regression else "sklearn_c")
+        select = len(grid) > 1
+    else:
+        select = needs_selection(cfg.grid, cfg.patience, o["protocol"])
+    ctx.data["selection"] = selection_record(ctx, select)
+    if not select:
+        return items
+    fit_items, held = split_items_by_image(items["train"], float(o["select_fraction"]),
+                                           int(o["seed"]))
+    keep_train = o["protocol"] == "study" and o["backend"] == "torch"
+    return {**({"train": items["train"]} if keep_train else {}), "fit": fit_items,
+            "select": held, "val": items["val"]}
+
+
+def selection_record(ctx: ProbeContext, select: bool) -> dict[str, Any]:
+    """Which split each choice is made on, for the result (and the report's setup column)."""
+    o = ctx.options
+    study = o["protocol"] == "study" and o["backend"] == "torch"
+    held = f"held-out {float(o['select_fraction']):g} of the training images"
+    return {
+        "protocol": o["protocol"] if o["backend"] == "torch" else "heldout (sklearn)",
+        "trained_on": "training images" + (f" less the {held}" if select and not study else ""),
+        "grid_chosen_on": held if select else None,
+        "early_stopping_on": None if o.get("patience") is None or "patience" not in o
+        else ("reported split" if study else held),
+        "reported_on": "val",
     }
+
+
+def make_streams(ctx: ProbeContext, items: dict[str, Items], gather) -> dict[str, TokenStream]:
+    """Streams over every item set, in memory or not per --in-memory."""
+    parts = {"train": ctx.train, "fit": ctx.train, "select": ctx.train, "val": ctx.val}
+    streams = {name: TokenStream(parts[name].store, it, gather, in_memory=False)
+               for name, it in items.items()}
     need = sum(s.nbytes() for s in streams.values())
     budget = int(ctx.options["memory_budget"]) * 2**20
     mode = ctx.options["in_memory"]
@@ -111,29 +151,31 @@ def make_streams(ctx: ProbeContext, items: dict[str, Items], gather) -> dict[str
     for s in streams.values():
         s.in_memory = in_memory
     ctx.data.update(selected_mib=round(need / 2**20, 3), in_memory=in_memory)
-    log.info("%d train and %d val items, %.1f MiB, %s", len(streams["train"]),
-             len(streams["val"]), need / 2**20, "kept in memory" if in_memory else "streamed")
+    log.info("%s items, %.1f MiB, %s", {k: len(v) for k, v in streams.items()},
+             need / 2**20, "kept in memory" if in_memory else "streamed")
     return streams
 
 
 def fit(ctx: ProbeContext, streams: dict[str, TokenStream], task: Task, heads: list[Head],
         cfg: TrainConfig) -> FitResult:
-    if len(streams["train"]) == 0 or len(streams["val"]) == 0:
-        raise ProbeError("nothing to train or validate on after selection")
+    if any(len(s) == 0 for s in streams.values()):
+        raise ProbeError("nothing to train, select or validate on after selection: "
+                         f"{ {k: len(v) for k, v in streams.items()} }")
     if ctx.options["backend"] == "sklearn":
         return fit_sklearn(
-            streams["train"], streams["val"], task, heads, cfg,
+            streams.get("fit", streams.get("train")), streams["val"], task, heads, cfg,
             alpha=parse_grid(ctx.options["sklearn_alpha"], "sklearn_alpha"),
             C=parse_grid(ctx.options["sklearn_c"], "sklearn_c"),
-            max_iter=int(ctx.options["sklearn_max_iter"]),
+            max_iter=int(ctx.options["sklearn_max_iter"]), select=streams.get("select"),
         )
-    return fit_torch(streams["train"], streams["val"], task, heads, cfg)
+    return fit_protocol(streams, task, heads, cfg, ctx.options["protocol"])
 
 
 def fit_summary(result: FitResult) -> dict[str, Any]:
     return {"curves": result.curves, "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
-            "passes_per_epoch": result.passes_per_epoch, "chosen": result.chosen}
+            "passes_per_epoch": result.passes_per_epoch, "chosen": result.chosen,
+            "selection_metrics": result.selection_metrics}
 
 
 def of_category(items: Items, code: int) -> Items:
@@ -154,18 +196,23 @@ def fit_by_category(
     Returns the probe's `metrics` (None for a category absent from a part),
     and per category its curves and fit summary.
     """
+    items = selection_parts(ctx, items, cfg, make_task().regression)
     streams = make_streams(ctx, items, gather)
     metrics: dict[str, Any] = {}
     curves: dict[str, Any] = {}
     fits: dict[str, Any] = {}
     for name, code in CATEGORIES.items():
         sub = {part: of_category(it, code) for part, it in items.items()}
-        if len(sub["train"]) == 0 or len(sub["val"]) == 0:
+        empty = [part for part, it in sub.items() if len(it) == 0]
+        if empty:
             metrics[name] = None
+            if len(sub.get("train", sub.get("fit"))) and len(sub["val"]):
+                ctx.notes.append(f"{name} tokens: none in the {', '.join(empty)} part; no "
+                                 "metrics (a larger --select-fraction or store may help)")
             continue
         sub_streams = {part: TokenStream(streams[part].source, sub[part], gather,
                                          in_memory=streams[part].in_memory) for part in sub}
-        log.info("%s tokens: %d train, %d val", name, len(sub["train"]), len(sub["val"]))
+        log.info("%s tokens: %s", name, {k: len(v) for k, v in sub.items()})
         result = fit(ctx, sub_streams, make_task(), [head], cfg)
         m = result.metrics[head.name]["all"]
         metrics[name] = {k: m[k] for k in (*keys, "count") if k in m}
@@ -184,12 +231,17 @@ def _normals(value: Any) -> int | None:
     return n
 
 
+#: SGD momentum: 1 and above never converge.
+MOMENTUM = Range(0, 1, high_open=True)
+
 SKLEARN_OPTIONS = (
     Option("sklearn_c", "0.1,1,10,100", "--backend sklearn: inverse L2 strengths of "
-           "LogisticRegression tried; the best on validation is kept and reported"),
+           "LogisticRegression tried; the best on validation is kept and reported",
+           range=POSITIVE, grid=True),
     Option("sklearn_alpha", "0.01,0.1,1,10,100", "--backend sklearn: L2 strengths of Ridge "
-           "tried; the best on validation is kept and reported"),
-    Option("sklearn_max_iter", 1000, "--backend sklearn: LogisticRegression iterations"),
+           "tried; the best on validation is kept and reported", range=POSITIVE, grid=True),
+    Option("sklearn_max_iter", 1000, "--backend sklearn: LogisticRegression iterations",
+           range=COUNT),
 )
 
 #: Learning rates of the grid (Adam/AdamW on standardised features).
@@ -200,20 +252,22 @@ def training_options(monitor: str, optimizer: str, weight_decay: float, *,
                      epochs: int = 30) -> tuple[Option, ...]:
     """Epochs, patience, learning rate and weight decay of a probe with early stopping."""
     return (
-        Option("epochs", epochs, f"most epochs (paper: up to {epochs})"),
-        Option("patience", 3, f"early stopping on validation {monitor} (paper: 3)"),
+        Option("epochs", epochs, f"most epochs (paper: up to {epochs})", range=COUNT),
+        Option("patience", 3, f"early stopping on validation {monitor} (paper: 3)",
+               range=COUNT),
         Option("lr", LR_GRID, f"{optimizer} learning rates, cosine schedule (not given by the "
                "paper): one head each, trained side by side; the best on validation is kept "
-               "and reported (dinov2's linear evaluation)"),
+               "and reported (dinov2's linear evaluation)", range=POSITIVE, grid=True),
         Option("min_steps", 4000, "fewest optimisation steps in all: a store whose pass holds "
-               "few mini-batches gets epochs of several passes (early stopping counts epochs)"),
-        Option("weight_decay", weight_decay, f"{optimizer} weight decay"),
+               "few mini-batches gets epochs of several passes (early stopping counts epochs)",
+               range=COUNT_OR_ZERO),
+        Option("weight_decay", weight_decay, f"{optimizer} weight decay", range=NON_NEGATIVE),
     )
 
 
 TOKEN_OPTIONS = (
     Option("normals", None, "normal tokens per split part (default: as many as the part's "
-           "outliers)", type=int),
+           "outliers)", type=int, range=COUNT_OR_ZERO),
 )
 
 
@@ -243,7 +297,7 @@ def _token_counts(items: dict[str, Items]) -> dict[str, Any]:
     options=(
         *training_options("top-1", "Adam", 0.0),
         Option("mse_weight", 0.5, "loss = CE + this x MSE of the softmax-expected (row, col), "
-               "in patch units (paper: 0.5)"),
+               "in patch units (paper: 0.5)", range=NON_NEGATIVE),
         *TOKEN_OPTIONS, *SKLEARN_OPTIONS,
     ),
 )
@@ -284,8 +338,11 @@ def position(ctx: ProbeContext) -> dict[str, Any]:
                "it records them (a brace pattern such as /data/train-{000..063}.tar, or the "
                "folder that holds them under their recorded names)", type=str),
         Option("val_shards", None, "the same as --shards, for the --val store", type=str),
+        Option("trust_recorded_shards", False, "--targets shards without --shards: reopen the "
+               "shard URLs the stores record (local files and http(s)/s3 URLs only; a store "
+               "is someone's data, so this needs your say-so)"),
         Option("decode_workers", 0, "--targets shards: processes that decode images "
-               "(0: the CPUs, at most 8)"),
+               "(0: the CPUs, at most 8)", range=COUNT_OR_ZERO),
         *SKLEARN_OPTIONS,
     ),
 )
@@ -341,6 +398,7 @@ def redecoded_targets(ctx: ProbeContext, items: dict[str, Items]) -> np.ndarray:
         patch = np.concatenate([items[n].fields["patch"] for n in names])
         t0 = time.perf_counter()
         parts.append(decode_targets(part.store, rows, patch, shards=shards,
+                                    trust_recorded=bool(ctx.options["trust_recorded_shards"]),
                                     workers=int(ctx.options["decode_workers"])))
         ctx.data.setdefault("redecoded", []).append(
             {"store": part.store.url, "parts": list(names), "tokens": int(rows.size),
@@ -356,8 +414,10 @@ def redecoded_targets(ctx: ProbeContext, items: dict[str, Items]) -> np.ndarray:
     summary="image class from [CLS], one random normal and one random outlier token (top-1)",
     options=(
         *training_options("accuracy", "Adam", 0.0),
-        Option("max_images", 200_000, "most training images with an outlier (paper: 200,000)"),
-        Option("num_classes", None, "classes (default: largest label + 1)", type=int),
+        Option("max_images", 200_000, "most training images with an outlier (paper: 200,000)",
+               range=COUNT),
+        Option("num_classes", None, "classes (default: largest label + 1)", type=int,
+               range=COUNT),
         *SKLEARN_OPTIONS,
     ),
 )
@@ -379,7 +439,10 @@ def classify(ctx: ProbeContext) -> dict[str, Any]:
             ctx.val, seed=int(ctx.options["seed"]), max_images=None, has_cls_token=has_cls),
     }
     num_classes = _num_classes(ctx, items)
-    streams = make_streams(ctx, items, ClassifyGather(source, cls_source))
+    cfg = ctx.train_config(optimizer="adam", weight_decay=float(ctx.options["weight_decay"]),
+                           patience=int(ctx.options["patience"]))
+    streams = make_streams(ctx, selection_parts(ctx, items, cfg, False),
+                           ClassifyGather(source, cls_source))
     d = geometry.dim
     heads = [Head("normal", num_classes, np.arange(d, 2 * d)),
              Head("outlier", num_classes, np.arange(2 * d, 3 * d))]
@@ -387,16 +450,18 @@ def classify(ctx: ProbeContext) -> dict[str, Any]:
         heads.insert(0, Head("cls", num_classes, np.arange(0, d)))
     else:
         ctx.notes.append("the model has no [CLS] token")
-    cfg = ctx.train_config(optimizer="adam", weight_decay=float(ctx.options["weight_decay"]),
-                           patience=int(ctx.options["patience"]))
     result = fit(ctx, streams, ClassifyTask(num_classes), heads, cfg)
+    coverage = class_coverage(items["train"].fields["label"], items["val"].fields["label"])
     return {
         "counts": {name: it.counts for name, it in items.items()},
         "images_used": {name: len(it) for name, it in items.items()},
         "num_classes": num_classes,
         "cls_source": cls_source if has_cls else None,
-        "metrics": {h.name: _top(result.metrics[h.name]) for h in heads},
-        "units": {"top1": "fraction of validation images classified correctly"},
+        "metrics": with_sample_sizes({h.name: _top(result.metrics[h.name]) for h in heads},
+                                     coverage, ctx.notes),
+        "class_coverage": coverage,
+        "units": {"top1": "fraction of validation images classified correctly",
+                  "count": "validation images", "classes_seen": "classes in training"},
         **fit_summary(result),
     }
 
@@ -444,11 +509,13 @@ PAPER_FEATURES = ("cls+patch_mean", "cls+patch_mean+registers", "patch_mean+regi
     options=(
         Option("features", ",".join(PAPER_FEATURES), "comma-separated '+'-joined combinations "
                "of cls, patch_mean, registers (default: the paper's three)"),
-        Option("epochs", 20, "epochs (paper: 20, no early stopping)"),
-        Option("lr", 0.01, "SGD learning rate, cosine schedule (not given by the paper)"),
-        Option("momentum", 0.9, "SGD momentum"),
-        Option("weight_decay", 0.0, "SGD weight decay"),
-        Option("num_classes", None, "classes (default: largest label + 1)", type=int),
+        Option("epochs", 20, "epochs (paper: 20, no early stopping)", range=COUNT),
+        Option("lr", 0.01, "SGD learning rate, cosine schedule (not given by the paper)",
+               range=POSITIVE),
+        Option("momentum", 0.9, "SGD momentum", range=MOMENTUM),
+        Option("weight_decay", 0.0, "SGD weight decay", range=NON_NEGATIVE),
+        Option("num_classes", None, "classes (default: largest label + 1)", type=int,
+               range=COUNT),
         Option("head", None, "evaluate this official DINOv2 linear head (torch.load with "
                "weights_only=True, or .safetensors) instead of training", type=str),
         *SKLEARN_OPTIONS,
@@ -469,18 +536,22 @@ def linear(ctx: ProbeContext) -> dict[str, Any]:
     columns = pooled_columns(names, g.dim, g.registers)
     items = {"train": select_labelled_images(ctx.train), "val": select_labelled_images(ctx.val)}
     num_classes = _num_classes(ctx, items)
-    streams = make_streams(ctx, items, PooledGather(names))
-    heads = [Head("+".join(c), num_classes, np.concatenate([columns[n] for n in c]))
-             for c in combos]
     cfg = ctx.train_config(optimizer="sgd", weight_decay=float(ctx.options["weight_decay"]),
                            patience=None, momentum=float(ctx.options["momentum"]))
+    streams = make_streams(ctx, selection_parts(ctx, items, cfg, False), PooledGather(names))
+    heads = [Head("+".join(c), num_classes, np.concatenate([columns[n] for n in c]))
+             for c in combos]
     result = fit(ctx, streams, ClassifyTask(num_classes), heads, cfg)
+    coverage = class_coverage(items["train"].fields["label"], items["val"].fields["label"])
     return {
         "counts": {name: it.counts for name, it in items.items()},
         "num_classes": num_classes,
         "features": {h.name: len(h.columns) for h in heads},
-        "metrics": {h.name: _top(result.metrics[h.name]) for h in heads},
-        "units": {"top1": "fraction of validation images classified correctly"},
+        "metrics": with_sample_sizes({h.name: _top(result.metrics[h.name]) for h in heads},
+                                     coverage, ctx.notes),
+        "class_coverage": coverage,
+        "units": {"top1": "fraction of validation images classified correctly",
+                  "count": "validation images", "classes_seen": "classes in training"},
         **fit_summary(result),
     }
 

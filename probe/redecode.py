@@ -9,6 +9,10 @@ torch DataLoader, one shard per task), applies the recorded transform without
 normalisation (the uint8 model input `pixels` would hold) and cuts the
 P x P x 3 patch of every selected token. Every decoded sample's `__key__` must
 equal the store's `key` of its row, or nothing is returned.
+
+A store is someone's data: its recorded URLs are reopened only when the user
+confirms them (`--trust-recorded-shards`), and only as local files or
+http(s)/s3 URLs; `pipe:` (a shell command) only ever comes from `--shards`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
@@ -113,33 +118,77 @@ def cut_patches(sample: dict[str, Any], transform, task: ShardTask, i: int) -> n
                          task.patch_size, task.grid)
 
 
-def shard_urls(store: Store, override: str | None = None) -> list[str]:
-    """Where the store's shards are: as recorded, or `override` (a brace pattern,
-    or a folder holding them under their recorded file names); checked to exist."""
+#: Schemes a URL recorded in a store may have to be reopened: local files and
+#: http(s)/s3 objects. Anything else (webdataset's `pipe:` runs its text in a
+#: shell; `gs:`, `ais:` and friends start programs) comes only from the user's
+#: own command line (--shards), never from a store someone else wrote.
+RECORDED_SCHEMES = ("", "file", "http", "https", "s3")
+
+
+def shard_urls(store: Store, override: str | None = None, *,
+               trust_recorded: bool = False) -> list[str]:
+    """Where the store's shards are: `override` (the user's brace pattern, or a
+    folder holding them under their recorded file names), or, only with
+    `trust_recorded`, the URLs the store records; checked to exist."""
     recorded = [str(s["url"]) for s in store.meta.get("shards") or []]
     if not recorded:
         raise InputError(f"store {store.url} records no input shards: its reconstruction "
                          "targets cannot be re-decoded; re-extract it with --with pixels")
-    urls = recorded
     if override:
-        if os.path.isdir(override):
-            urls = [os.path.join(override, os.path.basename(u)) for u in recorded]
-        else:
-            urls = expand_shards([override])
-        if len(urls) != len(recorded):
-            raise UsageError(f"--shards {override} names {len(urls)} shard(s) but store "
-                             f"{store.url} was extracted from {len(recorded)}: give one for "
-                             "each, in the same order")
+        urls = _overridden(store, override, recorded)
+    else:
+        check_recorded(store, recorded, trust_recorded)
+        urls = recorded
     missing = [u for u in urls if _looks_local(u) and local_shard_path(u) is None]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise InputError(
             f"store {store.url} has no `pixels`, and {len(missing)} of the {len(urls)} shards "
-            f"its images are re-decoded from are not where it says: {', '.join(missing[:3])}"
-            f"{more}. Pass --shards PATTERN (e.g. /data/train-{{000..063}}.tar, or the folder "
-            "that now holds them), or re-extract the store with --with pixels")
+            f"its images are re-decoded from are not where it says: "
+            f"{', '.join(map(repr, missing[:3]))}{more}. Pass --shards PATTERN (e.g. "
+            "/data/train-{000..063}.tar, or the folder that now holds them), or re-extract "
+            "the store with --with pixels")
     check_digests(store, urls)
     return urls
+
+
+def _overridden(store: Store, override: str, recorded: list[str]) -> list[str]:
+    if os.path.isdir(override):  # the recorded names only pick files inside the user's folder
+        urls = [os.path.join(override, os.path.basename(u)) for u in recorded]
+    else:
+        urls = expand_shards([override])
+    if len(urls) != len(recorded):
+        raise UsageError(f"--shards {override} names {len(urls)} shard(s) but store "
+                         f"{store.url} was extracted from {len(recorded)}: give one for "
+                         "each, in the same order")
+    return urls
+
+
+def unsafe_recorded_url(url: str) -> bool:
+    """Whether a URL read from a store must not be opened: not a local path, a
+    `file://` URL or an http(s)/s3 URL (`pipe:CMD` would run CMD in a shell)."""
+    if not url or url == "-" or any(ord(c) < 32 for c in url):
+        return True
+    return urlsplit(url).scheme.lower() not in RECORDED_SCHEMES
+
+
+def check_recorded(store: Store, recorded: list[str], trusted: bool) -> None:
+    """Refuse recorded URLs that would run a program, always; the others unless
+    the user confirmed them (--trust-recorded-shards)."""
+    unsafe = [u for u in recorded if unsafe_recorded_url(u)]
+    if unsafe:
+        raise InputError(
+            f"store {store.url} records {len(unsafe)} shard URL(s) such as {unsafe[0][:80]!r} "
+            "that are not local files or http(s)/s3 URLs: vitreg never opens those from a "
+            "store (a pipe: URL would run a command). Name the shards yourself with --shards "
+            "PATTERN, or re-extract the store with --with pixels")
+    if not trusted:
+        raise UsageError(
+            f"store {store.url} has no `pixels`: its reconstruction targets would be re-decoded "
+            f"from the {len(recorded)} shard(s) it records, e.g. {recorded[0][:120]!r}. A store "
+            "is data from whoever wrote it: confirm those with --trust-recorded-shards, or name "
+            "the shards yourself with --shards PATTERN (a brace pattern, or the folder that "
+            "holds them)")
 
 
 def _looks_local(url: str) -> bool:
@@ -161,7 +210,7 @@ def check_digests(store: Store, urls: list[str]) -> None:
 
 def decode_targets(
     store: Store, rows: np.ndarray, patches: np.ndarray, *, shards: str | None = None,
-    workers: int = 0,
+    trust_recorded: bool = False, workers: int = 0,
 ) -> np.ndarray:
     """(n, p*p*3) uint8: the pixel patch `patches[i]` of row `rows[i]`'s image, re-decoded.
 
@@ -169,7 +218,7 @@ def decode_targets(
     live in an unlinked temporary file (a memory map), not in memory.
     """
     p, grid = patch_geometry(store)
-    urls = shard_urls(store, shards)
+    urls = shard_urls(store, shards, trust_recorded=trust_recorded)
     out = _allocate((rows.size, p * p * 3))
     if rows.size == 0:
         return out

@@ -12,6 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from vitreg.cache import OUTLIER_PERCENTILE, VitregError
+from vitreg.core.numbers import (
+    COUNT,
+    COUNT_OR_ZERO,
+    FRACTION_OPEN,
+    PERCENTILE_OPEN,
+    SEED,
+    Range,
+)
 
 
 class ProbeError(VitregError, ValueError):
@@ -27,6 +35,10 @@ class Option:
     help: str
     choices: tuple[str, ...] | None = None
     type: type | None = None  # when the default (None) does not say it
+    #: allowed values of a number (NaN and infinities never are); with `grid`, of
+    #: every number of a comma-separated list
+    range: Range | None = None
+    grid: bool = False
 
     @property
     def flag(self) -> str:
@@ -86,9 +98,10 @@ def get_probe(name: str) -> ProbeSpec:
 #: Options every probe takes (besides STORE, --val and --out).
 COMMON_OPTIONS: tuple[Option, ...] = (
     Option("val_fraction", 0.2, "without --val: fraction of STORE's images held out for "
-           "validation (a seeded permutation of images, never of tokens)"),
+           "validation (a seeded permutation of images, never of tokens)",
+           range=FRACTION_OPEN),
     Option("seed", 42, "seed of the split, the token draws, the shuffling and the "
-           "initialisation (the paper's)"),
+           "initialisation (the paper's)", range=SEED),
     Option("allow_val_overlap", False, "accept a --val store that shares images (keys) with "
            "STORE; by default that is refused"),
     Option("allow_partial", False, "use the ok rows of a store that is still being written"),
@@ -97,17 +110,26 @@ COMMON_OPTIONS: tuple[Option, ...] = (
            "Ridge on the same tokens, a cross-check for small stores)",
            choices=("torch", "sklearn")),
     Option("percentile", OUTLIER_PERCENTILE, "outlier rule: a patch token is an outlier when "
-           "its norm is above this percentile of the store's patch-token norms"),
+           "its norm is above this percentile of the store's patch-token norms",
+           range=PERCENTILE_OPEN),
     Option("threshold_from", None, "store whose outlier threshold both the train and the val "
            "part use (default: STORE's; with --val the val store's own is never used: one "
            "threshold per model)", type=str),
-    Option("batch_size", 256, "mini-batch size (not given by the paper)"),
+    Option("protocol", "heldout", "what chooses the epoch and the learning rate: heldout (a "
+           "held-out part of STORE's images, --select-fraction; the reported split is seen "
+           "once) or study (the study's early stopping on the reported split, patience 3; a "
+           "learning-rate grid is still chosen on the held-out part)",
+           choices=("heldout", "study")),
+    Option("select_fraction", 0.1, "fraction of the training images held out to choose the "
+           "epoch and the learning rate (never the reported images)", range=FRACTION_OPEN),
+    Option("batch_size", 256, "mini-batch size (not given by the paper)", range=COUNT),
     Option("standardize", True, "standardise features with the training tokens' mean and std "
            "(an affine map: the linear model class is unchanged)"),
     Option("in_memory", "auto", "keep the gathered selected tokens in memory (yes), re-read them "
            "from the store every epoch (no), or yes when they fit --memory-budget (auto)",
            choices=("auto", "yes", "no")),
     Option("memory_budget", 1024, "MiB the selected tokens may take in memory under "
-           "--in-memory auto (and the most --backend sklearn accepts)"),
-    Option("shuffle_buffer", 8192, "items in the bounded shuffle buffer that mixes chunks"),
+           "--in-memory auto (and the most --backend sklearn accepts)", range=COUNT_OR_ZERO),
+    Option("shuffle_buffer", 8192, "items in the bounded shuffle buffer that mixes chunks",
+           range=COUNT),
 )

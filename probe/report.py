@@ -7,8 +7,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+#: Column headers: what each number is, with its unit; `n` is its sample size.
+HEADERS = {"top1": "top-1", "top5": "top-5", "distance": "distance (patches)",
+           "mse": "MSE (intensity²)", "l2": "L2 (0-255)", "count": "n (val)",
+           "classes_seen": "classes in train"}
+
 _FORMATS = {"top1": "{:.2%}", "top5": "{:.2%}", "distance": "{:.3f}", "mse": "{:.2f}",
-            "l2": "{:.2f}", "count": "{:d}"}
+            "l2": "{:.2f}", "count": "{:d}", "classes_seen": "{:d}"}
 
 
 def result_table(result: dict[str, Any]) -> Table:
@@ -21,7 +26,7 @@ def result_table(result: dict[str, Any]) -> Table:
     table = Table(title=title, caption=_caption(result))
     table.add_column("tokens / features")
     for key in keys:
-        table.add_column(key, justify="right")
+        table.add_column(HEADERS.get(key, key), justify="right")
     for name, m in rows:
         table.add_row(name, *(_fmt(key, m.get(key)) for key in keys))
     return table
@@ -42,11 +47,35 @@ def _fmt(key: str, value: Any) -> str:
         return str(value)
 
 
-def _caption(result: dict[str, Any]) -> str:
+def used_images(result: dict[str, Any]) -> tuple[Any, Any]:
+    """(train, val) images the probe used: after its selection, not the split's."""
+    counts = result.get("counts", {})
+    used = result.get("images_used") or {
+        part: (counts.get(part) or {}).get("images") for part in ("train", "val")}
     split = result.get("split", {})
-    parts = [f"{split.get('train_images', '?')} train / {split.get('val_images', '?')} val images"]
+    return (used.get("train") or split.get("train_images", "?"),
+            used.get("val") or split.get("val_images", "?"))
+
+
+def epochs_text(epochs: Any) -> str:
+    """`30 epochs`, or `30 (normal), 12 (outlier) epochs` when fits differ."""
+    if isinstance(epochs, dict):
+        values = set(epochs.values())
+        if len(values) == 1:
+            return f"{values.pop()} epochs"
+        return "epochs: " + ", ".join(f"{v} ({k})" for k, v in epochs.items())
+    return f"{epochs} epochs"
+
+
+def _caption(result: dict[str, Any]) -> str:
+    train, val = used_images(result)
+    parts = [f"{train} train / {val} val images used"]
+    coverage = result.get("class_coverage")
+    if coverage:
+        parts.append(f"{coverage['train_classes']} classes in training, "
+                     f"{coverage['val_classes']} in validation")
     if result.get("epochs_run"):
-        parts.append(f"{result['epochs_run']} epochs")
+        parts.append(epochs_text(result["epochs_run"]))
     parts.append(f"{result['backend']} on {result['environment']['device']}")
     parts.append(f"{result['elapsed_s']:.1f} s")
     units = result.get("units", {})

@@ -18,30 +18,38 @@ import torch
 from vitreg.cache import SCHEMA_VERSION, Store, open_store
 from vitreg.cache.attrs import SAME_MODEL_KEYS
 from vitreg.cache.attrs import provenance as store_provenance
+from vitreg.core import UsageError
 from vitreg.core.device import resolve_device
 from vitreg.core.files import write_json as core_write_json
+from vitreg.core.numbers import check_grid
+from vitreg.core.paths import check_not_inside
 from vitreg.core.scrub import redact
 from vitreg.core.version import __version__
 
 from . import probes as _probes  # noqa: F401 - registers the probes
 from .probes import ProbeContext
-from .registry import ProbeError, ProbeSpec, get_probe
+from .progress import probe_progress
+from .registry import Option, ProbeError, ProbeSpec, get_probe
 from .select import Part, split_rows
+from .setup import result_setup
 
 
 def run_probe(
-    kind: str, store: str, *, out: str | None = None, val: str | None = None, **options: Any
+    kind: str, store: str, *, out: str | None = None, val: str | None = None,
+    progress: bool = False, **options: Any
 ) -> dict[str, Any]:
     """Run probe `kind` on `store` (validated on `val`, or a split of `store`).
 
     `options` are the probe's options by their Python names (`vitreg probe
     KIND --help`, or `PROBES[kind].defaults()`); missing ones take the paper's
     defaults. Returns the result dict, also written to `out` when given.
+    `progress`: a bar per fit on stderr (epochs x heads x learning rates).
     """
     spec = get_probe(kind)
     opts = resolve_options(spec, options)
     if out is not None:
         check_out_file(out)
+        check_not_inside(out, [store, val, opts["threshold_from"], opts.get("head")])
     started = _dt.datetime.now(_dt.UTC)
     t0 = time.perf_counter()
     train_store, val_store = open_pair(store, val, opts)
@@ -51,7 +59,8 @@ def run_probe(
     ctx.notes += [f"{part.store.url} is incomplete: only its {part.store.counts()['ok']} ok "
                   "rows so far are used (--allow-partial)"
                   for part in (train, val_part) if not part.store.complete]
-    body = spec.run(ctx)
+    with probe_progress(kind, enabled=progress):
+        body = spec.run(ctx)
     result = {
         # The shape the analysis report reads: keep these keys as they are.
         "probe": kind,
@@ -79,6 +88,8 @@ def run_probe(
         **body,
         "notes": ctx.notes,
     }
+    result["setup"] = result_setup(kind, train_store, val_store, opts, result["counts"],
+                                   ctx.data.get("selection"))
     result["elapsed_s"] = round(time.perf_counter() - t0, 3)
     result = _plain(result)
     if out is not None:
@@ -139,28 +150,27 @@ def resolve_options(spec: ProbeSpec, given: dict[str, Any]) -> dict[str, Any]:
                          f"{sorted(known)}")
     resolved = spec.defaults()
     for name, value in given.items():
-        opt = known[name]
-        if value is None:
-            resolved[name] = None
-            continue
-        kind = opt.value_type
-        try:
-            value = kind(value) if kind is not bool else _as_bool(value)
-        except (TypeError, ValueError) as exc:
-            raise ProbeError(f"option {name}={value!r}: expected {kind.__name__}") from exc
-        if opt.choices is not None and value not in opt.choices:
-            raise ProbeError(f"option {name}={value!r}: one of {list(opt.choices)}")
-        resolved[name] = value
-    if not 0 < float(resolved["percentile"]) < 100:
-        raise ProbeError(f"--percentile {resolved['percentile']}: give a value between 0 and 100 "
-                         "(exclusive), e.g. the study's 98")
-    if not 0 < float(resolved["val_fraction"]) < 1:
-        raise ProbeError(f"--val-fraction {resolved['val_fraction']}: give a fraction between 0 "
-                         "and 1 (exclusive)")
-    for name in ("epochs", "batch_size"):
-        if name in resolved and int(resolved[name]) < 1:
-            raise ProbeError(f"option {name} must be at least 1")
+        resolved[name] = None if value is None else _checked(known[name], value)
     return resolved
+
+
+def _checked(opt: Option, value: Any) -> Any:
+    """`value` cast to the option's type and checked against its range or choices."""
+    try:
+        if opt.range is not None and opt.grid:
+            return check_grid(opt.flag, value, opt.range)
+        if opt.range is not None:
+            return opt.range.check(opt.flag, value)
+    except UsageError as exc:
+        raise ProbeError(str(exc)) from exc
+    kind = opt.value_type
+    try:
+        value = kind(value) if kind is not bool else _as_bool(value)
+    except (TypeError, ValueError) as exc:
+        raise ProbeError(f"option {opt.name}={value!r}: expected {kind.__name__}") from exc
+    if opt.choices is not None and value not in opt.choices:
+        raise ProbeError(f"option {opt.name}={value!r}: one of {list(opt.choices)}")
+    return value
 
 
 def _as_bool(value: Any) -> bool:

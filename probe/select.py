@@ -23,7 +23,7 @@ NORMAL, OUTLIER, NO_CATEGORY = 0, 1, -1
 _HYPERGEOMETRIC_LIMIT = 10**9 - 1
 
 # Salts that keep the seeded streams of different draws apart.
-_SALT_NORMALS, _SALT_COUNTS, _SALT_CLASSIFY, _SALT_CAP = 101, 102, 103, 104
+_SALT_NORMALS, _SALT_COUNTS, _SALT_CLASSIFY, _SALT_CAP, _SALT_SELECT = 101, 102, 103, 104, 105
 
 
 @dataclass
@@ -93,6 +93,22 @@ def split_rows(
                         "train_images": int(train.size), "val_images": int(val.size)}
 
 
+def split_items_by_image(items: Items, fraction: float, seed: int) -> tuple[Items, Items]:
+    """(fit, select): `items` split by image, `fraction` of the images (at least one, at
+    most all but one) held out to choose epochs and hyperparameters; both stay sorted."""
+    images = np.unique(items.rows)
+    if images.size < 2:
+        raise ProbeError(f"{images.size} training image(s): choosing the epoch or the learning "
+                         "rate on held-out training images needs at least 2; pass a single "
+                         "--lr with --protocol study, or more images")
+    n_held = int(np.clip(round(fraction * images.size), 1, images.size - 1))
+    held = np.random.default_rng([seed, _SALT_SELECT]).permutation(images)[:n_held]
+    mask = np.isin(items.rows, held)
+    pick = lambda keep: Items({k: v[keep] for k, v in items.fields.items()},  # noqa: E731
+                              counts=items.counts)
+    return pick(~mask), pick(mask)
+
+
 # -- reading rows chunk by chunk -------------------------------------------------
 # -- candidate patch tokens, chunk by chunk ------------------------------------
 @dataclass
@@ -107,6 +123,9 @@ class Candidates:
     outlier: np.ndarray  # (n, C) bool: the outlier candidates
     valid: np.ndarray  # (n, C) bool
     normal: np.ndarray  # (n, C) bool: the normal candidates, a uniform draw of the image's
+    n_outliers: np.ndarray  # (n,) outliers of each image among all its patch tokens
+    kept: int | None  # sampled stores: K/2, the outliers an image can keep; None: all kept
+
 
 
 def token_source(store: Store) -> str:
@@ -154,10 +173,13 @@ def candidates(part: Part) -> Iterator[Candidates]:
             drawn = ~top
         norms = np.take_along_axis(batch["norms"], patch + prefix, axis=1)
         above = (norms > part.threshold) & valid
+        # `norms` holds every patch's norm, sampled or not: each image's true outlier count
+        n_outliers = (batch["norms"][:, prefix:prefix + patches] > part.threshold).sum(1)
         yield Candidates(
             start=batch["chunk_start"],
             rows=batch["row"], labels=batch["label"], slot=slot, patch=patch,
             outlier=above & top, valid=valid, normal=valid & ~above & drawn,
+            n_outliers=n_outliers, kept=None if source == "tokens" else patch.shape[1] // 2,
         )
 
 
@@ -181,10 +203,12 @@ def select_tokens(part: Part, *, normals: int | None, seed: int) -> Items:
     then a seeded choice inside it), so memory holds only the selected indices.
     `normals` overrides the matched count.
     """
-    n_out, n_norm = 0, []
+    n_out, n_norm, per_image, k_half = 0, [], [], None
     for cand in candidates(part):
         n_out += int(cand.outlier.sum())
         n_norm.append(int(cand.normal.sum()))
+        per_image.append(cand.n_outliers)
+        k_half = cand.kept
     total_normal = int(sum(n_norm))
     wanted = n_out if normals is None else int(normals)
     take = min(wanted, total_normal)
@@ -220,6 +244,7 @@ def select_tokens(part: Part, *, normals: int | None, seed: int) -> Items:
     return Items(fields, counts={
         "images": part.images, "outlier": n_out, "normal": take,
         "normal_available": total_normal, "normal_wanted": wanted,
+        **truncation(np.concatenate(per_image), k_half),
     })
 
 
@@ -247,6 +272,21 @@ def _random_pick(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
     return keys.argmax(axis=1)
 
 
+def _pick_slot(rng: np.random.Generator, cand: Candidates, mask: np.ndarray,
+               patches: int) -> np.ndarray:
+    """For each row, the slot of a uniformly random True of `mask`, drawn over the grid
+    positions: a sampled store that kept every outlier of an image picks the same
+    outlier as a full store of the same images does."""
+    n = mask.shape[0]
+    r, c = np.nonzero(mask)
+    position = cand.patch[r, c]
+    on_grid = np.zeros((n, patches), dtype=bool)
+    on_grid[r, position] = True
+    slot_of = np.zeros((n, patches), dtype=np.int64)
+    slot_of[r, position] = cand.slot[r, c]
+    return slot_of[np.arange(n), _random_pick(rng, on_grid)]
+
+
 def select_images_with_outliers(
     part: Part, *, seed: int, max_images: int | None, has_cls_token: bool
 ) -> Items:
@@ -257,6 +297,7 @@ def select_images_with_outliers(
     """
     parts: list[dict[str, np.ndarray]] = []
     seen = unlabelled = no_outlier = 0
+    patches, k_half = part.store.geometry.patches, None
     for cand in candidates(part):
         seen += cand.rows.size
         labelled = cand.labels >= 0
@@ -268,13 +309,13 @@ def select_images_with_outliers(
         if keep.size == 0:
             continue
         rng = np.random.default_rng([seed, _SALT_CLASSIFY, cand.start])
-        o = _random_pick(rng, cand.outlier[keep])
-        nrm = _random_pick(rng, cand.normal[keep])
+        sub, k_half = _rows_of(cand, keep), cand.kept
         parts.append({
+            "n_outliers": sub.n_outliers.astype(np.int32),
             "row": cand.rows[keep].astype(np.int64),
             "label": cand.labels[keep].astype(np.int64),
-            "outlier_slot": cand.slot[keep, o].astype(np.int32),
-            "normal_slot": cand.slot[keep, nrm].astype(np.int32),
+            "outlier_slot": _pick_slot(rng, sub, sub.outlier, patches).astype(np.int32),
+            "normal_slot": _pick_slot(rng, sub, sub.normal, patches).astype(np.int32),
             "category": np.full(keep.size, NO_CATEGORY, np.int8),
         })
     if not parts:
@@ -283,7 +324,8 @@ def select_images_with_outliers(
             f"outlier token ({unlabelled} unlabelled, {no_outlier} without an outlier above "
             f"the {part.percentile:g}th-percentile threshold {part.threshold:.6g})"
         )
-    fields = _concat(parts, ("row", "label", "outlier_slot", "normal_slot", "category"))
+    fields = _concat(parts, ("row", "label", "outlier_slot", "normal_slot", "category",
+                             "n_outliers"))
     eligible = fields["row"].size
     if max_images is not None and eligible > max_images:
         rng = np.random.default_rng([seed, _SALT_CAP])
@@ -292,7 +334,32 @@ def select_images_with_outliers(
     return Items(fields, counts={
         "images": part.images, "eligible": eligible, "used": int(fields["row"].size),
         "unlabelled": unlabelled, "without_outlier": no_outlier, "has_cls_token": has_cls_token,
+        **truncation(fields["n_outliers"], k_half),
     })
+
+
+def truncation(n_outliers: np.ndarray, k_half: int | None) -> dict[str, int | None]:
+    """How far a sampled store's kept tokens fall short of every outlier of the images.
+
+    A `sampled:K` store keeps the K/2 highest-norm patch tokens of each image, so it
+    holds every outlier of an image with at most K/2 of them: on such images it is the
+    study's setup (all tokens) for Tables 1-3. `n_outliers` (each image's count among
+    all its patches) comes from `norms`, which every store holds in full.
+    """
+    kept = n_outliers if k_half is None else np.minimum(n_outliers, k_half)
+    return {"sampled_k_half": k_half,
+            "truncated_images": int((n_outliers > kept).sum()),
+            "outliers_total": int(n_outliers.sum()),
+            "outliers_not_kept": int((n_outliers - kept).sum())}
+
+
+def _rows_of(cand: Candidates, keep: np.ndarray) -> Candidates:
+    """The candidates of the rows `keep` only."""
+    slot = np.broadcast_to(cand.slot, cand.patch.shape)[keep]
+    return Candidates(start=cand.start, rows=cand.rows[keep], labels=cand.labels[keep],
+                      slot=slot, patch=cand.patch[keep], outlier=cand.outlier[keep],
+                      valid=cand.valid[keep], normal=cand.normal[keep],
+                      n_outliers=cand.n_outliers[keep], kept=cand.kept)
 
 
 def select_labelled_images(part: Part) -> Items:

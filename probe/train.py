@@ -9,7 +9,7 @@ import copy
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .progress import epoch_done
 from .registry import ProbeError
 from .select import NORMAL, OUTLIER
 from .stream import TokenStream
@@ -283,6 +284,10 @@ class FitResult:
     passes_per_epoch: int = 1
     #: Per head: the grid value kept (`lr`, `C` or `alpha`) and each value's validation metric.
     chosen: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Per head: the index, in `model.layers`, of the grid copy kept.
+    picked: dict[str, int] = field(default_factory=dict)
+    #: Per head: its metrics on the selection split, when that is not the reported one.
+    selection_metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -402,6 +407,8 @@ def fit_torch(
             _keep_best(i, model, metrics[i], best, bad, task, cfg, epoch)
             log.info("epoch %d/%d %s: loss %.4g, val %s %.4g", epoch, cfg.epochs, names[i],
                      losses[i], task.monitor, metrics[i]["all"][task.monitor])
+        epoch_done(epoch, cfg.epochs, len(grid),
+                   sum(cfg.patience is None or bad[i] < cfg.patience for i in active))
         if cfg.patience is not None:
             active = [i for i in active if bad[i] < cfg.patience]
             if not active:
@@ -436,15 +443,18 @@ def _choose(result: FitResult, heads: list[Head], grid: list[tuple[Head, float]]
     """Keep, for each head, the grid value with the best validation metric."""
     if len(grid) == len(heads):  # one value: nothing to choose
         result.chosen = {h.name: {what: v} for h, (_, v) in zip(heads, grid)}
+        result.picked = {h.name: j for j, h in enumerate(heads)}
         return result
     per = len(grid) // len(heads)
     for j, head in enumerate(heads):
         copies = grid[j * per:(j + 1) * per]
         scores = {v: result.metrics[g.name]["all"][task.monitor] for g, v in copies}
         pick, value = copies[0]
-        for g, v in copies[1:]:
+        result.picked[head.name] = j * per
+        for k, (g, v) in enumerate(copies[1:], 1):
             if task.better(scores[v], scores[value]):
                 pick, value = g, v
+                result.picked[head.name] = j * per + k
         result.metrics[head.name] = result.metrics[pick.name]
         for key in ("best_epoch", "stopped_early"):
             table = getattr(result, key)
@@ -452,6 +462,66 @@ def _choose(result: FitResult, heads: list[Head], grid: list[tuple[Head, float]]
                 table[head.name] = table[pick.name]
         result.chosen[head.name] = {what: value,
                                     "grid": {f"{v:g}": s for v, s in scores.items()}}
+    return result
+
+
+# -- selection protocols --------------------------------------------------------------
+#: `heldout`: every choice (epoch, learning rate, regularisation) is made on a held-out
+#: part of the training store, and the reported split is seen once, by the chosen heads.
+#: `study`: the study's protocol, early stopping on the reported split's metric
+#: (patience 3); a learning-rate grid, which the study does not have, is still chosen on
+#: the held-out part, then each head is trained again at its value under the study's rule.
+PROTOCOLS = ("heldout", "study")
+
+
+def needs_selection(grid: tuple[float, ...], patience: int | None, protocol: str) -> bool:
+    """Whether a held-out part of the training store is needed: a grid to choose from,
+    or (under `heldout`) an early stopping to decide."""
+    return len(grid) > 1 or (protocol == "heldout" and patience is not None)
+
+
+def fit_protocol(streams: dict[str, TokenStream], task: Task, heads: list[Head],
+                 cfg: TrainConfig, protocol: str) -> FitResult:
+    """Train every head under `protocol`; its `metrics` are on `streams['val']`.
+
+    `streams` holds `train` (every training item) and `val` (the reported split), and,
+    when `needs_selection`, `fit` and `select` (the training items split by image).
+    """
+    if not needs_selection(cfg.grid, cfg.patience, protocol):
+        return fit_torch(streams["train"], streams["val"], task, heads, cfg)
+    chosen = fit_torch(streams["fit"], streams["select"], task, heads, cfg)
+    if protocol == "heldout":
+        return report_on(chosen, streams["val"], task, heads, cfg)
+    return refit_on_train(chosen, streams, task, heads, cfg)
+
+
+def report_on(result: FitResult, val: TokenStream, task: Task, heads: list[Head],
+              cfg: TrainConfig) -> FitResult:
+    """The chosen copy of every head, at its chosen epoch, scored once on `val`."""
+    scores = evaluate(result.model, val, task, cfg, [result.picked[h.name] for h in heads])
+    for head in heads:
+        result.selection_metrics[head.name] = result.metrics[head.name]
+        result.metrics[head.name] = scores[result.picked[head.name]]
+    return result
+
+
+def refit_on_train(chosen: FitResult, streams: dict[str, TokenStream], task: Task,
+                   heads: list[Head], cfg: TrainConfig) -> FitResult:
+    """The study's protocol after a grid: each head at the learning rate chosen on the
+    held-out part, trained on every training item, early stopping on `val`."""
+    by_lr: dict[float, list[Head]] = {}
+    for head in heads:
+        by_lr.setdefault(chosen.chosen[head.name]["lr"], []).append(head)
+    fits = [fit_torch(streams["train"], streams["val"], task, group, replace(cfg, lr=lr, lrs=(lr,)))
+            for lr, group in by_lr.items()]
+    result = fits[0]
+    for other in fits[1:]:  # heads at other learning rates: one model each
+        result.curves += other.curves
+        result.epochs_run = max(result.epochs_run, other.epochs_run)
+        for key in ("best_epoch", "metrics", "stopped_early"):
+            getattr(result, key).update(getattr(other, key))
+    result.chosen = {h.name: chosen.chosen[h.name] for h in heads}
+    result.selection_metrics = {h.name: chosen.metrics[h.name] for h in heads}
     return result
 
 
@@ -467,31 +537,38 @@ def _all(stream: TokenStream):
 def fit_sklearn(
     train: TokenStream, val: TokenStream, task: Task, heads: list[Head], cfg: TrainConfig,
     *, alpha: tuple[float, ...], C: tuple[float, ...], max_iter: int,
+    select: TokenStream | None = None,
 ) -> FitResult:
     """LogisticRegression (classification tasks) or Ridge (reconstruction) per head.
 
-    The regularisation is chosen on the validation items from the grid `C`
-    (LogisticRegression, fitted from the strongest to the weakest, each warm
-    started from the last) or `alpha` (Ridge).
+    The regularisation is chosen from the grid `C` (LogisticRegression, fitted from the
+    strongest to the weakest, each warm started from the last) or `alpha` (Ridge) on
+    `select` (a held-out part of the training store), then the chosen model is scored
+    on `val`. Without `select` the grid must hold one value.
     """
     from threadpoolctl import threadpool_limits
 
     x_tr, y_tr, _ = _all(train)
     x_va, y_va, c_va = _all(val)
+    held = _all(select) if select is not None else None
     result = FitResult(model=None, curves=[], best_epoch={}, metrics={}, epochs_run=0)
     # As many BLAS/OpenMP threads as torch uses: oversubscribed, lbfgs ran 9x slower here.
     with threadpool_limits(limits=torch.get_num_threads()):
         for head in heads:
-            _fit_sklearn_head(result, head, x_tr, y_tr, x_va, y_va, c_va, task, cfg,
+            _fit_sklearn_head(result, head, (x_tr, y_tr), held, (x_va, y_va, c_va), task, cfg,
                               alpha=alpha, C=C, max_iter=max_iter)
     return result
 
 
-def _fit_sklearn_head(result: FitResult, head: Head, x_tr, y_tr, x_va, y_va, c_va, task: Task,
+def _fit_sklearn_head(result: FitResult, head: Head, train, held, val, task: Task,
                       cfg: TrainConfig, *, alpha, C, max_iter) -> None:
-    """Fit one head over its regularisation grid; record the best on validation in `result`."""
+    """Fit one head over its regularisation grid, choose on `held` (or take the one value),
+    record the chosen value's metrics on `val` in `result`."""
+    (x_tr, y_tr), (x_va, y_va, c_va) = train, val
     cols = slice(None) if head.columns is None else head.columns
-    a, b = x_tr[:, cols], x_va[:, cols]
+    n_held = 0 if held is None else held[0].shape[0]
+    a = x_tr[:, cols]
+    b = x_va[:, cols] if held is None else np.concatenate([held[0][:, cols], x_va[:, cols]])
     if cfg.standardize:
         from sklearn.preprocessing import StandardScaler
 
@@ -506,20 +583,32 @@ def _fit_sklearn_head(result: FitResult, head: Head, x_tr, y_tr, x_va, y_va, c_v
         if np.unique(y_tr).size < 2:
             raise ProbeError(f"{head.name}: the training items hold one class only")
         outs, what = _logistic_path(a, y_tr, b, head.out_dim, C, max_iter), "C"
-    y_t = task.target(y_va, torch.device("cpu"))
+    if held is None and len(outs) > 1:
+        raise ProbeError(f"{head.name}: a grid of {what} needs a held-out selection part")
     scores, per_value = {}, {}
     for value, out in outs.items():
-        sums = MetricSums()
-        sums.add(task.sample_metrics(torch.as_tensor(out, dtype=torch.float32), y_t), c_va)
-        per_value[value] = sums.result()
-        scores[value] = per_value[value]["all"][task.monitor]
+        per_value[value] = {"val": _sklearn_metrics(task, out[n_held:], y_va, c_va)}
+        if held is not None:
+            per_value[value]["select"] = _sklearn_metrics(task, out[:n_held], held[1], held[2])
+        scores[value] = per_value[value]["select" if held is not None else "val"]["all"][
+            task.monitor]
     pick = next(iter(scores))
     for value in scores:
         if task.better(scores[value], scores[pick]):
             pick = value
-    result.metrics[head.name] = per_value[pick]
+    result.metrics[head.name] = per_value[pick]["val"]
+    if held is not None:
+        result.selection_metrics[head.name] = per_value[pick]["select"]
     result.chosen[head.name] = {what: pick, "grid": {f"{v:g}": m for v, m in scores.items()}}
-    log.info("sklearn %s (%s=%g): %s", head.name, what, pick, per_value[pick]["all"])
+    log.info("sklearn %s (%s=%g): %s", head.name, what, pick, per_value[pick]["val"]["all"])
+
+
+def _sklearn_metrics(task: Task, out: np.ndarray, y: np.ndarray,
+                     category: np.ndarray) -> dict[str, dict[str, float]]:
+    sums = MetricSums()
+    y_t = task.target(y, torch.device("cpu"))
+    sums.add(task.sample_metrics(torch.as_tensor(out, dtype=torch.float32), y_t), category)
+    return sums.result()
 
 
 def _ridge_path(a: np.ndarray, t: np.ndarray, b: np.ndarray,

@@ -87,8 +87,20 @@ def describe(plan: Plan, steps: list[Step], states: dict[str, State]) -> dict[st
             size = f"{hours:.2f} CPU h"
         reason = f" ({state.reason})" if state.reason else ""
         click.echo(f"{state.status:5s} {step.id:40s} -> {step.output}  {size}{reason}")
+    from .setups import table_setup_lines
+
+    for line in table_setup_lines(plan):
+        click.echo(line)
     click.echo(f"total: {len(steps)} steps, "
                f"{sum(s.status != 'done' for s in states.values())} to run; stores "
                f"{human(total_bytes)}; about {gpu_h:.1f} GPU h and {cpu_h:.1f} CPU h (rough)")
+    redo = [k for k, v in states.items() if v.status == "redo" and k.startswith("extract:")]
+    if redo:
+        click.echo(f"--redo deletes and re-extracts {len(redo)} finished store(s): "
+                   f"{', '.join(redo)}")
+    stops = [k for k, v in states.items() if v.status == "stop"]
+    if stops:
+        click.echo(f"a run would stop: {len(stops)} finished store(s) changed or cannot be "
+                   f"opened; name each with --redo to extract it afresh: {', '.join(stops)}")
     return {"steps": [s.id for s in steps], "states": {k: v.status for k, v in states.items()},
             "bytes": total_bytes, "gpu_hours": gpu_h, "cpu_hours": cpu_h}

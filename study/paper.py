@@ -5,23 +5,44 @@ from __future__ import annotations
 
 PLACEHOLDER = "FILL-ME"
 
+#: Patch tokens kept per image in the Tables 1-3 stores: the K/2 = 32 highest norms and 32
+#: drawn at random. A store is the study's setup (all tokens) on every image with at most
+#: 32 outliers: 12.5% of a 224 px DINOv2 image's 256 patches (16% of a patch-16 model's
+#: 196), six times the 2% average; the report counts the images that had more.
+SAMPLED_K = 64
+
 #: Extraction recipes (one store per model and recipe).
 EXTRACTS: dict[str, dict] = {
-    # The probes train on `train` and evaluate on `val`: both keep the same sampled tokens
-    # (16 highest-norm, 16 others per image); every token's norm is kept for the analyses.
-    "val": {"split": "val", "img_size": 224, "tokens": "sampled:32", "with": ["pixels"]},
-    "train": {"split": "train", "img_size": 224, "tokens": "sampled:32", "with": []},
+    # Tables 1-3 train their probes on `train` and report on `val`, both at each model's
+    # own timm evaluation transform at 224 px; every token's norm is kept for the analyses.
+    # Reconstruction targets are re-decoded from the shards: no pixels are stored.
+    "val": {"split": "val", "img_size": 224, "tokens": f"sampled:{SAMPLED_K}", "with": []},
+    "train": {"split": "train", "img_size": 224, "tokens": f"sampled:{SAMPLED_K}", "with": []},
+    # Tables 4-5: DINOv2's linear evaluation transform (resize 256, crop 224), pooled
+    # features only.
+    "linear_val": {"split": "val", "img_size": 224, "preprocess": "dinov2-linear",
+                   "tokens": "none", "with": []},
+    "linear_train": {"split": "train", "img_size": 224, "preprocess": "dinov2-linear",
+                     "tokens": "none", "with": []},
+    # Figures 1, 2, 5-7 and Appendix A.2 (q/k/v norms of every block: Figure 7).
     "hires": {"split": "val", "img_size": 800, "tokens": "all",
-              "with": ["pixels", "blocks", "qkv"], "limit": 64},
+              "with": ["pixels", "blocks", "qkv", "blocks_qkv"], "limit": 64},
 }
+
+#: The study's protocol for Tables 1-3: early stopping on val (patience 3), reported on val.
+STUDY_PROTOCOL = {"protocol": "study"}
 
 #: Probe recipes: probe kind, training store, validation store (extract names).
 PROBES: dict[str, dict] = {
-    "position": {"kind": "position", "train": "train", "val": "val"},
-    # Pixels are stored for the val split only (224 px x 3 x 1.28M images is 193 GB).
-    "reconstruct": {"kind": "reconstruct", "train": "val"},
-    "classify": {"kind": "classify", "train": "train", "val": "val"},
-    "linear": {"kind": "linear", "train": "train", "val": "val"},
+    "position": {"kind": "position", "train": "train", "val": "val", "options": STUDY_PROTOCOL},
+    # Trained on train and reported on val as in the study; the pixel targets are
+    # re-decoded from both stores' shards (probe/redecode.py).
+    "reconstruct": {"kind": "reconstruct", "train": "train", "val": "val",
+                    "options": {**STUDY_PROTOCOL, "targets": "shards"}},
+    "classify": {"kind": "classify", "train": "train", "val": "val", "options": STUDY_PROTOCOL},
+    "linear": {"kind": "linear", "train": "linear_train", "val": "linear_val"},
+    # Table 4: run for each model whose [[model]] entry names its official `head` file.
+    "head": {"kind": "linear", "train": "linear_val"},
 }
 
 #: Analysis recipes: one run over the stores of every model that lists it.
@@ -33,39 +54,50 @@ ANALYSES: dict[str, dict] = {
 
 _T123 = ["position", "reconstruct", "classify"]
 _ALL = ["norms", "similarity", "maps"]
+_FIG = ["val", "hires"]
+_T123_STORES = ["val", "train", "hires"]
+_HEAD = [*_FIG, "linear_val"]
+_T5 = [*_HEAD, "linear_train"]
 
 #: Study name -> (timm name with tag, extractions, probes, analyses, what it is for).
 PAPER_MODELS: dict[str, tuple[str, list[str], list[str], list[str], str]] = {
-    "DINO-S": ("vit_small_patch16_224.dino", ["val", "hires"], [], _ALL, "Fig. 1"),
-    "DINO-B": ("vit_base_patch16_224.dino", ["val", "hires"], [], _ALL, "Fig. 1"),
-    "DINOv2-S": ("vit_small_patch14_dinov2.lvd142m", ["val", "train", "hires"],
-                 [*_T123, "linear"], _ALL, "Tables 1-4, Figs. 1, 3, 6"),
-    "DINOv2-B": ("vit_base_patch14_dinov2.lvd142m", ["val", "train", "hires"], ["linear"],
-                 _ALL, "Table 4, Fig. 1"),
-    "DINOv2-L": ("vit_large_patch14_dinov2.lvd142m", ["val", "train", "hires"], ["linear"],
-                 _ALL, "Table 4, Figs. 2, 6, 7"),
-    "DINOv2-G": ("vit_giant_patch14_dinov2.lvd142m", ["val", "train", "hires"],
-                 [*_T123, "linear"], _ALL, "Tables 1-4, Figs. 2, 3, 5"),
-    "DINOv2-S+reg": ("vit_small_patch14_reg4_dinov2.lvd142m", ["val", "train", "hires"],
-                     ["linear"], _ALL, "Tables 4-5"),
-    "DINOv2-B+reg": ("vit_base_patch14_reg4_dinov2.lvd142m", ["val", "train", "hires"],
-                     ["linear"], _ALL, "Tables 4-5"),
-    "DINOv2-L+reg": ("vit_large_patch14_reg4_dinov2.lvd142m", ["val", "train", "hires"],
-                     ["linear"], _ALL, "Tables 4-5"),
-    "DINOv2-G+reg": ("vit_giant_patch14_reg4_dinov2.lvd142m", ["val", "train", "hires"],
-                     ["linear"], _ALL, "Table 4, Fig. 5"),
-    "DeiT3-S": ("deit3_small_patch16_224.fb_in22k_ft_in1k", ["val", "hires"], [], _ALL,
-                "Fig. 1"),
-    "DeiT3-M": ("deit3_medium_patch16_224.fb_in22k_ft_in1k", ["val", "train", "hires"], _T123,
-                _ALL, "Tables 1-3, Figs. 1, 3, 6"),
-    "DeiT3-L": ("deit3_large_patch16_224.fb_in22k_ft_in1k", ["val", "hires"], [], _ALL,
-                "Fig. 1"),
-    "DeiT3-H": ("deit3_huge_patch14_224.fb_in22k_ft_in1k", ["val", "hires"], [], _ALL,
-                "Fig. 1"),
-    "OpenCLIP-B": ("vit_base_patch16_clip_224.laion2b", ["val", "train", "hires"], _T123, _ALL,
+    "DINO-S": ("vit_small_patch16_224.dino", _FIG, [], _ALL, "Fig. 1"),
+    "DINO-B": ("vit_base_patch16_224.dino", _FIG, [], _ALL, "Fig. 1"),
+    "DINOv2-S": ("vit_small_patch14_dinov2.lvd142m", [*_T123_STORES, "linear_val"], _T123,
+                 _ALL, "Tables 1-4, Figs. 1, 3, 6"),
+    "DINOv2-B": ("vit_base_patch14_dinov2.lvd142m", _HEAD, [], _ALL, "Table 4, Fig. 1"),
+    "DINOv2-L": ("vit_large_patch14_dinov2.lvd142m", _HEAD, [], _ALL, "Table 4, Figs. 2, 6, 7"),
+    "DINOv2-G": ("vit_giant_patch14_dinov2.lvd142m", [*_T123_STORES, "linear_val"], _T123,
+                 _ALL, "Tables 1-4, Figs. 2, 3, 5"),
+    "DINOv2-S+reg": ("vit_small_patch14_reg4_dinov2.lvd142m", _T5, ["linear"], _ALL,
+                     "Tables 4-5"),
+    "DINOv2-B+reg": ("vit_base_patch14_reg4_dinov2.lvd142m", _T5, ["linear"], _ALL,
+                     "Tables 4-5"),
+    "DINOv2-L+reg": ("vit_large_patch14_reg4_dinov2.lvd142m", _T5, ["linear"], _ALL,
+                     "Tables 4-5"),
+    "DINOv2-G+reg": ("vit_giant_patch14_reg4_dinov2.lvd142m", _HEAD, [], _ALL,
+                     "Table 4, Fig. 5"),
+    # The study's DeiT3 was trained on ImageNet-1K (Section 3.5): timm's `fb_in1k` tag.
+    # Darcet et al. used ImageNet-22K: `fb_in22k_ft_in1k` is the documented alternative.
+    "DeiT3-S": ("deit3_small_patch16_224.fb_in1k", _FIG, [], _ALL, "Fig. 1"),
+    "DeiT3-M": ("deit3_medium_patch16_224.fb_in1k", _T123_STORES, _T123, _ALL,
+                "Tables 1-3, Figs. 1, 3, 6"),
+    "DeiT3-L": ("deit3_large_patch16_224.fb_in1k", _FIG, [], _ALL, "Fig. 1"),
+    "DeiT3-H": ("deit3_huge_patch14_224.fb_in1k", _FIG, [], _ALL, "Figs. 1, 2 (Claim 2)"),
+    "OpenCLIP-B": ("vit_base_patch16_clip_224.laion2b", _T123_STORES, _T123, _ALL,
                    "Tables 1-3, Figs. 1, 3, 4, 6"),
-    "OpenCLIP-L": ("vit_large_patch14_clip_224.laion2b", ["val", "hires"], [], _ALL, "Fig. 1"),
-    "OpenCLIP-H": ("vit_huge_patch14_clip_224.laion2b", ["val", "hires"], [], _ALL, "Fig. 4"),
+    "OpenCLIP-L": ("vit_large_patch14_clip_224.laion2b", _FIG, [], _ALL, "Fig. 1"),
+    "OpenCLIP-H": ("vit_huge_patch14_clip_224.laion2b", _FIG, [], _ALL, "Figs. 1, 4"),
+    # "OpenCLIP-H/G" (Claim 2): G read as ViT-g/14 on LAION-2B, timm's `vit_giant_*`.
+    "OpenCLIP-G": ("vit_giant_patch14_clip_224.laion2b", _FIG, [], _ALL, "Fig. 1 (Claim 2)"),
+}
+
+#: Study models with an official DINOv2 linear head (Table 4): the file name in
+#: facebookresearch/dinov2's releases, for the plan's optional `head` line.
+OFFICIAL_HEADS: dict[str, str] = {
+    f"DINOv2-{size}{reg}": f"dinov2_vit{size.lower()}14{reg.replace('+reg', '_reg4')}"
+                           "_linear_head.pth"
+    for size in "SBLG" for reg in ("", "+reg")
 }
 
 RESOURCES: dict[str, object] = {

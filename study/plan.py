@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from braceexpand import braceexpand
+from braceexpand import UnbalancedBracesError, braceexpand
 
 from vitreg.core import InputError, UsageError
+from vitreg.core.numbers import COUNT, COUNT_OR_ZERO, SEED, Range
 
 from . import paper
 from .stages import (
@@ -22,6 +23,7 @@ from .stages import (
     PROBE_KINDS,
     check_extract_options,
     probe_option_names,
+    probe_options_problem,
 )
 
 #: Allowed keys of each table (model entries: the `[[model]]` array).
@@ -33,9 +35,35 @@ KEYS: dict[str, set[str]] = {
     "probe": {"kind", "train", "val", "options"},
     "analysis": {"kind", "store", "options"},
     "report": {"store", "options"},
-    "model": {"name", "timm", "weights", "extract", "probe", "analysis"},
+    "model": {"name", "timm", "weights", "extract", "probe", "analysis", "head"},
 }
 SPLITS = ("val", "train")
+
+#: What each value of `[study]`, `[extract.NAME]`, `[resources]` and a model may
+#: be: a Range (a number in it), a tuple of choices, `str`, `bool`, or `list`
+#: (of strings). Keys not here are checked by their stage.
+_CROP = Range(0, 1, low_open=True)
+_WORKERS = ("auto", COUNT_OR_ZERO)
+VALUES: dict[str, dict[str, object]] = {
+    "study": {"weights": str, "seed": SEED, "batch_size": COUNT, "workers": _WORKERS,
+              "precision": ("auto", "fp32", "bf16", "fp16"), "device": str, "imports": list},
+    "extract": {"img_size": COUNT, "limit": COUNT, "batch_size": COUNT, "workers": _WORKERS,
+                "chunk_rows": COUNT, "crop_pct": _CROP, "dtype": ("float16", "float32"),
+                "precision": ("auto", "fp32", "bf16", "fp16"), "tokens": str, "with": list,
+                "preprocess": str, "interpolation": str, "keys": str, "device": str,
+                "split": str},
+    "resources": {"partition": str, "gpus_per_job": COUNT_OR_ZERO,
+                  "cpus_per_gpu_job": COUNT, "cpus_per_cpu_job": COUNT, "mem_gb": COUNT,
+                  "timeout_min": COUNT, "local_gpus": COUNT_OR_ZERO, "local_cpu_jobs": COUNT},
+    "model": {"name": str, "timm": str, "weights": str, "extract": list, "probe": list,
+              "analysis": list},
+}
+#: Numeric options of the analyses (the others are flags, lists and strings).
+ANALYSIS_VALUES: dict[str, object] = {
+    "images": COUNT_OR_ZERO, "seed": SEED, "top": COUNT, "block_images": COUNT_OR_ZERO,
+    "redundant_percentile": Range(0, 100), "redundant_cut": Range(-1, 1), "allow_partial": bool,
+    "keys": list, "indices": list,
+}
 
 
 class PlanError(UsageError):
@@ -123,10 +151,38 @@ def _check_keys(body: Any, table: str, path: str, text: str, *, index: int = 0,
     allowed = KEYS[table] if allowed is None else allowed
     if not isinstance(body, dict):
         raise PlanError(f"{_where(text, path, table, None, index)}: expected a table")
-    for key in body:
+    kinds = VALUES.get(table.split(".")[0], {})
+    for key, value in body.items():
         if key not in allowed:
             raise PlanError(f"{_where(text, path, table, key, index)}: unknown key {key!r}; "
                             f"known: {sorted(allowed)}")
+        why = value_problem(value, kinds.get(key))
+        if why:
+            raise PlanError(f"{_where(text, path, table, key, index)}: {key} = {value!r}: {why}")
+
+
+def value_problem(value: Any, kind: object) -> str | None:
+    """Why `value` cannot be a value of this kind (see VALUES), or None."""
+    if kind is None:
+        return None
+    if isinstance(kind, tuple):
+        choices = [k for k in kind if not isinstance(k, Range)]
+        ranges = [k for k in kind if isinstance(k, Range)]
+        if value in choices or (ranges and not isinstance(value, str)
+                                and ranges[0].problem(value) is None):
+            return None
+        return "give " + " or ".join([repr(c) for c in choices] + [r.describe() for r in ranges])
+    if isinstance(kind, Range):
+        if isinstance(value, str):  # "42" in quotes is a string in TOML, not a number
+            return f"give {kind.describe()}, without quotes"
+        return kind.problem(value)
+    if kind is list:
+        if isinstance(value, list) and all(isinstance(v, str | int) for v in value):
+            return None
+        return 'give a list, such as ["a", "b"]'
+    if not isinstance(value, kind):  # type: ignore[arg-type]
+        return f"give a {'true/false' if kind is bool else 'string in quotes'}"
+    return None
 
 
 def check_plan(plan: Plan, text: str, *, placeholders: bool = False) -> None:
@@ -170,11 +226,28 @@ def _check_options(plan: Plan, where: Any) -> None:
             if unknown:
                 raise PlanError(f"{where(f'{table}.{name}', 'options')}: unknown option(s) "
                                 f"{unknown}; {body['kind']} takes {sorted(known)}")
+            why = (probe_options_problem(body["kind"], options) if table == "probe"
+                   else _analysis_problem(options))
+            if why:
+                raise PlanError(f"{where(f'{table}.{name}', 'options')}: {why}")
     known = set().union(*ANALYSIS_OPTIONS.values())
+    if not isinstance(plan.report.get("options", {}), dict):
+        raise PlanError(f"{where('report', 'options')}: expected a table")
     unknown = sorted(set(plan.report.get("options", {})) - known)
     if unknown:
         raise PlanError(f"{where('report', 'options')}: unknown option(s) {unknown}; the "
                         f"report takes {sorted(known)}")
+    why = _analysis_problem(plan.report.get("options", {}))
+    if why:
+        raise PlanError(f"{where('report', 'options')}: {why}")
+
+
+def _analysis_problem(options: dict[str, Any]) -> str | None:
+    for key, value in options.items():
+        why = value_problem(value, ANALYSIS_VALUES.get(key))
+        if why:
+            return f"{key} = {value!r}: {why}"
+    return None
 
 
 def _import_plugins(plan: Plan) -> None:
@@ -204,6 +277,7 @@ def _check_model(plan: Plan, model: dict[str, Any], where: Any) -> None:
                 raise PlanError(f"{where(table)}: model {model['name']} lists {table} "
                                 f"{name!r}, which has no [{table}.{name}] table")
     stores = set(model.get("extract", []))
+    _check_head(plan, model, stores, where)
     for name in model.get("probe", []):
         needed = {plan.probe[name].get("train"), plan.probe[name].get("val")} - {None}
         if needed - stores:
@@ -214,6 +288,27 @@ def _check_model(plan: Plan, model: dict[str, Any], where: Any) -> None:
             raise PlanError(f"{where('analysis')}: analysis {name!r} reads extract "
                             f"{plan.analysis[name].get('store')!r} that model "
                             f"{model['name']} lacks")
+
+
+def _check_head(plan: Plan, model: dict[str, Any], stores: set[str], where: Any) -> None:
+    """`head = PATH` (Table 4): an official head file, run by the `[probe.head]` recipe."""
+    if "head" not in model:
+        return
+    head = model["head"]
+    if not isinstance(head, str) or not Path(head).is_file():
+        raise PlanError(f"{where('head')}: head file {head!r} does not exist")
+    recipe = plan.probe.get("head")
+    if recipe is None or recipe.get("kind") != "linear":
+        raise PlanError(f"{where('head')}: a model's head needs a [probe.head] table of kind "
+                        "\"linear\" naming the store it is evaluated on")
+    if recipe.get("train") not in stores:
+        raise PlanError(f"{where('head')}: [probe.head] reads extract {recipe.get('train')!r} "
+                        f"that model {model['name']} lacks")
+
+
+def model_probes(model: dict[str, Any]) -> list[str]:
+    """The probe recipes a model runs: its `probe` list, and `head` when it names a head."""
+    return [*model.get("probe", []), *(["head"] if model.get("head") else [])]
 
 
 def used_splits(plan: Plan) -> set[str]:
@@ -231,15 +326,30 @@ def _check_data(plan: Plan, where: Any, placeholders: bool) -> None:
                 continue
             raise PlanError(f"{where('data', split)}: [data] {split} is still a placeholder; "
                             "fill in the shard pattern")
-        missing = [p for p in shard_paths(pattern) if "://" not in p
+        try:
+            paths = shard_paths(pattern)
+        except PlanError as exc:
+            raise PlanError(f"{where('data', split)}: {exc}") from exc
+        missing = [p for p in paths if "://" not in p
                    and not p.startswith("pipe:") and not Path(p).is_file()]
         if missing:
             raise PlanError(f"{where('data', split)}: {len(missing)} shard(s) of [data] {split} "
                             f"do not exist, e.g. {missing[0]}")
 
 
+def file_name(name: str) -> str:
+    """`name` as one path component: letters, digits, `-`, `_` and `.` kept, the rest `_`
+    (a leading dot too, so that no name is `..` or hidden)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return "_" + safe[1:] if safe.startswith(".") else safe
+
+
 def shard_paths(pattern: str) -> list[str]:
     """The shards of a space-separated list of brace patterns."""
     if pattern.startswith(paper.PLACEHOLDER):
         return [pattern]
-    return [p for part in pattern.split() for p in braceexpand(part)]
+    try:
+        return [p for part in pattern.split() for p in braceexpand(part)]
+    except UnbalancedBracesError as exc:
+        raise PlanError(f"[data] shard pattern {pattern!r} has unbalanced braces: every {{ "
+                        "needs its }, as in train-{000..063}.tar") from exc

@@ -26,6 +26,13 @@ PROBE_KINDS = ("position", "reconstruct", "classify", "linear")
 ANALYSIS_KINDS = ("norms", "similarity", "maps")
 
 
+def show_bars() -> bool:
+    """Progress bars inside steps only on a terminal (not in job logs)."""
+    from vitreg.core.progress import console
+
+    return console.is_terminal
+
+
 def extract_kwargs(config: dict[str, Any]) -> dict[str, Any]:
     """`run_extract` keywords of one extraction step's configuration."""
     return {EXTRACT_KWARGS[k]: v for k, v in config.items() if k in EXTRACT_KWARGS}
@@ -36,7 +43,7 @@ def call_extract(*, shards: list[str], model: str, out: str, config: dict[str, A
     from vitreg.extract.run import run_extract
 
     summary = run_extract(shards=shards, model=model, out=out, overwrite=overwrite,
-                          progress=False, **extract_kwargs(config))
+                          progress=show_bars(), **extract_kwargs(config))
     return {"rows": summary.rows, "ok": summary.ok, "failed": summary.failed,
             "seconds": round(summary.seconds, 2)}
 
@@ -45,7 +52,7 @@ def call_probe(*, kind: str, train: str, val: str | None, out: str,
                options: dict[str, Any]) -> dict[str, Any]:
     from vitreg.probe.run import run_probe
 
-    result = run_probe(kind, train, out=out, val=val, **options)
+    result = run_probe(kind, train, out=out, val=val, progress=show_bars(), **options)
     return {"metrics": result.get("metrics")}
 
 
@@ -70,6 +77,18 @@ def probe_option_names(kind: str) -> set[str]:
     from vitreg.probe.registry import get_probe
 
     return {opt.name for opt in get_probe(kind).all_options}
+
+
+def probe_options_problem(kind: str, options: dict[str, Any]) -> str | None:
+    """What is wrong with a probe recipe's options (types, ranges), or None."""
+    from vitreg.probe.registry import ProbeError, get_probe
+    from vitreg.probe.run import resolve_options
+
+    try:
+        resolve_options(get_probe(kind), options)
+    except ProbeError as exc:
+        return str(exc)
+    return None
 
 
 #: Options an `[analysis.NAME]` takes (the keywords of its `run_*`, less stores and out).

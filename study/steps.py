@@ -1,6 +1,8 @@
 """The study's steps: built from the plan in dependency order, each with an
-identity (a hash of its configuration and of its inputs' identities) stamped
-next to its output, atomically and last, once the output is complete."""
+identity (a hash of what changes its output: its configuration less the
+execution settings, its input files' names, sizes and small files' digests,
+and its inputs' identities) stamped next to its output, atomically and last,
+once the output is complete."""
 
 from __future__ import annotations
 
@@ -13,10 +15,22 @@ from typing import Any
 
 from vitreg.core.files import atomic_write_text as write_atomic
 
-from .plan import Plan, shard_paths
+from .plan import Plan, PlanError, file_name, model_probes, shard_paths
 from .stages import STUDY_EXTRACT_DEFAULTS
 
 STAGES = ("extract", "probe", "analysis", "report")
+
+#: Settings that change how a step runs, never what it writes: left out of its
+#: identity, so editing them redoes nothing. (A probe's batch size is not here:
+#: it changes the optimisation; an extraction's only groups the same forwards.)
+EXECUTION_KEYS: dict[str, frozenset[str]] = {
+    "extract": frozenset({"batch_size", "workers", "device"}),
+    "probe": frozenset({"device", "decode_workers", "in_memory", "memory_budget"}),
+}
+#: Input files up to this size are identified by their content's sha256 too.
+DIGEST_LIMIT = 16 * 2**20
+#: Stamps written with identities of this kind (absent: path, size and mtime).
+IDENTITY_VERSION = 2
 
 
 @dataclass
@@ -33,6 +47,17 @@ class Step:
     imports: list[str] = field(default_factory=list)
     inputs: dict[str, str] = field(default_factory=dict)  # dependency id -> its hash
 
+    redo: bool = False  # --redo: rerun even when done (an extraction starts afresh)
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """The configuration keys that change the output."""
+        skip = EXECUTION_KEYS.get(self.stage, frozenset())
+        if self.stage == "probe":
+            return {**self.config, "options": {k: v for k, v in self.config["options"].items()
+                                               if k not in skip}}
+        return {k: v for k, v in self.config.items() if k not in skip}
+
     @property
     def stamp(self) -> Path:
         return Path(self.output + ".step.json")
@@ -48,15 +73,17 @@ def canonical_hash(value: Any) -> str:
 
 
 def file_identity(path: str) -> list[Any]:
-    """(size, mtime in ns) of a local file; the path alone for URLs."""
-    if "://" in path or path.startswith("pipe:") or not os.path.exists(path):
+    """[name, size] of a local file, with the sha256 of its content when small; the
+    path alone for URLs. Not its mtime (a copy or a touch changes it, never the
+    output) and not a digest of large files (every run would read every shard
+    and checkpoint); the path itself is in the step's configuration."""
+    if "://" in path or path.startswith("pipe:") or not os.path.isfile(path):
         return [path]
-    st = os.stat(path)
-    return [path, st.st_size, st.st_mtime_ns]
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    size = os.path.getsize(path)
+    if size > DIGEST_LIMIT:
+        return [os.path.basename(path), size]
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return [os.path.basename(path), size, "sha256:" + digest]
 
 
 def extract_step(plan: Plan, out: Path, model: dict[str, Any], name: str) -> Step:
@@ -74,7 +101,8 @@ def extract_step(plan: Plan, out: Path, model: dict[str, Any], name: str) -> Ste
         files["keys"] = [file_identity(str(config["keys"]))]
     config.update(model=model["timm"], split=recipe["split"], shards=shards)
     return Step(id=f"extract:{model['name']}:{name}", stage="extract", config=config,
-                output=str(out / "stores" / f"{_safe(model['name'])}-{name}.zarr"), files=files)
+                output=str(out / "stores" / f"{file_name(model['name'])}-{file_name(name)}.zarr"),
+                files=files)
 
 
 def probe_step(plan: Plan, out: Path, model: dict[str, Any], name: str) -> Step:
@@ -84,8 +112,13 @@ def probe_step(plan: Plan, out: Path, model: dict[str, Any], name: str) -> Step:
         deps.append(f"extract:{model['name']}:{recipe['val']}")
     config = {"kind": recipe["kind"], "options": dict(recipe.get("options", {})),
               "train": deps[0], "val": deps[1] if len(deps) > 1 else None}
+    files = {}
+    if name == "head":  # Table 4: the model's official head file (plan.model_probes)
+        config["options"]["head"] = model["head"]
+        files["head"] = [file_identity(model["head"])]
     return Step(id=f"probe:{model['name']}:{name}", stage="probe", config=config,
-                output=str(out / "probes" / f"{_safe(model['name'])}-{name}.json"), deps=deps)
+                output=str(out / "probes" / f"{file_name(model['name'])}-{file_name(name)}.json"),
+                deps=deps, files=files)
 
 
 def analysis_step(plan: Plan, out: Path, name: str) -> Step | None:
@@ -97,7 +130,7 @@ def analysis_step(plan: Plan, out: Path, name: str) -> Step | None:
     config = {"kind": recipe["kind"], "options": dict(recipe.get("options", {})),
               "stores": deps}
     return Step(id=f"analysis:{name}", stage="analysis", config=config,
-                output=str(out / "analysis" / _safe(name)), deps=deps)
+                output=str(out / "analysis" / file_name(name)), deps=deps)
 
 
 def report_step(plan: Plan, out: Path, steps: list[Step]) -> Step:
@@ -116,16 +149,30 @@ def build_steps(plan: Plan, out: str | os.PathLike) -> list[Step]:
     """Every step of the plan, in dependency order, each with its hash."""
     root = Path(out)
     steps = [extract_step(plan, root, m, e) for m in plan.models for e in m.get("extract", [])]
-    steps += [probe_step(plan, root, m, p) for m in plan.models for p in m.get("probe", [])]
+    steps += [probe_step(plan, root, m, p) for m in plan.models for p in model_probes(m)]
     steps += [s for a in plan.analysis if (s := analysis_step(plan, root, a)) is not None]
     steps.append(report_step(plan, root, steps))
+    check_outputs(steps)
     by_id = {s.id: s for s in steps}
     for step in steps:
         step.imports = list(plan.study.get("imports", []))
         step.inputs = {d: by_id[d].hash for d in step.deps}
-        step.hash = canonical_hash({"stage": step.stage, "config": step.config,
+        step.hash = canonical_hash({"stage": step.stage, "config": step.identity,
                                     "files": step.files, "inputs": step.inputs})
     return steps
+
+
+def check_outputs(steps: list[Step]) -> None:
+    """Two steps never write one path (names that differ only in characters a file
+    name cannot hold, or in case on a case-insensitive disk, would)."""
+    seen: dict[str, str] = {}
+    for step in steps:
+        key = step.output.casefold()
+        if key in seen:
+            raise PlanError(f"{seen[key]} and {step.id} would both write {step.output}: "
+                            "give the models (or recipes) names that differ in letters or "
+                            "digits, not only in case or punctuation")
+        seen[key] = step.id
 
 
 def read_stamp(step: Step) -> dict[str, Any] | None:
@@ -136,6 +183,7 @@ def read_stamp(step: Step) -> dict[str, Any] | None:
 
 
 def write_stamp(step: Step, result: dict[str, Any]) -> None:
-    body = {"step": step.id, "hash": step.hash, "config": step.config, "files": step.files,
+    body = {"step": step.id, "hash": step.hash, "identity": IDENTITY_VERSION,
+            "config": step.identity, "run_config": step.config, "files": step.files,
             "inputs": step.inputs, "result": result}
     write_atomic(step.stamp, json.dumps(body, indent=2, default=str) + "\n")

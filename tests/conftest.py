@@ -58,3 +58,15 @@ def shards(tmp_path: Path) -> list[str]:
         write_shard(tmp_path / "shard-000.tar", image_samples(7, start=0)),
         write_shard(tmp_path / "shard-001.tar", image_samples(6, start=7)),
     ]
+
+
+def bare_store(folder: Path, n: int = 6) -> tuple[Path, Path]:
+    """(store, shard): `n` made-up images in one shard, extracted by tiny_dinov2
+    (random weights, no pixels) into `folder`/s.zarr."""
+    import tests.tiny_models  # noqa: F401
+    from vitreg.extract.run import run_extract
+
+    shard = Path(write_shard(folder / "part-000.tar", image_samples(n)))
+    run_extract(shards=[str(shard)], model="tiny_dinov2", out=str(folder / "s.zarr"),
+                weights="random", batch_size=8, progress=False)
+    return folder / "s.zarr", shard

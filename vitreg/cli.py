@@ -7,6 +7,7 @@ import click
 from vitreg import __version__
 from vitreg.analysis.cli import analysis
 from vitreg.cache.cli import info_command, pack_command, verify_command
+from vitreg.core.commands import InOrderGroup
 from vitreg.core.scrub import redact_logs
 from vitreg.extract.cli import extract_command, shards_command
 from vitreg.probe.cli import probe
@@ -16,7 +17,7 @@ from vitreg.study.cli import study
 from .demo import demo_command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=InOrderGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vitreg")
 def cli() -> None:
     """Cache a ViT's tokens once, then probe and analyse outlier tokens and registers."""

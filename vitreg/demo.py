@@ -8,7 +8,6 @@ be had, else random, said loudly) -> every probe -> analyses -> HTML report.
 from __future__ import annotations
 
 import io
-import warnings
 from pathlib import Path
 
 import click
@@ -16,6 +15,7 @@ from PIL import Image
 from rich.console import Console
 
 from vitreg.core.errors import cli_errors
+from vitreg.core.progress import timed
 
 console = Console(stderr=True)
 
@@ -96,24 +96,27 @@ def run_demo(*, out: str, batch_size: int = 16) -> Path:
     try:
         summary = run_extract(weights="pretrained", **kwargs)
     except WeightsError as exc:
-        warnings.warn(f"{exc}\nThe demo goes on with RANDOM weights: its numbers mean nothing.",
-                      stacklevel=1)
-        console.print("[bold red]demo: pretrained weights unavailable; using RANDOM weights[/]")
+        reason = str(exc).split(". ")[0].split("\n")[0]
+        console.print(f"[bold red]demo: pretrained weights unavailable ({reason}); going on "
+                      "with RANDOM weights, so its numbers mean nothing[/]")
         summary = run_extract(weights="random", **kwargs)
     console.print(f"demo: extracted {summary.ok} ok, {summary.failed} failed")
     probes = []
     for kind in ("position", "reconstruct", "classify", "linear"):
         result = root / f"probe-{kind}.json"
-        run_probe(kind, store, out=str(result))
+        with timed(f"demo: probe {kind}", start=False):
+            run_probe(kind, store, out=str(result), progress=True)
         probes.append(str(result))
-    report = run_report([store], out=str(root / "report"), probes=probes)
+    with timed("demo: analyses and report"):
+        report = run_report([store], out=str(root / "report"), probes=probes)
     console.print(f"demo: report at {report}")
     return Path(report)
 
 
 @click.command("demo")
 @cli_errors
-@click.option("--out", default="vitreg-demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", default="vitreg-demo", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the photos, shards, store, results and report.")
 def demo_command(out: str) -> None:
     """The whole pipeline on sample photos, ending with the HTML report."""
     run_demo(out=out)

@@ -97,8 +97,10 @@ def test_reconstruct_reaches_the_oracle_on_normal_tokens(store, oracle, backend)
 
 
 def test_small_store_gets_enough_steps(store):
-    """A pass of ~3,000 tokens is 13 mini-batches: an epoch must be several passes."""
-    r = run_probe("position", store, lr="0.01", epochs=5, patience=5, min_steps=1000)
+    """A pass of ~3,000 tokens is 13 mini-batches: an epoch must be several passes.
+    (The study's protocol with one learning rate trains on every training token.)"""
+    r = run_probe("position", store, lr="0.01", epochs=5, patience=5, min_steps=1000,
+                  protocol="study")
     fit = r["fits"]["normal"]
     assert fit["passes_per_epoch"] == 16  # ceil(1000 / (5 x 13))
     assert r["curves"]["normal"][-1]["steps"] >= 1000

@@ -55,7 +55,7 @@ def test_redecoded_patches_equal_stored_pixels(store_with_pixels):
     store = open_store(store_with_pixels)
     rows, patches, expected = every_patch(store)
     order = np.random.default_rng(0).permutation(rows.size)  # any item order
-    got = decode_targets(store, rows[order], patches[order], workers=2)
+    got = decode_targets(store, rows[order], patches[order], trust_recorded=True, workers=2)
     assert got.dtype == np.uint8
     np.testing.assert_array_equal(got, expected[order])
 
@@ -63,7 +63,7 @@ def test_redecoded_patches_equal_stored_pixels(store_with_pixels):
 def test_reconstruct_without_pixels_matches_with_them(store_with_pixels):
     with_pixels = run_probe("reconstruct", store_with_pixels, targets="pixels", **FAST)
     redecoded = run_probe("reconstruct", store_with_pixels, targets="shards",
-                          decode_workers=1, **FAST)
+                          trust_recorded_shards=True, decode_workers=1, **FAST)
     assert with_pixels["targets"] == "pixels" and redecoded["targets"] == "shards"
     assert redecoded["metrics"] == with_pixels["metrics"]
     assert redecoded["data"]["redecoded"][0]["tokens"] == sum(
@@ -74,7 +74,8 @@ def test_a_store_without_pixels_reconstructs_as_one_with_them(store_with_pixels,
                                                                tmp_path):
     bare = _extract(shard_dir, tmp_path / "bare.zarr", with_options=())
     assert "pixels" not in open_store(bare)
-    result = run_probe("reconstruct", bare, decode_workers=2, **FAST)
+    result = run_probe("reconstruct", bare, trust_recorded_shards=True, decode_workers=2,
+                       **FAST)
     assert result["targets"] == "shards"
     assert result["metrics"] == run_probe("reconstruct", store_with_pixels, **FAST)["metrics"]
 
@@ -89,7 +90,7 @@ def test_moved_shards_are_named_and_found_with_shards_option(store_with_pixels, 
         store = open_store(store_url)
         rows, patches, expected = every_patch(store)
         with pytest.raises(InputError, match="--shards PATTERN") as err:
-            decode_targets(store, rows, patches)
+            decode_targets(store, rows, patches, trust_recorded=True)
         assert "part-000.tar" in str(err.value)
         for where in (str(moved), str(moved / "part-{000..001}.tar")):
             got = decode_targets(store, rows, patches, shards=where, workers=1)
@@ -120,4 +121,5 @@ def test_keys_file_store_rows_are_found_by_key(shard_dir, tmp_path):
     store = open_store(_extract(shard_dir, tmp_path / "k.zarr", keys_file=str(keys)))
     assert list(store.array("key")[:]) == listed
     rows, patches, expected = every_patch(store)
-    np.testing.assert_array_equal(decode_targets(store, rows, patches, workers=1), expected)
+    np.testing.assert_array_equal(
+        decode_targets(store, rows, patches, trust_recorded=True, workers=1), expected)

@@ -211,7 +211,7 @@ def test_7_bad_device_percentile_and_out_are_refused_before_training(tmp_path):
     assert extract(shard, store).exit_code == 0
     common = ["probe", "linear", store, "--quiet", "--epochs", "1"]
     assert_sentence(invoke(*common, "--out", tmp_path / "r.json", "--percentile", "101"),
-                    2, "--percentile 101", "between 0 and 100")
+                    2, "--percentile", "101", "between 0 and 100")
     (tmp_path / "taken").mkdir()
     assert_sentence(invoke(*common, "--out", tmp_path / "taken"), 2, "is a folder", "probe.json")
 

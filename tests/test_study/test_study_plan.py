@@ -27,7 +27,7 @@ def test_init_paper_names_every_model_of_the_study(tmp_path):
     assert result.exit_code == 0, result.output
     timm_names = set(re.findall(r'^timm = "([^"]+)"', result.output, re.M))
     assert set(STUDY_MODELS.values()) <= timm_names
-    assert set(README_MODELS) <= timm_names and len(timm_names) == len(PAPER_MODELS) == 17
+    assert set(README_MODELS) <= timm_names and len(timm_names) == len(PAPER_MODELS) == 18
 
 
 def test_dry_run_of_the_paper_plan_lists_every_step_offline(tmp_path, monkeypatch):
@@ -41,6 +41,10 @@ def test_dry_run_of_the_paper_plan_lists_every_step_offline(tmp_path, monkeypatc
         assert f"extract:{name}:val " in result.output
     assert "probe:DINOv2-G:position" in result.output and "report" in result.output
     assert "GPU h" in result.output and not (tmp_path / "o").exists()
+    # each table's setup, and where it differs from the study's
+    assert ("Table 1 DINOv2-S (position): pretrained, 224 px, timm, tokens sampled:64, "
+            "protocol study, trained on train, reported on val; as the study's") in result.output
+    assert "Table 5 DINOv2-S+reg (linear): pretrained, 224 px, dinov2-linear" in result.output
     refused = CliRunner().invoke(cli, ["study", "run", str(plan), "--out", str(tmp_path / "o")])
     assert refused.exit_code == 2 and "placeholder" in refused.output
 
@@ -99,8 +103,8 @@ def test_only_a_later_stage_is_refused_while_its_inputs_are_not_done(plan_file, 
         run_study(plan=plan_file, out=str(tmp_path / "out"), only="probe")
 
 
-def test_an_interrupted_extraction_resumes_and_a_stale_one_starts_over(plan_file, tmp_path,
-                                                                        monkeypatch):
+def test_an_interrupted_extraction_resumes_and_a_stale_one_starts_over_with_redo(
+        plan_file, tmp_path, monkeypatch):
     from vitreg.study import execute, stages
     from vitreg.study.steps import build_steps
 
@@ -112,5 +116,9 @@ def test_an_interrupted_extraction_resumes_and_a_stale_one_starts_over(plan_file
     execute.execute_step(step, {})
     step.pending.write_text("another-hash")     # killed during an older configuration
     step.stamp.unlink()
+    Path(step.output).mkdir()
+    assert execute.step_state(step).status == "stop"  # kept until named with --redo
+    step.redo = True
+    assert execute.step_state(step).status == "redo"
     execute.execute_step(step, {})
     assert calls == [False, True] and step.stamp.exists() and not step.pending.exists()
