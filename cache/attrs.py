@@ -35,6 +35,10 @@ ATTRIBUTES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("preprocessing",), "the exact keyword arguments of `timm.data.create_transform`"),
     (("preprocessing_preset",), "the named protocol they started from (`timm`, "
                                 "`dinov2-linear`), before `--crop-pct` / `--interpolation`"),
+    (("decode",), "null: images decoded by PIL and transformed by timm as `preprocessing` "
+                  "says; `torchvision-device` (`--decode gpu`): JPEGs decoded by torchvision on "
+                  "the run's device (what it refuses on the CPU), resized there by "
+                  "torchvision's antialiased resize with `preprocessing`'s geometry"),
     (("token_mode", "with"), "which optional arrays exist"),
     (("tokens_dtype",), "`float16` (default) or `float32`"),
     (("shards",), "list of `{url, samples}` in stream order"),
@@ -65,7 +69,7 @@ WRITER_KEYS = tuple(key for keys, _ in ATTRIBUTES for key in keys if key not in 
 CONFIG_KEYS = (
     "model", "weights", "weights_sha256", "img_size", "dynamic_img_size", "precision",
     "preprocessing", "token_mode", "tokens_dtype", "with", "shards", "n_rows", "seed",
-    "keys_file",
+    "keys_file", "decode",
 )
 #: Checked on resume too, by `shard_diffs`: absent from stores of schema 1.1.
 SHARD_DIGESTS = "shard_digests"

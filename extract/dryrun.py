@@ -77,7 +77,7 @@ def run_dry_run(
     token_mode: str = "all", with_options: list[str] | tuple[str, ...] = (),
     tokens_dtype: str = "float16", chunk_rows: int | None = None, seed: int = 42,
     preprocess: str = "timm", crop_pct: float | None = None, interpolation: str | None = None,
-    keys_file: str | None = None,
+    keys_file: str | None = None, decode: str = "cpu",
 ) -> dict[str, Any]:
     """Plan the run and time two batches; write nothing."""
     from .run import loop_settings, plan_and_build

@@ -24,6 +24,9 @@ weights: nothing is downloaded), one line per figure, flushed as it comes:
   the device step, waiting on the copy event, handing to the writer, waiting
   on the writer), the main process's CPU ms per image (all its threads),
   GPU busy (NVML, sampled every 0.1 s, when it answers), GPU memory peak;
+- `extract --decode gpu` (on CUDA, or with `--gpu-decode`): the same run
+  with the images decoded and resized on the device, against `bare` and
+  the default decoding;
 - `fp32`: stored rows of several batches (the first, middle ones and the
   last, partial one) against an fp32 forward of the same JPEGs: worst
   relative error of `norms` and smallest cosine of `tokens`.
@@ -204,7 +207,7 @@ class GpuBusy:
 
 
 def extract(shards: list[str], model: str, out: str, device: torch.device, img_size,
-            batch_size: int | None) -> dict:
+            batch_size: int | None, decode: str = "cpu") -> dict:
     import vitreg.extract.run as run_mod
 
     if device.type == "cuda":
@@ -214,7 +217,7 @@ def extract(shards: list[str], model: str, out: str, device: torch.device, img_s
         summary = run_mod.run_extract(
             shards=shards, model=model, out=out, weights="random", img_size=img_size,
             device=str(device), precision="bf16", overwrite=True, progress=False,
-            batch_size=batch_size)
+            batch_size=batch_size, decode=decode)
     rate, batches = steady(summary.batch_ends, start + summary.seconds - summary.loop_seconds)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
     return {"summary": summary, "rate": rate, "batches": batches, "gpu": gpu.busy,
@@ -295,6 +298,12 @@ def check_model(key: str, args: argparse.Namespace, device: torch.device, tmp: P
     rows, err, cos = against_fp32(loaded, out, jpegs, device, batch)
     say(f"{model}: fp32 recomputation of rows {rows}: worst norm relative error {err:.2e}, "
         f"smallest token cosine {cos:.5f}")
+    if args.gpu_decode:
+        gpu = extract(shards, model, out, device, img_size, args.batch_size, decode="gpu")
+        say(f"{model}: extract --decode gpu {gpu['rate']:.1f} img/s in steady state; / bare "
+            f"{gpu['rate'] / bare:.3f}; / default decoding {gpu['rate'] / ext['rate']:.3f}; "
+            f"decode on the device {gpu['summary'].phases.get('decode', 0) / max(1, len(gpu['summary'].batch_ends)) * 1e3:.1f} ms per batch; "
+            f"main process {gpu['host_ms']:.3f} CPU ms/img")
     for path in (out, tmp / f"shards-{key}", tmp / f"probe-{key}"):
         shutil.rmtree(path, ignore_errors=True)
 
@@ -307,6 +316,8 @@ def main() -> None:
                         help="steady-state time to aim each extraction at")
     parser.add_argument("--max-images", type=int, default=40000,
                         help="at most this many images per extraction (disk)")
+    parser.add_argument("--gpu-decode", action=argparse.BooleanOptionalAction, default=None,
+                        help="also extract with --decode gpu (default: on a CUDA device)")
     parser.add_argument("--writer-mb", type=float, default=2000,
                         help="megabytes of tokens the writer-only figure writes per run")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -320,6 +331,8 @@ def main() -> None:
     from vitreg.core.device import resolve_device
 
     device = resolve_device(args.device)
+    if args.gpu_decode is None:
+        args.gpu_decode = device.type == "cuda"
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     say(f"{name}; torch {torch.__version__}; {os.cpu_count()} cores; images "
         f"{args.images or 'packaged photos'}; in {tmp}")
