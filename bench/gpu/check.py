@@ -78,7 +78,13 @@ def preconditions(args: argparse.Namespace, tmp: Path) -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         problems.append("device: torch sees no CUDA device")
     shm = shutil.disk_usage("/dev/shm").free if os.path.isdir("/dev/shm") else 0
-    say(f"ok   /dev/shm {shm / 2**30:.1f} GiB free (vitreg refuses a run that needs more)")
+    # what `vitreg extract`'s defaults take on a GPU: a worker per core but one
+    # (at most 16), 4 batches of 256 images of 224 px each, + the one in use
+    workers = max(1, min((os.cpu_count() or 2) - 1, 16))
+    need = (workers * 4 + 1) * 256 * 3 * 224 * 224 if args.device.startswith("cuda") else 0
+    (problems.append if shm < need else lambda m: say("ok   " + m))(
+        f"/dev/shm {shm / 2**30:.1f} GiB free, {need / 2**30:.1f} GiB needed by {workers} "
+        "decode workers")
     disk = shutil.disk_usage(tmp).free
     need = args.max_images * (200e3 + 600e3)  # shards (real JPEGs) + a ViT-L store
     (problems.append if disk < need else lambda m: say("ok   " + m))(
