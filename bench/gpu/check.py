@@ -213,7 +213,7 @@ class GpuBusy:
 
 
 def extract(shards: list[str], model: str, out: str, device: torch.device, img_size,
-            batch_size: int | None, decode: str = "cpu") -> dict:
+            batch_size: int | None, limit: int, decode: str = "cpu") -> dict:
     import vitreg.extract.run as run_mod
 
     if device.type == "cuda":
@@ -223,7 +223,7 @@ def extract(shards: list[str], model: str, out: str, device: torch.device, img_s
         summary = run_mod.run_extract(
             shards=shards, model=model, out=out, weights="random", img_size=img_size,
             device=str(device), precision="bf16", overwrite=True, progress=False,
-            batch_size=batch_size, decode=decode)
+            batch_size=batch_size, decode=decode, limit=limit)
     rate, batches = steady(summary.batch_ends, start + summary.seconds - summary.loop_seconds)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
     return {"summary": summary, "rate": rate, "batches": batches, "gpu": gpu.busy,
@@ -264,7 +264,7 @@ def against_fp32(loaded, store_url: str, jpegs, device: torch.device, batch: int
 
 
 def check_model(key: str, args: argparse.Namespace, device: torch.device, tmp: Path,
-                jpegs: list) -> None:
+                jpegs: list, shards: list[str]) -> None:
     from vitreg.extract.model import build_model
     from vitreg.extract.run import loop_settings
 
@@ -275,7 +275,6 @@ def check_model(key: str, args: argparse.Namespace, device: torch.device, tmp: P
     bare = bare_rate(loaded, device, batch, args.seconds / 3)
     say(f"{model}: bare forward {bare:.1f} img/s (batch {batch}, bf16, steady state)")
     probe = min(args.max_images, max(4 * batch, int(bare * args.seconds / 6)))
-    shards = benchutil.write_shards(jpegs, probe, tmp / f"probe-{key}", 1000)
     decode = decode_rate(shards, loaded, workers, batch, probe)
     say(f"{model}: decode only {decode:.1f} img/s ({workers} workers, batch {batch})")
     row_bytes = loaded.geometry.tokens * loaded.geometry.dim * 2
@@ -284,9 +283,8 @@ def check_model(key: str, args: argparse.Namespace, device: torch.device, tmp: P
         f"tokens; plain write() {plain:.0f} MB/s; ratio {writer / plain:.3f}")
     n = int(min(bare, decode) * args.seconds)
     n = min(args.max_images, max(6 * batch, n - n % batch) + batch // 3 + 1)  # last batch partial
-    shards = benchutil.write_shards(jpegs, n, tmp / f"shards-{key}", 1000)
     out = str(tmp / f"{key}.zarr")
-    ext = extract(shards, model, out, device, img_size, args.batch_size)
+    ext = extract(shards, model, out, device, img_size, args.batch_size, limit=n)
     summary = ext["summary"]
     say(f"{model}: extract {ext['rate']:.1f} img/s in steady state ({ext['batches']} batches "
         f"of {n} images; whole loop {summary.images_per_second:.1f}); extract / bare "
@@ -305,13 +303,13 @@ def check_model(key: str, args: argparse.Namespace, device: torch.device, tmp: P
     say(f"{model}: fp32 recomputation of rows {rows}: worst norm relative error {err:.2e}, "
         f"smallest token cosine {cos:.5f}")
     if args.gpu_decode:
-        gpu = extract(shards, model, out, device, img_size, args.batch_size, decode="gpu")
+        gpu = extract(shards, model, out, device, img_size, args.batch_size, limit=n,
+                      decode="gpu")
         say(f"{model}: extract --decode gpu {gpu['rate']:.1f} img/s in steady state; / bare "
             f"{gpu['rate'] / bare:.3f}; / default decoding {gpu['rate'] / ext['rate']:.3f}; "
             f"decode on the device {gpu['summary'].phases.get('decode', 0) / max(1, len(gpu['summary'].batch_ends)) * 1e3:.1f} ms per batch; "
             f"main process {gpu['host_ms']:.3f} CPU ms/img")
-    for path in (out, tmp / f"shards-{key}", tmp / f"probe-{key}"):
-        shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
 
 
 def main() -> None:
@@ -345,8 +343,12 @@ def main() -> None:
     jpegs = benchutil.load_jpegs(benchutil.image_folder(args.images, tmp))
     start = time.perf_counter()
     try:
+        # one set of shards for every figure; each run takes the first rows it needs
+        shards = benchutil.write_shards(jpegs, args.max_images, tmp / "shards", 1000)
+        say(f"shards: {args.max_images} images in {len(shards)} shards, "
+            f"{time.perf_counter() - start:.0f} s")
         for key in args.models.split(","):
-            check_model(key, args, device, tmp, jpegs)
+            check_model(key, args, device, tmp, jpegs, shards)
             say(f"{MODELS[key]}: done at {time.perf_counter() - start:.0f} s")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
