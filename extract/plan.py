@@ -225,8 +225,12 @@ def check_one_image(url: str, samples: list[dict[str, Any]]) -> None:
 
 def read_keys(path: str) -> list[str]:
     """Sample keys, one a line (blank lines ignored), refusing a key listed twice."""
-    with open(path, encoding="utf-8") as f:
-        keys = [line.strip() for line in f if line.strip()]
+    try:
+        with open(path, encoding="utf-8") as f:
+            keys = [line.strip() for line in f if line.strip()]
+    except UnicodeDecodeError as exc:
+        raise InputError(f"--keys {path} is not a UTF-8 text file ({exc.reason} at byte "
+                         f"{exc.start}): write one sample key (`__key__`) a line") from exc
     if not keys:
         raise InputError(f"{path} lists no keys: write one sample key (`__key__`) a line")
     seen: set[str] = set()

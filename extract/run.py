@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +26,7 @@ from vitreg.core.files import file_sha256
 from vitreg.core.prefetch import prefetched
 from vitreg.core.runtime import tune_allocator, usable_cores
 
-from .capture import Capture, resolve_precision
+from .capture import Capture, apply_options, resolve_precision
 from .checks import PREFETCH, check_model, check_shared_memory
 from .costs import Costs, measure_costs
 from .distributed import Ranks, barrier, final_barrier, final_timeout, ranks_of
@@ -86,6 +86,8 @@ def store_attrs(model: str, loaded: LoadedModel, *, precision: str, token_mode: 
         img_size=geom.img_size, dynamic_img_size=loaded.dynamic_img_size,
         patch_size=loaded.patch_size, grid=list(geom.grid), prefix_tokens=geom.prefix,
         registers=geom.registers, embed_dim=geom.dim, depth=geom.depth, heads=loaded.heads,
+        prefix_layout=list(geom.layout), attention_query=loaded.adapter.query(),
+        blocks=list(geom.chosen) or None,
         precision=precision, preprocessing=transform_kwargs(loaded.data_config),
         preprocessing_preset=loaded.preset, token_mode=token_mode, tokens_dtype=tokens_dtype,
         shards=shards, shard_digests=shard_digests, n_rows=n_rows, seed=seed,
@@ -114,7 +116,8 @@ def open_for_ranks(out: str, attrs: dict[str, Any], loaded: LoadedModel, ranks: 
         barrier(ranks)
     target = open_for_write(
         out, geometry=loaded.geometry, attrs=attrs, chunk_rows=chunk_rows, overwrite=overwrite,
-        specs=arrays_for(attrs["with"], attrs["token_mode"], attrs["tokens_dtype"]),
+        specs=arrays_for(attrs["with"], attrs["token_mode"], attrs["tokens_dtype"],
+                         query=attrs["attention_query"], chosen=bool(attrs["blocks"])),
         create=leader, rank=ranks.rank, world=ranks.world)
     if leader:
         barrier(ranks)
@@ -133,7 +136,7 @@ def run_extract(
     overwrite: bool = False, seed: int = 42, chunk_rows: int | None = None,
     progress: bool = True, rank: int | None = None, world_size: int | None = None,
     preprocess: str = "timm", crop_pct: float | None = None, interpolation: str | None = None,
-    keys_file: str | None = None, decode: str = "cpu",
+    keys_file: str | None = None, blocks: Sequence[int] = (), decode: str = "cpu",
 ) -> Summary:
     """Extract every sample of `shards` through `model` into the store `out`.
 
@@ -145,7 +148,8 @@ def run_extract(
     `decode="gpu"` decodes and resizes the images on the run's device
     (`extract.gpudecode`, recorded in the store's `decode` attribute).
     Keywords are the names of the root attributes they become (`token_mode`,
-    `tokens_dtype`, `keys_file`).
+    `tokens_dtype`, `keys_file`). `blocks` (`--blocks 6,12,-1`) adds the
+    tokens, norms and [CLS] attention of those blocks (`chosen/*`).
     """
     tune_allocator()
     if decode not in DECODES:
@@ -158,7 +162,7 @@ def run_extract(
         plan, loaded = plan_and_build(
             shards, model, weights=weights, img_size=img_size, limit=limit, keys_file=keys_file,
             token_mode=token_mode, seed=seed, preprocess=preprocess, crop_pct=crop_pct,
-            interpolation=interpolation)
+            interpolation=interpolation, with_options=with_options, blocks=blocks)
         costs = measure_costs(plan, loaded) if dev.type == "cpu" and workers != 0 and \
             plan.n_rows >= WORKER_ROWS else None
         workers, batch_size = loop_settings(workers, batch_size, dev, loaded.geometry,
@@ -208,8 +212,9 @@ def largest_range(n_rows: int, target: WriteTarget, world: int) -> int:
 
 def plan_and_build(shards: list[str], model: str, *, weights: str, img_size: int | None,
                    limit: int | None, keys_file: str | None, token_mode: str, seed: int,
-                   preprocess: str, crop_pct: float | None,
-                   interpolation: str | None) -> tuple[Plan, LoadedModel]:
+                   preprocess: str, crop_pct: float | None, interpolation: str | None,
+                   with_options: Sequence[str] = (), blocks: Sequence[int] = (),
+                   ) -> tuple[Plan, LoadedModel]:
     """Check the options, count the shards' samples and build the model: what a
     run and a dry run both do before any batch."""
     check_model(model, img_size)
@@ -220,6 +225,7 @@ def plan_and_build(shards: list[str], model: str, *, weights: str, img_size: int
     loaded = build_model(model, weights=weights, img_size=img_size, seed=seed,
                          preprocess=preprocess, crop_pct=crop_pct, interpolation=interpolation)
     check_token_mode(token_mode, loaded.geometry)
+    apply_options(loaded, with_options, blocks)
     return plan, loaded
 
 
