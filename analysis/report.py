@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vitreg.cache import Store
+from vitreg.core import InputError
 
 from .common import ANALYSES, open_stores, provenance, registered, store_labels
 from .study import (
@@ -22,6 +23,8 @@ from .study import (
     result_setup,
     result_study_name,
     setup_differences,
+    store_truncation,
+    truncated_counts,
 )
 
 CSS = """
@@ -122,9 +125,12 @@ def setup_label(result: dict) -> str:
     s = result_setup(result)
     protocol = (s["selection"] or {}).get("protocol") or \
         ("official head, no training" if s["head"] else "not recorded")
+    counted = truncated_counts(s)
+    kept = ("" if counted is None else
+            f" ({counted[0]} of {counted[1]} images with more outliers than K/2)")
     return (f"{s['pretrained_cfg'] or s['model']}, {s['weights']}, {s['img_size']} px, "
             f"{s['preprocessing_preset'] or '?'}, {s['precision'] or '?'}, tokens "
-            f"{s['token_mode']}, protocol {protocol}")
+            f"{s['token_mode']}{kept}, protocol {protocol}")
 
 
 def _ours_row(result: dict, cells: Sequence[Any], table_number: int) -> tuple[str, list[str]]:
@@ -204,6 +210,26 @@ def linear_tables(results: Sequence[dict]) -> str:
                '<p class="note">no linear head trained</p>'))
 
 
+def sampled_html(stores: Sequence[Store], labels: Sequence[str]) -> str:
+    """Each sampled store: how many images had more outliers than the K/2 it kept."""
+    rows = []
+    for store, label in zip(stores, labels):
+        t = store_truncation(store)
+        if t is not None:
+            rows.append(("", [esc(label), esc(t["k"]), esc(t["images"]),
+                              esc(t["truncated_images"]), esc(t["outliers_not_kept"]),
+                              esc(t["outliers"]), esc(t["most_outliers"])]))
+    if not rows:
+        return ""
+    return ("<h2>Sampled stores and the study's setup</h2>"
+            '<p class="note">A <code>sampled:K</code> store keeps the K/2 highest-norm patch '
+            "tokens of each image (and K/2 drawn at random): on an image with at most K/2 "
+            "outliers it holds every outlier, which is the study's setup (all tokens). "
+            "Outliers by each store's own 98th percentile.</p>"
+            + table(["store", "K", "images", "images with more than K/2 outliers",
+                     "outliers not kept", "outliers", "most outliers in one image"], rows))
+
+
 def deviations_html() -> str:
     """Every choice the study leaves open, and what vitreg chose."""
     rows = [("", [esc(topic), esc(study), esc(ours)]) for topic, study, ours in DEVIATIONS]
@@ -245,6 +271,7 @@ def render_html(stores: Sequence[Store], sections: dict[str, dict], probes: Sequ
          "token whose L2 norm (before the final LayerNorm) is above the 98th percentile of every "
          "patch norm of its store; [CLS] and registers never count.</p>"),
         "<h2>Provenance</h2>", provenance_html(stores, labels),
+        sampled_html(stores, labels),
         *(section_html(name, result) for name, result in sections.items()),
         probes_html(probes),
     ]
@@ -253,7 +280,20 @@ def render_html(stores: Sequence[Store], sections: dict[str, dict], probes: Sequ
 
 
 def load_probes(paths: Sequence[str | Path]) -> list[dict]:
-    return [json.loads(Path(p).read_text()) for p in paths]
+    """The probe results JSON files; one that is not a `vitreg probe` result is refused."""
+    return [_load_probe(Path(p)) for p in paths]
+
+
+def _load_probe(path: Path) -> dict:
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"--probes {path} is not a JSON file ({exc}); give the results "
+                         "file that `vitreg probe ... --out` wrote") from exc
+    if not isinstance(result, dict) or not {"probe", "metrics"} <= set(result):
+        raise InputError(f"--probes {path} is JSON but not a `vitreg probe` result (no "
+                         "`probe` and `metrics` keys); give the file that `vitreg probe` wrote")
+    return result
 
 
 def run_report(
@@ -262,10 +302,11 @@ def run_report(
 ) -> Path:
     """Run every analysis into `out/<name>/` and write `out/report.html`; return its path."""
     out = Path(out)
+    results = load_probes(probes)  # a wrong file is refused before any analysis runs
     opened = open_stores(stores, allow_partial=allow_partial)
     sections = {entry.name: entry.run(opened, out=out / entry.name, **options)
                 for entry in registered()}
     path = out / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(opened, sections, load_probes(probes)), encoding="utf-8")
+    path.write_text(render_html(opened, sections, results), encoding="utf-8")
     return path

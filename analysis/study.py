@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 #: Study model name -> timm model name (with the pretrained tag the study used).
 STUDY_MODELS: dict[str, str] = {
     "DINOv2-S": "vit_small_patch14_dinov2.lvd142m",
@@ -146,7 +148,7 @@ def result_study_name(result: dict[str, Any]) -> str | None:
     return study_name(setup["model"], setup["pretrained_cfg"])
 
 
-def _truncated(setup: dict[str, Any]) -> tuple[int, int] | None:
+def truncated_counts(setup: dict[str, Any]) -> tuple[int, int] | None:
     """(images with more outliers than K/2, images) over a result's parts, if recorded."""
     parts = setup["truncation"]
     if not parts:
@@ -159,7 +161,7 @@ def _token_difference(setup: dict[str, Any]) -> str | None:
     mode = str(setup["token_mode"])
     if setup["token_mode"] is None or mode == "all":
         return None
-    counted = _truncated(setup)
+    counted = truncated_counts(setup)
     if mode.startswith("sampled") and counted is not None:
         if counted[0] == 0:
             return None  # every outlier of every image kept: the study's setup
@@ -244,3 +246,21 @@ DEVIATIONS: tuple[tuple[str, str, str], ...] = (
     ("Preprocessing, Tables 4-5", "the official DINOv2 heads", "DINOv2's linear evaluation: "
      "resize 256, centre crop 224, bicubic (the `dinov2-linear` preset)"),
 )
+
+
+def store_truncation(store: Any) -> dict[str, int] | None:
+    """For a `sampled:K` store: how many images had more outliers (by the store's own
+    98th-percentile threshold) than the K/2 highest norms it kept; None for other stores.
+    Read from `norms`, which holds every token's norm in every store."""
+    from vitreg.cache.schema import parse_token_mode
+
+    kind, k = parse_token_mode(str(store.meta.get("token_mode", "all")))
+    if kind != "sampled":
+        return None
+    threshold, prefix = store.threshold(), store.geometry.prefix
+    counts = [(b["norms"][:, prefix:] > threshold).sum(1) for b in store.batches(["norms"])]
+    n_out = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
+    return {"k": k, "images": int(n_out.size), "truncated_images": int((n_out > k // 2).sum()),
+            "outliers": int(n_out.sum()),
+            "outliers_not_kept": int(np.maximum(n_out - k // 2, 0).sum()),
+            "most_outliers": int(n_out.max()) if n_out.size else 0}

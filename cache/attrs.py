@@ -35,10 +35,19 @@ ATTRIBUTES: tuple[tuple[tuple[str, ...], str], ...] = (
      "resampled once, at load); `dynamic_img_size` is true only for a model that cannot be "
      "built at that size and resamples at every forward pass"),
     (("prefix_tokens", "registers", "embed_dim", "depth", "heads"), "the model"),
+    (("prefix_layout", "attention_query"),
+     "(1.6) what each prefix token is (`cls`, `register`, `distillation`), in order (before "
+     "1.6: [CLS], then the registers); whose attention `attention` holds: `cls` (the last "
+     "block's [CLS] query), `map` (the pooling head's learned query) or null (no `attention` "
+     "array)"),
     (("precision",), "`fp32`, `bf16` or `fp16` (autocast dtype)"),
     (("preprocessing",), "the exact keyword arguments of `timm.data.create_transform`"),
     (("preprocessing_preset",), "the named protocol they started from (`timm`, "
                                 "`dinov2-linear`), before `--crop-pct` / `--interpolation`"),
+    (("decode",), "null: images decoded by PIL and transformed by timm as `preprocessing` "
+                  "says; `torchvision-device` (`--decode gpu`): JPEGs decoded by torchvision on "
+                  "the run's device (what it refuses on the CPU), resized there by "
+                  "torchvision's antialiased resize with `preprocessing`'s geometry"),
     (("token_mode", "with"), "which optional arrays exist"),
     (("tokens_dtype",), "`float16` (default) or `float32`"),
     (("shards",), "list of `{url, samples}` in stream order"),
@@ -50,6 +59,8 @@ ATTRIBUTES: tuple[tuple[tuple[str, ...], str], ...] = (
      "row's `key` differs from the key the shards put at that row"),
     (("n_rows", "seed"), "rows and the run's seed"),
     (("keys_file",), "with `--keys FILE`: `{path, sha256}` of the file; null otherwise"),
+    (("blocks",), "(1.6) with `--blocks`: the 0-based indices of the blocks the `chosen/*` "
+                  "arrays hold, increasing; null otherwise"),
     (("versions",), "vitreg, timm, torch, zarr, python"),
     (("outlier_threshold",), "`{percentile: 98.0, value}` written once when the store completes"),
     (("failed_rows",), "written when the store completes: the indices of the rows with status 2 "
@@ -69,7 +80,7 @@ WRITER_KEYS = tuple(key for keys, _ in ATTRIBUTES for key in keys if key not in 
 CONFIG_KEYS = (
     "model", "weights", "weights_sha256", "img_size", "dynamic_img_size", "precision",
     "preprocessing", "token_mode", "tokens_dtype", "with", "shards", "n_rows", "seed",
-    "keys_file",
+    "keys_file", "blocks", "decode",
 )
 #: Checked on resume too, by `shard_diffs`: absent from stores of schema 1.1.
 SHARD_DIGESTS = "shard_digests"

@@ -25,6 +25,7 @@ from .schema import (
     ALLOWED_CODECS,
     ALLOWED_DTYPES,
     ARRAYS,
+    PREFIX_KINDS,
     SCHEMA_VERSION,
     TOKEN_ARRAYS,
     ArraySpec,
@@ -412,17 +413,25 @@ def geometry_from_attrs(meta: dict[str, Any]) -> Geometry:
             and all(isinstance(g, int) and not isinstance(g, bool) and g > 0 for g in grid)):
         raise StoreFormatError(f"attribute 'grid' is {grid!r}, expected two positive integers")
     registers = _attr_int(meta, "registers")
-    prefix = _attr_int(meta, "prefix_tokens", minimum=1)
-    if prefix not in (registers, registers + 1):
-        raise StoreFormatError(
-            f"attribute 'prefix_tokens' is {prefix}, but 'registers' is {registers} "
-            "(prefix tokens are the registers and at most one [CLS])"
+    prefix = _attr_int(meta, "prefix_tokens")
+    layout = meta.get("prefix_layout") or ()  # schema 1.6; before: [CLS], then registers
+    if not (isinstance(layout, (list, tuple)) and all(isinstance(k, str) for k in layout)):
+        raise StoreFormatError(f"attribute 'prefix_layout' is {layout!r}, expected a list of "
+                               f"{', '.join(PREFIX_KINDS)}")
+    chosen = meta.get("blocks") or ()  # schema 1.6, `--blocks`
+    if not (isinstance(chosen, (list, tuple)) and all(
+            isinstance(b, int) and not isinstance(b, bool) and b >= 0 for b in chosen)):
+        raise StoreFormatError(f"attribute 'blocks' is {chosen!r}, expected block indices")
+    try:
+        return Geometry(
+            chosen=tuple(chosen), registers=registers, grid=(grid[0], grid[1]),
+            dim=_attr_int(meta, "embed_dim", minimum=1), depth=_attr_int(meta, "depth", minimum=1),
+            img_size=_attr_int(meta, "img_size", minimum=1), prefix=prefix, layout=tuple(layout),
         )
-    return Geometry(
-        registers=registers, grid=(grid[0], grid[1]), dim=_attr_int(meta, "embed_dim", minimum=1),
-        depth=_attr_int(meta, "depth", minimum=1), img_size=_attr_int(meta, "img_size", minimum=1),
-        prefix=prefix,
-    )
+    except ValueError as exc:
+        raise StoreFormatError(
+            f"attributes 'prefix_tokens' ({prefix}), 'registers' ({registers}) and "
+            f"'prefix_layout' ({layout!r}) disagree: {exc}") from exc
 
 
 def update_attrs(root: zarr.Group, **changes: Any) -> None:

@@ -101,13 +101,15 @@ def selection_parts(ctx: ProbeContext, items: dict[str, Items], cfg: TrainConfig
     when an epoch or a grid value is to be chosen, `fit` and `select` (the training
     items split by image) in place of `train` (beside it under `--protocol study`)."""
     o = ctx.options
+    stops = o["backend"] == "torch" and cfg.patience is not None
     if o["backend"] == "sklearn":
-        grid = parse_grid(o["sklearn_alpha" if regression else "sklearn_c"],
-                          "sklearn_alpha" if regression else "sklearn_c")
-        select = len(grid) > 1
+        name = "sklearn_alpha" if regression else "sklearn_c"
+        grid = len(parse_grid(o[name], name))
+        select = grid > 1
     else:
+        grid = len(cfg.grid)
         select = needs_selection(cfg.grid, cfg.patience, o["protocol"])
-    ctx.data["selection"] = selection_record(ctx, select)
+    ctx.data["selection"] = selection_record(ctx, select, grid, stops)
     if not select:
         return items
     fit_items, held = split_items_by_image(items["train"], float(o["select_fraction"]),
@@ -117,17 +119,25 @@ def selection_parts(ctx: ProbeContext, items: dict[str, Items], cfg: TrainConfig
             "select": held, "val": items["val"]}
 
 
-def selection_record(ctx: ProbeContext, select: bool) -> dict[str, Any]:
-    """Which split each choice is made on, for the result (and the report's setup column)."""
+def selection_record(ctx: ProbeContext, select: bool, grid: int, stops: bool) -> dict[str, Any]:
+    """Which split each choice is made on, for the result (and the report's setup column).
+
+    `grid`: values of the grid searched (learning rates, or C / alpha with sklearn);
+    `stops`: whether training stops early (torch with a patience).
+    """
     o = ctx.options
-    study = o["protocol"] == "study" and o["backend"] == "torch"
+    torch_ = o["backend"] == "torch"
+    study = o["protocol"] == "study" and torch_
     held = f"held-out {float(o['select_fraction']):g} of the training images"
+    if not select and not stops:
+        protocol = "no selection"
+    else:
+        protocol = o["protocol"] if torch_ else "heldout (sklearn)"
     return {
-        "protocol": o["protocol"] if o["backend"] == "torch" else "heldout (sklearn)",
+        "protocol": protocol,
         "trained_on": "training images" + (f" less the {held}" if select and not study else ""),
-        "grid_chosen_on": held if select else None,
-        "early_stopping_on": None if o.get("patience") is None or "patience" not in o
-        else ("reported split" if study else held),
+        "grid_chosen_on": held if grid > 1 else None,
+        "early_stopping_on": None if not stops else ("reported split" if study else held),
         "reported_on": "val",
     }
 
@@ -425,7 +435,7 @@ def classify(ctx: ProbeContext) -> dict[str, Any]:
     store = ctx.train.store
     source = token_source(store)
     geometry = store.geometry
-    has_cls = geometry.prefix > geometry.registers
+    has_cls = geometry.has_cls
     cls_source = cls_array(store)
     if cls_source == "pooled/cls":
         ctx.notes.append("sampled store of schema < 1.4 (no sampled/prefix): [CLS] comes from "

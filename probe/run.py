@@ -100,8 +100,9 @@ def run_probe(
 def open_pair(store: str, val: str | None, opts: dict[str, Any]) -> tuple[Store, Store | None]:
     """The training store and the --val store, checked to be of one model and
     (unless allowed) to share no image."""
-    train_store = open_store(store, allow_partial=opts["allow_partial"])
-    val_store = open_store(val, allow_partial=opts["allow_partial"]) if val else None
+    train_store = open_store(store, allow_partial=opts["allow_partial"]).at_block(opts["block"])
+    val_store = open_store(val, allow_partial=opts["allow_partial"]).at_block(opts["block"]) \
+        if val else None
     if val_store is not None:
         check_same_model(train_store, val_store)
         if not opts["allow_val_overlap"]:
@@ -136,7 +137,8 @@ def model_threshold(train: Store, source: str | None, percentile: float, *,
     """
     store = train
     if source:
-        store = open_store(source, allow_partial=allow_partial)
+        block = None if train.block is None else train.block + 1  # the train store's block
+        store = open_store(source, allow_partial=allow_partial).at_block(block)
         check_same_model(train, store, flag="--threshold-from")
     return {"percentile": percentile, "value": store.threshold(percentile), "from": store.url}
 

@@ -36,7 +36,7 @@ def planned_result(plan: Plan, model: dict[str, Any], probe: str) -> tuple[int, 
              "precision": plan.study.get("precision"), "token_mode": extract.get("tokens", "all")}
     linear = recipe["kind"] == "linear"
     protocol = options.get("protocol", "heldout")
-    selection = {"protocol": "20 epochs, no selection" if linear else protocol,
+    selection = {"protocol": "no selection" if linear else protocol,
                  "grid_chosen_on": None,
                  "early_stopping_on": None if linear else
                  ("reported split" if protocol == "study" else "held-out training images")}

@@ -52,6 +52,7 @@ def test_study_row_beside_ours_on_another_setup_with_each_difference_marked(plan
                                              "images": 100}})
     text = _report(planted, tmp_path, [path])
     ours = _row_of(text, "ours: vit_small_patch14_dinov2.lvd142m")
+    assert "tokens sampled:32 (5 of 100 images with more outliers than K/2)" in ours
     for mark in ("weights random (study: pretrained)", "518 px (study: 224)",
                  "tokens sampled:32: 5 of 100 images had more outliers than K/2",
                  "--protocol heldout", "reported on a held-out part of the training store"):
@@ -89,3 +90,27 @@ def test_table4_marks_preprocessing_and_deviations_are_explained(planted, tmp_pa
     for topic in ("soft-argmax", "one head per token category", "standardised",
                   "98th percentile", "Table 2 unit", "--protocol study"):
         assert topic in html.unescape(section), topic
+
+
+def test_sampled_stores_show_how_many_images_had_more_outliers_than_k_half(tmp_path):
+    import numpy as np
+
+    from tests.test_probe.conftest import GEOMETRY
+    from vitreg.analysis.report import sampled_html
+    from vitreg.cache import open_store
+    from vitreg.testing import Planted, write_planted_store
+
+    url = write_planted_store(str(tmp_path / "s.zarr"), n_images=200, geometry=GEOMETRY,
+                              planted=Planted(outlier_fraction=0.15), token_mode="sampled:4",
+                              with_pixels=False)
+    store = open_store(url)
+    norms = store.array("norms")[:][:, GEOMETRY.prefix:]
+    per_image = (norms > np.percentile(norms, 98)).sum(1)
+    truncated = int((per_image > 2).sum())
+    assert truncated > 0
+    text = html.unescape(sampled_html([store], ["s"]))
+    cells = re.findall(r"<td>([^<]*)</td>", text)
+    assert cells == ["s", "4", "200", str(truncated), str(int(np.maximum(per_image - 2, 0).sum())),
+                     str(int(per_image.sum())), str(int(per_image.max()))]
+    full = write_planted_store(str(tmp_path / "f.zarr"), n_images=20, geometry=GEOMETRY)
+    assert sampled_html([open_store(full)], ["f"]) == ""

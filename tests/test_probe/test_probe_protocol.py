@@ -73,6 +73,7 @@ def test_study_protocol_with_a_grid_chooses_the_rate_on_held_out_training_images
 
 def test_linear_probe_without_grid_or_early_stopping_uses_every_training_image(planted):
     r = run_probe("linear", planted, batch_size=64, epochs=2)
+    assert r["data"]["selection"]["protocol"] == "no selection"
     assert r["data"]["selection"]["grid_chosen_on"] is None
     assert r["data"]["selection"]["early_stopping_on"] is None
     assert r["counts"]["train"]["labelled"] == r["split"]["train_images"]
@@ -83,3 +84,13 @@ def test_too_few_training_images_to_hold_out_is_explained(tmp_path):
     with pytest.raises(ProbeError, match="1 training image.*at least 2"):
         run_probe("linear", store, backend="sklearn")  # a grid of C to choose from
 
+
+
+def test_sklearn_chooses_its_regularisation_on_held_out_training_images(planted, planted_val,
+                                                                        other_val):
+    a = run_probe("linear", planted, val=planted_val, backend="sklearn", sklearn_c="0.01,10")
+    b = run_probe("linear", planted, val=other_val, backend="sklearn", sklearn_c="0.01,10")
+    assert a["chosen"] == b["chosen"] and a["selection_metrics"] == b["selection_metrics"]
+    assert a["metrics"] != b["metrics"]
+    assert a["data"]["selection"]["grid_chosen_on"].startswith("held-out")
+    assert a["data"]["selection"]["early_stopping_on"] is None
