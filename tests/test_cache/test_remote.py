@@ -74,6 +74,7 @@ def run_command(name: str, store: str, out: Path) -> tuple[str, dict[str, str]]:
                                           .replace(str(out), "OUT")))
                for p in sorted(out.rglob("*.json"))}
     text = result.output.replace(store, "STORE").replace(str(out), "OUT")
+    text = re.sub(r"\d+:\d\d(:\d\d)? (elapsed|left)", r"T \2", text)  # progress clocks
     return re.sub(r"[0-9.]+ ?s\b", "Ns", text), written
 
 
