@@ -28,7 +28,21 @@ COMMON_OPTIONS = (
                  help="Seed of the image sample."),
     click.option("--allow-partial", is_flag=True,
                  help="Use the rows written so far of an incomplete store."),
+    click.option("--block", type=int, default=None,
+                 help="Read this block's tokens, norms and attention (1 the first, -1 the "
+                 "last; default the last): stores extracted with --blocks."),
 )
+
+
+def at_block(stores: tuple[str, ...], kwargs: dict[str, Any]) -> list[Any]:
+    """STORE arguments, opened at `--block` when one is given (else left to the analysis)."""
+    block = kwargs.pop("block", None)
+    if block is None:
+        return list(stores)
+    from vitreg.cache import open_store
+
+    return [open_store(s, allow_partial=kwargs.get("allow_partial", False)).at_block(block)
+            for s in stores]
 
 
 def _with_options(fn: Callable, options: tuple[Callable, ...]) -> Callable:
@@ -45,7 +59,7 @@ def analysis() -> None:
 def _add_command(entry: Analysis) -> None:
     def command(stores: tuple[str, ...], **kwargs: Any) -> None:
         check_not_inside(kwargs["out"], stores)
-        click.echo(entry.summary(entry.run(stores=list(stores), **kwargs), kwargs))
+        click.echo(entry.summary(entry.run(stores=at_block(stores, kwargs), **kwargs), kwargs))
 
     command.__name__ = f"{entry.name}_cmd"
     command.__doc__ = entry.help
@@ -65,7 +79,7 @@ def _report_options() -> tuple[Callable, ...]:
 def report_cmd(stores: tuple[str, ...], **kwargs: Any) -> None:
     """Every analysis and the probe results in one self-contained report.html."""
     check_not_inside(kwargs["out"], [*stores, *kwargs.get("probes", ())])
-    click.echo(f"wrote {run_report(stores=list(stores), **kwargs)}")
+    click.echo(f"wrote {run_report(stores=at_block(stores, kwargs), **kwargs)}")
 
 
 _PROBES_OPTION = click.option(

@@ -149,7 +149,8 @@ def plot_image(key: str, maps: list[dict | None], labels: list[str]) -> tuple[Fi
             _show(fig, ax_row[1], m["attention"], "[CLS] attention, last block (mean of heads)",
                   "attention weight")
         else:
-            _blank(ax_row[1], "no `attention` array")
+            _blank(ax_row[1], "no `attention` array: the model has\nno [CLS] token nor pooling "
+                              "query\n(or the store predates it)")
         _show(fig, ax_row[2], m["norm"],
               f"feature map: token L2 norm ({int(m['outlier'].sum())} outliers)", "L2 norm")
         data["stores"].append({"label": label, "norm": m["norm"], "outlier": m["outlier"],

@@ -109,12 +109,14 @@ def store_norms(store: Store, *, images: int, seed: int) -> dict[str, Any]:
 def summarise(part: dict[str, Any], edges: np.ndarray) -> dict[str, Any]:
     """Statistics and histograms (over `edges`) of patch, [CLS] and register norms."""
     store, norms = part["store"], part["norms"]
-    registers = norms[:, 1:store.geometry.prefix]
+    registers = norms[:, store.geometry.register_slice]
+    cls = norms[:, 0] if store.geometry.has_cls else norms[:, :0]  # none without [CLS]
     stats = norm_stats(patch_part(norms, store), part["threshold"], float(edges[-1]))
-    stats.update(images=int(part["rows"].size), cls_median=float(np.median(norms[:, 0])),
+    stats.update(images=int(part["rows"].size),
+                 cls_median=float(np.median(cls)) if cls.size else None,
                  register_median=float(np.median(registers)) if registers.size else None)
     hists = {"patch_counts": stats.pop("histogram"),
-             "cls_counts": np.histogram(norms[:, 0], bins=edges)[0]}
+             "cls_counts": np.histogram(cls, bins=edges)[0]}
     if registers.size:
         hists["register_counts"] = np.histogram(registers, bins=edges)[0]
     return {"stats": stats, **hists}

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vitreg.cache import Store
+from vitreg.core import InputError
 
 from .common import ANALYSES, open_stores, provenance, registered, store_labels
 from .study import (
@@ -279,7 +280,20 @@ def render_html(stores: Sequence[Store], sections: dict[str, dict], probes: Sequ
 
 
 def load_probes(paths: Sequence[str | Path]) -> list[dict]:
-    return [json.loads(Path(p).read_text()) for p in paths]
+    """The probe results JSON files; one that is not a `vitreg probe` result is refused."""
+    return [_load_probe(Path(p)) for p in paths]
+
+
+def _load_probe(path: Path) -> dict:
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"--probes {path} is not a JSON file ({exc}); give the results "
+                         "file that `vitreg probe ... --out` wrote") from exc
+    if not isinstance(result, dict) or not {"probe", "metrics"} <= set(result):
+        raise InputError(f"--probes {path} is JSON but not a `vitreg probe` result (no "
+                         "`probe` and `metrics` keys); give the file that `vitreg probe` wrote")
+    return result
 
 
 def run_report(
@@ -288,10 +302,11 @@ def run_report(
 ) -> Path:
     """Run every analysis into `out/<name>/` and write `out/report.html`; return its path."""
     out = Path(out)
+    results = load_probes(probes)  # a wrong file is refused before any analysis runs
     opened = open_stores(stores, allow_partial=allow_partial)
     sections = {entry.name: entry.run(opened, out=out / entry.name, **options)
                 for entry in registered()}
     path = out / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(opened, sections, load_probes(probes)), encoding="utf-8")
+    path.write_text(render_html(opened, sections, results), encoding="utf-8")
     return path

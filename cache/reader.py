@@ -11,7 +11,15 @@ from typing import Any
 import numpy as np
 import zarr
 
-from .errors import IncompleteStoreError, InputError, MissingArrayError, StoreFormatError
+from vitreg.core.scrub import redact
+
+from .errors import (
+    IncompleteStoreError,
+    InputError,
+    MissingArrayError,
+    StoreFormatError,
+    VitregError,
+)
 from .mapped import MappedArray, mapped
 from .schema import Geometry
 from .store import (
@@ -27,20 +35,28 @@ from .writer import STATUS_FAILED, STATUS_OK, STATUS_PENDING
 #: above this percentile of every patch-token norm of the store.
 OUTLIER_PERCENTILE = 98.0
 
+#: The last block's arrays, and where a store keeps them for a chosen block (`--blocks`).
+BLOCK_ARRAYS = {"tokens": "chosen/tokens", "norms": "chosen/norms",
+                "attention": "chosen/attention"}
+
 
 class Store:
     """A vitreg store opened for reading (a local path or any fsspec URL).
 
     `verify`: read every chunk through zarr, whose `crc32c` codec checks it,
     instead of memory-mapping local chunk files (which skips the checksum).
+    `url` is the location without credentials (`core.scrub.redact`): what
+    results, reports and messages name; `source` is the location as given.
     """
 
     def __init__(self, url: str, *, allow_partial: bool = False, verify: bool = False) -> None:
-        self.url = str(url)
+        self.source = str(url)
+        self.url = redact(self.source)
         self.verify = verify
-        self.root = open_group(self.url, mode="r")
+        self.root = open_group(self.source, mode="r")
         self._arrays: dict[str, zarr.Array] = {}
         self._readers: dict[str, MappedArray | CheckedArray] = {}
+        self.block: int | None = None  # 0-based block read as the last (`at_block`)
         if not allow_partial and not self.complete:
             counts = self.counts()
             raise IncompleteStoreError(
@@ -57,7 +73,7 @@ class Store:
 
     @property
     def complete(self) -> bool:
-        return bool(self.meta.get("complete", False))
+        return self.meta.get("complete") is True  # a JSON true, never the string "false"
 
     @cached_property
     def geometry(self) -> Geometry:
@@ -75,7 +91,32 @@ class Store:
 
     @cached_property
     def names(self) -> list[str]:
-        return stored_arrays(self.root)
+        names = stored_arrays(self.root)
+        if self.block is not None:  # the chosen block's arrays stand for the last block's
+            names = sorted(set(names) - set(BLOCK_ARRAYS)
+                           | {n for n, c in BLOCK_ARRAYS.items() if c in names})
+        return names
+
+    def at_block(self, block: int | None) -> Store:
+        """This store read at block `block` (1 the first, -1 the last, None the
+        last): `tokens`, `norms` and `attention` are then that block's, from the
+        `chosen/*` arrays of `vitreg extract --blocks`, and the outlier
+        threshold is that block's patch norms'."""
+        depth, chosen = self.geometry.depth, self.geometry.chosen
+        if block is None or block in (depth, -1):
+            return self
+        if block == 0 or not -depth <= block <= depth:
+            raise InputError(f"--block {block}: the model has {depth} blocks; give 1 to {depth} "
+                             f"(1 is the first) or -1 to -{depth}")
+        index = block - 1 if block > 0 else depth + block
+        if index not in chosen:
+            held = ", ".join(str(b + 1) for b in chosen) or "none but the last"
+            raise InputError(f"--block {block}: store {self.url} holds the tokens of blocks "
+                             f"{held} (and the last); extract it again with --blocks {block}")
+        view = Store.__new__(Store)
+        view.__dict__.update({k: v for k, v in self.__dict__.items() if k != "names"},
+                             _arrays={}, _readers={}, block=index)
+        return view
 
     def __contains__(self, name: str) -> bool:
         return name in self.names
@@ -86,16 +127,26 @@ class Store:
             if name not in self:
                 raise MissingArrayError(
                     f"store {self.url} has no array {name!r}; it has {self.names}")
-            self._arrays[name] = self.root[name]
+            if self.block is not None and name in BLOCK_ARRAYS:
+                self._arrays[name] = BlockView(self.root[BLOCK_ARRAYS[name]], self._slot)
+            else:
+                self._arrays[name] = self.root[name]
         return self._arrays[name]
+
+    @property
+    def _slot(self) -> int:
+        return self.geometry.chosen.index(self.block)
 
     def reader(self, name: str) -> MappedArray | CheckedArray:
         """What `batches` and the probes slice rows from: a memory map of the chunk
         files for an uncompressed array of a local store (see `cache.mapped`),
         else the zarr array, whose damaged chunks raise StoreFormatError."""
         if name not in self._readers:
+            if self.block is not None and name in BLOCK_ARRAYS:
+                self._readers[name] = BlockView(self.reader(BLOCK_ARRAYS[name]), self._slot)
+                return self._readers[name]
             array = self.array(name)
-            mapped_array = None if self.verify else mapped(array)
+            mapped_array = None if self.verify else mapped(array, complete=self.complete)
             self._readers[name] = mapped_array or CheckedArray(array, f"{self.url}/{name}")
         return self._readers[name]
 
@@ -205,8 +256,9 @@ class Store:
         A complete store carries it in its attributes (written once by
         extract); otherwise it is computed here, the same way.
         """
-        cached = self.meta.get("outlier_threshold")
-        if self.complete and cached and float(cached["percentile"]) == percentile:
+        cached = self.meta.get("outlier_threshold")  # the last block's
+        if self.block is None and self.complete and cached \
+                and float(cached["percentile"]) == percentile:
             return float(cached["value"])
         return outlier_threshold(self.patch_norms(), percentile)
 
@@ -215,6 +267,31 @@ class Store:
         mask = norms > self.threshold(percentile)
         mask[:, : self.geometry.prefix] = False
         return mask
+
+
+class BlockView:
+    """One chosen block of a `chosen/*` array (image, chosen, ...), indexed and
+    shaped like the last block's array (image, ...)."""
+
+    def __init__(self, source: Any, slot: int) -> None:
+        self.source, self.slot = source, slot
+        self.shape = (source.shape[0], *source.shape[2:])
+        self.dtype = source.dtype
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return (self.source.chunks[0], *self.source.chunks[2:])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        rows, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        return self.source[rows][:, self.slot][(slice(None), *rest)]
+
+    def get_orthogonal_selection(self, selection: tuple[Any, ...]) -> np.ndarray:
+        rows, rest = selection[0], selection[1:]
+        return self.source.get_orthogonal_selection((rows,))[:, self.slot][(slice(None), *rest)]
 
 
 class CheckedArray:
@@ -231,6 +308,8 @@ class CheckedArray:
     def __getitem__(self, key: Any) -> np.ndarray:
         try:
             return self.array[key]
+        except VitregError:
+            raise  # a missing or refused chunk, already a sentence
         except (ValueError, TypeError) as exc:
             raise StoreFormatError(
                 f"{self.where}[{key}]: a chunk is damaged ({exc}); run `vitreg verify` on "

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from vitreg.core.errors import UsageError
 
-SCHEMA_VERSION = "1.5"
+SCHEMA_VERSION = "1.7"
 
 #: Codec names (zarr v3 metadata) and dtypes a store may use. Anything else
 #: is refused before a chunk is decoded: a store may come from a stranger.
@@ -19,6 +19,10 @@ ALLOWED_CODECS = frozenset(
     {"bytes", "zstd", "blosc", "gzip", "crc32c", "transpose", "sharding_indexed", "vlen-utf8"}
 )
 ALLOWED_DTYPES = frozenset({"uint8", "int16", "int32", "float16", "float32", "string"})
+
+
+#: What a prefix token may be, in a store's `prefix_layout` attribute.
+PREFIX_KINDS = ("cls", "register", "distillation")
 
 
 @dataclass(frozen=True)
@@ -30,11 +34,39 @@ class Geometry:
     dim: int
     depth: int
     img_size: int
-    prefix: int = 0  # number of prefix tokens: [CLS] + registers
+    prefix: int | None = None  # prefix tokens; None: [CLS] + registers
+    #: what each prefix token is (`PREFIX_KINDS`), in order; () : [CLS] (when
+    #: prefix > registers), then the registers
+    layout: tuple[str, ...] = ()
+    #: blocks whose tokens, norms and attention the `chosen/*` arrays hold
+    #: (`--blocks`), 0-based, increasing; () : none
+    chosen: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.prefix == 0:
-            object.__setattr__(self, "prefix", 1 + self.registers)
+        prefix = 1 + self.registers if self.prefix is None else self.prefix
+        layout = tuple(self.layout)
+        if not layout:
+            if prefix - self.registers not in (0, 1):
+                raise ValueError(f"{prefix} prefix tokens and {self.registers} registers need "
+                                 "a layout naming each prefix token")
+            layout = ("cls",) * (prefix - self.registers) + ("register",) * self.registers
+        unknown = sorted(set(layout) - set(PREFIX_KINDS))
+        if len(layout) != prefix or layout.count("register") != self.registers or unknown:
+            raise ValueError(f"prefix layout {layout} does not fit {prefix} prefix tokens "
+                             f"with {self.registers} registers")
+        object.__setattr__(self, "prefix", prefix)
+        object.__setattr__(self, "layout", layout)
+        object.__setattr__(self, "chosen", tuple(self.chosen))
+
+    @property
+    def has_cls(self) -> bool:
+        return "cls" in self.layout
+
+    @property
+    def register_slice(self) -> slice:
+        """Where the registers sit among the tokens (contiguous, in timm's order)."""
+        first = self.layout.index("register") if self.registers else self.prefix
+        return slice(first, first + self.registers)
 
     @property
     def patches(self) -> int:
@@ -86,7 +118,8 @@ for _spec in [
     ),
     ArraySpec(
         "attention", ("image", "token"), "float16", lambda g, k: (g.tokens,),
-        "last block, softmax attention of the [CLS] query, mean over heads",
+        "softmax attention of the last block's [CLS] query (or of the pooling head's query), "
+        "mean over heads",
     ),
     ArraySpec(
         "neighbor_cos", ("image", "patch"), "float16", lambda g, k: (g.patches,),
@@ -94,7 +127,7 @@ for _spec in [
     ),
     ArraySpec(
         "pooled/cls", ("image", "dim"), "float32", lambda g, k: (g.dim,),
-        "[CLS] after the final norm",
+        "[CLS] after the final norm; for a model without [CLS], its own pooled output",
     ),
     ArraySpec(
         "pooled/patch_mean", ("image", "dim"), "float32", lambda g, k: (g.dim,),
@@ -121,6 +154,22 @@ for _spec in [
         "blocks/qkv_norms", ("image", "block", "qkv", "token"), "float16",
         lambda g, k: (g.depth, 3, g.tokens),
         "norms of q, k, v of every block (heads concatenated)", option="blocks_qkv",
+    ),
+    ArraySpec(
+        "chosen/tokens", ("image", "chosen", "token", "dim"), "float16",
+        lambda g, k: (len(g.chosen), g.tokens, g.dim),
+        "output of each chosen block (`--blocks`), before the final norm", option="chosen",
+    ),
+    ArraySpec(
+        "chosen/norms", ("image", "chosen", "token"), "float32",
+        lambda g, k: (len(g.chosen), g.tokens),
+        "L2 norm of each token of `chosen/tokens`, in float32 before any cast", option="chosen",
+    ),
+    ArraySpec(
+        "chosen/attention", ("image", "chosen", "token"), "float16",
+        lambda g, k: (len(g.chosen), g.tokens),
+        "each chosen block's softmax attention of the [CLS] query, mean over heads",
+        option="chosen",
     ),
     ArraySpec(
         "sampled/index", ("image", "sample"), "int16", lambda g, k: (k,),
@@ -154,24 +203,32 @@ def parse_token_mode(mode: str) -> tuple[str, int]:
 
 
 #: Arrays whose dtype `--dtype` chooses (float16 by default).
-TOKEN_ARRAYS = ("tokens", "sampled/tokens", "sampled/prefix")
+TOKEN_ARRAYS = ("tokens", "sampled/tokens", "sampled/prefix", "chosen/tokens")
 TOKEN_DTYPES = ("float16", "float32")
 
 
 def arrays_for(
-    with_options: tuple[str, ...] | list[str], token_mode: str, tokens_dtype: str = "float16"
+    with_options: tuple[str, ...] | list[str], token_mode: str, tokens_dtype: str = "float16",
+    *, query: str | None = "cls", chosen: bool = False,
 ) -> list[ArraySpec]:
-    """The arrays a store holds for these options, in a stable order."""
+    """The arrays a store holds for these options, in a stable order. `query`
+    is whose attention the model has (`cls`, `map`, or None: no `attention`);
+    `chosen`: blocks were chosen (`--blocks`), whose `chosen/attention` needs
+    a [CLS] query."""
     kind, _ = parse_token_mode(token_mode)
     if tokens_dtype not in TOKEN_DTYPES:
         raise UsageError(f"tokens dtype must be one of {TOKEN_DTYPES}, not {tokens_dtype!r}")
     unknown = set(with_options) - set(WITH_OPTIONS)
     if unknown:
         raise UsageError(f"unknown --with option(s): {sorted(unknown)}; known: {WITH_OPTIONS}")
-    chosen = []
+    options = {*with_options, f"tokens:{kind}", *(["chosen"] if chosen else [])}
+    picked = []
     for spec in ARRAYS.values():
         if spec.name in TOKEN_ARRAYS:
             spec = replace(spec, dtype=tokens_dtype)
-        if spec.option is None or spec.option in with_options or spec.option == f"tokens:{kind}":
-            chosen.append(spec)
-    return chosen
+        if (spec.name == "attention" and query is None) or (
+                spec.name == "chosen/attention" and query != "cls"):
+            continue
+        if spec.option is None or spec.option in options:
+            picked.append(spec)
+    return picked

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, replace
+from functools import cached_property, partial
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from vitreg.cache import ARRAYS, Geometry, VitregError, arrays_for
 from vitreg.cache.schema import parse_token_mode
 from vitreg.core.errors import UsageError
 
-from .model import LoadedModel, Taps, cls_attention, neighbor_cosine, qkv_norms, split_qkv
+from .adapters import Adapter, adapter_for
+from .model import LoadedModel
 
 FLOAT16_MAX = float(torch.finfo(torch.float16).max)
 
@@ -23,6 +25,41 @@ _PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 class Float16OverflowError(VitregError, OverflowError):
     """A token value does not fit in float16."""
+
+
+def refuse_options(adapter: Adapter, with_options: Iterable[str]) -> None:
+    """A `--with` option the model's family cannot give exactly is refused, in one sentence."""
+    for option in sorted(with_options):
+        reason = adapter.refuse_option(option)
+        if reason:
+            raise UsageError(f"--with {option} is not available for this model: {reason}")
+
+
+def apply_options(loaded: LoadedModel, with_options: Iterable[str],
+                  blocks: Iterable[int]) -> None:
+    """Before any work: refuse what the model's family cannot give exactly, and
+    record the chosen blocks (`--blocks`) in the model's geometry."""
+    adapter = loaded.adapter or adapter_for(loaded.model)
+    refuse_options(adapter, with_options)
+    chosen = resolve_blocks(blocks, loaded.geometry.depth)
+    if chosen and chosen != (loaded.geometry.depth - 1,):
+        reason = adapter.refuse_option("blocks")
+        if reason:
+            raise UsageError(f"--blocks is not available for this model: {reason}")
+    loaded.geometry = replace(loaded.geometry, chosen=chosen)
+
+
+def resolve_blocks(blocks: Iterable[int], depth: int) -> tuple[int, ...]:
+    """`--blocks 6,12,-1` -> 0-based block indices, increasing: positive numbers
+    count blocks from 1 (the study's "block 12" of a ViT-B is its last),
+    negative ones from the end (-1 is the last), like Python's."""
+    chosen = set()
+    for b in blocks:
+        if b == 0 or not -depth <= b <= depth:
+            raise UsageError(f"--blocks {b}: the model has {depth} blocks; give 1 to {depth} "
+                             f"(1 is the first) or -1 to -{depth} (-1 is the last)")
+        chosen.add(b - 1 if b > 0 else depth + b)
+    return tuple(sorted(chosen))
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -69,6 +106,60 @@ def normalize(images: torch.Tensor, mean: Iterable[float] | torch.Tensor,
     return x.div_(255).sub_(mean).div_(std)
 
 
+class Taps:
+    """What one pass leaves behind, read through the model's adapter: the patch
+    embedding, the outputs of the blocks asked for, the [CLS] (or pooling
+    query) attention, and per-block q/k/v norms. Each is reduced as it is
+    produced, so no block's activations outlive the block."""
+
+    def __init__(self, adapter: Adapter, *, blocks: list[int], attention: list[int],
+                 query: bool, qkv: list[int]) -> None:
+        self.embed: torch.Tensor | None = None
+        self.blocks: dict[int, torch.Tensor] = {}
+        self.attention: dict[int | str, torch.Tensor] = {}
+        self.qkv: dict[int, torch.Tensor] = {}
+        self._handles = adapter.hook_embedding(self._keep_embed)
+        for i in blocks:
+            self._handles += adapter.hook_block(i, partial(self.blocks.__setitem__, i))
+        for i in attention:
+            self._handles += adapter.hook_attention(i, partial(self.attention.__setitem__, i))
+        if query:
+            self._handles += adapter.hook_query(partial(self.attention.__setitem__, "query"))
+        for i in qkv:
+            self._handles += adapter.hook_qkv(i, partial(self.qkv.__setitem__, i))
+
+    def _keep_embed(self, embed: torch.Tensor) -> None:
+        self.embed = embed
+
+    def clear(self) -> None:
+        self.embed = None
+        for kept in (self.blocks, self.attention, self.qkv):
+            kept.clear()
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def neighbor_cosine(embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Mean cosine similarity of each patch with its 4-neighbours (3 or 2 at edges)."""
+    b, d = embed.shape[0], embed.shape[-1]
+    x = F.normalize(embed.float().reshape(b, grid[0], grid[1], d), dim=-1)
+    total = torch.zeros(b, grid[0], grid[1], device=x.device)
+    count = torch.zeros(1, grid[0], grid[1], device=x.device)
+    vertical = (x[:, 1:] * x[:, :-1]).sum(-1)
+    horizontal = (x[:, :, 1:] * x[:, :, :-1]).sum(-1)
+    total[:, 1:] += vertical
+    total[:, :-1] += vertical
+    total[:, :, 1:] += horizontal
+    total[:, :, :-1] += horizontal
+    count[:, 1:] += 1
+    count[:, :-1] += 1
+    count[:, :, 1:] += 1
+    count[:, :, :-1] += 1
+    return (total / count).reshape(b, -1)
+
+
 @dataclass
 class Pass:
     """What one forward pass left behind; each registered capture reads from it."""
@@ -76,10 +167,13 @@ class Pass:
     capture: Capture
     images: torch.Tensor  # uint8 (B, 3, S, S), as the batch gave them
     rows: np.ndarray
-    blocks: list[torch.Tensor]  # float32 (B, T, D) outputs of the blocks asked for
+    blocks: dict[int, torch.Tensor]  # float32 (B, T, D) outputs of the blocks asked for
     final: torch.Tensor  # float32 (B, T, D) after the final norm
-    qkv: tuple[torch.Tensor, ...]  # q, k, v of the last block
     patch_embed: torch.Tensor
+    #: float32 (B, T) attention by block index ([CLS] query) or "query" (pooling head)
+    attention: dict[int | str, torch.Tensor]
+    qkv: list[torch.Tensor]  # (B, 3, T) q/k/v norms of the blocks asked for
+    pooled: torch.Tensor | None  # (B, D) the model's own pooling, where it is read
 
     @property
     def geometry(self) -> Geometry:
@@ -87,7 +181,7 @@ class Pass:
 
     @property
     def tokens(self) -> torch.Tensor:
-        return self.blocks[-1]
+        return self.blocks[self.geometry.depth - 1]
 
     @cached_property
     def norms(self) -> torch.Tensor:
@@ -129,8 +223,11 @@ def _norms(p: Pass) -> torch.Tensor:
 
 @captures("attention")
 def _attention(p: Pass) -> torch.Tensor:
-    q, k, _ = p.qkv
-    return cls_attention(q, k, p.capture.model.blocks[-1].attn.scale)
+    if "query" not in p.attention:
+        return p.attention[p.geometry.depth - 1]
+    attention = p.attention["query"]
+    # a pooling head that reads the patches only: the prefix gets no attention
+    return F.pad(attention, (p.geometry.tokens - attention.shape[1], 0))
 
 
 @captures("neighbor_cos")
@@ -140,7 +237,7 @@ def _neighbor_cos(p: Pass) -> torch.Tensor:
 
 @captures("pooled/cls")
 def _pooled_cls(p: Pass) -> torch.Tensor:
-    return p.final[:, 0]
+    return p.final[:, 0] if p.geometry.has_cls else p.pooled.float()
 
 
 @captures("pooled/patch_mean")
@@ -150,7 +247,7 @@ def _pooled_patch_mean(p: Pass) -> torch.Tensor:
 
 @captures("pooled/registers")
 def _pooled_registers(p: Pass) -> torch.Tensor:
-    return p.final[:, 1: p.geometry.prefix]
+    return p.final[:, p.geometry.register_slice]
 
 
 @captures("tokens")
@@ -176,17 +273,32 @@ def _sampled_prefix(p: Pass) -> torch.Tensor:
 
 @captures("blocks/norms")
 def _blocks_norms(p: Pass) -> torch.Tensor:
-    return torch.stack([b.norm(dim=-1) for b in p.blocks], dim=1)
+    return torch.stack([p.blocks[i].norm(dim=-1) for i in range(p.geometry.depth)], dim=1)
+
+
+@captures("chosen/tokens")
+def _chosen_tokens(p: Pass) -> torch.Tensor:
+    return torch.stack([p.blocks[i] for i in p.geometry.chosen], dim=1)
+
+
+@captures("chosen/norms")
+def _chosen_norms(p: Pass) -> torch.Tensor:
+    return torch.stack([p.blocks[i].norm(dim=-1) for i in p.geometry.chosen], dim=1)
+
+
+@captures("chosen/attention")
+def _chosen_attention(p: Pass) -> torch.Tensor:
+    return torch.stack([p.attention[i] for i in p.geometry.chosen], dim=1)
 
 
 @captures("qkv_norms")
 def _qkv_norms(p: Pass) -> torch.Tensor:
-    return qkv_norms(*p.qkv)
+    return p.qkv[-1]
 
 
 @captures("blocks/qkv_norms")
 def _blocks_qkv_norms(p: Pass) -> torch.Tensor:
-    return torch.stack(p.capture.taps.qkv_norms, dim=1)
+    return torch.stack(p.qkv, dim=1)
 
 
 @captures("pixels")
@@ -203,15 +315,30 @@ class Capture:
     ) -> None:
         self.loaded = loaded
         self.model = loaded.model.to(device)
+        self.adapter = loaded.adapter or adapter_for(self.model)
         self.device = device
         self.precision = resolve_precision(precision, device)
         exact_float32(self.precision, device)
         self.with_options = set(with_options)
+        refuse_options(self.adapter, self.with_options)
         self.token_kind, self.sample_k = parse_token_mode(token_mode)
         self.seed = seed
-        self.taps = Taps(self.model, every_block="blocks_qkv" in self.with_options)
-        self.names = [spec.name for spec in arrays_for(sorted(self.with_options), token_mode)
+        query = self.adapter.query()
+        chosen = loaded.geometry.chosen  # checked by `apply_options`
+        self.names = [spec.name for spec in arrays_for(sorted(self.with_options), token_mode,
+                                                       query=query, chosen=bool(chosen))
                       if spec.name not in ROW_META]
+        last = self.adapter.depth() - 1
+        self.block_indices = sorted({*(range(last + 1) if "blocks" in self.with_options
+                                       else [last]), *chosen})
+        self.qkv_indices = (list(range(last + 1)) if "blocks_qkv" in self.with_options
+                            else [last] if "qkv" in self.with_options else [])
+        # the pooling head runs only where it is read: a MAP query, or no [CLS]
+        self.pool = query == "map" or not loaded.geometry.has_cls
+        self.taps = Taps(self.adapter, blocks=self.block_indices,
+                         attention=sorted({last, *chosen}) if query == "cls" else [],
+                         query=query == "map",
+                         qkv=self.qkv_indices)
         cfg = loaded.data_config
         self.mean = channel_constant(cfg["mean"], device)
         self.std = channel_constant(cfg["std"], device)
@@ -221,7 +348,7 @@ class Capture:
         """Arrays of one batch, on the device; `finite` marks rows without NaN/inf."""
         p = self.forward(images, rows)
         out = {name: CAPTURES[name](p) for name in self.names}
-        self.taps.qkv_norms.clear()
+        self.taps.clear()
         out["finite"] = torch.stack(
             [torch.isfinite(t).flatten(1).all(1) for t in out.values() if t.is_floating_point()],
             dim=1,
@@ -230,19 +357,15 @@ class Capture:
 
     def forward(self, images: torch.Tensor, rows: np.ndarray) -> Pass:
         """One forward pass, keeping what the captures read."""
-        model = self.model
         x = normalize(images.to(self.device, non_blocking=True), self.mean, self.std)
-        last = len(model.blocks)
-        indices = list(range(last)) if "blocks" in self.with_options else [last - 1]
-        self.taps.qkv_norms.clear()  # nothing left from a pass that raised
+        taps = self.taps
+        taps.clear()  # nothing left from a pass that raised
         with autocast(self.precision, self.device):
-            final, inter = model.forward_intermediates(
-                x, indices=indices, return_prefix_tokens=True, norm=False, output_fmt="NLC"
-            )
-        blocks = [torch.cat([prefix, patches], dim=1).float() for patches, prefix in inter]
-        qkv = split_qkv(model.blocks[-1].attn, self.taps.outputs.pop("qkv"))
-        return Pass(self, images, rows, blocks, final.float(), qkv,
-                    self.taps.outputs.pop("patch_embed"))
+            final = self.adapter.features(x)
+            pooled = self.adapter.pooled(final) if self.pool else None
+        blocks = {i: taps.blocks[i].float() for i in self.block_indices}
+        return Pass(self, images, rows, blocks, final.float(), taps.embed, dict(taps.attention),
+                    [taps.qkv[i] for i in self.qkv_indices], pooled)
 
     def sample_index(self, patch_norms: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
         """Per image: the K/2 highest-norm patches (by decreasing norm), then K/2

@@ -11,12 +11,12 @@ import timm
 
 from vitreg.core.errors import UsageError
 
-#: What vitreg reads from a timm ViT; a model without them is not one.
-VIT_PARTS = ("patch_embed", "blocks", "cls_token", "num_prefix_tokens")
+from .adapters import ADAPTERS, UnsupportedModelError, adapter_for, has_adapter
 
 
 def check_model(name: str, img_size: int | None) -> None:
-    """`name` is a timm ViT (with a known pretrained tag, if one is given) and
+    """`name` is a timm model vitreg reads exactly (it has an adapter, see
+    `extract.adapters`), with a known pretrained tag if one is given, and
     `img_size` gives it at least 2 x 2 patches."""
     arch, _, tag = name.partition(".")
     if arch not in timm.list_models():
@@ -36,13 +36,16 @@ def check_model(name: str, img_size: int | None) -> None:
         meta = timm.create_model(arch, pretrained=False, num_classes=0, device="meta")
     except Exception as exc:  # timm builders raise many types
         raise UsageError(f"--model {name}: timm cannot build it ({exc})") from exc
-    missing = [part for part in VIT_PARTS if getattr(meta, part, None) is None]
-    if missing:
-        raise UsageError(f"--model {name} is not a Vision Transformer with a [CLS] token "
-                         f"(it has no {', '.join(missing)}); vitreg reads timm ViTs such as "
-                         "vit_small_patch14_dinov2 or deit_small_patch16_224")
-    patch = meta.patch_embed.patch_size[0]
-    size = img_size if img_size is not None else meta.patch_embed.img_size[0]
+    if not has_adapter(meta):
+        raise UsageError(f"--model {name} is not a Vision Transformer vitreg reads (timm's "
+                         f"{type(meta).__name__}; families: {', '.join(sorted(ADAPTERS))}), "
+                         "such as vit_small_patch14_dinov2 or deit_small_patch16_224")
+    try:
+        adapter = adapter_for(meta)
+    except UnsupportedModelError as exc:
+        raise UsageError(f"--model {name}: vitreg cannot read it exactly: {exc}") from exc
+    patch = adapter.patch_size()
+    size = img_size if img_size is not None else adapter.img_size()
     check_grid((size // patch, size // patch), size, patch)
 
 
@@ -58,18 +61,22 @@ def check_grid(grid: tuple[int, int], img_size: int, patch: int) -> None:
 PREFETCH = 4
 
 
-def check_shared_memory(workers: int, batch_bytes: int, shm: str = "/dev/shm") -> None:
+def check_shared_memory(workers: int, batch_bytes: int, shm: str = "/dev/shm",
+                        ranks_on_node: int = 1) -> None:
     """Decode workers hand each batch to the main process through `shm`; a
     container's default of 64 MB kills them (a "bus error" deep in torch) as
-    soon as a few 38 MB ViT-L batches are in flight. Refuse such a run first."""
+    soon as a few 38 MB ViT-L batches are in flight. Refuse such a run first.
+    The `ranks_on_node` ranks of a node (torchrun) all fill the one `shm`."""
     if workers == 0 or not os.path.isdir(shm):
         return
-    need = workers * PREFETCH * batch_bytes + batch_bytes  # + the batch in use
+    need = ranks_on_node * (workers * PREFETCH * batch_bytes + batch_bytes)  # + the batch in use
     free = shutil.disk_usage(shm).free
     if free < need:
         mib = 2**20
+        who = f"{workers} decode worker(s)" if ranks_on_node == 1 else \
+            f"{ranks_on_node} ranks of {workers} decode worker(s) each"
         raise UsageError(
-            f"{shm} has {free // mib} MiB free, and {workers} decode worker(s) need about "
+            f"{shm} has {free // mib} MiB free, and {who} need about "
             f"{-(-need // mib)} MiB there for their batches ({batch_bytes // mib} MiB each); "
             f"give the container more (docker run --shm-size={-(-2 * need // 2**30)}g), or "
             "use fewer --workers, a smaller --batch-size, or --workers 0")

@@ -44,6 +44,21 @@ class CommaChoice(click.ParamType):
         return items
 
 
+class BlockList(click.ParamType):
+    """`--blocks 6,12,-1`: block numbers, 1 the first, -1 the last."""
+
+    name = "N,N,..."
+
+    def convert(self, value, param, ctx):  # type: ignore[override]
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+        try:
+            return tuple(int(v) for v in value.split(",") if v.strip())
+        except ValueError:
+            self.fail(f"{value!r}: give block numbers separated by commas, such as 6,12,-1",
+                      param, ctx)
+
+
 @click.command("shards")
 @cli_errors
 @click.argument("src", type=click.Path(exists=True, file_okay=False))
@@ -126,6 +141,15 @@ EXTRACT_OPTIONS = (
         help="Resize interpolation (timm's names).",
     ),
     click.option(
+        "--decode",
+        default="cpu",
+        show_default=True,
+        type=click.Choice(["cpu", "gpu"]),
+        help="cpu: PIL and timm's transform, exactly (the default). gpu: decode the JPEGs and "
+        "resize them on the run's device with torchvision (nvJPEG on CUDA; what it refuses is "
+        "decoded on the CPU); a recorded variant: pixels within a few levels of timm's.",
+    ),
+    click.option(
         "--batch-size",
         type=click.IntRange(min=1),
         help="Images per forward pass [default: 32 on a CPU; on a GPU the largest power of "
@@ -172,6 +196,13 @@ EXTRACT_OPTIONS = (
         default="",
         type=CommaChoice(),
         help="Optional arrays: pixels,blocks,qkv,blocks_qkv.",
+    ),
+    click.option(
+        "--blocks",
+        default="",
+        type=BlockList(),
+        help="Also store the tokens, norms and [CLS] attention of these blocks "
+        "(1 is the first, -1 the last), e.g. 6,12,-1.",
     ),
     click.option(
         "--chunk-rows",

@@ -34,14 +34,15 @@ def _itemsize(dtype: str) -> int:
 
 def estimate_arrays(
     geometry: Geometry, n_rows: int, *, with_options: list[str], token_mode: str,
-    tokens_dtype: str = "float16", chunk_rows: int | None = None,
+    tokens_dtype: str = "float16", chunk_rows: int | None = None, query: str | None = "cls",
 ) -> list[ArrayEstimate]:
     """Shapes and bytes on disk of every array (strings: a rough figure)."""
     _, k = parse_token_mode(token_mode)
     chunk = chunk_rows_for_store(geometry, n_rows, chunk_rows)
     padded = -(-n_rows // chunk) * chunk
     estimates = []
-    for spec in arrays_for(with_options, token_mode, tokens_dtype):
+    for spec in arrays_for(with_options, token_mode, tokens_dtype, query=query,
+                           chosen=bool(geometry.chosen)):
         row_shape = spec.row_shape(geometry, k)
         nbytes = padded * int(np.prod(row_shape, dtype=np.int64)) * _itemsize(spec.dtype)
         estimates.append(ArrayEstimate(spec.name, (n_rows, *row_shape), spec.dtype, nbytes))
@@ -77,7 +78,8 @@ def run_dry_run(
     token_mode: str = "all", with_options: list[str] | tuple[str, ...] = (),
     tokens_dtype: str = "float16", chunk_rows: int | None = None, seed: int = 42,
     preprocess: str = "timm", crop_pct: float | None = None, interpolation: str | None = None,
-    keys_file: str | None = None,
+    keys_file: str | None = None, blocks: list[int] | tuple[int, ...] = (),
+    decode: str = "cpu",
 ) -> dict[str, Any]:
     """Plan the run and time two batches; write nothing."""
     from .run import loop_settings, plan_and_build
@@ -86,10 +88,12 @@ def run_dry_run(
     plan, loaded = plan_and_build(
         shards, model, weights=weights, img_size=img_size, limit=limit, keys_file=keys_file,
         token_mode=token_mode, seed=seed, preprocess=preprocess, crop_pct=crop_pct,
-        interpolation=interpolation)
+        interpolation=interpolation, with_options=with_options, blocks=blocks)
+    query = loaded.adapter.query()
     precision = resolve_precision(precision, dev)
     _, batch_size = loop_settings(0, batch_size, dev, loaded.geometry)
-    specs = arrays_for(sorted(with_options), token_mode, tokens_dtype)
+    specs = arrays_for(sorted(with_options), token_mode, tokens_dtype, query=query,
+                       chosen=bool(loaded.geometry.chosen))
     capture = Capture(loaded, device=dev, precision=precision, with_options=with_options,
                       token_mode=token_mode, seed=seed)
     todo = np.zeros(plan.n_rows, dtype=bool)
@@ -98,7 +102,7 @@ def run_dry_run(
     rate = measure_batches(capture, stream, specs)
     estimates = estimate_arrays(loaded.geometry, plan.n_rows, with_options=list(with_options),
                                 token_mode=token_mode, tokens_dtype=tokens_dtype,
-                                chunk_rows=chunk_rows)
+                                chunk_rows=chunk_rows, query=query)
     return {
         "n_rows": plan.n_rows, "shards": len(plan.shards), "damaged": plan.damaged(),
         "arrays": estimates, "images_per_second": rate,

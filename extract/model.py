@@ -11,11 +11,11 @@ from urllib.parse import urlparse
 
 import timm
 import torch
-import torch.nn.functional as F
 
 from vitreg.cache import Geometry, VitregError
 from vitreg.core.checkpoint import read_state_dict
 
+from .adapters import Adapter, adapter_for
 from .transforms import preprocessing_config
 
 
@@ -35,6 +35,7 @@ class LoadedModel:
     dynamic_img_size: bool
     notes: list[str] = field(default_factory=list)
     preset: str = "timm"  # the named preprocessing protocol applied to data_config
+    adapter: Adapter | None = None  # how vitreg reads this model (`extract.adapters`)
 
 
 def round_img_size(size: int, patch: int) -> tuple[int, str | None]:
@@ -48,20 +49,25 @@ def round_img_size(size: int, patch: int) -> tuple[int, str | None]:
     return rounded, None
 
 
-def _native_size(name: str) -> tuple[int, int]:
-    """Native image size and patch size of a timm model, without building it."""
-    probe = timm.create_model(name, pretrained=False, num_classes=0, device="meta")
-    return probe.patch_embed.img_size[0], probe.patch_embed.patch_size[0]
+def meta_adapter(name: str) -> Adapter:
+    """The adapter of a weightless (meta) build of `name`; UnsupportedModelError
+    (one sentence) for a model vitreg cannot read exactly."""
+    return adapter_for(timm.create_model(name, pretrained=False, num_classes=0, device="meta"))
+
+
+def adapter_geometry(adapter: Adapter, size: int) -> Geometry:
+    """The token layout of `adapter`'s model run at `size` px."""
+    layout = adapter.prefix_layout()
+    grid = adapter.grid() if size == adapter.img_size() else (size // adapter.patch_size(),) * 2
+    return Geometry(registers=layout.count("register"), grid=grid, dim=adapter.dim(),
+                    depth=adapter.depth(), img_size=size, prefix=len(layout), layout=layout)
 
 
 def model_geometry(name: str, img_size: int | None = None) -> Geometry:
     """The token layout of `name` at `img_size`, from a weightless (meta) build."""
-    native, patch = _native_size(name)
-    size = round_img_size(img_size, patch)[0] if img_size else native
-    meta = timm.create_model(name, pretrained=False, num_classes=0, device="meta")
-    return Geometry(registers=meta.num_prefix_tokens - 1, grid=(size // patch, size // patch),
-                    dim=meta.embed_dim, depth=len(meta.blocks), img_size=size,
-                    prefix=meta.num_prefix_tokens)
+    adapter = meta_adapter(name)
+    size = round_img_size(img_size, adapter.size_step())[0] if img_size else adapter.img_size()
+    return adapter_geometry(adapter, size)
 
 
 def build_model(
@@ -80,22 +86,24 @@ def build_model(
     The data config is the model's, with the `preprocess` preset and then
     `crop_pct` / `interpolation` applied (`transforms.preprocessing_config`).
     """
-    native, patch = _native_size(name)
+    meta = meta_adapter(name)
+    native = meta.img_size()
     notes: list[str] = []
     size = native
     if img_size is not None:
-        size, note = round_img_size(img_size, patch)
+        size, note = round_img_size(img_size, meta.size_step())
         if note:
             notes.append(note)
-    model = _create(name, weights, seed, **({"img_size": size} if size != native else {}))
-    if model is None or tuple(model.patch_embed.img_size) != (size, size):
+    resize = size != native and not meta.any_size
+    model = _create(name, weights, seed, **({"img_size": size} if resize else {}))
+    if model is None or (not meta.any_size and adapter_for(model).img_size() != size):
         notes.append(f"{name} cannot be built at {size} px: running it through timm's "
                      "dynamic_img_size, which resamples the position embedding at every pass")
         model = _create(name, weights, seed, dynamic_img_size=True)
     if weights not in ("pretrained", "random"):
         _load_file(model, Path(weights))
     model.eval()
-    loaded = _describe(name, model, size, patch, weights, notes)
+    loaded = _describe(model, size, weights, notes)
     loaded.data_config = preprocessing_config(loaded.data_config, preset=preprocess,
                                               crop_pct=crop_pct, interpolation=interpolation)
     loaded.preset = preprocess
@@ -116,26 +124,19 @@ def _create(name: str, weights: str, seed: int, **kwargs: Any) -> torch.nn.Modul
         return None
 
 
-def _describe(
-    name: str, model: torch.nn.Module, size: int, patch: int, weights: str, notes: list[str]
-) -> LoadedModel:
-    if getattr(model, "cls_token", None) is None:
-        raise VitregError(f"{name} has no [CLS] token; vitreg's store contract needs one")
-    registers = model.num_prefix_tokens - 1
-    grid = (size // patch, size // patch)
-    geometry = Geometry(
-        registers=registers, grid=grid, dim=model.embed_dim, depth=len(model.blocks),
-        img_size=size, prefix=model.num_prefix_tokens,
-    )
+def _describe(model: torch.nn.Module, size: int, weights: str, notes: list[str]) -> LoadedModel:
+    adapter = adapter_for(model)
     data_config = timm.data.resolve_model_data_config(model)
     # resolve_model_data_config reports the size the model was built for
     # (518 for DINOv2), not the one we run: set the size we use.
     data_config["input_size"] = (3, size, size)
     return LoadedModel(
-        model=model, geometry=geometry, data_config=data_config, weights=weights,
-        weights_sha256=state_sha256(model), heads=model.blocks[-1].attn.num_heads,
-        patch_size=patch, dynamic_img_size=bool(getattr(model, "dynamic_img_size", False)),
+        model=model, geometry=adapter_geometry(adapter, size), data_config=data_config,
+        weights=weights, weights_sha256=state_sha256(model), heads=adapter.heads(),
+        patch_size=adapter.patch_size(),
+        dynamic_img_size=adapter.any_size or bool(getattr(model, "dynamic_img_size", False)),
         notes=notes,
+        adapter=adapter,
     )
 
 
@@ -202,86 +203,3 @@ def state_sha256(model: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-# -- capture ---------------------------------------------------------------------------------
-
-
-class Taps:
-    """Forward hooks on the patch embedding and the last block's qkv projection.
-
-    timm's attention is fused (SDPA), so attention weights never exist; the
-    [CLS] row is recomputed from the captured qkv output instead. With
-    `every_block`, each block's qkv output is reduced to its q/k/v norms as
-    it is produced (`qkv_norms`, one (B, 3, T) tensor per block), so no
-    block's projection outlives its block.
-    """
-
-    def __init__(self, model: torch.nn.Module, *, every_block: bool = False) -> None:
-        self.outputs: dict[str, torch.Tensor] = {}
-        self.qkv_norms: list[torch.Tensor] = []
-        for block in model.blocks if every_block else model.blocks[-1:]:
-            if not hasattr(block.attn, "qkv"):
-                raise VitregError("a block's attention has no fused qkv projection to tap")
-        attn = model.blocks[-1].attn
-        self._handles = [
-            model.patch_embed.register_forward_hook(self._keep("patch_embed")),
-            attn.qkv.register_forward_hook(self._keep("qkv")),
-        ]
-        if every_block:
-            self._handles += [block.attn.qkv.register_forward_hook(self._norms(block.attn))
-                              for block in model.blocks]
-
-    def _keep(self, name: str):
-        def hook(module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
-            self.outputs[name] = output
-
-        return hook
-
-    def _norms(self, attn: torch.nn.Module):
-        def hook(module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
-            self.qkv_norms.append(qkv_norms(*split_qkv(attn, output)))
-
-        return hook
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-
-
-def neighbor_cosine(embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Mean cosine similarity of each patch with its 4-neighbours (3 or 2 at edges)."""
-    b, d = embed.shape[0], embed.shape[-1]
-    x = F.normalize(embed.float().reshape(b, grid[0], grid[1], d), dim=-1)
-    total = torch.zeros(b, grid[0], grid[1], device=x.device)
-    count = torch.zeros(1, grid[0], grid[1], device=x.device)
-    vertical = (x[:, 1:] * x[:, :-1]).sum(-1)
-    horizontal = (x[:, :, 1:] * x[:, :, :-1]).sum(-1)
-    total[:, 1:] += vertical
-    total[:, :-1] += vertical
-    total[:, :, 1:] += horizontal
-    total[:, :, :-1] += horizontal
-    count[:, 1:] += 1
-    count[:, :-1] += 1
-    count[:, :, 1:] += 1
-    count[:, :, :-1] += 1
-    return (total / count).reshape(b, -1)
-
-
-def split_qkv(attn: torch.nn.Module, qkv: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """q, k (after the block's q/k norms) and v, each (B, heads, T, head_dim), float32."""
-    b, t, _ = qkv.shape
-    qkv = qkv.float().reshape(b, t, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)
-    return attn.q_norm(q), attn.k_norm(k), v
-
-
-def cls_attention(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
-    """Softmax attention of the [CLS] query to every token, mean over heads: (B, T)."""
-    logits = (q[:, :, :1] * scale) @ k.transpose(-2, -1)
-    return logits.softmax(dim=-1).mean(dim=1)[:, 0]
-
-
-def qkv_norms(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """(B, 3, T) L2 norms of q, k and v per token, heads concatenated."""
-    return torch.stack([t.transpose(1, 2).flatten(2).norm(dim=-1) for t in (q, k, v)], dim=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from vitreg.cache import STATUS_FAILED, STATUS_OK, Geometry, VitregError, arrays_for
 from vitreg.cache.attrs import root_attrs
+from vitreg.cache.layout import row_range
 from vitreg.cache.schema import parse_token_mode
 from vitreg.cache.store import check_out
 from vitreg.cache.target import WriteTarget, open_for_write
@@ -25,10 +26,11 @@ from vitreg.core.files import file_sha256
 from vitreg.core.prefetch import prefetched
 from vitreg.core.runtime import tune_allocator, usable_cores
 
-from .capture import Capture, resolve_precision
+from .capture import Capture, apply_options, resolve_precision
 from .checks import PREFETCH, check_model, check_shared_memory
 from .costs import Costs, measure_costs
-from .distributed import Ranks, barrier, ranks_of
+from .distributed import Ranks, barrier, final_barrier, final_timeout, ranks_of
+from .gpudecode import DEVICE_DECODE, device_images
 from .model import LoadedModel, build_model
 from .plan import (
     Plan,
@@ -52,6 +54,8 @@ class Summary:
     seconds: float
     loop_seconds: float = 0.0  # decode + model + write, without setup and counting
     writer_waited: float = 0.0  # time the loop spent blocked on the writer
+    phases: dict[str, float] = field(default_factory=dict)  # `LoopStats.phases`
+    batch_ends: list[tuple[float, int]] = field(default_factory=list)  # `LoopStats.batch_ends`
     damaged_shards: list[dict[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     rank: int = 0
@@ -70,7 +74,7 @@ class Summary:
 def store_attrs(model: str, loaded: LoadedModel, *, precision: str, token_mode: str,
                 tokens_dtype: str, with_options: list[str], shards: list[dict[str, Any]],
                 n_rows: int, seed: int, shard_digests: list[str | None],
-                keys_file: str | None = None) -> dict[str, Any]:
+                keys_file: str | None = None, decode: str = "cpu") -> dict[str, Any]:
     """The root attributes of the store this run writes (`cache.attrs` checks them)."""
     geom = loaded.geometry
     weights_file = None
@@ -82,11 +86,14 @@ def store_attrs(model: str, loaded: LoadedModel, *, precision: str, token_mode: 
         img_size=geom.img_size, dynamic_img_size=loaded.dynamic_img_size,
         patch_size=loaded.patch_size, grid=list(geom.grid), prefix_tokens=geom.prefix,
         registers=geom.registers, embed_dim=geom.dim, depth=geom.depth, heads=loaded.heads,
+        prefix_layout=list(geom.layout), attention_query=loaded.adapter.query(),
+        blocks=list(geom.chosen) or None,
         precision=precision, preprocessing=transform_kwargs(loaded.data_config),
         preprocessing_preset=loaded.preset, token_mode=token_mode, tokens_dtype=tokens_dtype,
         shards=shards, shard_digests=shard_digests, n_rows=n_rows, seed=seed,
         keys_file={"path": keys_file, "sha256": file_sha256(keys_file)} if keys_file else None,
         versions={"timm": timm.__version__, "torch": torch.__version__},
+        decode=DEVICE_DECODE if decode == "gpu" else None,
         **{"with": sorted(with_options)},
     )
 
@@ -109,11 +116,15 @@ def open_for_ranks(out: str, attrs: dict[str, Any], loaded: LoadedModel, ranks: 
         barrier(ranks)
     target = open_for_write(
         out, geometry=loaded.geometry, attrs=attrs, chunk_rows=chunk_rows, overwrite=overwrite,
-        specs=arrays_for(attrs["with"], attrs["token_mode"], attrs["tokens_dtype"]),
+        specs=arrays_for(attrs["with"], attrs["token_mode"], attrs["tokens_dtype"],
+                         query=attrs["attention_query"], chosen=bool(attrs["blocks"])),
         create=leader, rank=ranks.rank, world=ranks.world)
     if leader:
         barrier(ranks)
     return target
+
+
+DECODES = ("cpu", "gpu")
 
 
 def run_extract(
@@ -125,7 +136,7 @@ def run_extract(
     overwrite: bool = False, seed: int = 42, chunk_rows: int | None = None,
     progress: bool = True, rank: int | None = None, world_size: int | None = None,
     preprocess: str = "timm", crop_pct: float | None = None, interpolation: str | None = None,
-    keys_file: str | None = None,
+    keys_file: str | None = None, blocks: Sequence[int] = (), decode: str = "cpu",
 ) -> Summary:
     """Extract every sample of `shards` through `model` into the store `out`.
 
@@ -134,10 +145,15 @@ def run_extract(
     `preprocess` names an evaluation protocol (`transforms.PRESETS`);
     `crop_pct` and `interpolation` (timm's names) override it. `keys_file`, a
     file of sample keys, makes the rows those keys in the file's order.
+    `decode="gpu"` decodes and resizes the images on the run's device
+    (`extract.gpudecode`, recorded in the store's `decode` attribute).
     Keywords are the names of the root attributes they become (`token_mode`,
-    `tokens_dtype`, `keys_file`).
+    `tokens_dtype`, `keys_file`). `blocks` (`--blocks 6,12,-1`) adds the
+    tokens, norms and [CLS] attention of those blocks (`chosen/*`).
     """
     tune_allocator()
+    if decode not in DECODES:
+        raise UsageError(f"--decode {decode!r}: choose from {', '.join(DECODES)}")
     start = time.perf_counter()
     with ranks_of(rank, world_size) as ranks:  # ends the process group it starts
         with_options = sorted(set(with_options))
@@ -146,46 +162,59 @@ def run_extract(
         plan, loaded = plan_and_build(
             shards, model, weights=weights, img_size=img_size, limit=limit, keys_file=keys_file,
             token_mode=token_mode, seed=seed, preprocess=preprocess, crop_pct=crop_pct,
-            interpolation=interpolation)
+            interpolation=interpolation, with_options=with_options, blocks=blocks)
         costs = measure_costs(plan, loaded) if dev.type == "cpu" and workers != 0 and \
             plan.n_rows >= WORKER_ROWS else None
         workers, batch_size = loop_settings(workers, batch_size, dev, loaded.geometry,
-                                            announce=progress and ranks.leader, costs=costs)
-        check_shared_memory(workers, batch_size * 3 * loaded.geometry.img_size ** 2)
+                                            announce=progress and ranks.leader, costs=costs,
+                                            ranks_on_node=ranks.local_world)
+        check_shared_memory(workers, batch_size * 3 * loaded.geometry.img_size ** 2,
+                            ranks_on_node=ranks.local_world)
         precision = resolve_precision(precision, dev)
         attrs = store_attrs(model, loaded, precision=precision, token_mode=token_mode,
                             tokens_dtype=tokens_dtype, with_options=with_options,
                             shards=plan.shard_info(), n_rows=plan.n_rows, seed=seed,
-                            shard_digests=plan.digests(), keys_file=keys_file)
+                            shard_digests=plan.digests(), keys_file=keys_file, decode=decode)
         target = open_for_ranks(out, attrs, loaded, ranks, chunk_rows=chunk_rows,
                                 overwrite=overwrite)
         target.check_keys(plan.keys())
         loop_start = time.perf_counter()
-        processed, waited = _extract_rows(
+        stats = _extract_rows(
             target, loaded, plan, device=dev, precision=precision, with_options=with_options,
             token_mode=token_mode, batch_size=batch_size, workers=workers, seed=seed,
             progress=progress and ranks.leader, threads=loop_threads(workers, dev, costs),
+            decode=decode,
         )
         loop_seconds = time.perf_counter() - loop_start
-        barrier(ranks)
+        final_barrier(ranks, final_timeout(largest_range(plan.n_rows, target, ranks.world),
+                                           stats.rows, loop_seconds))
         # Completion reads the whole `status` and `norms`: under torchrun the
         # leader alone does it; the other ranks report their own rows.
         follower = ranks.torchrun and not ranks.leader
         ok, failed = target.own_counts() if follower else \
             target.finish(shared=ranks.world > 1 and not ranks.torchrun)
         return Summary(
-            store=out, rows=plan.n_rows, ok=ok, failed=failed, processed=processed,
-            seconds=time.perf_counter() - start, loop_seconds=loop_seconds, writer_waited=waited,
+            store=out, rows=plan.n_rows, ok=ok, failed=failed, processed=stats.rows,
+            seconds=time.perf_counter() - start, loop_seconds=loop_seconds,
+            writer_waited=stats.waited, phases=stats.phases, batch_ends=stats.batch_ends,
             notes=loaded.notes, damaged_shards=plan.damaged(), rank=ranks.rank, world=ranks.world,
             row_range=target.rows, failures=target.failures(own=follower),
             warnings=target.failures(status=STATUS_OK, own=follower),
         )
 
 
+def largest_range(n_rows: int, target: WriteTarget, world: int) -> int:
+    """Rows of the largest writer's range (they differ by a file at most)."""
+    sizes = [stop - start for start, stop in
+             (row_range(n_rows, target.chunk_rows, rank, world) for rank in range(world))]
+    return max(sizes)
+
+
 def plan_and_build(shards: list[str], model: str, *, weights: str, img_size: int | None,
                    limit: int | None, keys_file: str | None, token_mode: str, seed: int,
-                   preprocess: str, crop_pct: float | None,
-                   interpolation: str | None) -> tuple[Plan, LoadedModel]:
+                   preprocess: str, crop_pct: float | None, interpolation: str | None,
+                   with_options: Sequence[str] = (), blocks: Sequence[int] = (),
+                   ) -> tuple[Plan, LoadedModel]:
     """Check the options, count the shards' samples and build the model: what a
     run and a dry run both do before any batch."""
     check_model(model, img_size)
@@ -196,6 +225,7 @@ def plan_and_build(shards: list[str], model: str, *, weights: str, img_size: int
     loaded = build_model(model, weights=weights, img_size=img_size, seed=seed,
                          preprocess=preprocess, crop_pct=crop_pct, interpolation=interpolation)
     check_token_mode(token_mode, loaded.geometry)
+    apply_options(loaded, with_options, blocks)
     return plan, loaded
 
 
@@ -212,7 +242,7 @@ CPU_BATCH = 32
 
 def loop_settings(workers: int | str, batch_size: int | None, device: torch.device,
                   geometry: Geometry, *, announce: bool = False,
-                  costs: Costs | None = None) -> tuple[int, int]:
+                  costs: Costs | None = None, ranks_on_node: int = 1) -> tuple[int, int]:
     """`--workers auto` and an unset `--batch-size`, chosen for the device.
 
     On a CPU, from `costs` (measured on the first samples; without them, the
@@ -222,12 +252,15 @@ def loop_settings(workers: int | str, batch_size: int | None, device: torch.devi
     every core; decoding runs on all of them between batches). Batches of 32.
     On a GPU: a decode worker per core but one (the main process feeds the
     device), and the largest power-of-two batch, at most 256, whose
-    activations fit in a quarter of the GPU's memory.
+    activations fit in a quarter of the GPU's memory. `ranks_on_node` ranks
+    (torchrun's LOCAL_WORLD_SIZE) share the cores: each gets its share (8
+    ranks on 16 cores: 2 cores, so 1 worker each, not 15).
     """
     chosen = []
     if workers == "auto":
-        workers = (usable_cores() if costs and costs.decode_bound else 0) \
-            if device.type == "cpu" else max(1, min(usable_cores() - 1, 16))
+        cores = max(1, usable_cores() // max(1, ranks_on_node))
+        workers = (cores if costs and costs.decode_bound else 0) \
+            if device.type == "cpu" else max(1, min(cores - 1, 16))
         chosen.append(f"{workers} decode worker(s)")
     if batch_size is None:
         batch_size = CPU_BATCH if device.type != "cuda" else cuda_batch_size(device, geometry)
@@ -262,17 +295,33 @@ def check_token_mode(token_mode: str, geometry: Geometry) -> None:
                          "patch tokens")
 
 
+@dataclass
+class LoopStats:
+    """What the loop of one run did, for `Summary` and `bench/gpu`."""
+
+    rows: int = 0
+    #: seconds the loop spent blocked on the writer: its back-pressure, and
+    #: staging buffers it was still writing in place when the step needed them
+    waited: float = 0.0
+    #: host seconds per part of the loop: "input" (waiting for decoded
+    #: batches), "launch" (queueing the device step), "event" (waiting for
+    #: the device and the copies), "put" (handing rows to the writer), "held"
+    #: (waiting for the writer to release staging buffers)
+    phases: dict[str, float] = field(default_factory=dict)
+    #: (time.perf_counter(), rows) each time a batch was handed to the writer
+    batch_ends: list[tuple[float, int]] = field(default_factory=list)
+
+
 def _extract_rows(target: WriteTarget, loaded: LoadedModel, plan: Plan, *,
                   device: torch.device, precision: str, with_options: list[str],
                   token_mode: str, batch_size: int, workers: int, seed: int,
-                  progress: bool, threads: int | None = None) -> tuple[int, float]:
-    """Decode, run and write every pending row of the writer's range; return
-    how many, and the seconds spent waiting on the writer."""
+                  progress: bool, threads: int | None = None, decode: str = "cpu") -> LoopStats:
+    """Decode, run and write every pending row of the writer's range."""
     todo = target.pending()
-    count = int(todo.sum())
-    if count == 0:
-        return 0, 0.0
-    stream = plan_stream(plan, loaded, todo, batch_size,
+    stats = LoopStats(rows=int(todo.sum()))
+    if stats.rows == 0:
+        return stats
+    stream = plan_stream(plan, loaded, todo, batch_size, raw=decode == "gpu",
                          decode_threads=1 if workers else usable_cores())
     loader = DataLoader(
         stream, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
@@ -283,25 +332,48 @@ def _extract_rows(target: WriteTarget, loaded: LoadedModel, plan: Plan, *,
     step = Step(capture, target.dtypes)
     writer = target.writer(batch_rows=batch_size)
     try:
-        with progress_bar(count, enabled=progress) as advance, \
+        with progress_bar(stats.rows, enabled=progress) as advance, \
                 intra_op_threads(threads):
             batches = prefetched(loader, name="vitreg-decode") \
                 if overlap_decoding(workers, device) else loader
-            in_flight: tuple[Staged, dict[str, Any]] | None = None
-            for batch in batches:
-                meta = host_meta(batch)
-                # batch i+1 is queued on the device before batch i's host work
-                launched = step.launch(batch["image"], meta["row"]), meta
-                if in_flight is not None:
-                    advance(_write_batch(step, writer, *in_flight))
-                in_flight = launched
-            if in_flight is not None:
-                advance(_write_batch(step, writer, *in_flight))
+            on_device = (lambda b: device_images(b, loaded.data_config, device)) \
+                if decode == "gpu" else None
+            _run_batches(batches, step, writer, stats, advance, on_device)
+            step.release_all()
     except BaseException:
         writer.abort()
         raise
     writer.close()
-    return count, writer.waited
+    stats.waited = writer.waited + step.times.held
+    stats.phases.update(launch=step.times.launch, event=step.times.event, held=step.times.held)
+    return stats
+
+
+def _run_batches(batches, step: Step, writer, stats: LoopStats, advance,
+                 on_device: Callable[[dict[str, Any]], torch.Tensor] | None = None) -> None:
+    """Batch i+1 is queued on the device before batch i's host work; batch
+    i's rows are written in place from its staging buffers (lent). With
+    `on_device` (`--decode gpu`), each batch's images are decoded by it."""
+    stats.phases.update(input=0.0, put=0.0, decode=0.0)
+    in_flight: tuple[Staged, dict[str, Any]] | None = None
+    source = iter(batches)
+    while True:
+        start = time.perf_counter()
+        batch = next(source, None)
+        stats.phases["input"] += time.perf_counter() - start
+        if batch is None:
+            break
+        if on_device is not None:
+            start = time.perf_counter()
+            batch["image"] = on_device(batch)
+            stats.phases["decode"] += time.perf_counter() - start
+        meta = host_meta(batch)
+        launched = step.launch(batch["image"], meta["row"]), meta
+        if in_flight is not None:
+            advance(_write_batch(step, writer, *in_flight, stats))
+        in_flight = launched
+    if in_flight is not None:
+        advance(_write_batch(step, writer, *in_flight, stats))
 
 
 def host_meta(batch: dict[str, Any]) -> dict[str, Any]:
@@ -312,8 +384,13 @@ def host_meta(batch: dict[str, Any]) -> dict[str, Any]:
             "key": batch["key"], "error": batch["error"], "warning": batch["warning"]}
 
 
-def _write_batch(step: Step, writer, staged: Staged, meta: dict[str, Any]) -> int:
-    writer.put(meta["row"], batch_values(step.finish(staged), meta))
+def _write_batch(step: Step, writer, staged: Staged, meta: dict[str, Any],
+                 stats: LoopStats) -> int:
+    values = batch_values(step.finish(staged), meta)
+    start = time.perf_counter()
+    step.hold(staged, writer.put(meta["row"], values, lend=True))
+    stats.phases["put"] += time.perf_counter() - start
+    stats.batch_ends.append((time.perf_counter(), len(meta["row"])))
     return len(meta["row"])
 
 

@@ -23,7 +23,12 @@ class ImageFile:
 
 def read_synsets(path: Path) -> dict[str, int]:
     """`synset name` per line -> 0-based line number."""
-    lines = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"--synsets {path} is not a UTF-8 text file ({exc.reason} at byte "
+                         f"{exc.start}): write one `synset name` a line") from exc
+    lines = [line.split()[0] for line in text.splitlines() if line.strip()]
     return {synset: i for i, synset in enumerate(lines)}
 
 

@@ -6,7 +6,9 @@ the device, computes the range checks there (rows without NaN/inf, one amax
 per float16 array) and queues the copies into host staging buffers; on CUDA
 the buffers are pinned, the copies run on a copy stream and an event marks
 their end. Nothing in `launch` waits for the device. `Step.finish` waits on
-that event and returns NumPy views of the buffers. Per step there is no
+that event, without spinning (`wait_event`), and returns NumPy views of
+the buffers; the writer may write them in place (`hold`) until the step
+needs that buffer set again. Per step there is no
 `.cpu()`, `.item()`, `bool(tensor)`, `.numpy()` or boolean-mask indexing
 (`tests/test_extract/test_step.py` counts them), except with
 `--tokens sampled:K`, whose draw (`Capture.sample_index`) reads the top-k
@@ -18,14 +20,41 @@ On a CPU the same code runs synchronously, and the values are those of
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
 from .capture import FLOAT16_MAX, Capture, Float16OverflowError
+
+#: Seconds `wait_event` sleeps between two queries of an event: at most this
+#: much late for a batch of 100-300 ms on a GPU, for a few hundred wake-ups a
+#: second (microseconds of CPU each) instead of a core spinning.
+POLL_SECONDS = 0.0005
+
+
+class Waitable(Protocol):
+    def query(self) -> bool: ...
+
+
+def wait_event(event: Waitable, poll: float = POLL_SECONDS) -> float:
+    """Wait until `event` has fired, sleeping between queries; the seconds
+    waited. A default CUDA event's `synchronize()` spins a CPU core for the
+    whole forward pass (one core per rank); the step's events are also made
+    blocking (`torch.cuda.Event(blocking=True)`, the driver then sleeps in
+    `synchronize`), but the sleeping loop here does not depend on it."""
+    start = time.perf_counter()
+    while not event.query():
+        time.sleep(poll)
+    return time.perf_counter() - start
+
+
+class Held(Protocol):
+    def wait(self) -> float: ...
 
 
 @dataclass
@@ -39,12 +68,30 @@ class Staged:
     #: the outputs before the cast (for the rare slow check) and after it;
     #: held until the copies are done, so the allocator cannot reuse them
     keep: tuple[dict[str, torch.Tensor], ...] = ()
+    slot: int = 0  # which staging buffer set holds it
+
+
+@dataclass
+class StepTimes:
+    """Seconds the host spent in each part of the step, summed over batches."""
+
+    launch: float = 0.0  # queueing the forward pass and the copies (all of it on a CPU)
+    event: float = 0.0  # waiting for the copies to the host (on CUDA: for the device)
+    held: float = 0.0  # waiting for the writer to release a staging buffer set
+    batches: int = 0
+
+
+#: Staging buffer sets: batch i's set is refilled by batch i + STAGING_DEPTH,
+#: so the writer has STAGING_DEPTH - 2 batch times to write batch i in place
+#: (`hold`) before the loop waits on it; ViT-L at batch 256 stages 145 MB a set.
+STAGING_DEPTH = 4
 
 
 class Step:
     """The device half of the extraction loop, with `depth` staging buffer sets."""
 
-    def __init__(self, capture: Capture, dtypes: dict[str, str], *, depth: int = 2) -> None:
+    def __init__(self, capture: Capture, dtypes: dict[str, str], *,
+                 depth: int = STAGING_DEPTH) -> None:
         self.capture = capture
         self.dtypes = {name: dtypes.get(name, "bool") for name in [*capture.names, "finite"]}
         self.checked = [n for n in capture.names if self.dtypes[n] == "float16"]
@@ -52,10 +99,37 @@ class Step:
         self.cuda = self.device.type == "cuda"
         self.copy_stream = torch.cuda.Stream(self.device) if self.cuda else None
         self._ring: list[dict[str, tuple[torch.Tensor, np.ndarray]]] = [{} for _ in range(depth)]
+        self._held: list[Held | None] = [None] * depth
         self._turn = 0
+        self.times = StepTimes()
+
+    def hold(self, staged: Staged, held: Held) -> None:
+        """`staged`'s host arrays are being read (the writer writes them in
+        place) until `held.wait()` returns: the step waits on it before it
+        refills that buffer set."""
+        self._held[staged.slot] = held
+
+    def release_all(self) -> None:
+        """Wait until nothing reads the staging buffers (the end of the loop)."""
+        for slot, held in enumerate(self._held):
+            if held is not None:
+                self.times.held += held.wait()
+                self._held[slot] = None
 
     def launch(self, images: torch.Tensor, rows: np.ndarray) -> Staged:
         """Queue batch `rows` on the device; returns before it has run on CUDA."""
+        slot = self._turn
+        held, self._held[slot] = self._held[slot], None
+        if held is not None:
+            self.times.held += held.wait()
+        start = time.perf_counter()
+        staged = self._launch(images, rows)
+        staged.slot = slot
+        self.times.launch += time.perf_counter() - start
+        self.times.batches += 1
+        return staged
+
+    def _launch(self, images: torch.Tensor, rows: np.ndarray) -> Staged:
         with torch.inference_mode():
             out = self.capture(images, rows)
             cast = {name: out[name].to(getattr(torch, self.dtypes[name])) for name in out}
@@ -73,7 +147,7 @@ class Step:
         """Wait for the copies of `staged`; its arrays (views of the staging
         buffers, valid until `depth` more launches), with `finite` per row."""
         if staged.event is not None:
-            staged.event.synchronize()
+            self.times.event += wait_event(staged.event)
         if not (staged.amax <= FLOAT16_MAX).all():  # NaN/inf or a real overflow: rare
             self._check_float16(staged)
         staged.keep = ()
@@ -89,7 +163,7 @@ class Step:
         with torch.cuda.stream(self.copy_stream):
             for name, tensor in cast.items():
                 buffers[name][0][: len(tensor)].copy_(tensor, non_blocking=True)
-            event = torch.cuda.Event()
+            event = torch.cuda.Event(blocking=True)
             event.record(self.copy_stream)
         return event
 
@@ -154,12 +228,13 @@ class CountSyncs(TorchFunctionMode):
 
 def syncs_per_step(step: Step, batches: list[tuple[torch.Tensor, np.ndarray]]) -> dict[str, float]:
     """Run `batches` through `step` pipelined (as the extraction loop does) and
-    count the syncs per step after the first two (which allocate the staging
-    buffers)."""
+    count the syncs per step after the first `depth` (which allocate the
+    staging buffer sets)."""
+    warm = len(step._ring)
     counter = CountSyncs()
     in_flight = None
     for i, (images, rows) in enumerate(batches):
-        if i == 2:
+        if i == warm:
             counter.__enter__()
         launched = step.launch(images, rows)
         if in_flight is not None:
@@ -167,7 +242,7 @@ def syncs_per_step(step: Step, batches: list[tuple[torch.Tensor, np.ndarray]]) -
         in_flight = launched
     if in_flight is not None:
         step.finish(in_flight)
-    if len(batches) > 2:
+    if len(batches) > warm:
         counter.__exit__(None, None, None)
-    counted = max(1, len(batches) - 2)
+    counted = max(1, len(batches) - warm)
     return {name: n / counted for name, n in counter.calls.items()}

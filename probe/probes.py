@@ -435,7 +435,7 @@ def classify(ctx: ProbeContext) -> dict[str, Any]:
     store = ctx.train.store
     source = token_source(store)
     geometry = store.geometry
-    has_cls = geometry.prefix > geometry.registers
+    has_cls = geometry.has_cls
     cls_source = cls_array(store)
     if cls_source == "pooled/cls":
         ctx.notes.append("sampled store of schema < 1.4 (no sampled/prefix): [CLS] comes from "

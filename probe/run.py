@@ -23,6 +23,7 @@ from vitreg.core.device import resolve_device
 from vitreg.core.files import write_json as core_write_json
 from vitreg.core.numbers import check_grid
 from vitreg.core.paths import check_not_inside
+from vitreg.core.scrub import redact
 from vitreg.core.version import __version__
 
 from . import probes as _probes  # noqa: F401 - registers the probes
@@ -65,7 +66,7 @@ def run_probe(
         "probe": kind,
         "store": store_info(train_store),
         "val_store": None if val_store is None else store_info(val_store),
-        "config": {"store": str(store), "val": None if val is None else str(val),
+        "config": {"store": redact(store), "val": None if val is None else redact(val),
                    "out": None if out is None else str(out), **opts},
         "counts": body.pop("counts"),
         "metrics": body.pop("metrics"),
@@ -99,8 +100,9 @@ def run_probe(
 def open_pair(store: str, val: str | None, opts: dict[str, Any]) -> tuple[Store, Store | None]:
     """The training store and the --val store, checked to be of one model and
     (unless allowed) to share no image."""
-    train_store = open_store(store, allow_partial=opts["allow_partial"])
-    val_store = open_store(val, allow_partial=opts["allow_partial"]) if val else None
+    train_store = open_store(store, allow_partial=opts["allow_partial"]).at_block(opts["block"])
+    val_store = open_store(val, allow_partial=opts["allow_partial"]).at_block(opts["block"]) \
+        if val else None
     if val_store is not None:
         check_same_model(train_store, val_store)
         if not opts["allow_val_overlap"]:
@@ -135,7 +137,8 @@ def model_threshold(train: Store, source: str | None, percentile: float, *,
     """
     store = train
     if source:
-        store = open_store(source, allow_partial=allow_partial)
+        block = None if train.block is None else train.block + 1  # the train store's block
+        store = open_store(source, allow_partial=allow_partial).at_block(block)
         check_same_model(train, store, flag="--threshold-from")
     return {"percentile": percentile, "value": store.threshold(percentile), "from": store.url}
 

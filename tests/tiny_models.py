@@ -49,12 +49,17 @@ def _factory(real: str, size: int):
     return build
 
 
-for _name, (_real, _size) in FAMILIES.items():
-    if _name not in timm.list_models(_name):
-        build = _factory(_real, _size)
-        build.__name__ = _name
-        build.__module__ = __name__
-        register_model(build)
+def register_all(families: dict[str, tuple[str, int]], factory) -> None:
+    """Register `factory(real, size)` in timm under each name of `families`, once."""
+    for name, (real, size) in families.items():
+        if name not in timm.list_models(name):
+            build = factory(real, size)
+            build.__name__ = name
+            build.__module__ = factory.__module__
+            register_model(build)
+
+
+register_all(FAMILIES, _factory)
 
 
 @register_model

@@ -98,8 +98,12 @@ def test_writes_and_rank_ranges_are_whole_shards(tmp_path):
     writer = ChunkWriter(root, ["status"])
     assert writer.chunk_rows == SHARD
     writer.put(np.arange(0, 12), {"status": np.ones(12, np.uint8)})
-    assert not writer._pending and 0 in writer._buffers  # 3 of 4 chunks in: nothing written
+    for fut, _ in writer._pending:
+        fut.result()
+    # 3 of 4 chunks written to a temporary file: the shard is not in place
+    assert (root["status"][:] == 0).all() and 0 in writer._files
     writer.abort()
+    assert not [p for p in (tmp_path / "s").rglob("*") if p.is_file() and "partial" in p.name]
     ranges = [row_range(N, write_rows(root["status"]), r, 2) for r in range(2)]
     assert ranges == [(0, 16), (16, 37)]
 

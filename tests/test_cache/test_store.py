@@ -26,6 +26,7 @@ from vitreg.cache import (
     open_store,
     stored_arrays,
 )
+from vitreg.cache.shardfile import OpenFile
 from vitreg.testing import synthetic_attrs, write_store
 
 GEOM = Geometry(registers=2, grid=(3, 4), dim=8, depth=2, img_size=48)
@@ -108,15 +109,19 @@ def test_status_is_written_after_the_data(tmp_path, monkeypatch):
                         specs=arrays_for([], "all"), attrs=synthetic_attrs(GEOM))
     writer = ChunkWriter(root, ["norms", "status", "key"])
     order = []
-    real = type(root["status"]).__setitem__
+    # numeric arrays are put in place by `shardfile.OpenFile.finish`, strings through zarr
+    real_zarr, real_file = type(root["status"]).__setitem__, OpenFile.finish
 
-    def record(self, key, value):
-        order.append(self.path)
-        if self.path == "status":
+    def record(path, write):
+        order.append(path)
+        if path == "status":
             raise OSError(28, "No space left on device")
-        real(self, key, value)
+        write()
 
-    monkeypatch.setattr(type(root["status"]), "__setitem__", record)
+    monkeypatch.setattr(type(root["status"]), "__setitem__",
+                        lambda self, *a: record(self.path, lambda: real_zarr(self, *a)))
+    monkeypatch.setattr(OpenFile, "finish", lambda self, **kw: record(
+        self.layout.array.path, lambda: real_file(self, **kw)))
     writer.put(np.arange(4), {"norms": np.ones((4, GEOM.tokens), np.float32),
                               "status": np.ones(4, np.uint8),
                               "key": np.array(list("abcd"), dtype=object)})
@@ -125,6 +130,7 @@ def test_status_is_written_after_the_data(tmp_path, monkeypatch):
     assert order == ["norms", "key", "status"]
     monkeypatch.undo()
     assert (root["status"][:] == 0).all()
+    assert not list(tmp_path.rglob("*.partial"))  # the unfinished status file is dropped
 
 
 def test_reader_batches_only_ok_rows_and_threshold_is_numpys(tmp_path):
@@ -264,9 +270,9 @@ def test_a_loop_writer_lets_two_batches_of_many_chunks_be_in_flight(tmp_path, mo
     release = threading.Event()
     real_write = ChunkWriter._write
 
-    def slow_write(self, buf):
+    def slow_write(self, *args):
         release.wait(10)  # the disk is busy until the test lets go
-        real_write(self, buf)
+        real_write(self, *args)
 
     monkeypatch.setattr(ChunkWriter, "_write", slow_write)
     writer = WriteTarget.writer(SimpleNamespace(root=root, names=["status"], rows=(0, n),

@@ -74,3 +74,76 @@ def test_the_barrier_timeout_can_be_set(monkeypatch):
 ])
 def test_cuda_means_the_local_ranks_gpu(node, asked, local_rank, device):
     assert resolve_device(asked, local_rank=local_rank) == torch.device(device)
+
+
+def test_ranks_know_how_many_share_their_node(node, monkeypatch):
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    with distributed.ranks_of() as ranks:
+        assert ranks.local_world == 8
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    with distributed.ranks_of() as ranks:
+        assert ranks.local_world == 1
+
+
+@pytest.mark.parametrize(("ranks_on_node", "workers"), [(1, 15), (4, 3), (8, 1), (16, 1)])
+def test_decode_workers_are_the_ranks_share_of_the_node(monkeypatch, ranks_on_node, workers):
+    from vitreg.cache import Geometry
+    from vitreg.extract import run as run_mod
+
+    vit_l = Geometry(registers=4, grid=(16, 16), dim=1024, depth=24, img_size=224)
+    monkeypatch.setattr(run_mod, "usable_cores", lambda: 16)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda device: type("Props", (), {"total_memory": 80 * 2**30}))
+    chosen = run_mod.loop_settings("auto", None, torch.device("cuda", 0), vit_l,
+                                   ranks_on_node=ranks_on_node)
+    assert chosen[0] == workers  # 16 cores: each rank its share, one for its main process
+
+
+def test_dev_shm_is_checked_for_every_rank_of_the_node(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from vitreg.core.errors import UsageError
+    from vitreg.extract.checks import PREFETCH, check_shared_memory
+
+    batch = 256 * 3 * 224 * 224
+    one_rank = 2 * PREFETCH * batch + batch
+    usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(4 * one_rank, 0, 4 * one_rank))
+    check_shared_memory(2, batch, shm=str(tmp_path), ranks_on_node=4)  # just fits
+    with pytest.raises(UsageError, match="8 ranks of 2 decode worker"):
+        check_shared_memory(2, batch, shm=str(tmp_path), ranks_on_node=8)
+
+
+def test_the_final_barrier_waits_for_the_slowest_range_and_no_longer(monkeypatch):
+    monkeypatch.delenv("VITREG_BARRIER_HOURS", raising=False)
+    # 1,000 rows in 100 s here, the largest range 3,000 rows: 2 x 300 s + the slack
+    assert distributed.final_timeout(3000, 1000, 100.0) == \
+        timedelta(seconds=600) + distributed.FINAL_SLACK
+    # a rank that had nothing to do cannot time itself: the long bound
+    assert distributed.final_timeout(3000, 0, 0.0) == timedelta(hours=distributed.BARRIER_HOURS)
+    monkeypatch.setenv("VITREG_BARRIER_HOURS", "0.1")  # the bound caps it
+    assert distributed.final_timeout(10**6, 10, 100.0) == timedelta(hours=0.1)
+
+
+def test_a_rank_that_never_arrives_stops_the_others_with_a_sentence(node, monkeypatch):
+    seen = []
+
+    def monitored(timeout):
+        seen.append(timeout)
+        raise RuntimeError("Rank 0 failed to pass monitoredBarrier in 600000 ms")
+
+    monkeypatch.setattr(dist, "monitored_barrier", monitored)
+    monkeypatch.setattr(dist, "get_backend", lambda: "gloo")
+    with distributed.ranks_of() as ranks, pytest.raises(
+            distributed.VitregError, match="run the same command again"):
+        distributed.final_barrier(ranks, timedelta(minutes=10))
+    assert seen == [timedelta(minutes=10)]
+    distributed.final_barrier(distributed.Ranks(), timedelta(0))  # one process: no barrier
+
+
+def test_a_group_on_another_backend_gets_a_plain_final_barrier(node, monkeypatch):
+    monkeypatch.setattr(dist, "get_backend", lambda: "nccl")
+    with distributed.ranks_of() as ranks:
+        distributed.final_barrier(ranks, timedelta(minutes=10))
+    assert ("barrier",) in node

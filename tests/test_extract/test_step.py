@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ import torch
 import tests.tiny_models  # noqa: F401
 from vitreg.extract.capture import Capture, Float16OverflowError
 from vitreg.extract.model import build_model
-from vitreg.extract.step import CountSyncs, Step, syncs_per_step
+from vitreg.extract.step import CountSyncs, Step, syncs_per_step, wait_event
 
 DTYPES = {"tokens": "float16", "norms": "float32", "attention": "float16",
           "neighbor_cos": "float16", "pooled/cls": "float32", "pooled/patch_mean": "float32",
@@ -45,7 +47,7 @@ def test_a_pipelined_step_makes_no_host_sync(with_options):
     # ViT-L-shaped batch of 256 rows would be slow here; the count does not
     # depend on the batch size, only on the arrays.
     step, img = make_step(with_options=with_options)
-    assert syncs_per_step(step, list(batches(8, 5, img))) == {}
+    assert syncs_per_step(step, list(batches(8, 6, img))) == {}
 
 
 def test_the_step_returns_what_a_plain_cast_and_copy_give():
@@ -82,4 +84,67 @@ def test_an_overflow_is_still_refused():
 def test_sampled_tokens_read_their_top_k_on_the_host_once_per_step():
     """The documented exception: the draw of `--tokens sampled:K` is NumPy's."""
     step, img = make_step(token_mode="sampled:4")
-    assert syncs_per_step(step, list(batches(4, 4, img))) == {"cpu": 1, "numpy": 1}
+    assert syncs_per_step(step, list(batches(4, 6, img))) == {"cpu": 1, "numpy": 1}
+
+
+class SlowEvent:
+    """A device step that ends `seconds` from now, as seen through `query()`."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.perf_counter() + seconds
+
+    def query(self) -> bool:
+        return time.perf_counter() >= self.end
+
+
+def cpu_while(wait, seconds: float) -> tuple[float, float]:
+    """(CPU seconds of this thread, wall seconds) of `wait` on a 0.4 s fake step."""
+    cpu, wall = time.thread_time(), time.perf_counter()
+    wait(SlowEvent(seconds))
+    return time.thread_time() - cpu, time.perf_counter() - wall
+
+
+def test_waiting_for_the_device_does_not_spin():
+    def spinning(event):  # what a default CUDA event's synchronize() does
+        while not event.query():
+            pass
+
+    cpu, wall = cpu_while(wait_event, 0.4)
+    spun, _ = cpu_while(spinning, 0.3)
+    assert wall >= 0.4
+    assert cpu < 0.05 * wall, f"{cpu:.3f} CPU s while waiting {wall:.3f} s"
+    # the measure sees a spinning wait, even on a loaded machine (a quarter of a core)
+    assert spun > 3 * cpu and spun > 0.05, (spun, cpu)
+
+
+def test_the_step_waits_for_its_copies_without_spinning():
+    step, img = make_step()
+    images, rows = next(batches(2, 1, img))
+    staged = step.launch(images, rows)
+    staged.event = SlowEvent(0.3)  # as if the copies were queued on a busy GPU
+    cpu = time.thread_time()
+    step.finish(staged)
+    assert time.thread_time() - cpu < 0.05
+    assert step.times.event >= 0.3
+
+
+def test_the_step_refills_a_buffer_set_only_once_the_writer_lets_go():
+    step, img = make_step()
+    step = Step(step.capture, DTYPES, depth=2)
+    data = list(batches(3, 3, img))
+    staged = step.launch(*data[0])
+    first = step.finish(staged)
+    snapshot = {name: value.copy() for name, value in first.items()}
+    seen = []
+
+    class Writing:
+        def wait(self) -> float:  # the writer still reads `first` until now
+            seen.append(all(np.array_equal(first[k], v) for k, v in snapshot.items()))
+            return 0.0
+
+    step.hold(staged, Writing())
+    step.finish(step.launch(*data[1]))  # the other buffer set: no wait
+    assert seen == []
+    step.finish(step.launch(*data[2]))  # refills `first`'s set: waits first
+    assert seen == [True]
+    assert not np.array_equal(first["tokens"], snapshot["tokens"])  # then refilled

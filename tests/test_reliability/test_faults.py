@@ -6,13 +6,12 @@ import errno
 
 import numpy as np
 import pytest
-import zarr.storage
 from click.testing import CliRunner
 from PIL import Image
 
 import tests.tiny_models  # noqa: F401
 from tests.conftest import encode, image_samples, write_shard
-from vitreg.cache import open_store
+from vitreg.cache import open_store, shardfile
 from vitreg.extract.capture import Float16OverflowError
 from vitreg.extract.cli import extract_command
 from vitreg.extract.run import run_extract
@@ -24,16 +23,18 @@ def test_no_space_left_stops_clearly_and_the_rerun_resumes_to_the_same_bytes(tmp
             "--chunk-rows", "4", "--no-progress"]
     ref = CliRunner().invoke(extract_command, [*args, "--out", str(tmp_path / "ref")])
     assert ref.exit_code == 0
-    real_set = zarr.storage.LocalStore.set
+    # chunk files are written by `cache.shardfile` (zarr's LocalStore.set
+    # writes the metadata only): the disk fills up under it, mid-run
+    real_write = shardfile._pwritev_all
     calls = {"n": 0}
 
-    async def failing_set(self, key, value):
+    def failing_write(fd, buffers, offset):
         calls["n"] += 1
-        if calls["n"] > 60 and "/c/" in key:  # after the store's creation, mid-run
+        if calls["n"] > 30:
             raise OSError(errno.ENOSPC, "No space left on device")
-        await real_set(self, key, value)
+        real_write(fd, buffers, offset)
 
-    monkeypatch.setattr(zarr.storage.LocalStore, "set", failing_set)
+    monkeypatch.setattr(shardfile, "_pwritev_all", failing_write)
     out = str(tmp_path / "out")
     result = CliRunner().invoke(extract_command, [*args, "--out", out])
     assert result.exit_code == 1

@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 import tests.tiny_models  # noqa: F401
-from tests.conftest import bare_store
+from tests.conftest import bare_store, image_samples
 from tests.test_study.conftest import PLAN as STUDY_PLAN
 from vitreg.cli import cli
 from vitreg.probe.registry import PROBES, ProbeError
@@ -27,6 +27,11 @@ def ctx(tmp_path_factory) -> dict[str, Path]:
     """A tiny store (6 images, no pixels), its shard and a scratch folder."""
     folder = tmp_path_factory.mktemp("sweep")
     store, shard = bare_store(folder)
+    (folder / "binary.txt").write_bytes(b"\xff\xfe\x00 not text")
+    (folder / "broken.json").write_text("{not json")
+    (folder / "list.json").write_text("[1, 2]")
+    (folder / "images").mkdir()
+    (folder / "images" / "n01440764_1.jpg").write_bytes(image_samples(1)[0]["jpg"])
     return {"store": store, "shard": shard, "dir": folder}
 
 
@@ -95,6 +100,20 @@ CASES = {
     "extract-seed-negative": (extract("--seed", "-5"), ["from 0 to 4294967295"]),
     "extract-unbalanced-braces": (extract(shard="/data/x-{000..001.tar"), ["unbalanced braces"]),
     "extract-stray-closing-brace": (extract(shard="/data/x-}.tar"), ["unbalanced braces"]),
+    "extract-binary-keys-file": (lambda c: extract("--keys", c["dir"] / "binary.txt")(c),
+                                 ["--keys", "not a UTF-8 text file"]),
+    "shards-binary-synsets-file": (lambda c: ["shards", c["dir"] / "images", "--out",
+                                              c["dir"] / "never", "--synsets",
+                                              c["dir"] / "binary.txt"],
+                                   ["--synsets", "not a UTF-8 text file"]),
+    # analysis report --probes: files that are not probe results
+    "report-probes-broken-json": (lambda c: analysis("report", "--probes",
+                                                     c["dir"] / "broken.json")(c),
+                                  ["broken.json is not a JSON file"]),
+    "report-probes-a-list": (lambda c: analysis("report", "--probes", c["dir"] / "list.json")(c),
+                             ["not a `vitreg probe` result"]),
+    "report-probes-binary": (lambda c: analysis("report", "--probes", c["dir"] / "binary.txt")(c),
+                             ["binary.txt is not a JSON file"]),
 }
 
 

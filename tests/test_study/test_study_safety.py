@@ -168,3 +168,21 @@ def test_a_finished_store_without_its_stamp_is_kept(copy):
     run_study(plan=plan, out=str(out))
     assert folder_digest(out / STORE) == before
     assert (out / (STORE + ".step.json")).exists()
+
+
+def test_a_stamp_of_an_older_vitreg_keeps_its_store(copy):
+    """Stamps written before identities left out mtimes and execution settings
+    (full config, files as [path, size, mtime]) still mark their store done."""
+    plan, out = copy
+    stamp_path = out / (STORE + ".step.json")
+    stamp = json.loads(stamp_path.read_text())
+    shards = stamp["run_config"]["shards"]
+    legacy = {"step": stamp["step"], "hash": "0123456789abcdef", "config": stamp["run_config"],
+              "files": {"shards": [[p, os.path.getsize(p), 1] for p in shards]},
+              "inputs": {}, "result": stamp["result"]}
+    stamp_path.write_text(json.dumps(legacy))
+    before = folder_digest(out / STORE)
+    states = run_study(plan=plan, out=str(out), dry_run=True)["states"]
+    assert states["extract:tiny:val"] == "done"
+    run_study(plan=plan, out=str(out))
+    assert folder_digest(out / STORE) == before
