@@ -16,11 +16,18 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   start=$SECONDS
   say "installing vitreg and its dependencies into .venv (PyTorch among them: about 6 GB,"
   say "several minutes on a first install; pip lists each package it fetches)"
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  # one line per package pip collects: progress without pip's download bars
-  .venv/bin/python -m pip install --progress-bar off -e '.[test]' \
+  .venv/bin/python -m pip install --quiet --upgrade pip 2>/dev/null || true
+  # one line per package pip collects: progress without pip's bars and warnings;
+  # its whole output in .venv/pip-install.log, whose end is shown if it fails
+  if ! .venv/bin/python -m pip install --progress-bar off -e '.[test]' 2>&1 \
+    | tee .venv/pip-install.log \
     | { grep --line-buffered -E '^(Collecting|Successfully installed)' || true; } \
     | sed -u -e 's/^Collecting /run.sh:   fetching /' -e 's/^Successfully installed .*/run.sh:   installed/' >&2
+  then
+    tail -n 20 .venv/pip-install.log >&2
+    say "install failed; pip's whole output is in .venv/pip-install.log"
+    exit 1
+  fi
   echo "$want" > "$stamp"
   say "install done in $((SECONDS - start)) s"
 fi

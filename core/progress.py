@@ -77,7 +77,7 @@ def progress_bar(total: int, *, label: str, unit: str = "img", enabled: bool = T
     if not enabled:
         yield lambda n: None
         return
-    columns = (TextColumn(label), BarColumn(bar_width=24), MofNCompleteColumn(),
+    columns = (TextColumn(label), BarColumn(bar_width=16), MofNCompleteColumn(),
                AverageRateColumn(unit), ElapsedEtaColumn())
     with Progress(*columns, console=console, transient=transient) as bar:
         task = bar.add_task(label, total=total)

@@ -43,7 +43,7 @@ class _FitBars:
         if self.live is None:
             self.fits += 1
             self.live = Progress(TextColumn(f"{self.label} (fit {self.fits})"),
-                                 BarColumn(bar_width=20), EpochColumn(epochs, copies),
+                                 BarColumn(bar_width=12), EpochColumn(epochs, copies),
                                  ElapsedEtaColumn(), console=console)
             self.live.start()
             self.task = self.live.add_task(self.label, total=epochs * copies)
