@@ -74,6 +74,7 @@ def run_command(name: str, store: str, out: Path) -> tuple[str, dict[str, str]]:
                                           .replace(str(out), "OUT")))
                for p in sorted(out.rglob("*.json"))}
     text = result.output.replace(store, "STORE").replace(str(out), "OUT")
+    text = re.sub(r"\b\d+:\d\d(:\d\d)?\b", "H:MM", text)  # progress bars' clocks
     return re.sub(r"[0-9.]+ ?s\b", "Ns", text), written
 
 
