@@ -8,14 +8,18 @@ resuming into an existing store.
 
 from __future__ import annotations
 
+import math
 import platform
+import re
+from collections.abc import Callable
 from typing import Any
 
 import zarr
 
+from vitreg.core.scrub import redact
 from vitreg.core.version import __version__
 
-from .errors import ConfigMismatchError
+from .errors import ConfigMismatchError, StoreFormatError
 
 #: (keys, meaning): one row of the schema document's table each.
 ATTRIBUTES: tuple[tuple[tuple[str, ...], str], ...] = (
@@ -40,6 +44,10 @@ ATTRIBUTES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("preprocessing",), "the exact keyword arguments of `timm.data.create_transform`"),
     (("preprocessing_preset",), "the named protocol they started from (`timm`, "
                                 "`dinov2-linear`), before `--crop-pct` / `--interpolation`"),
+    (("decode",), "null: images decoded by PIL and transformed by timm as `preprocessing` "
+                  "says; `torchvision-device` (`--decode gpu`): JPEGs decoded by torchvision on "
+                  "the run's device (what it refuses on the CPU), resized there by "
+                  "torchvision's antialiased resize with `preprocessing`'s geometry"),
     (("token_mode", "with"), "which optional arrays exist"),
     (("tokens_dtype",), "`float16` (default) or `float32`"),
     (("shards",), "list of `{url, samples}` in stream order"),
@@ -72,7 +80,7 @@ WRITER_KEYS = tuple(key for keys, _ in ATTRIBUTES for key in keys if key not in 
 CONFIG_KEYS = (
     "model", "weights", "weights_sha256", "img_size", "dynamic_img_size", "precision",
     "preprocessing", "token_mode", "tokens_dtype", "with", "shards", "n_rows", "seed",
-    "keys_file", "blocks",
+    "keys_file", "blocks", "decode",
 )
 #: Checked on resume too, by `shard_diffs`: absent from stores of schema 1.1.
 SHARD_DIGESTS = "shard_digests"
@@ -80,7 +88,11 @@ SHARD_DIGESTS = "shard_digests"
 
 def root_attrs(*, versions: dict[str, str], **values: Any) -> dict[str, Any]:
     """The attributes a writer records: every key of `WRITER_KEYS`, no other.
-    `versions` names the writer's libraries; vitreg's, zarr's and Python's are added."""
+    `versions` names the writer's libraries; vitreg's, zarr's and Python's are added.
+    Shard URLs are recorded without credentials (a store is shared)."""
+    if isinstance(values.get("shards"), list):
+        values["shards"] = [{**s, "url": redact(s["url"])} if isinstance(s, dict) and "url" in s
+                            else s for s in values["shards"]]
     values["versions"] = {"vitreg": __version__, **versions, "zarr": zarr.__version__,
                           "python": platform.python_version()}
     missing = [key for key in WRITER_KEYS if key not in values]
@@ -131,5 +143,127 @@ PROVENANCE_KEYS = ("model", "weights", "weights_sha256", "schema_version")
 
 
 def provenance(url: str, meta: dict[str, Any]) -> dict[str, Any]:
-    """Where a result's numbers come from: the store and the model that wrote it."""
-    return {"url": url, **{key: meta.get(key) for key in PROVENANCE_KEYS}}
+    """Where a result's numbers come from: the store (its URL without
+    credentials) and the model that wrote it."""
+    return {"url": redact(url), **{key: meta.get(key) for key in PROVENANCE_KEYS}}
+
+
+# -- validation of a store's attributes when it opens ----------------------------------------
+
+#: Bounds of a store any reader accepts: far above any real model or data set
+#: (ImageNet-21k has 14 million images; ViT-g/14 at 518 px has 1,374 tokens),
+#: far below what would exhaust a machine's memory before a read.
+MAX_ROWS = 10**9
+MAX_SIDE = 16384  # pixels of an input image
+MAX_GRID = 4096  # patches along one side
+MAX_DIM = 65536
+MAX_DEPTH = 1024
+MAX_REGISTERS = 1024
+
+
+def _int(low: int, high: int) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high,
+            f"an integer from {low} to {high}")
+
+
+def _optional(rule: tuple[Callable[[Any], bool], str]) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v is None or rule[0](v)), f"{rule[1]}, or null"
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+_TEXT = (lambda v: isinstance(v, str) and len(v) <= 4096, "a string (at most 4096 characters)")
+_BOOL = (lambda v: isinstance(v, bool), "true or false (a JSON boolean, not a string)")
+_DICT = (lambda v: isinstance(v, dict), "an object")
+
+
+_COUNT = _int(0, MAX_ROWS)[0]
+_BYTES = _int(0, 2**62)[0]
+
+
+def _shards(v: Any) -> bool:
+    return isinstance(v, list) and all(
+        isinstance(s, dict) and isinstance(s.get("url"), str) and _COUNT(s.get("samples"))
+        for s in v)
+
+
+def _threshold(v: Any) -> bool:
+    return (isinstance(v, dict) and _number(v.get("percentile"))
+            and 0 < v["percentile"] <= 100 and _number(v.get("value")) and v["value"] >= 0)
+
+
+#: How each root attribute must look, when present: (test, what it must be).
+#: Absent keys are the business of the reader that needs them; unknown keys
+#: (a later minor version) are ignored; no number anywhere may be NaN or inf.
+ATTRIBUTE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "schema_version": (lambda v: isinstance(v, str) and re.fullmatch(r"\d{1,4}\.\d{1,4}", v)
+                       is not None, 'a version such as "1.5"'),
+    "complete": _BOOL,
+    "model": _TEXT, "pretrained_cfg": _optional(_TEXT), "weights": _TEXT,
+    "weights_sha256": _optional(_TEXT), "weights_file": _optional(_DICT),
+    "img_size": _int(1, MAX_SIDE), "patch_size": _optional(_int(1, MAX_SIDE)),
+    "grid": (lambda v: isinstance(v, list) and len(v) == 2
+             and all(_int(1, MAX_GRID)[0](g) for g in v), f"two integers from 1 to {MAX_GRID}"),
+    "dynamic_img_size": _optional(_BOOL),
+    "prefix_tokens": _int(1, MAX_REGISTERS + 1), "registers": _int(0, MAX_REGISTERS),
+    "embed_dim": _int(1, MAX_DIM), "depth": _int(1, MAX_DEPTH),
+    "heads": _optional(_int(1, MAX_DIM)),
+    "precision": _optional(_TEXT), "preprocessing": _optional(_DICT),
+    "preprocessing_preset": _optional(_TEXT), "token_mode": _TEXT,
+    "with": (lambda v: isinstance(v, list) and all(isinstance(w, str) for w in v),
+             "a list of strings"),
+    "tokens_dtype": _optional(_TEXT),
+    "shards": (_shards, "a list of {url: string, samples: integer >= 0}"),
+    "shard_digests": _optional((lambda v: isinstance(v, list) and all(
+        d is None or isinstance(d, str) for d in v), "a list of strings or nulls")),
+    "n_rows": _int(1, MAX_ROWS), "seed": _optional(_int(0, 2**64 - 1)),
+    "keys_file": _optional(_DICT), "versions": _optional(_DICT),
+    "outlier_threshold": _optional((_threshold, "{percentile: a number in (0, 100], value: "
+                                                "a finite number >= 0}")),
+    "failed_rows": _optional((lambda v: isinstance(v, list) and all(_COUNT(r) for r in v),
+                              "a list of row indices")),
+    "stored_bytes": _optional((lambda v: isinstance(v, dict) and all(
+        _BYTES(n) for n in v.values()), "an object of byte counts >= 0")),
+}
+
+
+def check_attrs(meta: dict[str, Any]) -> None:
+    """Refuse attributes of the wrong type or out of range (StoreFormatError
+    naming the key, the value and what it must be)."""
+    for key, (test, expected) in ATTRIBUTE_RULES.items():
+        if key in meta and not test(meta[key]):
+            raise StoreFormatError(
+                f"attribute {key!r} is {shown(meta[key])}, expected {expected}; the store's "
+                "attributes are malformed, so it is not read")
+    bad = non_finite(meta)
+    if bad:
+        raise StoreFormatError(f"attribute {bad!r} holds NaN or an infinite number; the "
+                               "store's attributes are malformed, so it is not read")
+    failed = meta.get("failed_rows")
+    if isinstance(failed, list) and isinstance(meta.get("n_rows"), int) \
+            and any(r >= meta["n_rows"] for r in failed):
+        raise StoreFormatError("attribute 'failed_rows' names a row past 'n_rows'; the store's "
+                               "attributes are malformed, so it is not read")
+
+
+def shown(value: Any) -> str:
+    """A value as the error shows it: its JSON type, and at most 60 characters."""
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def non_finite(value: Any, where: str = "") -> str | None:
+    """The path (`outlier_threshold.value`) of the first NaN or infinity in `value`."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where or "(root)"
+    items = value.items() if isinstance(value, dict) else (
+        enumerate(value) if isinstance(value, list) else ())
+    for key, item in items:
+        if isinstance(item, float | dict | list):
+            found = non_finite(item, f"{where}.{key}" if where else str(key))
+            if found:
+                return found
+    return None

@@ -9,9 +9,11 @@ import click
 import numpy as np
 from rich.console import Console
 from rich.table import Column, Table
+from rich.text import Text
 
 from vitreg.core.errors import VitregError, cli_errors
 from vitreg.core.files import human_bytes
+from vitreg.core.scrub import scrub
 
 from .layout import array_sizes
 from .reader import Store, failure_summary
@@ -22,10 +24,16 @@ from .writer import STATUS_FAILED, STATUS_OK, STATUS_PENDING
 console = Console(soft_wrap=True)
 
 
+def text(value: object) -> Text:
+    """A store's value as one plain line: no rich markup, no control
+    characters, no credentials of a URL (`core.scrub`)."""
+    return Text(scrub(value, newlines=False))
+
+
 def run_info(url: str) -> None:
     store = Store(url, allow_partial=True)
     meta, counts = store.meta, store.counts()
-    head = Table(title=f"vitreg store {url}", show_header=False)
+    head = Table(title=text(f"vitreg store {store.url}"), show_header=False)
     for key, value in [
         ("model", meta.get("model")), ("weights", meta.get("weights")),
         ("weights sha256", meta.get("weights_sha256")), ("image size", meta.get("img_size")),
@@ -36,14 +44,14 @@ def run_info(url: str) -> None:
         ("complete", meta.get("complete")),
         ("outlier threshold", (meta.get("outlier_threshold") or {}).get("value")),
     ]:
-        head.add_row(key, str(value))
+        head.add_row(key, text(value))
     if meta.get("weights") == "random":
         head.add_row("[bold red]WARNING[/]", "[bold red]random weights: values mean nothing[/]")
     console.print(head)
     for what, status in (("failed", STATUS_FAILED), ("warned", STATUS_OK)):
         for group in failure_summary(store.root, status=status):
-            console.print(f"{what} {group['count']} row(s): {group['reason']} "
-                          f"(e.g. {', '.join(group['keys'])})")
+            console.print(text(f"{what} {group['count']} row(s): {group['reason']} "
+                               f"(e.g. {', '.join(group['keys'])})"))
     sizes = array_sizes(store)
     width = max((len(name) for name, *_ in sizes), default=5)
     table = Table(Column("array", no_wrap=True, min_width=width), "shape", "dtype", "chunks",
@@ -52,7 +60,8 @@ def run_info(url: str) -> None:
     for name, shape, dtype, stored, raw in sizes:
         total_stored, total_raw = total_stored + stored, total_raw + raw
         ratio = f"{raw / stored:.2f}x" if stored and raw else "-"
-        table.add_row(name, str(shape), dtype, str(store.array(name).chunks), human_bytes(stored),
+        table.add_row(text(name), str(shape), dtype, str(store.array(name).chunks),
+                      human_bytes(stored),
                       human_bytes(raw) if raw else "-", ratio)
     table.add_row("total", "", "", "", human_bytes(total_stored), human_bytes(total_raw),
                   f"{total_raw / total_stored:.2f}x" if total_stored else "-")
@@ -151,14 +160,14 @@ def verify_command(store: str) -> None:
     """Read the whole store back; exit 1 on any problem."""
     report = run_verify(store)
     for path in report.removed:
-        console.print(f"removed leftover of a killed write: {path}")
+        console.print(text(f"removed leftover of a killed write: {path}"))
     for note in report.notes:
-        console.print(note)
+        console.print(text(note))
     for problem in report.problems:
-        console.print(f"[red]problem:[/] {problem}")
+        console.print(Text("problem: ", style="red") + text(problem))
     if report.problems:
         raise SystemExit(1)
-    console.print(f"{store}: ok")
+    console.print(text(f"{store}: ok"))
 
 
 @click.command("pack")

@@ -10,7 +10,7 @@ from vitreg.core.errors import InputError, VitregError
 
 __all__ = [
     "ConfigMismatchError", "IncompleteStoreError", "InputError", "MissingArrayError",
-    "StoreFormatError",
+    "MissingChunkError", "StoreFormatError", "StoreReadError",
     "StoreNotFoundError", "UnsafeStoreError", "VitregError",
 ]
 
@@ -31,7 +31,18 @@ class MissingArrayError(StoreFormatError, KeyError):
 
 
 class UnsafeStoreError(StoreFormatError):
-    """The store asks for a codec or dtype outside the allow-list."""
+    """The store asks for a codec or dtype outside the allow-list, or for more
+    memory than its metadata allows (a chunk that inflates, a huge shape)."""
+
+
+class MissingChunkError(StoreFormatError):
+    """A complete store lacks a chunk, or holds one of the wrong size: zarr
+    would read it as fill values."""
+
+
+class StoreReadError(VitregError, OSError):
+    """The store's bytes could not be fetched (an HTTP error, a cut connection,
+    a permission): not a problem of the store's content."""
 
 
 class IncompleteStoreError(VitregError, RuntimeError):

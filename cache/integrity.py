@@ -22,6 +22,8 @@ from zarr.codecs import Crc32cCodec, ShardingCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
+from .guard import unwrap
+
 #: Chunks fetched at once: enough to hide an HTTP or S3 round trip, few
 #: enough that 16 MiB chunks stay within a few hundred MiB of memory.
 CONCURRENCY = 8
@@ -150,8 +152,8 @@ def check_checksums(root: zarr.Group, names: list[str], *, skip_missing: bool) -
     prefix = f"{root.store_path.path}/" if root.store_path.path else ""
     batch = 1024  # bounds the coroutines alive at once
     for start in range(0, len(keys), batch):
-        sync(_check_keys(root.store, [(prefix + k, s, n) for k, s, n in keys[start:start + batch]],
-                         report))
+        part = [(prefix + k, s, n) for k, s, n in keys[start:start + batch]]
+        sync(_check_keys(unwrap(root.store), part, report))
     if skip_missing:
         report.problems = [p for p in report.problems if not p.endswith(": missing")]
     report.problems.sort()
@@ -164,7 +166,7 @@ def metadata_mismatches(root: zarr.Group) -> list[str]:
     prefix = f"{root.store_path.path}/" if root.store_path.path else ""
 
     async def fetch(key: str) -> dict | None:
-        buffer = await root.store.get(prefix + key, prototype=default_buffer_prototype())
+        buffer = await unwrap(root.store).get(prefix + key, prototype=default_buffer_prototype())
         return None if buffer is None else json.loads(buffer.to_bytes())
 
     root_meta = sync(fetch("zarr.json")) or {}

@@ -23,6 +23,7 @@ then a crc32c). A chunk is mapped at its offset after reading that index
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,10 @@ import zarr.storage
 from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
 from zarr.codecs.sharding import ShardingCodecIndexLocation
 
-from .errors import StoreFormatError
+from vitreg.core.scrub import redact
+
+from .errors import MissingChunkError, StoreReadError
+from .guard import damaged, inside, missing, unwrap
 
 
 class MappedArray:
@@ -43,8 +47,13 @@ class MappedArray:
     (rows by list, a single row, a tuple) is handed to zarr.
     """
 
-    def __init__(self, array: zarr.Array, root: Path, endian: str, suffix: int = 0) -> None:
+    def __init__(self, array: zarr.Array, root: Path, endian: str, suffix: int = 0,
+                 complete: bool = False) -> None:
         self.array = array
+        self.complete = complete
+        self._root = os.path.realpath(root)
+        self._where = redact(root)
+        self._folders: dict[str, bool] = {}
         self.shape = tuple(array.shape)
         self.chunks = tuple(array.chunks)
         self.dtype = array.dtype.newbyteorder("<" if endian == "little" else ">")
@@ -75,27 +84,37 @@ class MappedArray:
         shard, inner = divmod(index, self.per_file)
         key = self.array.metadata.encode_chunk_key((shard,) + (0,) * (len(self.shape) - 1))
         path = self._dir / key
+        name = f"{self.array.path}/{key}" if self.array.path else key
         try:
-            size = path.stat().st_size
-            offset = self._offset(path, size, inner) if self.per_file > 1 else 0
-        except FileNotFoundError:
-            offset = None
+            found = inside(self._root, name, self._where, self._folders)
+        except OSError as exc:  # a link loop, a permission
+            raise StoreReadError(f"{self._where}: cannot read {name} ({exc}); check the file "
+                                 "(its permissions, links, the disk)") from exc
+        gone = found is None
+        size = 0 if gone else found.st_size
+        offset = None if gone else (
+            self._offset(path, size, inner, name) if self.per_file > 1 else 0)
         if offset is None:
+            if self.complete:
+                shown = name if gone else f"{name} (its chunk {inner})"
+                raise MissingChunkError(missing(self._where, shown))
             # zarr does not write a chunk equal to the fill value: it reads as that value.
             filled = np.full(self.chunks, self.array.fill_value, dtype=self.dtype)
             filled.flags.writeable = False
             return filled
         if self.per_file == 1 and size != self._file_bytes:
-            raise StoreFormatError(
-                f"{path}: {size} bytes, expected {self._file_bytes} for an uncompressed "
-                f"chunk of shape {self.chunks} {self.dtype}; the store is damaged"
-            )
+            raise MissingChunkError(damaged(
+                self._where, name, f"is {size} bytes, expected {self._file_bytes} for an "
+                f"uncompressed chunk of shape {self.chunks} {self.dtype} (truncated?)"))
         return np.memmap(path, dtype=self.dtype, mode="r", shape=self.chunks, offset=offset)
 
-    def _offset(self, path: Path, size: int, inner: int) -> int | None:
+    def _offset(self, path: Path, size: int, inner: int, name: str) -> int | None:
         """Where chunk `inner` of the shard file `path` starts (None: not stored),
         from the shard index at the file's end."""
         index_bytes = 16 * self.per_file + 4  # + the index's crc32c
+        if size < index_bytes:
+            raise MissingChunkError(damaged(self._where, name, f"is {size} bytes, shorter than "
+                                                                "its shard index"))
         with open(path, "rb") as f:
             f.seek(size - index_bytes)
             index = np.frombuffer(f.read(index_bytes - 4), dtype="<u8").reshape(-1, 2)
@@ -103,16 +122,18 @@ class MappedArray:
         if offset == nbytes == 2**64 - 1:
             return None
         if nbytes != self._file_bytes or offset + nbytes > size - index_bytes:
-            raise StoreFormatError(
-                f"{path}: chunk {inner} of the shard is {nbytes} bytes at {offset}, expected "
+            raise MissingChunkError(damaged(
+                self._where, name,
+                f"holds its chunk {inner} as {nbytes} bytes at {offset}, expected "
                 f"{self._file_bytes} for an uncompressed chunk of shape {self.chunks} "
-                f"{self.dtype}; the store is damaged")
+                f"{self.dtype} (truncated?)"))
         return offset
 
 
-def mapped(array: zarr.Array) -> MappedArray | None:
-    """A `MappedArray` over `array` when its chunk files can be mapped, else None."""
-    store = array.store
+def mapped(array: zarr.Array, *, complete: bool = False) -> MappedArray | None:
+    """A `MappedArray` over `array` when its chunk files can be mapped, else
+    None; `complete`: the store has every chunk, so a missing one is an error."""
+    store = unwrap(array.store)
     if not isinstance(store, zarr.storage.LocalStore) or array.metadata.zarr_format != 3:
         return None
     codecs = array.metadata.codecs
@@ -130,4 +151,5 @@ def mapped(array: zarr.Array) -> MappedArray | None:
     if array.dtype.kind not in "biuf" or tuple(array.chunks[1:]) != tuple(array.shape[1:]):
         return None
     endian = codecs[0].endian.value if codecs[0].endian is not None else "little"
-    return MappedArray(array, Path(store.root), endian, suffix=4 * (len(codecs) - 1))
+    return MappedArray(array, Path(store.root), endian, suffix=4 * (len(codecs) - 1),
+                       complete=complete)

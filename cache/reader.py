@@ -11,7 +11,15 @@ from typing import Any
 import numpy as np
 import zarr
 
-from .errors import IncompleteStoreError, InputError, MissingArrayError, StoreFormatError
+from vitreg.core.scrub import redact
+
+from .errors import (
+    IncompleteStoreError,
+    InputError,
+    MissingArrayError,
+    StoreFormatError,
+    VitregError,
+)
 from .mapped import MappedArray, mapped
 from .schema import Geometry
 from .store import (
@@ -37,12 +45,15 @@ class Store:
 
     `verify`: read every chunk through zarr, whose `crc32c` codec checks it,
     instead of memory-mapping local chunk files (which skips the checksum).
+    `url` is the location without credentials (`core.scrub.redact`): what
+    results, reports and messages name; `source` is the location as given.
     """
 
     def __init__(self, url: str, *, allow_partial: bool = False, verify: bool = False) -> None:
-        self.url = str(url)
+        self.source = str(url)
+        self.url = redact(self.source)
         self.verify = verify
-        self.root = open_group(self.url, mode="r")
+        self.root = open_group(self.source, mode="r")
         self._arrays: dict[str, zarr.Array] = {}
         self._readers: dict[str, MappedArray | CheckedArray] = {}
         self.block: int | None = None  # 0-based block read as the last (`at_block`)
@@ -62,7 +73,7 @@ class Store:
 
     @property
     def complete(self) -> bool:
-        return bool(self.meta.get("complete", False))
+        return self.meta.get("complete") is True  # a JSON true, never the string "false"
 
     @cached_property
     def geometry(self) -> Geometry:
@@ -135,7 +146,7 @@ class Store:
                 self._readers[name] = BlockView(self.reader(BLOCK_ARRAYS[name]), self._slot)
                 return self._readers[name]
             array = self.array(name)
-            mapped_array = None if self.verify else mapped(array)
+            mapped_array = None if self.verify else mapped(array, complete=self.complete)
             self._readers[name] = mapped_array or CheckedArray(array, f"{self.url}/{name}")
         return self._readers[name]
 
@@ -297,6 +308,8 @@ class CheckedArray:
     def __getitem__(self, key: Any) -> np.ndarray:
         try:
             return self.array[key]
+        except VitregError:
+            raise  # a missing or refused chunk, already a sentence
         except (ValueError, TypeError) as exc:
             raise StoreFormatError(
                 f"{self.where}[{key}]: a chunk is damaged ({exc}); run `vitreg verify` on "

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from vitreg.core.errors import UsageError
 
-SCHEMA_VERSION = "1.6"
+SCHEMA_VERSION = "1.7"
 
 #: Codec names (zarr v3 metadata) and dtypes a store may use. Anything else
 #: is refused before a chunk is decoded: a store may come from a stranger.

@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import warnings
+import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,11 @@ import zarr
 import zarr.storage
 from zarr.codecs import Crc32cCodec
 
+from vitreg.core.errors import VitregError
+
+from .attrs import MAX_ROWS, check_attrs
 from .errors import StoreFormatError, StoreNotFoundError, UnsafeStoreError
+from .guard import GuardedStore, guard_root
 from .schema import (
     ALLOWED_CODECS,
     ALLOWED_DTYPES,
@@ -32,6 +37,11 @@ from .schema import (
 #: along `image`, so this fixes the chunk rows of the whole store
 #: (see "Chunking" in cache_schema.md for the measurements behind it).
 TOKENS_CHUNK_BYTES = 16 * 2**20
+#: The largest chunk and file (shard) a reader decodes: 64x what a writer
+#: makes by default (room for `--chunk-rows`), so a reader never allocates
+#: more than this for one chunk.
+MAX_CHUNK_BYTES = 2**30
+MAX_SHARD_BYTES = 16 * 2**30
 MIN_CHUNK_ROWS = 8
 MAX_CHUNK_ROWS = 1024
 
@@ -140,8 +150,11 @@ def not_found_message(url: str) -> str:
 def open_group(url: str, *, mode: str = "r") -> zarr.Group:
     """Open the root group of a store after checking it is safe to decode."""
     try:
-        root = zarr.open_group(store_like(url, mode), mode=mode, zarr_format=3,
+        target = guarded(url) if mode == "r" else store_like(url, mode)
+        root = zarr.open_group(target, mode=mode, zarr_format=3,
                                use_consolidated=None if mode == "r" else False)
+    except VitregError:
+        raise
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
         if mode == "r" and _has_root_metadata(url):
             # zarr reports metadata it cannot parse (a field missing) as "no group"
@@ -161,7 +174,7 @@ def open_group(url: str, *, mode: str = "r") -> zarr.Group:
                                f"{exc}); refusing to decode it") from exc
     try:
         check_safe(root)
-    except UnsafeStoreError:
+    except VitregError:
         raise
     except (zarr.errors.BaseZarrError, ValueError, TypeError, KeyError) as exc:
         # zarr could not even parse some metadata (unknown codec or dtype, truncated json)
@@ -174,7 +187,16 @@ def open_group(url: str, *, mode: str = "r") -> zarr.Group:
             "listings must carry consolidated metadata (schema 1.3, written when it completes)"
         ) from exc
     check_schema(root)
+    guard_root(root)
     return root
+
+
+def guarded(url: str) -> GuardedStore:
+    """The zarr store zarr would open for reading `url`, inside a `GuardedStore`."""
+    from zarr.core.sync import sync
+    from zarr.storage._common import make_store_path
+
+    return GuardedStore(sync(make_store_path(store_like(url, "r"), mode="r")).store, where=url)
 
 
 def _has_root_metadata(url: str) -> bool:
@@ -202,8 +224,36 @@ def store_like(url: str, mode: str) -> Any:
     if url.endswith(".zip") and mode == "r":
         if not Path(url).is_file():
             raise FileNotFoundError(url)
+        try:
+            with zipfile.ZipFile(url) as zf:
+                check_zip_members(zf, url)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+            raise UnsafeStoreError(f"{url} is not a readable zip ({exc}): cut short or not a "
+                                   "zip; copy it again, or pack the store again") from exc
         return zarr.storage.ZipStore(url, mode="r")
     return url
+
+
+#: Members a zip store may have: a store of 10^9 rows in 16 MiB chunks has fewer.
+MAX_ZIP_MEMBERS = 10**7
+
+
+def check_zip_members(zf: zipfile.ZipFile, url: str) -> None:
+    """Refuse a zip whose members are compressed (a deflated member may inflate
+    without bound; `vitreg pack` stores them) or claim another size than they hold."""
+    members = zf.infolist()
+    if len(members) > MAX_ZIP_MEMBERS:
+        raise UnsafeStoreError(f"{url}: {len(members):,} zip members, more than any store "
+                               "has; refusing to read it")
+    for info in members:
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise UnsafeStoreError(
+                f"{url}: zip member {info.filename} is compressed; `vitreg pack` stores members "
+                "uncompressed and a reader refuses compressed ones (a member could inflate "
+                "without bound): repack the folder with `vitreg pack`")
+        if info.file_size != info.compress_size:
+            raise UnsafeStoreError(f"{url}: zip member {info.filename} claims {info.file_size} "
+                                   f"bytes but holds {info.compress_size}; refusing to read it")
 
 
 def remote_zip(url: str) -> zarr.storage.FsspecStore:
@@ -213,6 +263,7 @@ def remote_zip(url: str) -> zarr.storage.FsspecStore:
     from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
 
     fs = fsspec.filesystem("zip", fo=url)
+    check_zip_members(fs.zip, url)
     return zarr.storage.FsspecStore(AsyncFileSystemWrapper(fs, asynchronous=True), path="",
                                     read_only=True)
 
@@ -254,6 +305,24 @@ def _check_array_safe(name: str, array: zarr.Array) -> None:
     if dtype not in ALLOWED_DTYPES:
         raise UnsafeStoreError(
             f"array {name!r} has dtype {dtype!r} outside {sorted(ALLOWED_DTYPES)}")
+    _check_array_size(name, array)
+
+
+def _check_array_size(name: str, array: zarr.Array) -> None:
+    """Refuse shapes and chunks no vitreg store has, before anything is allocated
+    for them: a reader sizes its buffers from these numbers."""
+    itemsize = array.dtype.itemsize if array.dtype.kind in "biuf" else 8
+    chunk = math.prod(array.chunks) * itemsize
+    shard = math.prod(array.shards or array.chunks) * itemsize
+    if array.ndim > 5 or (array.ndim and array.shape[0] > MAX_ROWS):
+        raise UnsafeStoreError(
+            f"array {name!r} has shape {array.shape}: more than {MAX_ROWS:,} rows or 5 "
+            "dimensions, beyond any vitreg store; refusing to read it")
+    if chunk > MAX_CHUNK_BYTES or shard > MAX_SHARD_BYTES:
+        raise UnsafeStoreError(
+            f"array {name!r} has chunks of {chunk:,} bytes (files of {shard:,}), more than "
+            f"the {MAX_CHUNK_BYTES:,} ({MAX_SHARD_BYTES:,}) a reader allows; refusing to "
+            "read it")
 
 
 def check_schema(root: zarr.Group) -> None:
@@ -267,6 +336,7 @@ def check_schema(root: zarr.Group) -> None:
             f"store schema {meta['schema_version']} cannot be read by this vitreg "
             f"(schema {SCHEMA_VERSION}); install a matching vitreg version"
         )
+    check_attrs(meta)
     geometry = geometry_from_attrs(meta)
     token_mode = meta.get("token_mode", "all")
     try:

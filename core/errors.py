@@ -4,7 +4,8 @@ Every failure a user can fix is a `VitregError` (zarr's habit: one base class,
 each subclass also deriving from the builtin that fits) whose message says
 what is wrong and what to do. `cli_errors` wraps every click command: a
 `VitregError` becomes `Error: <message>` and exit status 2; anything else is a
-bug and keeps its traceback.
+bug and keeps its traceback. The sentence is scrubbed first (`core.scrub`):
+no credentials of a URL, no control characters from a stranger's store.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+
+from .scrub import scrub
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,6 +45,6 @@ def cli_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except VitregError as exc:
-            raise _CliError(str(exc)) from exc
+            raise _CliError(scrub(exc)) from exc
 
     return wrapper  # type: ignore[return-value]

@@ -141,6 +141,15 @@ EXTRACT_OPTIONS = (
         help="Resize interpolation (timm's names).",
     ),
     click.option(
+        "--decode",
+        default="cpu",
+        show_default=True,
+        type=click.Choice(["cpu", "gpu"]),
+        help="cpu: PIL and timm's transform, exactly (the default). gpu: decode the JPEGs and "
+        "resize them on the run's device with torchvision (nvJPEG on CUDA; what it refuses is "
+        "decoded on the CPU); a recorded variant: pixels within a few levels of timm's.",
+    ),
+    click.option(
         "--batch-size",
         type=click.IntRange(min=1),
         help="Images per forward pass [default: 32 on a CPU; on a GPU the largest power of "

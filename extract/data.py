@@ -117,6 +117,9 @@ class ShardStream(IterableDataset):
     `decode_threads` > 1 decodes each batch's samples in that many threads.
     `selection` (rows -> shard index, sample index; `--keys`) reads rows in
     row order from local shards by byte range, wherever they lie in the tars.
+    `raw` (`--decode gpu`): batches carry each sample's encoded image bytes
+    under "encoded" (None for a row that failed already) and no "image";
+    the loop decodes them on the device (`extract.gpudecode`).
     """
 
     def __init__(
@@ -124,9 +127,10 @@ class ShardStream(IterableDataset):
         transform: Callable[[Image.Image], torch.Tensor], img_size: int,
         duplicates: dict[int, int] | None = None,
         layouts: list[MemberLayout | None] | None = None,
-        decode_threads: int = 1, selection: np.ndarray | None = None,
+        decode_threads: int = 1, selection: np.ndarray | None = None, raw: bool = False,
     ) -> None:
         self.urls = urls
+        self.raw = raw
         self.selection = selection
         self.decode_threads = decode_threads
         self.layouts = layouts or [None] * len(urls)
@@ -201,29 +205,40 @@ class ShardStream(IterableDataset):
 
     def _collate(self, items: list[tuple[int, dict[str, Any]]],
                  pool: ThreadPoolExecutor | None = None) -> dict[str, Any]:
-        size = self.img_size
-        images = torch.zeros((len(items), 3, size, size), dtype=torch.uint8)
         samples = [sample for _, sample in items]
         decoded = list(pool.map(self._decode, samples) if pool else map(self._decode, samples))
-        for i, (image, _, _, _) in enumerate(decoded):
-            if image is not None:
-                images[i] = image
-        return {
+        batch = {
             "row": torch.tensor([r for r, _ in items], dtype=torch.int64),
             "key": [s["__key__"] for s in samples],
             "label": torch.tensor([label for _, _, label, _ in decoded], dtype=torch.int32),
-            "image": images,
             "error": [error for _, error, _, _ in decoded],
             "warning": [warning for _, _, _, warning in decoded],
         }
+        if self.raw:
+            batch["encoded"] = [image for image, _, _, _ in decoded]
+            return batch
+        size = self.img_size
+        batch["image"] = torch.zeros((len(items), 3, size, size), dtype=torch.uint8)
+        for i, (image, _, _, _) in enumerate(decoded):
+            if image is not None:
+                batch["image"][i] = image
+        return batch
 
-    def _decode(self, sample: dict[str, Any]) -> tuple[torch.Tensor | None, str, int, str]:
-        """(uint8 image or None, error or "", label, warning or "") of one sample."""
+    def _decode(self, sample: dict[str, Any]
+                ) -> tuple[torch.Tensor | bytes | None, str, int, str]:
+        """(uint8 image, or with `raw` its encoded bytes, or None; error or "",
+        label, warning or "") of one sample."""
         image, error, warning = None, "", ""
         if "__duplicate_of__" in sample:
             error = f"duplicate key: row {sample['__duplicate_of__']} has the same key"
         try:
-            if not error:
+            if not error and self.raw:
+                found = image_members(sample)
+                if not found:
+                    members = sorted(k for k in sample if not k.startswith("__"))
+                    raise ValueError(f"no image member (members: {members})")
+                image = bytes(sample[found[0]])
+            elif not error:
                 rgb, warning = decode_checked(sample)
                 image = self.transform(rgb)
         except Exception as exc:  # any decode failure becomes a failed row

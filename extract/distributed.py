@@ -103,8 +103,12 @@ def final_timeout(largest_range: int, own_rows: int, own_seconds: float) -> time
 
 def final_barrier(ranks: Ranks, timeout: timedelta) -> None:
     """Wait for every rank to finish its rows, at most `timeout`; gloo's
-    monitored barrier names the ranks that did not arrive."""
+    monitored barrier names the ranks that did not arrive. (A process group
+    the caller started on another backend gets a plain barrier.)"""
     if not ranks.torchrun:
+        return
+    if dist.get_backend() != "gloo":  # a group the caller started on NCCL: no bound
+        dist.barrier()
         return
     try:
         dist.monitored_barrier(timeout=timeout)

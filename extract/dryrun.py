@@ -79,6 +79,7 @@ def run_dry_run(
     tokens_dtype: str = "float16", chunk_rows: int | None = None, seed: int = 42,
     preprocess: str = "timm", crop_pct: float | None = None, interpolation: str | None = None,
     keys_file: str | None = None, blocks: list[int] | tuple[int, ...] = (),
+    decode: str = "cpu",
 ) -> dict[str, Any]:
     """Plan the run and time two batches; write nothing."""
     from .run import loop_settings, plan_and_build

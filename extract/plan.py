@@ -288,11 +288,12 @@ def plan_shards(shards: list[str], *, limit: int | None = None, keys: str | None
 
 
 def plan_stream(plan: Plan, loaded: LoadedModel, todo: np.ndarray, batch_size: int, *,
-                decode_threads: int = 1) -> ShardStream:
-    """The stream of the rows in `todo`, decoded for `loaded`'s model; what a
-    run, a dry run and the cost measurement all read."""
+                decode_threads: int = 1, raw: bool = False) -> ShardStream:
+    """The stream of the rows in `todo`, decoded for `loaded`'s model (with
+    `raw`, left encoded for the device); what a run, a dry run and the cost
+    measurement all read."""
     return ShardStream(
         plan.urls, offsets=plan.offsets, todo=todo, batch_size=batch_size,
         img_size=loaded.geometry.img_size, transform=eval_transform(loaded.data_config),
         duplicates=plan.duplicates, layouts=plan.layouts, selection=plan.selection,
-        decode_threads=decode_threads)
+        decode_threads=decode_threads, raw=raw)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +30,7 @@ from .capture import Capture, apply_options, resolve_precision
 from .checks import PREFETCH, check_model, check_shared_memory
 from .costs import Costs, measure_costs
 from .distributed import Ranks, barrier, final_barrier, final_timeout, ranks_of
+from .gpudecode import DEVICE_DECODE, device_images
 from .model import LoadedModel, build_model
 from .plan import (
     Plan,
@@ -73,7 +74,7 @@ class Summary:
 def store_attrs(model: str, loaded: LoadedModel, *, precision: str, token_mode: str,
                 tokens_dtype: str, with_options: list[str], shards: list[dict[str, Any]],
                 n_rows: int, seed: int, shard_digests: list[str | None],
-                keys_file: str | None = None) -> dict[str, Any]:
+                keys_file: str | None = None, decode: str = "cpu") -> dict[str, Any]:
     """The root attributes of the store this run writes (`cache.attrs` checks them)."""
     geom = loaded.geometry
     weights_file = None
@@ -92,6 +93,7 @@ def store_attrs(model: str, loaded: LoadedModel, *, precision: str, token_mode: 
         shards=shards, shard_digests=shard_digests, n_rows=n_rows, seed=seed,
         keys_file={"path": keys_file, "sha256": file_sha256(keys_file)} if keys_file else None,
         versions={"timm": timm.__version__, "torch": torch.__version__},
+        decode=DEVICE_DECODE if decode == "gpu" else None,
         **{"with": sorted(with_options)},
     )
 
@@ -122,6 +124,9 @@ def open_for_ranks(out: str, attrs: dict[str, Any], loaded: LoadedModel, ranks: 
     return target
 
 
+DECODES = ("cpu", "gpu")
+
+
 def run_extract(
     *, shards: list[str], model: str, out: str, weights: str = "pretrained",
     img_size: int | None = None, batch_size: int | None = None, precision: str = "auto",
@@ -131,7 +136,7 @@ def run_extract(
     overwrite: bool = False, seed: int = 42, chunk_rows: int | None = None,
     progress: bool = True, rank: int | None = None, world_size: int | None = None,
     preprocess: str = "timm", crop_pct: float | None = None, interpolation: str | None = None,
-    keys_file: str | None = None, blocks: Sequence[int] = (),
+    keys_file: str | None = None, blocks: Sequence[int] = (), decode: str = "cpu",
 ) -> Summary:
     """Extract every sample of `shards` through `model` into the store `out`.
 
@@ -140,11 +145,15 @@ def run_extract(
     `preprocess` names an evaluation protocol (`transforms.PRESETS`);
     `crop_pct` and `interpolation` (timm's names) override it. `keys_file`, a
     file of sample keys, makes the rows those keys in the file's order.
+    `decode="gpu"` decodes and resizes the images on the run's device
+    (`extract.gpudecode`, recorded in the store's `decode` attribute).
     Keywords are the names of the root attributes they become (`token_mode`,
     `tokens_dtype`, `keys_file`). `blocks` (`--blocks 6,12,-1`) adds the
     tokens, norms and [CLS] attention of those blocks (`chosen/*`).
     """
     tune_allocator()
+    if decode not in DECODES:
+        raise UsageError(f"--decode {decode!r}: choose from {', '.join(DECODES)}")
     start = time.perf_counter()
     with ranks_of(rank, world_size) as ranks:  # ends the process group it starts
         with_options = sorted(set(with_options))
@@ -165,7 +174,7 @@ def run_extract(
         attrs = store_attrs(model, loaded, precision=precision, token_mode=token_mode,
                             tokens_dtype=tokens_dtype, with_options=with_options,
                             shards=plan.shard_info(), n_rows=plan.n_rows, seed=seed,
-                            shard_digests=plan.digests(), keys_file=keys_file)
+                            shard_digests=plan.digests(), keys_file=keys_file, decode=decode)
         target = open_for_ranks(out, attrs, loaded, ranks, chunk_rows=chunk_rows,
                                 overwrite=overwrite)
         target.check_keys(plan.keys())
@@ -174,6 +183,7 @@ def run_extract(
             target, loaded, plan, device=dev, precision=precision, with_options=with_options,
             token_mode=token_mode, batch_size=batch_size, workers=workers, seed=seed,
             progress=progress and ranks.leader, threads=loop_threads(workers, dev, costs),
+            decode=decode,
         )
         loop_seconds = time.perf_counter() - loop_start
         final_barrier(ranks, final_timeout(largest_range(plan.n_rows, target, ranks.world),
@@ -305,13 +315,13 @@ class LoopStats:
 def _extract_rows(target: WriteTarget, loaded: LoadedModel, plan: Plan, *,
                   device: torch.device, precision: str, with_options: list[str],
                   token_mode: str, batch_size: int, workers: int, seed: int,
-                  progress: bool, threads: int | None = None) -> LoopStats:
+                  progress: bool, threads: int | None = None, decode: str = "cpu") -> LoopStats:
     """Decode, run and write every pending row of the writer's range."""
     todo = target.pending()
     stats = LoopStats(rows=int(todo.sum()))
     if stats.rows == 0:
         return stats
-    stream = plan_stream(plan, loaded, todo, batch_size,
+    stream = plan_stream(plan, loaded, todo, batch_size, raw=decode == "gpu",
                          decode_threads=1 if workers else usable_cores())
     loader = DataLoader(
         stream, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
@@ -326,7 +336,9 @@ def _extract_rows(target: WriteTarget, loaded: LoadedModel, plan: Plan, *,
                 intra_op_threads(threads):
             batches = prefetched(loader, name="vitreg-decode") \
                 if overlap_decoding(workers, device) else loader
-            _run_batches(batches, step, writer, stats, advance)
+            on_device = (lambda b: device_images(b, loaded.data_config, device)) \
+                if decode == "gpu" else None
+            _run_batches(batches, step, writer, stats, advance, on_device)
             step.release_all()
     except BaseException:
         writer.abort()
@@ -337,10 +349,12 @@ def _extract_rows(target: WriteTarget, loaded: LoadedModel, plan: Plan, *,
     return stats
 
 
-def _run_batches(batches, step: Step, writer, stats: LoopStats, advance) -> None:
+def _run_batches(batches, step: Step, writer, stats: LoopStats, advance,
+                 on_device: Callable[[dict[str, Any]], torch.Tensor] | None = None) -> None:
     """Batch i+1 is queued on the device before batch i's host work; batch
-    i's rows are written in place from its staging buffers (lent)."""
-    stats.phases.update(input=0.0, put=0.0)
+    i's rows are written in place from its staging buffers (lent). With
+    `on_device` (`--decode gpu`), each batch's images are decoded by it."""
+    stats.phases.update(input=0.0, put=0.0, decode=0.0)
     in_flight: tuple[Staged, dict[str, Any]] | None = None
     source = iter(batches)
     while True:
@@ -349,6 +363,10 @@ def _run_batches(batches, step: Step, writer, stats: LoopStats, advance) -> None
         stats.phases["input"] += time.perf_counter() - start
         if batch is None:
             break
+        if on_device is not None:
+            start = time.perf_counter()
+            batch["image"] = on_device(batch)
+            stats.phases["decode"] += time.perf_counter() - start
         meta = host_meta(batch)
         launched = step.launch(batch["image"], meta["row"]), meta
         if in_flight is not None:

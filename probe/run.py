@@ -23,6 +23,7 @@ from vitreg.core.device import resolve_device
 from vitreg.core.files import write_json as core_write_json
 from vitreg.core.numbers import check_grid
 from vitreg.core.paths import check_not_inside
+from vitreg.core.scrub import redact
 from vitreg.core.version import __version__
 
 from . import probes as _probes  # noqa: F401 - registers the probes
@@ -65,7 +66,7 @@ def run_probe(
         "probe": kind,
         "store": store_info(train_store),
         "val_store": None if val_store is None else store_info(val_store),
-        "config": {"store": str(store), "val": None if val is None else str(val),
+        "config": {"store": redact(store), "val": None if val is None else redact(val),
                    "out": None if out is None else str(out), **opts},
         "counts": body.pop("counts"),
         "metrics": body.pop("metrics"),

@@ -18,12 +18,21 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
     """Files only: a folder is a 404, and `Range: bytes=a-b` gets a 206."""
 
     sent: Counter  # bytes sent per request path, set by `static_server`
+    #: path -> "500" (an internal server error) or "length" (a Content-Length
+    #: 100 bytes longer than what is sent), set by `static_server`
+    faults: dict
+
+    def fault(self) -> str | None:
+        return self.faults.get(self.path.split("?")[0].lstrip("/"))
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
 
     def send_head(self):  # noqa: ANN201
         path = self.translate_path(self.path)
+        if self.fault() == "500":
+            self.send_error(500, "something broke")
+            return None
         if os.path.isdir(path) or not os.path.isfile(path):
             self.send_error(404, "no listings here")
             return None
@@ -40,7 +49,8 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
         handle.seek(start)
         self.send_response(206 if ranged else 200)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(stop - start))
+        lie = 100 if self.fault() == "length" else 0
+        self.send_header("Content-Length", str(stop - start + lie))
         self.send_header("Accept-Ranges", "bytes")
         if ranged:
             self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{size}")
@@ -55,10 +65,12 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def static_server(folder: Path) -> Iterator[tuple[str, Counter]]:
-    """Serve `folder` on 127.0.0.1 at an ephemeral port: (base URL, bytes sent per path)."""
+def static_server(folder: Path, faults: dict[str, str] | None = None,
+                  ) -> Iterator[tuple[str, Counter]]:
+    """Serve `folder` on 127.0.0.1 at an ephemeral port: (base URL, bytes sent
+    per path); `faults` maps paths to "500" or "length" (see StaticHandler)."""
     sent: Counter = Counter()
-    handler = type("Handler", (StaticHandler,), {"sent": sent})
+    handler = type("Handler", (StaticHandler,), {"sent": sent, "faults": faults or {}})
     server = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), lambda *a: handler(*a, directory=str(folder))
     )

@@ -8,6 +8,7 @@ from vitreg import __version__
 from vitreg.analysis.cli import analysis
 from vitreg.cache.cli import info_command, pack_command, verify_command
 from vitreg.core.commands import InOrderGroup
+from vitreg.core.scrub import redact_logs
 from vitreg.extract.cli import extract_command, shards_command
 from vitreg.probe.cli import probe
 from vitreg.runtime import tune_allocator
@@ -21,6 +22,7 @@ from .demo import demo_command
 def cli() -> None:
     """Cache a ViT's tokens once, then probe and analyse outlier tokens and registers."""
     tune_allocator()
+    redact_logs()  # no credentials of a URL in any log line
 
 
 for command in (shards_command, extract_command, info_command, verify_command, pack_command,

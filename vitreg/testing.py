@@ -263,7 +263,8 @@ def write_planted_store(
     if failed is not None:
         failed_mask[np.asarray(failed)] = True
     stop = n_images if written_rows is None else written_rows // chunk_rows * chunk_rows
-    written = [s.name for s in specs if s.name not in ("attention", "neighbor_cos")]
+    written = [s.name for s in specs]
+    unplanted = {"attention", "neighbor_cos"}  # zeros: every chunk of a complete store exists
     writer = ChunkWriter(root, written)
     try:
         for start in range(0, stop, chunk_rows):
@@ -276,6 +277,8 @@ def write_planted_store(
             if not with_pixels:
                 del values["pixels"]
             _row_meta(values, rows, failed_mask[rows], seed)
+            for name in unplanted:
+                values[name] = np.zeros((len(rows), *root[name].shape[1:]), root[name].dtype)
             writer.put(rows, {n_: values[n_] for n_ in written})
     finally:
         writer.close()

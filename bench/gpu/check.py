@@ -24,6 +24,9 @@ weights: nothing is downloaded), one line per figure, flushed as it comes:
   the device step, waiting on the copy event, handing to the writer, waiting
   on the writer), the main process's CPU ms per image (all its threads),
   GPU busy (NVML, sampled every 0.1 s, when it answers), GPU memory peak;
+- `extract --decode gpu` (on CUDA, or with `--gpu-decode`): the same run
+  with the images decoded and resized on the device, against `bare` and
+  the default decoding;
 - `fp32`: stored rows of several batches (the first, middle ones and the
   last, partial one) against an fp32 forward of the same JPEGs: worst
   relative error of `norms` and smallest cosine of `tokens`.
@@ -75,7 +78,13 @@ def preconditions(args: argparse.Namespace, tmp: Path) -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         problems.append("device: torch sees no CUDA device")
     shm = shutil.disk_usage("/dev/shm").free if os.path.isdir("/dev/shm") else 0
-    say(f"ok   /dev/shm {shm / 2**30:.1f} GiB free (vitreg refuses a run that needs more)")
+    # what `vitreg extract`'s defaults take on a GPU: a worker per core but one
+    # (at most 16), 4 batches of 256 images of 224 px each, + the one in use
+    workers = max(1, min((os.cpu_count() or 2) - 1, 16))
+    need = (workers * 4 + 1) * 256 * 3 * 224 * 224 if args.device.startswith("cuda") else 0
+    (problems.append if shm < need else lambda m: say("ok   " + m))(
+        f"/dev/shm {shm / 2**30:.1f} GiB free, {need / 2**30:.1f} GiB needed by {workers} "
+        "decode workers")
     disk = shutil.disk_usage(tmp).free
     need = args.max_images * (200e3 + 600e3)  # shards (real JPEGs) + a ViT-L store
     (problems.append if disk < need else lambda m: say("ok   " + m))(
@@ -204,7 +213,7 @@ class GpuBusy:
 
 
 def extract(shards: list[str], model: str, out: str, device: torch.device, img_size,
-            batch_size: int | None) -> dict:
+            batch_size: int | None, limit: int, decode: str = "cpu") -> dict:
     import vitreg.extract.run as run_mod
 
     if device.type == "cuda":
@@ -214,7 +223,7 @@ def extract(shards: list[str], model: str, out: str, device: torch.device, img_s
         summary = run_mod.run_extract(
             shards=shards, model=model, out=out, weights="random", img_size=img_size,
             device=str(device), precision="bf16", overwrite=True, progress=False,
-            batch_size=batch_size)
+            batch_size=batch_size, decode=decode, limit=limit)
     rate, batches = steady(summary.batch_ends, start + summary.seconds - summary.loop_seconds)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
     return {"summary": summary, "rate": rate, "batches": batches, "gpu": gpu.busy,
@@ -255,7 +264,7 @@ def against_fp32(loaded, store_url: str, jpegs, device: torch.device, batch: int
 
 
 def check_model(key: str, args: argparse.Namespace, device: torch.device, tmp: Path,
-                jpegs: list) -> None:
+                jpegs: list, shards: list[str]) -> None:
     from vitreg.extract.model import build_model
     from vitreg.extract.run import loop_settings
 
@@ -266,7 +275,6 @@ def check_model(key: str, args: argparse.Namespace, device: torch.device, tmp: P
     bare = bare_rate(loaded, device, batch, args.seconds / 3)
     say(f"{model}: bare forward {bare:.1f} img/s (batch {batch}, bf16, steady state)")
     probe = min(args.max_images, max(4 * batch, int(bare * args.seconds / 6)))
-    shards = benchutil.write_shards(jpegs, probe, tmp / f"probe-{key}", 1000)
     decode = decode_rate(shards, loaded, workers, batch, probe)
     say(f"{model}: decode only {decode:.1f} img/s ({workers} workers, batch {batch})")
     row_bytes = loaded.geometry.tokens * loaded.geometry.dim * 2
@@ -275,9 +283,8 @@ def check_model(key: str, args: argparse.Namespace, device: torch.device, tmp: P
         f"tokens; plain write() {plain:.0f} MB/s; ratio {writer / plain:.3f}")
     n = int(min(bare, decode) * args.seconds)
     n = min(args.max_images, max(6 * batch, n - n % batch) + batch // 3 + 1)  # last batch partial
-    shards = benchutil.write_shards(jpegs, n, tmp / f"shards-{key}", 1000)
     out = str(tmp / f"{key}.zarr")
-    ext = extract(shards, model, out, device, img_size, args.batch_size)
+    ext = extract(shards, model, out, device, img_size, args.batch_size, limit=n)
     summary = ext["summary"]
     say(f"{model}: extract {ext['rate']:.1f} img/s in steady state ({ext['batches']} batches "
         f"of {n} images; whole loop {summary.images_per_second:.1f}); extract / bare "
@@ -295,8 +302,14 @@ def check_model(key: str, args: argparse.Namespace, device: torch.device, tmp: P
     rows, err, cos = against_fp32(loaded, out, jpegs, device, batch)
     say(f"{model}: fp32 recomputation of rows {rows}: worst norm relative error {err:.2e}, "
         f"smallest token cosine {cos:.5f}")
-    for path in (out, tmp / f"shards-{key}", tmp / f"probe-{key}"):
-        shutil.rmtree(path, ignore_errors=True)
+    if args.gpu_decode:
+        gpu = extract(shards, model, out, device, img_size, args.batch_size, limit=n,
+                      decode="gpu")
+        say(f"{model}: extract --decode gpu {gpu['rate']:.1f} img/s in steady state; / bare "
+            f"{gpu['rate'] / bare:.3f}; / default decoding {gpu['rate'] / ext['rate']:.3f}; "
+            f"decode on the device {gpu['summary'].phases.get('decode', 0) / max(1, len(gpu['summary'].batch_ends)) * 1e3:.1f} ms per batch; "
+            f"main process {gpu['host_ms']:.3f} CPU ms/img")
+    shutil.rmtree(out, ignore_errors=True)
 
 
 def main() -> None:
@@ -307,6 +320,8 @@ def main() -> None:
                         help="steady-state time to aim each extraction at")
     parser.add_argument("--max-images", type=int, default=40000,
                         help="at most this many images per extraction (disk)")
+    parser.add_argument("--gpu-decode", action=argparse.BooleanOptionalAction, default=None,
+                        help="also extract with --decode gpu (default: on a CUDA device)")
     parser.add_argument("--writer-mb", type=float, default=2000,
                         help="megabytes of tokens the writer-only figure writes per run")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -320,14 +335,20 @@ def main() -> None:
     from vitreg.core.device import resolve_device
 
     device = resolve_device(args.device)
+    if args.gpu_decode is None:
+        args.gpu_decode = device.type == "cuda"
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     say(f"{name}; torch {torch.__version__}; {os.cpu_count()} cores; images "
         f"{args.images or 'packaged photos'}; in {tmp}")
     jpegs = benchutil.load_jpegs(benchutil.image_folder(args.images, tmp))
     start = time.perf_counter()
     try:
+        # one set of shards for every figure; each run takes the first rows it needs
+        shards = benchutil.write_shards(jpegs, args.max_images, tmp / "shards", 1000)
+        say(f"shards: {args.max_images} images in {len(shards)} shards, "
+            f"{time.perf_counter() - start:.0f} s")
         for key in args.models.split(","):
-            check_model(key, args, device, tmp, jpegs)
+            check_model(key, args, device, tmp, jpegs, shards)
             say(f"{MODELS[key]}: done at {time.perf_counter() - start:.0f} s")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

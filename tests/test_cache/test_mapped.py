@@ -10,6 +10,7 @@ import zarr
 from zarr.codecs import BytesCodec, ZstdCodec
 
 from vitreg.cache import Geometry, StoreFormatError, open_store
+from vitreg.cache.errors import MissingChunkError
 from vitreg.cache.mapped import MappedArray, mapped
 from vitreg.cache.pack import run_pack
 from vitreg.cache.reader import CheckedArray
@@ -26,8 +27,9 @@ def store_url(tmp_path) -> str:
     norms = rng.gamma(2.0, size=(N, GEOM.tokens)).astype(np.float32)
     url = write_store(str(tmp_path / "s.zarr"), {"tokens": tokens, "norms": norms},
                       geometry=GEOM, chunk_rows=CHUNK)
-    # zarr's default writer stores no file for a chunk equal to the fill value
-    zarr.open_group(url, mode="r+")["tokens"][16:24] = 0
+    # a chunk at the fill value, stored as vitreg's writer stores it (zarr's
+    # default would store no file for it)
+    zarr.open_group(url, mode="r+")["tokens"].with_config({"write_empty_chunks": True})[16:24] = 0
     return url
 
 
@@ -55,11 +57,19 @@ def test_a_slice_inside_one_chunk_is_a_view_of_the_file(store_url):
     assert Path(view.filename) == Path(store_url, "tokens", "c", "1", "0", "0").resolve()
 
 
-def test_the_unwritten_fill_value_chunk_reads_as_zeros(store_url):
-    assert not Path(store_url, "tokens", "c", "2", "0", "0").exists()
+def test_a_chunk_of_zeros_reads_as_zeros(store_url):
+    assert Path(store_url, "tokens", "c", "2", "0", "0").exists()
     got = open_store(store_url).reader("tokens")[15:25]
     np.testing.assert_array_equal(got, reference(store_url, "tokens")[15:25])
     assert not got[1:9].any()
+
+
+def test_a_missing_chunk_of_a_complete_store_is_an_error_not_zeros(store_url):
+    Path(store_url, "tokens", "c", "2", "0", "0").unlink()
+    with pytest.raises(MissingChunkError, match=r"tokens/c/2/0/0 is missing .*`vitreg verify"):
+        open_store(store_url).reader("tokens")[15:25]
+    np.testing.assert_array_equal(open_store(store_url).reader("tokens")[0:16],
+                                  reference(store_url, "tokens")[0:16])  # the others still read
 
 
 def test_other_indices_go_to_zarr(store_url):

@@ -134,8 +134,16 @@ def test_a_rank_that_never_arrives_stops_the_others_with_a_sentence(node, monkey
         raise RuntimeError("Rank 0 failed to pass monitoredBarrier in 600000 ms")
 
     monkeypatch.setattr(dist, "monitored_barrier", monitored)
+    monkeypatch.setattr(dist, "get_backend", lambda: "gloo")
     with distributed.ranks_of() as ranks, pytest.raises(
             distributed.VitregError, match="run the same command again"):
         distributed.final_barrier(ranks, timedelta(minutes=10))
     assert seen == [timedelta(minutes=10)]
     distributed.final_barrier(distributed.Ranks(), timedelta(0))  # one process: no barrier
+
+
+def test_a_group_on_another_backend_gets_a_plain_final_barrier(node, monkeypatch):
+    monkeypatch.setattr(dist, "get_backend", lambda: "nccl")
+    with distributed.ranks_of() as ranks:
+        distributed.final_barrier(ranks, timedelta(minutes=10))
+    assert ("barrier",) in node

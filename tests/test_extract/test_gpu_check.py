@@ -10,14 +10,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = ("bare forward", "decode only", "writer only", "extract", "loop ms per batch",
-           "main process", "fp32 recomputation", "done at")
+           "main process", "fp32 recomputation", "extract --decode gpu", "done at")
 
 
 def test_the_gpu_check_runs_on_a_cpu_and_prints_every_figure(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "gpu" / "check.py"), "--device", "cpu",
          "--models", "tiny", "--seconds", "0.5", "--batch-size", "8", "--max-images", "60",
-         "--writer-mb", "20"],
+         "--writer-mb", "20", "--gpu-decode"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
         env={**os.environ, "VITREG_BENCH_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
