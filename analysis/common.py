@@ -82,11 +82,14 @@ def is_random(store: Store) -> bool:
 
 
 def store_labels(stores: Sequence[Store]) -> list[str]:
-    """Short, unique legend names: model, registers, image size, random weights."""
+    """Unique legend names that say which store: model, the store's name (its
+    tag and split, as a study names it), image size, images, registers, random
+    weights."""
     labels = []
     for store in stores:
         meta = store.meta
-        label = f"{meta.get('model', '?')} · {meta.get('img_size', '?')} px"
+        label = (f"{meta.get('model', '?')} · {store_tag(store)} · {meta.get('img_size', '?')} px"
+                 f" · {store.counts()['ok']:,} img")
         if store.geometry.registers:
             label += f" · {store.geometry.registers} reg"
         if is_random(store):
@@ -98,6 +101,14 @@ def store_labels(stores: Sequence[Store]) -> list[str]:
             seen[label] = seen.get(label, 0) + 1
             labels[i] = f"{label} #{seen[label]}"
     return labels
+
+
+def store_tag(store: Store) -> str:
+    """The store's own name: its folder or zip name without the suffix."""
+    name = str(store.url).rstrip("/").rsplit("/", 1)[-1]
+    for suffix in (".zarr", ".zip"):
+        name = name.removesuffix(suffix)
+    return name or "?"
 
 
 def wrap(label: str, width: int = 34) -> str:

@@ -352,6 +352,7 @@ def run_maps(
         figures.append(save_figure(*plot_first_block(results, [lb for _, lb in with_blocks]),
                                    out / "first_block.png"))
         for (_, lb), res in zip(with_blocks, results):
+            stats[lb]["first_block_images"] = res["images"]
             stats[lb]["first_high_norm_block"] = res["first_block"]
     notes = [f"{lb}: input image not stored (no `pixels`)" for s, lb in zip(opened, labels)
              if "pixels" not in s]

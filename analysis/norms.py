@@ -122,8 +122,14 @@ def summarise(part: dict[str, Any], edges: np.ndarray) -> dict[str, Any]:
     return {"stats": stats, **hists}
 
 
+def density(counts: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """A histogram's counts as a density: it integrates to 1 over the bins."""
+    total = counts.sum()
+    return counts / (total * np.diff(edges)) if total else counts.astype(float)
+
+
 def plot_norms(summaries: list[dict[str, Any]], labels: list[str], edges: np.ndarray) -> Figure:
-    """Patch-norm histograms (log count) with thresholds; [CLS] and registers in a second panel."""
+    """Patch-norm densities (log scale) with thresholds; [CLS] and registers in a second panel."""
     # legends go under the axes: store names are long
     entries = 2 * len(summaries)
     height = 4.2 + 0.28 * entries
@@ -132,26 +138,30 @@ def plot_norms(summaries: list[dict[str, Any]], labels: list[str], edges: np.nda
                         top=1 - 0.35 / height, wspace=0.2)
     ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     for summary, label, colour in zip(summaries, labels, COLOURS * 4):
-        counts = summary["patch_counts"]
+        # densities: stores of different sizes share one scale
+        counts = density(summary["patch_counts"], edges)
         ax.stairs(counts, edges, color=colour, fill=True, alpha=0.35, label=wrap(label, 60))
         ax.stairs(counts, edges, color=colour)
         thr = summary["stats"]["threshold"]
         ax.axvline(thr, color=colour, ls="--", lw=1.5, label=f"98th percentile = {thr:.3g}")
-        ax2.stairs(summary["cls_counts"], edges, color=colour, lw=2,
+        ax2.stairs(density(summary["cls_counts"], edges), edges, color=colour, lw=2,
                    label=wrap(f"[CLS] · {label}", 60))
         if "register_counts" in summary:
-            ax2.stairs(summary["register_counts"], edges, color=colour, ls=":", lw=2,
-                       label=wrap(f"registers · {label}", 60))
+            ax2.stairs(density(summary["register_counts"], edges), edges, color=colour, ls=":",
+                       lw=2, label=wrap(f"registers · {label}", 60))
     ax.set_xlabel("L2 norm of output patch token (before final LayerNorm)")
-    ax.set_ylabel("number of patch tokens (log scale)")
+    ax.set_ylabel("density (per unit of norm, log scale)")
     # explicit title heights: matplotlib's automatic title placement drew the axes twice
     ax.set_title("Patch-token norm distribution (study Fig. 4)", y=1.01)
     ax2.set_xlabel("L2 norm (before final LayerNorm)")
-    ax2.set_ylabel("number of tokens (log scale)")
+    ax2.set_ylabel("density (log scale)")
     ax2.set_title("[CLS] and register tokens", y=1.01)
+    # half of one token's density: the smallest non-empty bin stays visible
+    one_token = min(1 / (max(s["patch_counts"].sum(), 1) * float(np.diff(edges)[0]))
+                    for s in summaries)
     for a in (ax, ax2):
         plain_log_y(a)
-        a.set_ylim(bottom=0.5)
+        a.set_ylim(bottom=0.5 * one_token)
         a.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), frameon=False)
     return fig
 

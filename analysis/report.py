@@ -15,6 +15,8 @@ from vitreg.cache import Store
 from vitreg.core import InputError
 
 from .common import ANALYSES, open_stores, provenance, registered, store_labels
+from .presentation import CSS as PRESENTATION_CSS
+from .presentation import Figures, caption_for, metric_cell, metric_header, stats_table
 from .study import (
     DEVIATIONS,
     TABLE4,
@@ -97,19 +99,17 @@ def provenance_html(stores: Sequence[Store], labels: Sequence[str]) -> str:
 
 
 def stats_html(stats: dict[str, dict[str, Any]]) -> str:
-    """Rows: statistics; columns: stores."""
-    labels = list(stats)
-    keys = [k for k in dict.fromkeys(k for s in stats.values() for k in s)]
-    rows = [("", [esc(k)] + [fmt(stats[lb].get(k)) for lb in labels]) for k in keys]
-    return table(["statistic", *labels], rows)
+    """Rows: statistics by plain name, definition and unit; columns: stores (value, n)."""
+    return stats_table(stats)
 
 
-def section_html(name: str, result: dict[str, Any]) -> str:
+def section_html(name: str, result: dict[str, Any], figures: Figures | None = None) -> str:
+    figures = figures or Figures()
     parts = [f"<h2>{esc(ANALYSES[name].title if name in ANALYSES else name)}</h2>"]
     parts += [f'<p class="note">{esc(n)}</p>' for n in result.get("notes", [])]
     if result.get("stats"):
         parts.append(stats_html(result["stats"]))
-    parts += [image(p, Path(p).stem) for p in result["figures"]]
+    parts += [figures.figure(p, caption_for(p)) for p in result["figures"]]
     parts.append(f'<p class="note">Data of each figure: <code>{esc(name)}/*.json</code> '
                  "next to its PNG.</p>")
     return "".join(parts)
@@ -157,10 +157,10 @@ def probe_table(kind: str, results: Sequence[dict]) -> str:
                         ("normal", "mse", 1), ("outlier", "mse", 1)],
         "classify": [("cls", "top1", 100), ("normal", "top1", 100), ("outlier", "top1", 100)],
     }[kind]
-    header = ["model", *(f"{g} {k}" for g, k, _ in columns), DIFF_HEADER]
+    header = ["model", *(metric_header(g, k) for g, k, _ in columns), DIFF_HEADER]
     rows = []
     for result in results:
-        rows.append(_ours_row(result, [fmt2(_metric(result, g, k), s) for g, k, s in columns],
+        rows.append(_ours_row(result, [metric_cell(result, g, k, s) for g, k, s in columns],
                               number))
         name = result_study_name(result)
         if name in study:
@@ -178,8 +178,8 @@ def head_table(results: Sequence[dict]) -> str:
             continue
         name = result_study_name(result) or ""
         regs = "+reg" in name or "reg" in str(result_setup(result)["model"])
-        rows.append(_ours_row(result, [fmt2(head, 100) if not regs else "—",
-                                       fmt2(head, 100) if regs else "—"], 4))
+        cell = metric_cell(result, "head", "top1", 100)
+        rows.append(_ours_row(result, [cell if not regs else "—", cell if regs else "—"], 4))
         if name in TABLE4:
             rows.append(_study_row(name, [fmt2(TABLE4[name]["head"]) if not regs else "—",
                                           fmt2(TABLE4[name]["head"]) if regs else "—"]))
@@ -199,14 +199,15 @@ def linear_tables(results: Sequence[dict]) -> str:
                                  *(k for t in named for k in t if k != "head")]))
     rows5 = []
     for result in trained:
-        rows5.append(_ours_row(result, [fmt2(_metric(result, c, "top1"), 100) for c in combos],
+        rows5.append(_ours_row(result, [metric_cell(result, c, "top1", 100) for c in combos],
                                5))
         name = result_study_name(result)
         if name in TABLE5:
             rows5.append(_study_row(name, [fmt2(TABLE5[name].get(c)) for c in combos]))
     return (head_table(results)
             + "<h3>Table 5. Linear heads on representations, top-1 (%)</h3>"
-            + (table(["model", *combos, DIFF_HEADER], rows5) if rows5 else
+            + (table(["model", *(f"{c} top-1 (%)" for c in combos), DIFF_HEADER], rows5)
+               if rows5 else
                '<p class="note">no linear head trained</p>'))
 
 
@@ -262,8 +263,10 @@ def probes_html(probes: Sequence[dict]) -> str:
     return "".join(parts)
 
 
-def render_html(stores: Sequence[Store], sections: dict[str, dict], probes: Sequence[dict]) -> str:
+def render_html(stores: Sequence[Store], sections: dict[str, dict], probes: Sequence[dict],
+                figures: Figures | None = None) -> str:
     labels = store_labels(stores)
+    figures = figures or Figures()
     body = [
         random_banner(stores, probes),
         "<h1>vitreg report</h1>",
@@ -272,11 +275,11 @@ def render_html(stores: Sequence[Store], sections: dict[str, dict], probes: Sequ
          "patch norm of its store; [CLS] and registers never count.</p>"),
         "<h2>Provenance</h2>", provenance_html(stores, labels),
         sampled_html(stores, labels),
-        *(section_html(name, result) for name, result in sections.items()),
+        *(section_html(name, result, figures) for name, result in sections.items()),
         probes_html(probes),
     ]
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>vitreg report</title>"
-            f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
+            f"<style>{CSS}{PRESENTATION_CSS}</style></head><body>{''.join(body)}</body></html>")
 
 
 def load_probes(paths: Sequence[str | Path]) -> list[dict]:
@@ -308,5 +311,5 @@ def run_report(
                 for entry in registered()}
     path = out / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(opened, sections, results), encoding="utf-8")
+    path.write_text(render_html(opened, sections, results, Figures(base=out)), encoding="utf-8")
     return path

@@ -10,6 +10,10 @@ text extraction of the paper; where its column headers were lost:
   extraction; with three rows per model it belongs to DINOv2-S.
 - Table 4's pretrained heads of the with-register models equal Table 5's
   "Pretrained Head" row (81.65, 84.71, 86.80), which confirms its columns.
+
+Also the study's setup of each table (`STUDY_SETUPS`), how a result's recorded
+setup differs from it (`setup_differences`, marked in the report's rows), and
+the choices the study leaves open with vitreg's (`DEVIATIONS`).
 """
 
 from __future__ import annotations

@@ -207,7 +207,15 @@ ATTRIBUTE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "grid": (lambda v: isinstance(v, list) and len(v) == 2
              and all(_int(1, MAX_GRID)[0](g) for g in v), f"two integers from 1 to {MAX_GRID}"),
     "dynamic_img_size": _optional(_BOOL),
-    "prefix_tokens": _int(1, MAX_REGISTERS + 1), "registers": _int(0, MAX_REGISTERS),
+    # 0 for a model without [CLS] nor registers (1.6); [CLS] + distillation + registers at most
+    "prefix_tokens": _int(0, MAX_REGISTERS + 2), "registers": _int(0, MAX_REGISTERS),
+    "prefix_layout": _optional((lambda v: isinstance(v, list) and len(v) <= MAX_REGISTERS + 2
+                                and all(k in ("cls", "register", "distillation") for k in v),
+                                "a list of cls, register, distillation")),
+    "attention_query": _optional((lambda v: v in ("cls", "map"), '"cls", "map" or null')),
+    "blocks": _optional((lambda v: isinstance(v, list) and len(v) <= MAX_DEPTH
+                         and all(_int(0, MAX_DEPTH - 1)[0](b) for b in v),
+                         "a list of block indices")),
     "embed_dim": _int(1, MAX_DIM), "depth": _int(1, MAX_DEPTH),
     "heads": _optional(_int(1, MAX_DIM)),
     "precision": _optional(_TEXT), "preprocessing": _optional(_DICT),

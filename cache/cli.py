@@ -38,6 +38,11 @@ def run_info(url: str) -> None:
         ("model", meta.get("model")), ("weights", meta.get("weights")),
         ("weights sha256", meta.get("weights_sha256")), ("image size", meta.get("img_size")),
         ("grid / registers", f"{meta.get('grid')} / {meta.get('registers')}"),
+        ("prefix tokens", ", ".join(map(str, meta["prefix_layout"])) or "none"
+         if "prefix_layout" in meta else "[CLS], then the registers (schema < 1.6)"),
+        ("attention", {"cls": "[CLS] query", "map": "pooling head's query", None: "none"}.get(
+            meta.get("attention_query", "cls"), "?")),
+        ("chosen blocks", ", ".join(str(b + 1) for b in meta.get("blocks") or []) or "none"),
         ("precision", meta.get("precision")), ("schema", meta.get("schema_version")),
         ("rows", f"{store.n_rows}: {counts['ok']} ok, {counts['failed']} failed, "
                  f"{counts['pending']} pending"),

@@ -21,10 +21,10 @@ IMAGE_COORDS = ("key", "label")
 
 
 def token_coords(g: Geometry) -> dict[str, tuple[str, np.ndarray]]:
-    """`token_kind`, `token_row`, `token_col` along `token` (timm's order:
-    [CLS] if any, registers, patches row-major; -1 for the prefix's row/col)."""
-    has_cls = g.prefix > g.registers
-    kinds = ["cls"] * has_cls + ["register"] * g.registers + ["patch"] * g.patches
+    """`token_kind`, `token_row`, `token_col` along `token` (the model's order:
+    its prefix tokens as the store's layout names them (cls, register,
+    distillation), then the patches row-major; -1 for the prefix's row/col)."""
+    kinds = [*g.layout, *["patch"] * g.patches]
     row, col = patch_grid(g)
     pad = np.full(g.prefix, -1, dtype=np.int32)
     return {"token_kind": ("token", np.array(kinds, dtype=object)),

@@ -342,10 +342,10 @@ def print_dry_run(plan: dict) -> None:
         table.add_row(a.name, str(a.shape), a.dtype, human_bytes(a.nbytes))
     table.add_row("total", "", "", human_bytes(sum(a.nbytes for a in plan["arrays"])))
     Console(soft_wrap=True).print(table)
-    hours = plan["seconds"] / 3600
     console.print(
         f"{plan['images_per_second']:.1f} img/s on {plan['device']} ({plan['precision']}), "
-        f"timed on the second of two batches: about {hours:.2f} h for {plan['n_rows']} rows"
+        f"timed on the second of two batches: about {human_seconds(plan['seconds'])} for "
+        f"{plan['n_rows']} rows"
     )
     for damage in plan["damaged"]:
         console.print(f"[red]damaged shard[/] {damage['url']}: {damage['reason']}")

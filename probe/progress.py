@@ -19,7 +19,7 @@ from vitreg.core.progress import ElapsedEtaColumn, console
 
 
 class EpochColumn(ProgressColumn):
-    """`epoch 12/30 x 15 heads x lr`: the epochs of the slowest copy still training."""
+    """`epoch 12/30, 15 copies` (heads x learning rates): the epochs of the slowest copy."""
 
     def __init__(self, epochs: int, copies: int) -> None:
         super().__init__()
@@ -27,7 +27,8 @@ class EpochColumn(ProgressColumn):
 
     def render(self, task) -> Text:  # type: ignore[override]
         epoch = int(task.completed) // self.copies
-        return Text(f"epoch {epoch}/{self.epochs} x {self.copies} heads x lr",
+        copies = f"{self.copies} cop{'y' if self.copies == 1 else 'ies'}"
+        return Text(f"epoch {epoch}/{self.epochs}, {copies}",
                     style="progress.download")
 
 

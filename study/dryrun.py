@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from vitreg.core.progress import human_seconds
+
 from .execute import State
 from .plan import Plan
 from .steps import Step
@@ -18,10 +20,8 @@ IMAGENET_ROWS = {"train": 1_281_167, "val": 50_000}
 GPU_FLOPS = 5.0e13
 #: Images per second one decode worker feeds (JPEG decode + resize + crop, ImageNet sizes).
 DECODE_PER_WORKER = 150.0
-#: CPU-seconds per training image of each probe with its default options, measured on
-#: 100 ImageNet images at 224 px (ViT-S/14) on 2 shared cores: a rough, linear figure.
-PROBE_CPU_S_PER_IMAGE = {"position": 0.02, "reconstruct": 0.2, "classify": 0.01,
-                         "linear": 0.05}
+#: Classes of ImageNet-1k: the classify and linear heads' outputs unless a probe sets them.
+NUM_CLASSES = 1000
 
 
 def count_rows(step: Step, cache: dict[str, int]) -> int:
@@ -59,6 +59,27 @@ def extract_estimate(step: Step, rows: int) -> tuple[int, float]:
     return sum(a.nbytes for a in arrays), max(flops / GPU_FLOPS, decode) / 3600
 
 
+def probe_hours(step: Step, steps: list[Step], rows_of: dict[str, int]) -> float:
+    """CPU hours of one probe from its fits on the train store's geometry
+    (`vitreg.probe.costs`): every epoch assumed to run, so an upper bound."""
+    from vitreg.probe.costs import estimate_probe_seconds
+
+    extract = next(s for s in steps if s.id == step.config["train"])
+    g = _geometry(extract.config["model"], extract.config.get("img_size"))
+    rows = rows_of.get(step.config["train"], 0)
+    val = step.config.get("val")
+    options = dict(step.config.get("options") or {})
+    train_images, val_images = (rows, rows_of.get(val, 0)) if val else \
+        (round(rows * (1 - float(options.get("val_fraction", 0.2)))),
+         round(rows * float(options.get("val_fraction", 0.2))))
+    seconds = estimate_probe_seconds(
+        step.config["kind"], dim=g.dim, patches=g.patches, patch_size=g.img_size // g.grid[0],
+        registers=g.registers, train_images=train_images, val_images=val_images,
+        num_classes=int(options.pop("num_classes", None) or NUM_CLASSES),
+        options={k: v for k, v in options.items() if k not in ("val_fraction",)})
+    return seconds / 3600
+
+
 def human(nbytes: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if nbytes < 1024 or unit == "TiB":
@@ -79,12 +100,11 @@ def describe(plan: Plan, steps: list[Step], states: dict[str, State]) -> dict[st
             rows_of[step.id] = count_rows(step, rows_cache)
             nbytes, hours = extract_estimate(step, rows_of[step.id])
             total_bytes, gpu_h = total_bytes + nbytes, gpu_h + hours
-            size = f"{rows_of[step.id]} images, {human(nbytes)}, {hours:.2f} GPU h"
+            size = f"{rows_of[step.id]} images, {human(nbytes)}, {human_seconds(hours * 3600)} GPU"
         elif step.stage == "probe":
-            rows = rows_of.get(step.config["train"], 0)
-            hours = rows * PROBE_CPU_S_PER_IMAGE.get(step.config["kind"], 0.1) / 3600
+            hours = probe_hours(step, steps, rows_of)
             cpu_h += hours
-            size = f"{hours:.2f} CPU h"
+            size = f"{human_seconds(hours * 3600)} CPU (up to; measured here)"
         reason = f" ({state.reason})" if state.reason else ""
         click.echo(f"{state.status:5s} {step.id:40s} -> {step.output}  {size}{reason}")
     from .setups import table_setup_lines
@@ -93,7 +113,9 @@ def describe(plan: Plan, steps: list[Step], states: dict[str, State]) -> dict[st
         click.echo(line)
     click.echo(f"total: {len(steps)} steps, "
                f"{sum(s.status != 'done' for s in states.values())} to run; stores "
-               f"{human(total_bytes)}; about {gpu_h:.1f} GPU h and {cpu_h:.1f} CPU h (rough)")
+               f"{human(total_bytes)}; about {human_seconds(gpu_h * 3600)} of GPU time (assumed "
+               f"rates) and up to {human_seconds(cpu_h * 3600)} of CPU time (probes, priced "
+               "with a training step measured on this machine)")
     redo = [k for k, v in states.items() if v.status == "redo" and k.startswith("extract:")]
     if redo:
         click.echo(f"--redo deletes and re-extracts {len(redo)} finished store(s): "

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vitreg.analysis.report import esc, image
+from vitreg.analysis.presentation import Figures, caption_for
+from vitreg.analysis.report import esc
 
 #: Analysis recipe name -> the paper's figures it reproduces.
 FIGURES: dict[str, str] = {
@@ -17,12 +18,15 @@ FIGURES: dict[str, str] = {
 }
 
 
-def study_section(folder: Path) -> str:
+def study_section(folder: Path, figures: Figures | None = None) -> str:
+    """One analysis's figures: those of one kind together (every image's maps, then
+    every image's q/k/v, ...), each with a caption that says what it shows; a
+    figure already on the page is named, not embedded again."""
+    figures = figures or Figures()
     title = FIGURES.get(folder.name, folder.name)
-    figures = sorted(folder.glob("*.png"))
+    paths = sorted(folder.glob("*.png"), key=lambda f: (f.stem.split("_")[0], f.stem))
     parts = [f"<h3>{esc(title)}</h3>"]
-    parts += [f"<figure>{image(f, f.stem)}<figcaption>{esc(f.stem)}</figcaption></figure>"
-              for f in figures]
+    parts += [figures.figure(f, caption_for(f)) for f in paths]
     return "".join(parts)
 
 
@@ -32,7 +36,9 @@ def add_study_sections(html: Path, analyses: list[str]) -> None:
         return
     from .steps import write_atomic
 
-    body = "<h2>Study figures</h2>" + "".join(study_section(Path(a)) for a in analyses)
     text = html.read_text(encoding="utf-8")
+    figures = Figures(base=html.parent, page=text)
+    body = "<h2>Study figures</h2>" + "".join(study_section(Path(a), figures)
+                                              for a in analyses)
     cut = text.rfind("</body>")
     write_atomic(html, text[:cut] + body + text[cut:])

@@ -135,3 +135,5 @@ def test_readers_take_a_chosen_block(tmp_path):
     result = CliRunner().invoke(cli, ["analysis", "norms", store.url, "--block", "1",
                                       "--out", str(tmp_path / "a")])
     assert result.exit_code == 0, result.output
+    info = CliRunner().invoke(cli, ["info", store.url], terminal_width=200)
+    assert "chosen blocks" in info.output and "cls, register, register" in info.output

@@ -50,7 +50,7 @@ def test_probe_console_is_one_bar_and_epoch_lines_only_verbose(planted, tmp_path
             "--features", "cls+patch_mean"]
     quiet = CliRunner().invoke(cli, args)
     assert quiet.exit_code == 0, quiet.output
-    assert "epoch 3/3" in quiet.output and "loss" not in quiet.output
+    assert "epoch 3/3, 1 copy" in quiet.output and "loss" not in quiet.output
     assert "n (val)" in quiet.output and "train / " in quiet.output
     verbose = CliRunner().invoke(cli, [*args, "-v"])
     assert verbose.exit_code == 0, verbose.output

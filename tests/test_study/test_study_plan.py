@@ -40,7 +40,7 @@ def test_dry_run_of_the_paper_plan_lists_every_step_offline(tmp_path, monkeypatc
     for name in PAPER_MODELS:
         assert f"extract:{name}:val " in result.output
     assert "probe:DINOv2-G:position" in result.output and "report" in result.output
-    assert "GPU h" in result.output and not (tmp_path / "o").exists()
+    assert "of GPU time" in result.output and not (tmp_path / "o").exists()
     # each table's setup, and where it differs from the study's
     assert ("Table 1 DINOv2-S (position): pretrained, 224 px, timm, tokens sampled:64, "
             "protocol study, trained on train, reported on val; as the study's") in result.output
