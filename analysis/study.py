@@ -137,6 +137,8 @@ def result_setup(result: dict[str, Any]) -> dict[str, Any]:
         "preprocessing_preset": store.get("preprocessing_preset"),
         "precision": store.get("precision"),
         "token_mode": store.get("token_mode"),
+        "block": store.get("block"),
+        "depth": store.get("depth"),
         "selection": selection,
         # an official head trains nothing: it is scored on every image of its store
         "reported_on": "val" if result.get("val_store") or setup.get("val_store")
@@ -201,6 +203,9 @@ def setup_differences(result: dict[str, Any], table: int) -> list[str]:
     if preset and setup["preprocessing_preset"] != preset:
         diffs.append(f"preprocessing {setup['preprocessing_preset']} (study: {preset}, "
                      "resize 256, crop 224)")
+    if setup["block"] is not None:
+        diffs.append(f"tokens of block {setup['block']} of {setup['depth']} "
+                     "(study: the last block)")
     if table <= 3:
         diffs.append(_token_difference(setup))
     if "protocol" in want:

@@ -106,7 +106,8 @@ COMMON_OPTIONS: tuple[Option, ...] = (
            "STORE; by default that is refused"),
     Option("allow_partial", False, "use the ok rows of a store that is still being written"),
     Option("block", None, "read this block's tokens, norms and attention (1 the first, -1 the "
-           "last; default the last): stores extracted with --blocks", type=int),
+           "last; default the last): stores extracted with --blocks", type=int,
+           range=Range(-4096, 4096, integer=True)),  # the store's depth is checked on open
     Option("device", "auto", "where the torch backend trains", choices=("auto", "cpu", "cuda")),
     Option("backend", "torch", "torch (the paper's probes) or sklearn (LogisticRegression / "
            "Ridge on the same tokens, a cross-check for small stores)",

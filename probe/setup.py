@@ -27,6 +27,9 @@ def store_setup(store: Store) -> dict[str, Any]:
         "interpolation": prep.get("interpolation"),
         "precision": meta.get("precision"),
         "token_mode": meta.get("token_mode"),
+        # 1 the first block; None: the last, as the study reads it
+        "block": None if store.block is None else store.block + 1,
+        "depth": meta.get("depth"),
         "split_shards": [s.get("url") for s in meta.get("shards") or []][:3],
     }
 

@@ -114,3 +114,13 @@ def test_sampled_stores_show_how_many_images_had_more_outliers_than_k_half(tmp_p
                      str(int(per_image.sum())), str(int(per_image.max()))]
     full = write_planted_store(str(tmp_path / "f.zarr"), n_images=20, geometry=GEOMETRY)
     assert sampled_html([open_store(full)], ["f"]) == ""
+
+
+def test_a_result_read_at_a_middle_block_is_marked(planted, tmp_path):
+    path = _with_setup(tmp_path / "p.json", "position", POSITION)
+    data = json.loads((tmp_path / "p.json").read_text())
+    for store in (data["setup"]["train_store"], data["setup"]["val_store"]):
+        store.update(block=6, depth=12)
+    (tmp_path / "p.json").write_text(json.dumps(data))
+    ours = _row_of(_report(planted, tmp_path, [path]), "ours:")
+    assert "tokens of block 6 of 12 (study: the last block)" in ours

@@ -128,6 +128,8 @@ def test_readers_take_a_chosen_block(tmp_path):
     patch_norms = store.array("chosen/norms")[:, 0, g.prefix:]
     assert first.threshold() == pytest.approx(float(np.percentile(patch_norms, 98)))
     assert store.at_block(-1) is store and store.at_block(3) is store
+    from vitreg.probe.setup import store_setup  # a probe's result names the block it read
+    assert store_setup(first)["block"] == 1 and store_setup(store)["block"] is None
     with pytest.raises(InputError, match="holds the tokens of blocks 1 .*--blocks -2"):
         store.at_block(-2)
     with pytest.raises(InputError, match="has 3 blocks"):
