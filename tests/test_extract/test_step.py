@@ -125,7 +125,7 @@ def test_the_step_waits_for_its_copies_without_spinning():
     cpu = time.thread_time()
     step.finish(staged)
     assert time.thread_time() - cpu < 0.05
-    assert step.times.event >= 0.3
+    assert step.times.event >= 0.25  # the event's 0.3 s began just before finish() did
 
 
 def test_the_step_refills_a_buffer_set_only_once_the_writer_lets_go():
