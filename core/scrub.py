@@ -41,6 +41,17 @@ def redact(text: Any) -> str:
     return _URL.sub(one, str(text))
 
 
+def redact_values(value: Any) -> Any:
+    """`value` (JSON-like: dicts, lists, strings) with every string redacted."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redact_values(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_values(v) for v in value]
+    return value
+
+
 def plain(value: Any, *, newlines: bool = False) -> str:
     """`str(value)` with control characters shown as escapes (`\\x1b`), so that
     text from a store cannot move the cursor, hide text or plant a link;

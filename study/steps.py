@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vitreg.core.files import atomic_write_text as write_atomic
+from vitreg.core.scrub import redact, redact_values
 
 from .plan import Plan, PlanError, file_name, model_probes, shard_paths
 from .stages import STUDY_EXTRACT_DEFAULTS
@@ -51,12 +52,13 @@ class Step:
 
     @property
     def identity(self) -> dict[str, Any]:
-        """The configuration keys that change the output."""
+        """The configuration keys that change the output (credentials in URLs do not:
+        they are left out, so that no stamp records them)."""
         skip = EXECUTION_KEYS.get(self.stage, frozenset())
         if self.stage == "probe":
-            return {**self.config, "options": {k: v for k, v in self.config["options"].items()
-                                               if k not in skip}}
-        return {k: v for k, v in self.config.items() if k not in skip}
+            return redact_values({**self.config, "options": {
+                k: v for k, v in self.config["options"].items() if k not in skip}})
+        return redact_values({k: v for k, v in self.config.items() if k not in skip})
 
     @property
     def stamp(self) -> Path:
@@ -78,7 +80,7 @@ def file_identity(path: str) -> list[Any]:
     output) and not a digest of large files (every run would read every shard
     and checkpoint); the path itself is in the step's configuration."""
     if "://" in path or path.startswith("pipe:") or not os.path.isfile(path):
-        return [path]
+        return [redact(path)]
     size = os.path.getsize(path)
     if size > DIGEST_LIMIT:
         return [os.path.basename(path), size]
@@ -186,4 +188,4 @@ def write_stamp(step: Step, result: dict[str, Any]) -> None:
     body = {"step": step.id, "hash": step.hash, "identity": IDENTITY_VERSION,
             "config": step.identity, "run_config": step.config, "files": step.files,
             "inputs": step.inputs, "result": result}
-    write_atomic(step.stamp, json.dumps(body, indent=2, default=str) + "\n")
+    write_atomic(step.stamp, redact(json.dumps(body, indent=2, default=str)) + "\n")
