@@ -112,7 +112,8 @@ def test_waiting_for_the_device_does_not_spin():
     cpu, wall = cpu_while(wait_event, 0.4)
     spun, _ = cpu_while(spinning, 0.3)
     assert wall >= 0.4
-    assert cpu < 0.05 * wall, f"{cpu:.3f} CPU s while waiting {wall:.3f} s"
+    # the poll wakes 800 times in 0.4 s (20 ms of CPU in a CI run); a spin burns all 0.4 s
+    assert cpu < 0.15 * wall, f"{cpu:.3f} CPU s while waiting {wall:.3f} s"
     # the measure sees a spinning wait, even on a loaded machine (a quarter of a core)
     assert spun > 3 * cpu and spun > 0.05, (spun, cpu)
 
