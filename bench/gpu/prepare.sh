@@ -17,7 +17,7 @@ bundle=${VITREG_BUNDLE:-.whl}
 images=${VITREG_IMAGES:-../shared/data/imagenet-samples/images}
 python=${PYTHON:-python3}
 # the versions this project is tested with
-wheels=(zarr==3.1.6 numcodecs==0.16.6 google-crc32c==1.9.0 donfig==0.8.1.post1
+wheels=(zarr==3.1.6 numcodecs==0.16.6 google-crc32c==1.9.0 crc32c==2.9.post0 donfig==0.8.1.post1
         webdataset==1.0.2 braceexpand==0.1.7)
 mkdir -p "$bundle"
 rm -f "$bundle"/*.whl

@@ -9,7 +9,7 @@ import pytest
 import zarr
 from zarr.codecs import Crc32cCodec
 
-from vitreg.cache import ChunkWriter, Geometry, arrays_for, create_store
+from vitreg.cache import ChunkWriter, Geometry, arrays_for, create_store, shardfile
 from vitreg.cache.shardfile import crc32c, file_layout, write_file
 from vitreg.testing import synthetic_attrs
 
@@ -52,6 +52,37 @@ def test_a_file_is_the_one_zarr_writes(tmp_path, n, chunk, shard, checksum, dtyp
                 write_file(layout, lo, data[lo: lo + step])
     assert chunk_files(tmp_path / "ours") == chunk_files(tmp_path / "zarr")
     np.testing.assert_array_equal(zarr.open_array(tmp_path / "ours" / "x", mode="r")[:], data)
+
+
+def write_both(root: Path, data: np.ndarray, chunk: int, shard: int) -> None:
+    """`data` through zarr into root/zarr and through `write_file` into root/ours."""
+    for tag in ("zarr", "ours"):
+        group = zarr.open_group(root / tag, mode="w", zarr_format=3)
+        array = group.create_array(
+            "x", shape=data.shape, chunks=(chunk, *data.shape[1:]),
+            shards=(shard, *data.shape[1:]), dtype=data.dtype, compressors=(Crc32cCodec(),),
+            fill_value=0).with_config({"write_empty_chunks": True})
+        for lo in range(0, len(data), shard):
+            if tag == "zarr":
+                array[lo: lo + shard] = data[lo: lo + shard]
+            else:
+                write_file(file_layout(array), lo, data[lo: lo + shard])
+
+
+@pytest.mark.parametrize("slice_bytes", [7, 120, 240, 241, 1 << 20])
+@pytest.mark.parametrize("module", ["crc32c", "google_crc32c"])
+def test_a_chunk_hashed_and_written_in_slices_is_the_one_zarr_writes(
+        tmp_path, monkeypatch, slice_bytes, module):
+    """Chunks of 240 bytes (8 rows of 3 x 5 float16) hashed and written a
+    slice at a time, slices that divide it and slices that do not, the last
+    chunk padded; by either checksum package (their running CRCs must chain)."""
+    extend = {"crc32c": lambda crc, data: pytest.importorskip("crc32c").crc32c(data, crc),
+              "google_crc32c": pytest.importorskip("google_crc32c").extend}[module]
+    monkeypatch.setattr(shardfile, "SLICE_BYTES", slice_bytes)
+    monkeypatch.setattr(shardfile, "_crc32c_extend", extend)
+    data = (np.random.default_rng(42).normal(size=(45, 3, 5)) * 50).astype("float16")
+    write_both(tmp_path, data, chunk=8, shard=32)
+    assert chunk_files(tmp_path / "ours") == chunk_files(tmp_path / "zarr")
 
 
 def test_the_checksum_is_crc32c():
