@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vitreg.analysis.grid import CSS as GRID_CSS
+from vitreg.analysis.grid import MANIFEST, grid_html
 from vitreg.analysis.presentation import Figures, caption_for
 from vitreg.analysis.report import esc
 
@@ -17,15 +19,21 @@ FIGURES: dict[str, str] = {
              "attention, norms, q/k/v, per-block norms)"),
 }
 
+#: Per-image figures (one row per store) that the models x images grid replaces.
+GRID_REPLACES = ("maps", "qkv")
+
 
 def study_section(folder: Path, figures: Figures | None = None) -> str:
-    """One analysis's figures: those of one kind together (every image's maps, then
-    every image's q/k/v, ...), each with a caption that says what it shows; a
-    figure already on the page is named, not embedded again."""
+    """One analysis's figures: the maps as models x images grids (as the study lays
+    them out), then the other figures of one kind together, each with a caption that
+    says what it shows; a figure already on the page is named, not embedded again."""
     figures = figures or Figures()
     title = FIGURES.get(folder.name, folder.name)
     paths = sorted(folder.glob("*.png"), key=lambda f: (f.stem.split("_")[0], f.stem))
     parts = [f"<h3>{esc(title)}</h3>"]
+    if (folder / MANIFEST).exists():
+        parts.append(grid_html(folder))
+        paths = [f for f in paths if f.stem.split("_")[0] not in GRID_REPLACES]
     parts += [figures.figure(f, caption_for(f)) for f in paths]
     return "".join(parts)
 
@@ -38,7 +46,7 @@ def add_study_sections(html: Path, analyses: list[str]) -> None:
 
     text = html.read_text(encoding="utf-8")
     figures = Figures(base=html.parent, page=text)
-    body = "<h2>Study figures</h2>" + "".join(study_section(Path(a), figures)
-                                              for a in analyses)
+    body = (f"<style>{GRID_CSS}</style><h2>Study figures</h2>"
+            + "".join(study_section(Path(a), figures) for a in analyses))
     cut = text.rfind("</body>")
     write_atomic(html, text[:cut] + body + text[cut:])
