@@ -15,6 +15,7 @@ from vitreg.core.numbers import SEED, Number
 from vitreg.core.paths import check_not_inside
 
 from .common import Analysis, registered
+from .progress import analysis_progress
 from .report import run_report
 
 #: Arguments every analysis takes.
@@ -28,6 +29,8 @@ COMMON_OPTIONS = (
                  help="Seed of the image sample."),
     click.option("--allow-partial", is_flag=True,
                  help="Use the rows written so far of an incomplete store."),
+    click.option("--no-progress", is_flag=True,
+                 help="No progress bar on stderr (logs, batch jobs)."),
     click.option("--block", type=int, default=None,
                  help="Read this block's tokens, norms and attention (1 the first, -1 the "
                  "last; default the last): stores extracted with --blocks."),
@@ -59,7 +62,9 @@ def analysis() -> None:
 def _add_command(entry: Analysis) -> None:
     def command(stores: tuple[str, ...], **kwargs: Any) -> None:
         check_not_inside(kwargs["out"], stores)
-        click.echo(entry.summary(entry.run(stores=at_block(stores, kwargs), **kwargs), kwargs))
+        with analysis_progress(not kwargs.pop("no_progress", False)):
+            result = entry.run(stores=at_block(stores, kwargs), **kwargs)
+        click.echo(entry.summary(result, kwargs))
 
     command.__name__ = f"{entry.name}_cmd"
     command.__doc__ = entry.help
@@ -79,7 +84,9 @@ def _report_options() -> tuple[Callable, ...]:
 def report_cmd(stores: tuple[str, ...], **kwargs: Any) -> None:
     """Every analysis and the probe results in one self-contained report.html."""
     check_not_inside(kwargs["out"], [*stores, *kwargs.get("probes", ())])
-    click.echo(f"wrote {run_report(stores=at_block(stores, kwargs), **kwargs)}")
+    with analysis_progress(not kwargs.pop("no_progress", False)):
+        path = run_report(stores=at_block(stores, kwargs), **kwargs)
+    click.echo(f"wrote {path}")
 
 
 _PROBES_OPTION = click.option(

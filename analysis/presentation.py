@@ -10,6 +10,7 @@ import hashlib
 import html
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,14 +191,21 @@ def metric_cell(result: dict, group: str, key: str, scale: float) -> str:
 class Figures:
     """Embeds each figure once per page: a repeat (same bytes) links to the first."""
 
-    def __init__(self, base: Path | None = None, page: str = "") -> None:
+    def __init__(self, base: Path | None = None, page: str = "",
+                 embedded: Callable[[int], None] = lambda n: None) -> None:
         self.base = base
+        self.embedded = embedded  # called once per figure (a progress bar's advance)
         #: figures already on `page` (a report that sections are appended to)
         self.seen: dict[str, str] = {d: "an earlier figure" for d in
                                      re.findall(r'id="fig-([0-9a-f]{16})"', page)}
 
     def figure(self, path: str | Path, caption: str) -> str:
-        path = Path(path)
+        try:
+            return self._figure(Path(path), caption)
+        finally:
+            self.embedded(1)
+
+    def _figure(self, path: Path, caption: str) -> str:
         data = path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()[:16]
         if digest in self.seen:
