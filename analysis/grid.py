@@ -37,18 +37,22 @@ class GridMap:
     key: str
     title: str
     shows: str
+    short: str  # the map in a cell's visible caption
     unit: str = "L2 norm"
 
 
 #: The map kinds, in the order the figures appear (the output norm map is Figure 1's).
 GRID_MAPS = (
     GridMap("norm", "Feature maps (study Figures 1, 2, 6)",
-            "token L2 norm before the final LayerNorm, last block"),
+            "token L2 norm before the final LayerNorm, last block", "feature norm"),
     GridMap("attention", "Attention maps (study Figures 2, 5)",
-            "[CLS] attention of the last block, mean of heads", "attention weight"),
-    GridMap("q", "Query norm maps (study Figure 6)", "norm of the queries, last block"),
-    GridMap("k", "Key norm maps (study Figure 6)", "norm of the keys, last block"),
-    GridMap("v", "Value norm maps (study Figure 6)", "norm of the values, last block"),
+            "[CLS] attention of the last block, mean of heads", "[CLS] attention",
+            "attention weight"),
+    GridMap("q", "Query norm maps (study Figure 6)", "norm of the queries, last block",
+            "query norm"),
+    GridMap("k", "Key norm maps (study Figure 6)", "norm of the keys, last block", "key norm"),
+    GridMap("v", "Value norm maps (study Figure 6)", "norm of the values, last block",
+            "value norm"),
 )
 
 CSS = f"""
@@ -144,10 +148,12 @@ def _data_uri(path: Path) -> str:
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
-def _cell(folder: Path, caption: str, file: str) -> str:
+def _cell(folder: Path, caption: str, file: str, shown: str | None = None) -> str:
+    """An embedded image; `caption` in full as its alt text and tooltip, `shown` (or
+    `caption`) under it."""
     return (f'<figure class="cell"><img alt="{_esc(caption)}" title="{_esc(caption)}" '
-            f'src="{_data_uri(folder / file)}"><figcaption>{_esc(caption)}</figcaption>'
-            "</figure>")
+            f'src="{_data_uri(folder / file)}"><figcaption>{_esc(shown or caption)}'
+            "</figcaption></figure>")
 
 
 def _header(folder: Path, manifest: dict, with_inputs: bool) -> str:
@@ -161,6 +167,15 @@ def _header(folder: Path, manifest: dict, with_inputs: bool) -> str:
     return '<tr><th scope="col">model \\ image</th>' + "".join(cells) + "</tr>"
 
 
+def _map_cell(folder: Path, model: str, image: str, kind: GridMap, cell: dict | None) -> str:
+    """One model's map of one image, captioned with both and the map's largest value."""
+    if cell is None:
+        return _esc(f"{model}: no {kind.short} map of {image}")
+    peak = f"(max {cell['max']:.3g})"
+    return _cell(folder, f"{model} · {image} · {kind.shows} {peak}", cell["file"],
+                 f"{model} · {image.split(' (')[0]} · {kind.short} {peak}")
+
+
 def grid_figure(folder: Path, manifest: dict, kind: GridMap, with_inputs: bool) -> str:
     """One figure: rows the models, columns the images, each cell captioned."""
     rows = []
@@ -168,10 +183,8 @@ def grid_figure(folder: Path, manifest: dict, kind: GridMap, with_inputs: bool) 
         cells = []
         for img in manifest["images"]:
             cell = manifest["cells"][kind.key].get(f"{i}/{img['key']}")
-            text = (f"{store['model']} · {img['name']} · {kind.shows} (max {cell['max']:.3g})"
-                    if cell else f"{store['model']}: no {kind.key} map of {img['name']}")
             cells.append(f'<td data-image="{_esc(img["key"])}">'
-                         f'{_cell(folder, text, cell["file"]) if cell else _esc(text)}</td>')
+                         f'{_map_cell(folder, store["model"], img["name"], kind, cell)}</td>')
         rows.append(f'<tr data-model="{_esc(store["model"])}"><th scope="row">'
                     f'{_esc(store["model"])}<br><span class="n">{_esc(store["label"])}</span>'
                     f'</th>{"".join(cells)}</tr>')

@@ -5,8 +5,9 @@ their `val` and `hires` stores, the report's own analyses plus the study's figur
 No pretrained weights here: the stores are synthetic (`vitreg.testing.write_store`) with
 each model's real geometry (patch size, depth, registers; 224 px `val`, 800 px `hires`
 with pixels, per-block norms and q/k/v norms), norms drawn at random with 2% planted
-outliers, and the hires `pixels` taken from ImageNet sample photos (--images) or noise.
-Random maps compress worse than real ones: the size is an upper bound for the map cells.
+outliers (--smooth: a smooth field plus the outliers), and the hires `pixels` taken
+from ImageNet sample photos (--images) or noise. Random maps compress worse than real
+ones: without --smooth the size is an upper bound.
 
     .venv/bin/python bench/bench_report_size.py --workdir /tmp/report-size \
         --images /work/shared/data/imagenet-samples/images
@@ -55,10 +56,14 @@ def photos(folder: str | None, n: int, size: int,
 
 
 def make_store(url: Path, timm_name: str, recipe: str, n: int, images: str | None,
-               seed: int) -> str:
+               seed: int, smooth: bool) -> str:
     rng = np.random.default_rng(seed)
     g = geometry(timm_name, EXTRACTS[recipe]["img_size"])
     norms = rng.uniform(20, 60, size=(n, g.tokens)).astype(np.float32)
+    if smooth:  # a smooth field over the grid, as real norm maps mostly are
+        field = rng.normal(size=(n, *g.grid)).cumsum(axis=1).cumsum(axis=2)
+        field = (field - field.min()) / (np.ptp(field) or 1.0)
+        norms[:, g.prefix:] = 20 + 40 * field.reshape(n, -1)
     outliers = rng.random((n, g.patches)) < 0.02
     norms[:, g.prefix:][outliers] = rng.uniform(200, 500, size=int(outliers.sum()))
     arrays = {"norms": norms,
@@ -80,15 +85,18 @@ def make_store(url: Path, timm_name: str, recipe: str, n: int, images: str | Non
 @click.option("--val-images", default=200, show_default=True)
 @click.option("--hires-images", default=8, show_default=True,
               help="Rows per hires store (the plan's limit is 64; maps draw the top 3).")
-def main(workdir: str, images: str | None, val_images: int, hires_images: int) -> None:
+@click.option("--smooth", is_flag=True, help="Smooth norm maps (real maps mostly are) "
+              "instead of noise (the worst case for PNG compression).")
+def main(workdir: str, images: str | None, val_images: int, hires_images: int,
+         smooth: bool) -> None:
     work = Path(workdir)
     start = time.perf_counter()
     val, hires = [], []
     for i, (study, (timm_name, *_)) in enumerate(PAPER_MODELS.items()):
         val.append(make_store(work / "stores" / f"{study}-val.zarr", timm_name, "val",
-                              val_images, images, i))
+                              val_images, images, i, smooth))
         hires.append(make_store(work / "stores" / f"{study}-hires.zarr", timm_name, "hires",
-                                hires_images, images, 100 + i))
+                                hires_images, images, 100 + i, smooth))
     made = time.perf_counter()
     analyses = work / "analyses"
     run_norms(val, out=analyses / "norms")

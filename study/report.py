@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vitreg.analysis.grid import CSS as GRID_CSS
 from vitreg.analysis.grid import MANIFEST, grid_html
-from vitreg.analysis.presentation import Figures, caption_for
+from vitreg.analysis.presentation import THUMB_WIDTH, Figures, caption_for
 from vitreg.analysis.report import esc
 
 #: Analysis recipe name -> the paper's figures it reproduces.
@@ -18,6 +18,10 @@ FIGURES: dict[str, str] = {
     "maps": ("Figures 1, 2, 5, 6, 7: models x images at high resolution (input, [CLS] "
              "attention, norms, q/k/v, per-block norms)"),
 }
+
+#: Width of the embedded per-block figures (one per model: 36 in the paper plan), in
+#: pixels; each links to its full-size PNG.
+PER_STORE_WIDTH = 800
 
 #: Per-image figures (one row per store) that the models x images grid replaces.
 GRID_REPLACES = ("maps", "qkv")
@@ -34,7 +38,8 @@ def study_section(folder: Path, figures: Figures | None = None) -> str:
     if (folder / MANIFEST).exists():
         parts.append(grid_html(folder))
         paths = [f for f in paths if f.stem.split("_")[0] not in GRID_REPLACES]
-    parts += [figures.figure(f, caption_for(f)) for f in paths]
+    parts += [figures.figure(f, caption_for(f), PER_STORE_WIDTH if f.stem.startswith("blocks")
+                             else THUMB_WIDTH) for f in paths]
     return "".join(parts)
 
 
