@@ -13,8 +13,9 @@ from typing import Any
 
 from vitreg.cache import Store
 from vitreg.core import InputError
+from vitreg.core.options import resolve
 
-from .common import ANALYSES, open_stores, provenance, registered, store_labels
+from .common import ANALYSES, open_stores, provenance, registered, report_options, store_labels
 from .presentation import CSS as PRESENTATION_CSS
 from .presentation import Figures, caption_for, metric_cell, metric_header, stats_table
 from .study import (
@@ -301,13 +302,18 @@ def _load_probe(path: Path) -> dict:
 
 def run_report(
     stores: Sequence[str | Store], *, out: str | Path, probes: Sequence[str | Path] = (),
-    allow_partial: bool = False, **options: Any,
+    **options: Any,
 ) -> Path:
-    """Run every analysis into `out/<name>/` and write `out/report.html`; return its path."""
+    """Run every registered analysis into `out/<name>/`, each with the `options` it takes
+    (`common.report_options()`: every analysis's, once; another name is refused), and
+    write `out/report.html`; return its path."""
     out = Path(out)
+    opts = resolve(report_options(), options, what="the report")
     results = load_probes(probes)  # a wrong file is refused before any analysis runs
-    opened = open_stores(stores, allow_partial=allow_partial)
-    sections = {entry.name: entry.run(opened, out=out / entry.name, **options)
+    opened = open_stores(stores, allow_partial=opts.pop("allow_partial"), block=opts.pop("block"))
+    sections = {entry.name: entry.call(opened, out=out / entry.name,
+                                       **{o.name: opts[o.name] for o in entry.options
+                                          if o.name in opts})
                 for entry in registered()}
     path = out / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,5 +7,6 @@ command-line face (`vitreg`).
 from __future__ import annotations
 
 from .errors import InputError, UsageError, VitregError, cli_errors
+from .registry import RegistryError
 
-__all__ = ["InputError", "UsageError", "VitregError", "cli_errors"]
+__all__ = ["InputError", "RegistryError", "UsageError", "VitregError", "cli_errors"]
