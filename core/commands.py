@@ -4,6 +4,7 @@ click option built from an option record (`core.options.Option`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -15,6 +16,19 @@ from .options import Option
 class InOrderGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)
+
+
+class LiveChoice(click.Choice):
+    """A choice among a registry's names as they are when the command runs (a
+    plugin's registration is offered too), not when the option was declared."""
+
+    def __init__(self, table: Mapping[str, Any]) -> None:  # no super(): `choices` is live
+        self.table = table
+        self.case_sensitive = True
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        return tuple(self.table)
 
 
 def click_option(opt: Option) -> click.Option:

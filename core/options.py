@@ -59,7 +59,7 @@ def resolve(options: Sequence[Option], given: Mapping[str, Any], *, what: str,
     known = {opt.name: opt for opt in options}
     unknown = sorted(set(given) - set(known))
     if unknown:
-        raise error(f"{what} takes no option(s) {unknown}; it takes {sorted(known)}")
+        raise error(f"unknown option(s) {unknown}; {what} takes {sorted(known)}")
     resolved = defaults(options)
     for name, value in given.items():
         resolved[name] = None if value is None else check_value(known[name], value, error)

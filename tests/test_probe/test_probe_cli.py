@@ -84,7 +84,7 @@ def test_cli_requires_out(planted):
 
 
 def test_run_probe_refuses_unknown_options_and_probes(planted):
-    with pytest.raises(ProbeError, match="takes no option"):
+    with pytest.raises(ProbeError, match="unknown option"):
         run_probe("position", planted, epoch=3)
     with pytest.raises(ProbeError, match="unknown probe"):
         run_probe("depth", planted)
