@@ -112,8 +112,10 @@ def _with_defaults(name: str, fn: Callable[..., Result],
 
 def _check_shared(entry: Analysis) -> None:
     """An option two analyses take is one option (the report takes it once)."""
+    mine = {opt.name: opt for opt in entry.options}
     for other in ANALYSES.values():
-        mine = {opt.name: opt for opt in entry.options}
+        if other.name == entry.name:
+            continue  # a name taken twice: add_entry says so
         clash = [o.name for o in other.options if o.name in mine and mine[o.name] != o]
         if clash:
             raise RegistryError(f"analysis {entry.name!r}: option(s) {clash} differ from "

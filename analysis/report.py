@@ -22,6 +22,7 @@ from .study import (
     DEVIATIONS,
     TABLE4,
     TABLE5,
+    TABLE_OF,
     TABLES,
     result_setup,
     result_study_name,
@@ -232,6 +233,30 @@ def sampled_html(stores: Sequence[Store], labels: Sequence[str]) -> str:
                      "outliers not kept", "outliers", "most outliers in one image"], rows))
 
 
+def _flat(metrics: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A result's metrics as (name, value): `group.key` for a group's."""
+    pairs: list[tuple[str, Any]] = []
+    for name, value in metrics.items():
+        if isinstance(value, dict):
+            pairs += [(f"{name}.{key}", v) for key, v in value.items()]
+        else:
+            pairs.append((name, value))
+    return pairs
+
+
+def other_probes_html(probes: Sequence[dict]) -> str:
+    """Results of probes that fill none of the study's tables (a plugin's), each
+    metric as it was recorded."""
+    others = [p for p in probes if p["probe"] not in TABLE_OF]
+    if not others:
+        return ""
+    rows = [("", [esc(p["probe"]), esc(setup_label(p)),
+                  esc("; ".join(f"{k} {fmt(v)}" for k, v in _flat(p["metrics"])))])
+            for p in others]
+    return ("<h3>Other probes (no table of the study)</h3>"
+            + table(["probe", "setup", "metrics"], rows))
+
+
 def deviations_html() -> str:
     """Every choice the study leaves open, and what vitreg chose."""
     rows = [("", [esc(topic), esc(study), esc(ours)]) for topic, study, ours in DEVIATIONS]
@@ -260,6 +285,7 @@ def probes_html(probes: Sequence[dict]) -> str:
     missing += [] if linear else ["Tables 4-5 (linear)"]
     if missing:
         parts.append(f'<p class="note">No probe results for {esc(", ".join(missing))}.</p>')
+    parts.append(other_probes_html(probes))
     parts.append(deviations_html())
     return "".join(parts)
 
