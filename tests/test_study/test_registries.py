@@ -30,31 +30,14 @@ from vitreg.study.executors import EXECUTORS, register_executor, run_local, unre
 from vitreg.study.plan import PlanError, load_plan
 from vitreg.study.run import run_study
 
-from .conftest import write_plan
+from .conftest import PLAN, write_plan
 
-TOY_PLAN = """\
-[study]
-weights = "random"
-seed = 42
-batch_size = 16
-imports = ["tests.tiny_models"]
+TOY_PLAN = PLAN.split("[extract.train]")[0] + """\
+[probe]
+toy = {{kind = "toy", train = "val", options = {{scale = 3}}}}
 
-[data]
-val = "{val}"
-
-[extract.val]
-split = "val"
-tokens = "all"
-
-[probe.toy]
-kind = "toy"
-train = "val"
-options = {{scale = 3}}
-
-[analysis.toy]
-kind = "toy"
-store = "val"
-options = {{factor = 3.0}}
+[analysis]
+toy = {{kind = "toy", store = "val", options = {{factor = 3.0}}}}
 
 [report]
 store = "val"
