@@ -9,8 +9,7 @@ from typing import Any
 
 import click
 
-from vitreg.core.commands import click_option
-from vitreg.core.errors import cli_errors
+from vitreg.boundary import cli_errors, click_option
 from vitreg.core.paths import check_not_inside
 
 from .common import ANALYSES, Analysis, registered, report_options

@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from vitreg.core.errors import UsageError
-from vitreg.core.registry import RegistryError
+from vitreg.core.errors import RegistrationError, UsageError
 
 SCHEMA_VERSION = "1.7"
 
@@ -99,7 +98,7 @@ ARRAYS: dict[str, ArraySpec] = {}
 
 def _register(spec: ArraySpec) -> None:
     if spec.name in ARRAYS:
-        raise RegistryError(f"array {spec.name!r} registered twice")
+        raise RegistrationError(f"array {spec.name!r} registered twice")
     ARRAYS[spec.name] = spec
 
 

@@ -10,8 +10,7 @@ import click
 from rich.console import Console
 from rich.logging import RichHandler
 
-from vitreg.core.commands import click_option
-from vitreg.core.errors import cli_errors
+from vitreg.boundary import cli_errors, click_option
 
 from .registry import PROBES, ProbeSpec
 from .report import print_result

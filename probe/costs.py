@@ -23,8 +23,8 @@ import torch
 
 from vitreg.core.registry import add_entry
 
+from .backend_torch import MAX_PASSES_PER_EPOCH
 from .registry import get_probe
-from .train import MAX_PASSES_PER_EPOCH
 
 #: Outlier patch tokens per patch (the 98th percentile), hence items per image of
 #: the token probes (as many normal tokens are drawn).

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vitreg.core import cli_errors
-from vitreg.core.commands import LiveChoice
+from vitreg.boundary import LiveChoice, cli_errors
 
 from .executors import EXECUTORS
 from .steps import STAGES
