@@ -9,9 +9,8 @@ from typing import Any
 
 import click
 
-from vitreg.core.commands import InOrderGroup
-from vitreg.core.errors import cli_errors
-from vitreg.core.numbers import SEED, Number
+from vitreg.boundary import InOrderGroup, Number, cli_errors
+from vitreg.core.numbers import SEED
 from vitreg.core.paths import check_not_inside
 
 from .common import Analysis, registered

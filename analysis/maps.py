@@ -14,9 +14,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from vitreg.boundary import Number
 from vitreg.cache import Store
 from vitreg.core import InputError
-from vitreg.core.numbers import COUNT_OR_ZERO, Number
+from vitreg.core.numbers import COUNT_OR_ZERO
 
 from .common import (
     COLOURS,

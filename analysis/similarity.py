@@ -12,8 +12,9 @@ import click
 import numpy as np
 from matplotlib.figure import Figure
 
+from vitreg.boundary import Number
 from vitreg.cache import Store
-from vitreg.core.numbers import Number, Range
+from vitreg.core.numbers import Range
 
 from .common import (
     COLOURS,

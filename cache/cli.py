@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.table import Column, Table
 from rich.text import Text
 
-from vitreg.core.errors import VitregError, cli_errors
+from vitreg.boundary import cli_errors
+from vitreg.core.errors import RunFailed, VitregError
 from vitreg.core.files import human_bytes
 from vitreg.core.scrub import scrub
 
@@ -172,7 +173,7 @@ def verify_command(store: str) -> None:
     for problem in report.problems:
         console.print(Text("problem: ", style="red") + text(problem))
     if report.problems:
-        raise SystemExit(1)
+        raise RunFailed(f"{store}: {len(report.problems)} problem(s), listed above")
     console.print(text(f"{store}: ok"))
 
 

@@ -18,7 +18,6 @@ import zarr
 
 from vitreg.core.runtime import usable_cores
 
-from .errors import VitregError
 from .names import ROW_META
 from .shardfile import OpenFile, file_layout, write_file
 from .store import write_rows
@@ -26,7 +25,7 @@ from .store import write_rows
 STATUS_PENDING, STATUS_OK, STATUS_FAILED = 0, 1, 2
 
 
-class UnalignedWriteError(VitregError, AssertionError):
+class UnalignedWriteError(AssertionError):
     """A write range that is not chunk-aligned: a bug, never a silent loss."""
 
 def write_threads() -> int:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from vitreg.cache import ARRAYS, ROW_META, Geometry, VitregError, arrays_for
 from vitreg.cache.schema import parse_token_mode
-from vitreg.core.errors import UsageError
+from vitreg.core.errors import RegistrationError, UsageError
 
 from .adapters import Adapter, adapter_for
 from .model import LoadedModel
@@ -205,9 +205,9 @@ def captures(name: str) -> Callable[[CaptureFn], CaptureFn]:
 
     def add(fn: CaptureFn) -> CaptureFn:
         if name not in ARRAYS or name in ROW_META:
-            raise VitregError(f"capture {name!r}: declare the array in cache/schema.py first")
+            raise RegistrationError(f"capture {name!r}: declare the array in cache/schema.py first")
         if name in CAPTURES:
-            raise VitregError(f"capture {name!r} registered twice")
+            raise RegistrationError(f"capture {name!r} registered twice")
         CAPTURES[name] = fn
         return fn
 

@@ -10,8 +10,7 @@ import click
 from rich.console import Console
 from rich.logging import RichHandler
 
-from vitreg.core.errors import cli_errors
-from vitreg.core.numbers import Number
+from vitreg.boundary import Number, cli_errors
 
 from .registry import PROBES, Option, ProbeSpec
 from .report import print_result

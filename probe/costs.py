@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
+from .backend_torch import MAX_PASSES_PER_EPOCH
 from .registry import get_probe
-from .train import MAX_PASSES_PER_EPOCH
 
 #: Outlier patch tokens per patch (the 98th percentile), hence items per image of
 #: the token probes (as many normal tokens are drawn).

@@ -27,7 +27,7 @@ from vitreg.core.scrub import redact
 from vitreg.core.version import __version__
 
 from . import probes as _probes  # noqa: F401 - registers the probes
-from .probes import ProbeContext
+from .context import ProbeContext
 from .progress import probe_progress
 from .registry import Option, ProbeError, ProbeSpec, get_probe
 from .select import Part, split_rows
@@ -61,13 +61,31 @@ def run_probe(
                   for part in (train, val_part) if not part.store.complete]
     with probe_progress(kind, enabled=progress):
         body = spec.run(ctx)
+    config = {"store": redact(store), "val": None if val is None else redact(val),
+              "out": None if out is None else str(out), **opts}
+    result = result_record(spec, ctx, body, stores=(train_store, val_store), config=config,
+                           started=started, split=split, threshold=threshold)
+    result["elapsed_s"] = round(time.perf_counter() - t0, 3)
+    result = _plain(result)
+    if out is not None:
+        write_json(out, result)
+    return result
+
+
+def result_record(spec: ProbeSpec, ctx: ProbeContext, body: dict[str, Any], *,
+                  stores: tuple[Store, Store | None], config: dict[str, Any],
+                  started: _dt.datetime, split: dict[str, Any],
+                  threshold: dict[str, Any]) -> dict[str, Any]:
+    """The results JSON of a run (before `elapsed_s`): what the probe returned
+    (`body`, emptied) with the run's configuration, provenance and setup."""
+    train_store, val_store = stores
+    opts = ctx.options
     result = {
         # The shape the analysis report reads: keep these keys as they are.
-        "probe": kind,
+        "probe": ctx.kind,
         "store": store_info(train_store),
         "val_store": None if val_store is None else store_info(val_store),
-        "config": {"store": redact(store), "val": None if val is None else redact(val),
-                   "out": None if out is None else str(out), **opts},
+        "config": config,
         "counts": body.pop("counts"),
         "metrics": body.pop("metrics"),
         "curves": body.pop("curves"),
@@ -80,20 +98,16 @@ def run_probe(
         "started_at": started.isoformat(timespec="seconds"),
         "seeds": {"split": opts["seed"], "selection": opts["seed"], "torch_init": opts["seed"],
                   "shuffle": f"numpy default_rng([{opts['seed']}, epoch])"},
-        "provenance": {"train": provenance(train), "val": provenance(val_part)},
+        "provenance": {"train": provenance(ctx.train), "val": provenance(ctx.val)},
         "split": split,
         "outlier_threshold": threshold,
         "data": ctx.data,
-        "environment": environment(device),
+        "environment": environment(ctx.device),
         **body,
         "notes": ctx.notes,
     }
-    result["setup"] = result_setup(kind, train_store, val_store, opts, result["counts"],
+    result["setup"] = result_setup(ctx.kind, train_store, val_store, opts, result["counts"],
                                    ctx.data.get("selection"))
-    result["elapsed_s"] = round(time.perf_counter() - t0, 3)
-    result = _plain(result)
-    if out is not None:
-        write_json(out, result)
     return result
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vitreg.core import cli_errors
+from vitreg.boundary import cli_errors
 
 from .executors import EXECUTORS
 from .steps import STAGES

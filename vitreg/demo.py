@@ -14,7 +14,7 @@ import click
 from PIL import Image
 from rich.console import Console
 
-from vitreg.core.errors import cli_errors
+from vitreg.boundary import cli_errors
 from vitreg.core.progress import timed
 
 console = Console(stderr=True)
