@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vitreg.cache import ARRAYS, Geometry, VitregError, arrays_for
+from vitreg.cache import ARRAYS, ROW_META, Geometry, VitregError, arrays_for
 from vitreg.cache.schema import parse_token_mode
 from vitreg.core.errors import UsageError
 
@@ -195,8 +195,6 @@ class Pass:
 #: How each stored array is computed from one pass; every array of
 #: `cache.schema.ARRAYS` but the row metadata has one (a test checks).
 CAPTURES: dict[str, Callable[[Pass], torch.Tensor]] = {}
-#: Arrays the writer fills from the batch, not from the model.
-ROW_META = ("key", "label", "status", "error")
 
 
 CaptureFn = Callable[[Pass], torch.Tensor]
