@@ -17,11 +17,11 @@ from matplotlib.ticker import FuncFormatter, LogLocator
 
 from vitreg.cache import Store, open_store, outlier_threshold
 from vitreg.cache.attrs import provenance as store_provenance
-from vitreg.core.errors import RegistrationError, UsageError
+from vitreg.core.errors import UsageError
 from vitreg.core.files import write_json as core_write_json
 from vitreg.core.numbers import COUNT_OR_ZERO, SEED, Range
 from vitreg.core.options import Option, resolve
-from vitreg.core.registry import add_entry
+from vitreg.core.registry import RegistryError, add_entry
 
 #: Colours of the stores, in the order they are given (matplotlib's tab10).
 COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
@@ -83,7 +83,7 @@ def register_analysis(name: str, *, order: int, title: str, help: str,
                       ) -> Callable[[Callable[..., Result]], Callable[..., Result]]:
     """Add `run_NAME(stores, *, out, <COMMON_OPTIONS and options>)` to `ANALYSES`: it
     becomes a command, a kind a study plan may name and a report section. Names are
-    unique; the options must be exactly `run`'s keywords (`RegistrationError`)."""
+    unique; the options must be exactly `run`'s keywords (`RegistryError`)."""
 
     def add(fn: Callable[..., Result]) -> Callable[..., Result]:
         extra = {"summary": summary} if summary else {}
@@ -104,7 +104,7 @@ def _with_defaults(name: str, fn: Callable[..., Result],
               if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "out"}
     names = [opt.name for opt in declared]
     if len(set(names)) != len(names) or set(names) != set(params):
-        raise RegistrationError(
+        raise RegistryError(
             f"analysis {name!r}: its options {sorted(names)} must be the keywords of "
             f"{fn.__name__} besides `out`, {sorted(params)}, each once")
     return tuple(replace(opt, default=params[opt.name].default) for opt in declared)
@@ -118,7 +118,7 @@ def _check_shared(entry: Analysis) -> None:
             continue  # a name taken twice: add_entry says so
         clash = [o.name for o in other.options if o.name in mine and mine[o.name] != o]
         if clash:
-            raise RegistrationError(f"analysis {entry.name!r}: option(s) {clash} differ from "
+            raise RegistryError(f"analysis {entry.name!r}: option(s) {clash} differ from "
                                 f"analysis {other.name!r}'s")
 
 

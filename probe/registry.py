@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from vitreg.cache import OUTLIER_PERCENTILE, VitregError
-from vitreg.core.errors import RegistrationError
 from vitreg.core.numbers import (
     COUNT,
     COUNT_OR_ZERO,
@@ -22,7 +21,7 @@ from vitreg.core.numbers import (
     Range,
 )
 from vitreg.core.options import Option, defaults
-from vitreg.core.registry import add_entry
+from vitreg.core.registry import RegistryError, add_entry
 
 __all__ = ["COMMON_OPTIONS", "PROBES", "Option", "ProbeError", "ProbeSpec", "get_probe",
            "register_probe", "unregister_probe"]
@@ -58,12 +57,12 @@ def register_probe(
 ) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]:
     """Register `fn(ctx) -> result` as probe `name`: it becomes `vitreg probe NAME`, a
     kind a study plan may name, and a row of the report's tables when it has one. A
-    second `name` is refused (`RegistrationError`)."""
+    second `name` is refused (`RegistryError`)."""
 
     def decorate(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
         clash = {o.name for o in options} & {o.name for o in COMMON_OPTIONS}
         if clash:
-            raise RegistrationError(f"probe {name!r} redefines common option(s) {sorted(clash)}")
+            raise RegistryError(f"probe {name!r} redefines common option(s) {sorted(clash)}")
         spec = ProbeSpec(name=name, run=fn, summary=summary, options=tuple(options))
         add_entry(PROBES, name, spec, what="probe")
         return fn

@@ -44,7 +44,7 @@ EXECUTORS: dict[str, Executor] = {}
 
 def register_executor(name: str, *, help: str) -> Callable[[MakeRunner], MakeRunner]:  # noqa: A002
     """Register `make(folder, resources) -> runner` as executor `name` (`--executor
-    NAME`); a name taken twice is refused (`RegistrationError`)."""
+    NAME`); a name taken twice is refused (`RegistryError`)."""
 
     def add(make: MakeRunner) -> MakeRunner:
         add_entry(EXECUTORS, name, Executor(name, help, make), what="executor")

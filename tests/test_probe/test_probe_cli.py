@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from vitreg.core.errors import RegistrationError
+from vitreg.core.registry import RegistryError
 from vitreg.probe import PROBES, ProbeError, register_probe, run_probe
 from vitreg.probe.cli import probe
 from vitreg.probe.registry import Option
@@ -18,13 +18,13 @@ def test_registry_holds_the_four_probes():
 
 
 def test_registry_refuses_a_duplicate_name():
-    with pytest.raises(RegistrationError, match="already registered"):
+    with pytest.raises(RegistryError, match="already registered"):
         register_probe("position", summary="again")(lambda ctx: {})
     assert PROBES["position"].summary.startswith("which of the P grid positions")
 
 
 def test_registry_refuses_redefining_a_common_option():
-    with pytest.raises(RegistrationError, match="common option"):
+    with pytest.raises(RegistryError, match="common option"):
         register_probe("x-probe", summary="x", options=(Option("seed", 1, "s"),))(lambda c: {})
     assert "x-probe" not in PROBES
 

@@ -2,7 +2,7 @@
 registered in ONE place (the `toys` fixture), are found by the command line
 (`--help` and invoking them), a study plan (checked, dry run, run) and the
 report, with no other edit; a registration that cannot work is a programming
-error (`RegistrationError`), never a user's."""
+error (`RegistryError`), never a user's."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from vitreg.analysis.common import (
 from vitreg.cache import open_store
 from vitreg.cli import cli
 from vitreg.core import UsageError, VitregError
-from vitreg.core.errors import RegistrationError
 from vitreg.core.numbers import COUNT, POSITIVE
 from vitreg.core.options import Option
+from vitreg.core.registry import RegistryError
 from vitreg.probe.registry import PROBES, register_probe, unregister_probe
 from vitreg.study.executors import EXECUTORS, register_executor, run_local, unregister_executor
 from vitreg.study.plan import PlanError, load_plan
@@ -168,14 +168,14 @@ def test_an_analysis_refuses_an_option_it_does_not_declare(toys):
 
 
 def test_a_registration_that_cannot_work_is_a_programming_error(toys):
-    assert not issubclass(RegistrationError, VitregError)
-    with pytest.raises(RegistrationError, match="already registered"):
+    assert not issubclass(RegistryError, VitregError)
+    with pytest.raises(RegistryError, match="already registered"):
         register_probe("toy", summary="again")(toy_probe)
-    with pytest.raises(RegistrationError, match="already registered"):
+    with pytest.raises(RegistryError, match="already registered"):
         register_analysis("toy", order=1, title="t", help="h",
                           options=(Option("factor", help="f"),))(run_toy)
-    with pytest.raises(RegistrationError, match="already registered"):
+    with pytest.raises(RegistryError, match="already registered"):
         register_executor("toy", help="again")(toy_executor)
-    with pytest.raises(RegistrationError, match="keywords of run_toy"):  # `factor` not declared
+    with pytest.raises(RegistryError, match="keywords of run_toy"):  # `factor` not declared
         register_analysis("toy2", order=1, title="t", help="h")(run_toy)
     assert "toy2" not in ANALYSES
