@@ -19,6 +19,7 @@ from vitreg.core.files import human_bytes
 from vitreg.core.scrub import scrub
 
 from .layout import array_sizes
+from .names import ERROR, KEY, STATUS
 from .reader import Store, failure_summary
 from .shardid import local_shard_path, shard_digest
 from .store import remove_partials
@@ -110,7 +111,7 @@ def run_info(url: str) -> None:
     out.print(store_table(store))
     out.print()
     for what, status in (("failed", STATUS_FAILED), ("warned", STATUS_OK)):
-        for group in failure_summary(store.root, status=status):
+        for group in failure_summary(store._root, status=status):
             out.print(text(f"{what} {group['count']:,} row(s): {group['reason']} "
                            f"(e.g. {', '.join(group['keys'])})"))
     table = arrays_table(store)
@@ -132,8 +133,8 @@ def check_integrity(store: Store, report: VerifyReport) -> None:
     missing (in a complete store), truncated or altered."""
     from .integrity import check_checksums, metadata_mismatches
 
-    chunks = check_checksums(store.root, store.names, skip_missing=not store.complete)
-    report.problems.extend(metadata_mismatches(store.root) + chunks.problems)
+    chunks = check_checksums(store._root, store.names, skip_missing=not store.complete)
+    report.problems.extend(metadata_mismatches(store._root) + chunks.problems)
     if chunks.unchecked:
         report.notes.append(
             f"checksums absent (schema {store.meta.get('schema_version')}): "
@@ -153,7 +154,7 @@ def run_verify(url: str) -> VerifyReport:
     check_integrity(store, report)
     if report.problems:
         return report  # damaged chunks: reading the values back would only fail on them
-    status = store.root["status"][:]  # the array itself, not the attributes' summary
+    status = store.array(STATUS)[:]  # the array itself, not the attributes' summary
     if store.complete and not np.array_equal(status, store.status):
         report.problems.append("the attribute failed_rows disagrees with the status array")
     bad_status = ~np.isin(status, [STATUS_PENDING, STATUS_OK, STATUS_FAILED])
@@ -165,7 +166,7 @@ def run_verify(url: str) -> VerifyReport:
         report.problems.append(f"incomplete: {int((status == STATUS_PENDING).sum())} pending "
                                "row(s); rerun the extract command that made it to finish it")
     report.problems.extend(shard_problems(store))
-    errors = store.array("error")[:]
+    errors = store.array(ERROR)[:]
     failed_without_reason = (status == STATUS_FAILED) & (errors == "")
     if failed_without_reason.any():
         report.problems.append(f"{int(failed_without_reason.sum())} failed rows give no reason")
@@ -190,7 +191,7 @@ def shard_problems(store: Store) -> list[str]:
         if shard_digest(path) != recorded:
             problems.append(f"shard {shard['url']} changed since the store was written "
                             "(its members differ): the rows may not be its samples")
-    keys = Counter(str(k) for k in store.array("key")[:][store.ok_rows()])
+    keys = Counter(str(k) for k in store.array(KEY)[:][store.ok_rows()])
     twice = [key for key, n in keys.items() if n > 1]
     if twice:
         problems.append(f"{len(twice)} key(s) occur in several ok rows (e.g. {twice[0]!r})")
