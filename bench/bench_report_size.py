@@ -87,27 +87,30 @@ def make_store(url: Path, timm_name: str, recipe: str, n: int, images: str | Non
               help="Rows per hires store (the plan's limit is 64; maps draw the top 3).")
 @click.option("--smooth", is_flag=True, help="Smooth norm maps (real maps mostly are) "
               "instead of noise (the worst case for PNG compression).")
+@click.option("--reuse", is_flag=True, help="Keep the stores and study analyses of an "
+              "earlier run in --workdir; only rebuild the report.")
 def main(workdir: str, images: str | None, val_images: int, hires_images: int,
-         smooth: bool) -> None:
+         smooth: bool, reuse: bool) -> None:
     work = Path(workdir)
     start = time.perf_counter()
-    val, hires = [], []
-    for i, (study, (timm_name, *_)) in enumerate(PAPER_MODELS.items()):
-        val.append(make_store(work / "stores" / f"{study}-val.zarr", timm_name, "val",
-                              val_images, images, i, smooth))
-        hires.append(make_store(work / "stores" / f"{study}-hires.zarr", timm_name, "hires",
-                                hires_images, images, 100 + i, smooth))
-    made = time.perf_counter()
     analyses = work / "analyses"
-    run_norms(val, out=analyses / "norms")
-    run_similarity(val, out=analyses / "similarity")
-    run_maps(hires, out=analyses / "maps", top=3)
+    val = [str(work / "stores" / f"{study}-val.zarr") for study in PAPER_MODELS]
+    if not (reuse and (analyses / "maps" / "grid.json").exists()):
+        hires = []
+        for i, (study, (timm_name, *_)) in enumerate(PAPER_MODELS.items()):
+            make_store(Path(val[i]), timm_name, "val", val_images, images, i, smooth)
+            hires.append(make_store(work / "stores" / f"{study}-hires.zarr", timm_name,
+                                    "hires", hires_images, images, 100 + i, smooth))
+        run_norms(val, out=analyses / "norms")
+        run_similarity(val, out=analyses / "similarity")
+        run_maps(hires, out=analyses / "maps", top=3)
+    made = time.perf_counter()
     html = run_report(val, out=work / "report", top=3)
     add_study_sections(html, [str(analyses / n) for n in ("norms", "similarity", "maps")])
     done = time.perf_counter()
     grids = len(re.findall(r'<figure class="grid"', html.read_text()))
-    print(f"{len(PAPER_MODELS)} models, {grids} models x images grids; stores made in "
-          f"{made - start:.0f} s, analyses and report in {done - made:.0f} s")
+    print(f"{len(PAPER_MODELS)} models, {grids} models x images grids; stores and study "
+          f"analyses in {made - start:.0f} s, report in {done - made:.0f} s")
     print(f"report.html: {html.stat().st_size / 2**20:.2f} MiB ({html})")
 
 

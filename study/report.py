@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vitreg.analysis.grid import CSS as GRID_CSS
 from vitreg.analysis.grid import MANIFEST, grid_html
-from vitreg.analysis.presentation import THUMB_WIDTH, Figures, caption_for
+from vitreg.analysis.presentation import Figures, caption_for
 from vitreg.analysis.report import esc
 
 #: Analysis recipe name -> the paper's figures it reproduces.
@@ -19,9 +19,13 @@ FIGURES: dict[str, str] = {
              "attention, norms, q/k/v, per-block norms)"),
 }
 
-#: Width of the embedded per-block figures (one per model: 36 in the paper plan), in
+#: Width of the embedded per-block figures (two per model: 36 in the paper plan), in
 #: pixels; each links to its full-size PNG.
-PER_STORE_WIDTH = 800
+PER_STORE_WIDTH = 360
+
+#: Per-store figures of one image, by file-name prefix: the column they fill.
+PER_STORE = {"blocks": "token-norm map after each block (study Fig. 7)",
+             "blocks_qkv": "q, k, v and output norm maps of each block (study A.2)"}
 
 #: Per-image figures (one row per store) that the models x images grid replaces.
 GRID_REPLACES = ("maps", "qkv")
@@ -38,9 +42,29 @@ def study_section(folder: Path, figures: Figures | None = None) -> str:
     if (folder / MANIFEST).exists():
         parts.append(grid_html(folder))
         paths = [f for f in paths if f.stem.split("_")[0] not in GRID_REPLACES]
-    parts += [figures.figure(f, caption_for(f), PER_STORE_WIDTH if f.stem.startswith("blocks")
-                             else THUMB_WIDTH) for f in paths]
+    per_store = [f for f in paths if f.stem.startswith("blocks_")]
+    parts += [figures.figure(f, caption_for(f)) for f in paths if f not in per_store]
+    if per_store:
+        parts.append(per_store_table(per_store, figures))
     return "".join(parts)
+
+
+def per_store_table(paths: list[Path], figures: Figures) -> str:
+    """The per-block figures as a table: rows the models, columns the kinds of figure;
+    small thumbnails, each linked to its full-size PNG."""
+    rows: dict[str, dict[str, Path]] = {}
+    for path in paths:
+        kind = "blocks_qkv" if path.stem.startswith("blocks_qkv_") else "blocks"
+        index = path.stem[len(kind) + 1:].partition("_")[0]
+        rows.setdefault(index, {})[kind] = path
+    kinds = [k for k in PER_STORE if any(k in r for r in rows.values())]
+    head = "".join(f"<th>{esc(PER_STORE[k])}</th>" for k in kinds)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{figures.figure(r[k], caption_for(r[k]), PER_STORE_WIDTH)}"
+                         "</td>" if k in r else "<td>—</td>" for k in kinds) + "</tr>"
+        for _, r in sorted(rows.items(), key=lambda item: int(item[0])))
+    return ('<p class="note">Per-block maps of the first image, one row per model (click a '
+            f"thumbnail for the full figure).</p><table><tr>{head}</tr>{body}</table>")
 
 
 def add_study_sections(html: Path, analyses: list[str]) -> None:

@@ -5,7 +5,9 @@ image once on the page, each cell captioned with the model, the image and the ma
 from __future__ import annotations
 
 import base64
+import html
 import io
+import re
 from html.parser import HTMLParser
 
 import numpy as np
@@ -38,6 +40,9 @@ def _store(path, model: str, seed: int) -> str:
         "attention": rng.uniform(0, 1, size=norms.shape).astype(np.float16),
         "pixels": rng.integers(0, 255, size=(len(KEYS), 40, 40, 3), dtype=np.uint8),
         "qkv_norms": np.stack([norms, norms * 2, norms * 3], axis=1).astype(np.float16),
+        "blocks/norms": np.stack([norms / 2, norms], axis=1).astype(np.float16),
+        "blocks/qkv_norms": rng.uniform(1, 2, size=(len(KEYS), 2, 3, g.tokens)).astype(
+            np.float16),
         "key": np.array(KEYS, dtype=object),
         "label": np.arange(len(KEYS), dtype=np.int32),
     }
@@ -116,3 +121,15 @@ def test_each_cell_is_captioned_and_shows_its_own_map(report):
     keys = [i for i in page.imgs if "norm of the keys" in i["alt"]]
     assert len(keys) == len(MODELS) * 2
     assert all("max" in i["alt"] and i["title"] == i["alt"] for i in keys)
+
+
+def test_per_block_figures_are_one_row_per_model(report):
+    text, _ = report
+    start = text.index("Per-block maps of the first image")
+    table = text[start:text.index("</table>", start)]
+    rows = re.findall(r"<tr>(.*?)</tr>", table)[1:]
+    assert len(rows) == len(MODELS)
+    for row, model in zip(rows, MODELS):
+        captions = re.findall(r"<figcaption>(.*?)</figcaption>", row)
+        assert len(captions) == 2 and all(c.startswith(html.escape(model)) for c in captions)
+        assert "after every block" in captions[0] and "q, k, v and output" in captions[1]
