@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 
 from vitreg.boundary import Number
 from vitreg.cache import Store
+from vitreg.cache.names import NEIGHBOR_COS, NORMS
 from vitreg.core.numbers import Range
 
 from .common import (
@@ -67,10 +68,10 @@ def redundancy_ratio(
 def store_similarity(
     store: Store, *, images: int, seed: int, percentile: float, cut: float | None,
 ) -> dict[str, Any]:
-    rows, data = read_sample(store, ["norms", "neighbor_cos"], images, seed)
-    patch = patch_part(data["norms"], store)
+    rows, data = read_sample(store, [NORMS, NEIGHBOR_COS], images, seed)
+    patch = patch_part(data[NORMS], store)
     outlier = patch > threshold_for(store, patch, rows)
-    cos = data["neighbor_cos"].astype(np.float32)
+    cos = data[NEIGHBOR_COS].astype(np.float32)
     stats = redundancy_ratio(cos, outlier, percentile=percentile, cut=cut)
     stats["images"] = int(rows.size)
     return {"cos": cos.ravel(), "outlier": outlier.ravel(), "stats": stats}
@@ -134,7 +135,7 @@ def run_similarity(
 ) -> Result:
     """Neighbour-similarity distributions and the redundancy ratio; writes `out/similarity.*`."""
     opened = [s for s in open_stores(stores, allow_partial=allow_partial)
-              if "neighbor_cos" in s]
+              if NEIGHBOR_COS in s]
     if not opened:
         return {"figures": [], "stats": {}, "notes": ["no store has `neighbor_cos`"]}
     labels = store_labels(opened)
