@@ -16,7 +16,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator
 
 from vitreg.cache import Store, open_store, outlier_threshold
 from vitreg.cache.attrs import provenance as store_provenance
-from vitreg.core.errors import RegistrationError, UsageError
+from vitreg.core.errors import UsageError, VitregError
 from vitreg.core.files import write_json as core_write_json
 
 #: Colours of the stores, in the order they are given (matplotlib's tab10).
@@ -55,7 +55,7 @@ def register_analysis(name: str, *, order: int, title: str, help: str,
 
     def add(fn: Callable[..., Result]) -> Callable[..., Result]:
         if name in ANALYSES:
-            raise RegistrationError(f"analysis {name!r} registered twice")
+            raise VitregError(f"analysis {name!r} registered twice")
         extra = {"summary": summary} if summary else {}
         ANALYSES[name] = Analysis(name, fn, order, title, help, options, **extra)
         return fn

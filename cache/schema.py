@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from vitreg.core.errors import RegistrationError, UsageError
+from vitreg.core.errors import UsageError
 
 from . import names as n
 
@@ -100,7 +100,7 @@ ARRAYS: dict[str, ArraySpec] = {}
 
 def _register(spec: ArraySpec) -> None:
     if spec.name in ARRAYS:
-        raise RegistrationError(f"array {spec.name!r} registered twice")
+        raise ValueError(f"array {spec.name!r} registered twice")
     ARRAYS[spec.name] = spec
 
 

@@ -32,7 +32,7 @@ from vitreg.cache.names import (
     TOKENS,
 )
 from vitreg.cache.schema import parse_token_mode
-from vitreg.core.errors import RegistrationError, UsageError
+from vitreg.core.errors import UsageError
 
 from .adapters import Adapter, adapter_for
 from .model import LoadedModel
@@ -224,9 +224,9 @@ def captures(name: str) -> Callable[[CaptureFn], CaptureFn]:
 
     def add(fn: CaptureFn) -> CaptureFn:
         if name not in ARRAYS or name in ROW_META:
-            raise RegistrationError(f"capture {name!r}: declare the array in cache/schema.py first")
+            raise VitregError(f"capture {name!r}: declare the array in cache/schema.py first")
         if name in CAPTURES:
-            raise RegistrationError(f"capture {name!r} registered twice")
+            raise VitregError(f"capture {name!r} registered twice")
         CAPTURES[name] = fn
         return fn
 

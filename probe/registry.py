@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from vitreg.cache import OUTLIER_PERCENTILE, VitregError
-from vitreg.core.errors import RegistrationError
 from vitreg.core.numbers import (
     COUNT,
     COUNT_OR_ZERO,
@@ -80,10 +79,10 @@ def register_probe(
 
     def decorate(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
         if name in PROBES:
-            raise RegistrationError(f"probe {name!r} is already registered")
+            raise ValueError(f"probe {name!r} is already registered")
         clash = {o.name for o in options} & {o.name for o in COMMON_OPTIONS}
         if clash:
-            raise RegistrationError(f"probe {name!r} redefines common option(s) {sorted(clash)}")
+            raise ValueError(f"probe {name!r} redefines common option(s) {sorted(clash)}")
         PROBES[name] = ProbeSpec(name=name, run=fn, summary=summary, options=tuple(options))
         return fn
 
