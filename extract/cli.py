@@ -14,7 +14,7 @@ from vitreg.core.errors import InputError, cli_errors
 from vitreg.core.numbers import Number
 from vitreg.core.progress import human_seconds
 
-from .config import ExtractConfig, Setting, fields_of, flag_of
+from .config import ExtractConfig, Setting, fields_of, flag_of, number_range, value_type
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -109,17 +109,18 @@ KIND_TYPES: dict[str, click.ParamType] = {
 }
 
 
-def click_type(spec: Setting) -> click.ParamType | None:
-    """The click type of an `ExtractConfig` field, from its `Setting`."""
+def click_type(f: dataclasses.Field, spec: Setting) -> click.ParamType | None:
+    """The click type of an `ExtractConfig` field, from its `Setting` and type."""
     if spec.kind is not None:
         return KIND_TYPES[spec.kind]
     if spec.choices is not None:
         return click.Choice(list(spec.choices))
-    if spec.range is not None:
-        bounded = spec.range.integer and spec.range.high is None
-        return click.IntRange(min=int(spec.range.low), min_open=spec.range.low_open) \
-            if bounded else Number(spec.range)
-    return None
+    if spec.range is None and value_type(f) not in (int, float):
+        return None
+    allowed = number_range(f)
+    if allowed.integer and allowed.high is None and allowed.low is not None:
+        return click.IntRange(min=int(allowed.low), min_open=allowed.low_open)
+    return Number(allowed)
 
 
 def config_option(f: dataclasses.Field, spec: Setting) -> Callable:
@@ -134,7 +135,7 @@ def config_option(f: dataclasses.Field, spec: Setting) -> Callable:
         default = ""  # the kind's click type reads "" as nothing
     return click.option(
         flag_of(f.name, spec), f.name, required=required, default=default,
-        show_default=default not in (None, ""), type=click_type(spec), help=spec.help)
+        show_default=default not in (None, ""), type=click_type(f, spec), help=spec.help)
 
 
 #: Options of the command itself, not of the extraction.

@@ -23,11 +23,24 @@ from vitreg.cache.schema import WITH_OPTIONS, parse_token_mode
 from vitreg.core.errors import UsageError
 from vitreg.core.numbers import COUNT, COUNT_OR_ZERO, SEED, Range
 
-from .transforms import INTERPOLATIONS, PRESETS
-
 #: How an option is spelt where the study reads it: `[study]` (every
 #: extraction's default) and/or `[extract.NAME]` (one extraction's recipe).
 STUDY, EXTRACT = "study", "extract"
+#: timm's interpolation names (`timm.data.transforms.str_to_interp_mode`).
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")
+
+#: Named evaluation protocols: what each changes in the model's own data
+#: config (mean and std always stay the model's). At S px, crop_pct c resizes
+#: the shorter side to floor(S / c) and centre-crops S.
+PRESETS: dict[str, dict[str, Any]] = {
+    # timm's pretrained config as it is: DINOv2 resize 224 / crop 224 (crop_pct 1.0),
+    # DeiT3 crop_pct 1.0, OpenCLIP 0.9, DINO 0.875; the study's maps and probes.
+    "timm": {},
+    # dinov2/eval (make_classification_eval_transform): resize 256 / crop 224,
+    # bicubic; the official linear heads of Table 4 were evaluated so.
+    "dinov2-linear": {"crop_pct": 224 / 256, "interpolation": "bicubic", "crop_mode": "center"},
+}
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DECODES = ("cpu", "gpu")
 TOKENS_DTYPES = ("float16", "float32")
@@ -67,6 +80,7 @@ class ExtractConfig:
         records=("shards", "shard_digests"))
     model: str = setting(help="timm model name, e.g. vit_small_patch14_reg4_dinov2.lvd142m",
                          records=("model",))
+    # The store itself, not one of its attributes (the study names it after the step).
     out: str = setting(help="Store path or fsspec URL.", execution=True)
     weights: str = setting(
         "pretrained", help="pretrained (timm hub or local cache), random (tests, demo), "
@@ -178,76 +192,113 @@ def execution_keys(cls: type = ExtractConfig) -> frozenset[str]:
                      if s.execution and s.plan)
 
 
-def checked(f: dataclasses.Field, value: Any) -> Any:
-    """`value` of field `f`, normalised, or a `UsageError` naming the option."""
+class OptionError(UsageError):
+    """An option's value is refused; `why` says why without naming the option."""
+
+    def __init__(self, label: str, value: Any, why: str) -> None:
+        super().__init__(f"{label} {value!r}: {why}")
+        self.why = why
+
+
+def check_option(name: str, value: Any, *, label: str | None = None,
+                 cls: type = ExtractConfig) -> Any:
+    """`value` of option `name` normalised, or an `OptionError` naming it as
+    `label` (by default its command-line flag)."""
+    return checked(cls.__dataclass_fields__[name], value, label=label)
+
+
+def checked(f: dataclasses.Field, value: Any, *, label: str | None = None) -> Any:
+    """`value` of field `f`, normalised, or an `OptionError` naming the option."""
     spec: Setting = f.metadata["setting"]
-    label = f.name if spec.flag is None else flag_of(f.name, spec)
+    label = label or (f.name if spec.flag is None else flag_of(f.name, spec))
     if value is None and f.default is None:
         return None
+    try:
+        return _check(f, spec, value)
+    except (TypeError, ValueError) as exc:
+        raise OptionError(label, value, str(exc)) from None
+
+
+def _check(f: dataclasses.Field, spec: Setting, value: Any) -> Any:
     if spec.kind is not None:
-        return _KINDS[spec.kind](label, value)
+        return _KINDS[spec.kind](value)
     if spec.choices is not None:
         if value not in spec.choices:
-            raise UsageError(f"{label} {value!r}: choose from {', '.join(spec.choices)}")
+            raise ValueError(f"choose from {', '.join(spec.choices)}")
         return value
-    if spec.range is not None:
-        return _number(label, spec.range, value)
-    expected = bool if isinstance(f.default, bool) else str
+    if spec.range is not None or value_type(f) in (int, float):
+        return _number(number_range(f), value)
+    expected = value_type(f)
     if not isinstance(value, expected):
-        raise UsageError(f"{label} {value!r}: give "
-                         f"{'true or false' if expected is bool else 'a string'}")
+        raise TypeError(f"give {'true or false' if expected is bool else 'a string'}")
     return value
 
 
-def _number(label: str, range_: Range, value: Any) -> int | float:
-    if isinstance(value, str | bool) or (range_.integer and isinstance(value, float)):
-        raise UsageError(f"{label} {value!r}: give {range_.describe()}")
-    return range_.check(label, value)
+def value_type(f: dataclasses.Field) -> type:
+    """The plain type of a field's annotation (`int | None`: int); str when not plain."""
+    names = [n.strip() for n in str(f.type).split("|") if n.strip() != "None"]
+    return _PLAIN.get(names[0], str) if len(names) == 1 else str
 
 
-def _shards(label: str, value: Any) -> tuple[str, ...]:
+_PLAIN: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def number_range(f: dataclasses.Field) -> Range:
+    """The allowed values of a numeric field: its `Setting.range`, or any finite
+    number of its type."""
+    spec: Setting = f.metadata["setting"]
+    return spec.range or Range(integer=value_type(f) is int)
+
+
+def _number(range_: Range, value: Any) -> int | float:
+    """A number in `range_`; strings (even "42") and floats for an integer are refused."""
+    why = range_.problem(value)
+    if isinstance(value, str | bool) or (range_.integer and isinstance(value, float)) or why:
+        raise ValueError(why if why and not isinstance(value, str)
+                         else f"give {range_.describe()}")
+    return int(value) if range_.integer else float(value)
+
+
+def _shards(value: Any) -> tuple[str, ...]:
     if isinstance(value, str | os.PathLike):
         value = [value]
-    if not isinstance(value, list | tuple) or not all(
+    if not isinstance(value, list | tuple) or not value or not all(
             isinstance(v, str | os.PathLike) for v in value):
-        raise UsageError(f"{label} {value!r}: give a list of shard paths or URLs")
+        raise TypeError("give a list of shard paths or URLs")
     return tuple(os.fspath(v) for v in value)
 
 
-def _path(label: str, value: Any) -> str:
+def _path(value: Any) -> str:
     if not isinstance(value, str | os.PathLike):
-        raise UsageError(f"{label} {value!r}: give a file path")
+        raise TypeError("give a file path")
     return os.fspath(value)
 
 
-def _tokens(label: str, value: Any) -> str:
-    try:
-        parse_token_mode(value)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise UsageError(f"{label} {value!r}: {exc}") from None
+def _tokens(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("give all, none or sampled:K")
+    parse_token_mode(value)  # ValueError: says what is wrong
     return value
 
 
-def _with(label: str, value: Any) -> tuple[str, ...]:
+def _with(value: Any) -> tuple[str, ...]:
     items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) \
         else list(value)
     unknown = sorted(set(map(str, items)) - set(WITH_OPTIONS))
     if unknown:
-        raise UsageError(f"{label}: unknown {unknown}; choose from {', '.join(WITH_OPTIONS)}")
+        raise ValueError(f"unknown {unknown}; choose from {', '.join(WITH_OPTIONS)}")
     return tuple(sorted(set(items)))
 
 
-def _blocks(label: str, value: Any) -> tuple[int, ...]:
+def _blocks(value: Any) -> tuple[int, ...]:
     if not isinstance(value, list | tuple) or not all(
             isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise UsageError(f"{label} {value!r}: give block numbers, such as (6, 12, -1)")
+        raise TypeError("give block numbers (1 the first, -1 the last), such as [6, 12, -1]")
     return tuple(value)
 
 
-def _workers(label: str, value: Any) -> int | str:
-    if value == "auto":
-        return value
-    return _number(label, COUNT_OR_ZERO, value)
+def _workers(value: Any) -> int | str:
+    return value if value == "auto" else _number(COUNT_OR_ZERO, value)
 
 
 _KINDS = {"shards": _shards, "path": _path, "tokens": _tokens, "with": _with,
