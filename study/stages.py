@@ -1,7 +1,8 @@
 """The one place that knows the stages' `run_*` functions and their keyword
 arguments: plan option -> keyword, and one small `call_*` per stage.
 
-When a stage's signature changes, this table is what to adapt.
+An extraction's plan keys are not listed here: they come from `ExtractConfig`'s
+fields (`extract/config.py`, each field's `Setting.plan`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from vitreg.extract.config import (
 
 #: Plan key (in `[study]` or `[extract.NAME]`) -> `ExtractConfig` field, from its fields.
 EXTRACT_KWARGS: dict[str, str] = {**plan_keys(STUDY), **plan_keys(EXTRACT)}
-#: Keys an `[extract.NAME]` table takes: the split, and the options above it may set.
+#: Keys an `[extract.NAME]` table takes: the split, and the options a recipe may set.
 EXTRACT_KEYS: set[str] = {"split", *plan_keys(EXTRACT)}
 #: `[study]` keys that are defaults of every extraction.
 STUDY_EXTRACT_DEFAULTS = tuple(plan_keys(STUDY))
