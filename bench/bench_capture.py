@@ -23,10 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from vitreg.core.runtime import tune_allocator
 from vitreg.extract.capture import Capture, autocast
 from vitreg.extract.model import build_model
 from vitreg.extract.step import Step
-from vitreg.runtime import tune_allocator
 
 DTYPES = {"tokens": "float16", "norms": "float32", "attention": "float16", "neighbor_cos": "float16",
           "pooled/cls": "float32", "pooled/patch_mean": "float32", "pooled/registers": "float32"}

@@ -45,11 +45,11 @@ from PIL import Image
 from timm.models import register_model
 from timm.models.vision_transformer import _create_vision_transformer
 
+from vitreg.core.runtime import tune_allocator
 from vitreg.extract import data as data_mod
 from vitreg.extract.data import decode_image
 from vitreg.extract.run import run_extract
 from vitreg.extract.transforms import eval_transform
-from vitreg.runtime import tune_allocator
 
 TINY = "vit_tiny_patch16_224_1block"
 PICO = "vit_pico_patch16_224_1block"

@@ -118,8 +118,8 @@ def child(args: argparse.Namespace) -> None:
     """Every extraction and the naive loop run between two bare forwards; each
     is also divided by the mean of the two, so that the machine's drifting
     load (other jobs share it) weighs on both sides of a ratio alike."""
+    from vitreg.core.runtime import tune_allocator
     from vitreg.extract.run import run_extract
-    from vitreg.runtime import tune_allocator
 
     tune_allocator()  # no-op untuned (VITREG_NO_TUNING=1)
     tmp = Path(args.tmp)

@@ -49,8 +49,8 @@ def child(args: argparse.Namespace) -> None:
     import bench_datapath  # noqa: F401 - registers the one-block models
 
     from vitreg.cache import open_store
+    from vitreg.core.runtime import tune_allocator
     from vitreg.extract.run import run_extract
-    from vitreg.runtime import tune_allocator
 
     tune_allocator()
     tmp = Path(args.tmp)

@@ -40,18 +40,13 @@ import torch
 from benchutil import drop_cache
 
 from vitreg.cache import Geometry, default_chunk_rows, open_store
+from vitreg.probe.backend_torch import cosine, make_optimizer, train_epoch
+from vitreg.probe.fit_config import TrainConfig
 from vitreg.probe.gather import TokenGather
+from vitreg.probe.linear_heads import Head, build_model
 from vitreg.probe.select import Part, select_tokens
 from vitreg.probe.stream import TokenStream
-from vitreg.probe.train import (
-    Head,
-    PositionTask,
-    TrainConfig,
-    build_model,
-    cosine,
-    make_optimizer,
-    train_epoch,
-)
+from vitreg.probe.tasks import PositionTask
 from vitreg.testing import write_planted_store
 
 #: ViT-S/14 at 224 px with 4 registers: T = 1 + 4 + 256, D = 384 (200 KB a row).

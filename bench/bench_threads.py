@@ -47,10 +47,10 @@ def child(args: argparse.Namespace) -> None:
     import bench_datapath  # noqa: F401 - registers the one-block models
     import torch
 
+    from vitreg.core.runtime import tune_allocator
     from vitreg.extract.capture import autocast
     from vitreg.extract.model import build_model
     from vitreg.extract.run import run_extract
-    from vitreg.runtime import tune_allocator
 
     tune_allocator()
     if args.policy == "cores-workers":

@@ -11,11 +11,13 @@ from rich.console import Console
 from rich.table import Column, Table
 from rich.text import Text
 
-from vitreg.core.errors import VitregError, cli_errors
+from vitreg.boundary import cli_errors
+from vitreg.core.errors import RunFailed, VitregError
 from vitreg.core.files import human_bytes
 from vitreg.core.scrub import scrub
 
 from .layout import array_sizes
+from .names import ERROR, KEY, STATUS
 from .reader import Store, failure_summary
 from .shardid import local_shard_path, shard_digest
 from .store import remove_partials
@@ -54,7 +56,7 @@ def run_info(url: str) -> None:
         head.add_row("[bold red]WARNING[/]", "[bold red]random weights: values mean nothing[/]")
     console.print(head)
     for what, status in (("failed", STATUS_FAILED), ("warned", STATUS_OK)):
-        for group in failure_summary(store.root, status=status):
+        for group in failure_summary(store._root, status=status):
             console.print(text(f"{what} {group['count']} row(s): {group['reason']} "
                                f"(e.g. {', '.join(group['keys'])})"))
     sizes = array_sizes(store)
@@ -85,8 +87,8 @@ def check_integrity(store: Store, report: VerifyReport) -> None:
     missing (in a complete store), truncated or altered."""
     from .integrity import check_checksums, metadata_mismatches
 
-    chunks = check_checksums(store.root, store.names, skip_missing=not store.complete)
-    report.problems.extend(metadata_mismatches(store.root) + chunks.problems)
+    chunks = check_checksums(store._root, store.names, skip_missing=not store.complete)
+    report.problems.extend(metadata_mismatches(store._root) + chunks.problems)
     if chunks.unchecked:
         report.notes.append(
             f"checksums absent (schema {store.meta.get('schema_version')}): "
@@ -106,7 +108,7 @@ def run_verify(url: str) -> VerifyReport:
     check_integrity(store, report)
     if report.problems:
         return report  # damaged chunks: reading the values back would only fail on them
-    status = store.root["status"][:]  # the array itself, not the attributes' summary
+    status = store.array(STATUS)[:]  # the array itself, not the attributes' summary
     if store.complete and not np.array_equal(status, store.status):
         report.problems.append("the attribute failed_rows disagrees with the status array")
     bad_status = ~np.isin(status, [STATUS_PENDING, STATUS_OK, STATUS_FAILED])
@@ -118,7 +120,7 @@ def run_verify(url: str) -> VerifyReport:
         report.problems.append(f"incomplete: {int((status == STATUS_PENDING).sum())} pending "
                                "row(s); rerun the extract command that made it to finish it")
     report.problems.extend(shard_problems(store))
-    errors = store.array("error")[:]
+    errors = store.array(ERROR)[:]
     failed_without_reason = (status == STATUS_FAILED) & (errors == "")
     if failed_without_reason.any():
         report.problems.append(f"{int(failed_without_reason.sum())} failed rows give no reason")
@@ -143,7 +145,7 @@ def shard_problems(store: Store) -> list[str]:
         if shard_digest(path) != recorded:
             problems.append(f"shard {shard['url']} changed since the store was written "
                             "(its members differ): the rows may not be its samples")
-    keys = Counter(str(k) for k in store.array("key")[:][store.ok_rows()])
+    keys = Counter(str(k) for k in store.array(KEY)[:][store.ok_rows()])
     twice = [key for key, n in keys.items() if n > 1]
     if twice:
         problems.append(f"{len(twice)} key(s) occur in several ok rows (e.g. {twice[0]!r})")
@@ -171,7 +173,7 @@ def verify_command(store: str) -> None:
     for problem in report.problems:
         console.print(Text("problem: ", style="red") + text(problem))
     if report.problems:
-        raise SystemExit(1)
+        raise RunFailed(f"{store}: {len(report.problems)} problem(s), listed above")
     console.print(text(f"{store}: ok"))
 
 

@@ -18,14 +18,14 @@ import zarr
 
 from vitreg.core.runtime import usable_cores
 
-from .errors import VitregError
+from .names import ROW_META
 from .shardfile import OpenFile, file_layout, write_file
 from .store import write_rows
 
 STATUS_PENDING, STATUS_OK, STATUS_FAILED = 0, 1, 2
 
 
-class UnalignedWriteError(VitregError, AssertionError):
+class UnalignedWriteError(AssertionError):
     """A write range that is not chunk-aligned: a bug, never a silent loss."""
 
 def write_threads() -> int:
@@ -38,7 +38,7 @@ def write_threads() -> int:
     return 2 if usable_cores() > 2 else 1
 
 #: Arrays written last, in this order; `status` must be the very last.
-_ROW_META = ("key", "label", "error", "status")
+_ROW_META = ROW_META
 
 
 @dataclass

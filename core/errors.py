@@ -1,28 +1,22 @@
-"""vitreg's error hierarchy and the one boundary that turns it into a sentence.
+"""vitreg's error hierarchy: one base class for every failure a user can fix.
 
 Every failure a user can fix is a `VitregError` (zarr's habit: one base class,
 each subclass also deriving from the builtin that fits) whose message says
-what is wrong and what to do. `cli_errors` wraps every click command: a
-`VitregError` becomes `Error: <message>` and exit status 2; anything else is a
-bug and keeps its traceback. The sentence is scrubbed first (`core.scrub`):
-no credentials of a URL, no control characters from a stranger's store.
+what is wrong and what to do; the command line (`vitreg.boundary.cli_errors`)
+prints it as `Error: <message>` and exits with its `exit_code`. A mistake in
+vitreg's own code (a registry used wrongly, `core/registry.py`, a writer
+handed rows off its chunks) is not a `VitregError`: it keeps its traceback.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any, TypeVar
-
-import click
-
-from .scrub import scrub
-
-F = TypeVar("F", bound=Callable[..., Any])
-
 
 class VitregError(Exception):
-    """Base class of every error vitreg raises on purpose."""
+    """Base class of every error vitreg raises on purpose for its user."""
+
+    #: The exit status of a command that ends with this error: 2, a refusal
+    #: (nothing, or nothing more, was done).
+    exit_code: int = 2
 
 
 class UsageError(VitregError, ValueError):
@@ -33,18 +27,14 @@ class InputError(VitregError, ValueError):
     """An input (shard, image, label, store, file) is not what vitreg can use."""
 
 
-class _CliError(click.ClickException):
-    exit_code = 2
+class RunFailed(VitregError, RuntimeError):
+    """A command ran and its outcome is a failure (problems found, failed rows
+    under --strict, a write that failed midway): exit status 1."""
+
+    exit_code = 1
 
 
-def cli_errors(fn: F) -> F:
-    """Decorate a click command: `VitregError` -> `Error: ...`, exit status 2."""
+class Interrupted(VitregError):
+    """Stopped by Ctrl-C; the message says what was kept: exit status 130."""
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except VitregError as exc:
-            raise _CliError(scrub(exc)) from exc
-
-    return wrapper  # type: ignore[return-value]
+    exit_code = 130

@@ -1,15 +1,13 @@
-"""Numeric options checked against their allowed range, on the command line
-(`Number`, a click type) and in Python (`Range.check`, for run_* keywords and
-plan files): NaN and infinities are never accepted, and a refusal says the
-range in words."""
+"""Numeric options checked against their allowed range, in Python
+(`Range.check`, for run_* keywords and plan files) and on the command line
+(`vitreg.boundary.Number`, the click type built on `Range.problem`): NaN and
+infinities are never accepted, and a refusal says the range in words."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from typing import Any
-
-import click
 
 from .errors import UsageError
 
@@ -66,7 +64,7 @@ class Range:
         why = self.problem(value)
         if why is not None:
             raise UsageError(f"{name} {value!r}: {why}")
-        return _as_int(value) if self.integer else float(value)
+        return as_number(value, self)
 
 
 def _text(bound: float) -> str:
@@ -94,21 +92,9 @@ COUNT_OR_ZERO = Range(0, integer=True)
 SEED = Range(0, SEED_MAX, integer=True)
 
 
-class Number(click.ParamType):
-    """A click type for an int or float in `range`; refuses NaN and infinities."""
-
-    def __init__(self, range: Range) -> None:  # noqa: A002
-        self.range = range
-        self.name = "integer" if range.integer else "float"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
-        why = self.range.problem(value)
-        if why is not None:
-            self.fail(f"{value!r}: {why}", param, ctx)
-        return _as_int(value) if self.range.integer else float(value)
-
-    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "INTEGER" if self.range.integer else "FLOAT"
+def as_number(value: Any, range: Range) -> int | float:  # noqa: A002
+    """`value`, already allowed by `range`, as an int or a float."""
+    return _as_int(value) if range.integer else float(value)
 
 
 def check_grid(name: str, value: Any, range: Range = POSITIVE) -> str:  # noqa: A002

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vitreg.cache import ARRAYS, Geometry, VitregError, arrays_for
+from vitreg.cache import ARRAYS, ROW_META, Geometry, VitregError, arrays_for
 from vitreg.cache.schema import parse_token_mode
 from vitreg.core.errors import UsageError
+from vitreg.core.registry import RegistryError
 
 from .adapters import Adapter, adapter_for
 from .model import LoadedModel
@@ -195,8 +196,6 @@ class Pass:
 #: How each stored array is computed from one pass; every array of
 #: `cache.schema.ARRAYS` but the row metadata has one (a test checks).
 CAPTURES: dict[str, Callable[[Pass], torch.Tensor]] = {}
-#: Arrays the writer fills from the batch, not from the model.
-ROW_META = ("key", "label", "status", "error")
 
 
 CaptureFn = Callable[[Pass], torch.Tensor]
@@ -207,9 +206,9 @@ def captures(name: str) -> Callable[[CaptureFn], CaptureFn]:
 
     def add(fn: CaptureFn) -> CaptureFn:
         if name not in ARRAYS or name in ROW_META:
-            raise VitregError(f"capture {name!r}: declare the array in cache/schema.py first")
+            raise RegistryError(f"capture {name!r}: declare the array in cache/schema.py first")
         if name in CAPTURES:
-            raise VitregError(f"capture {name!r} registered twice")
+            raise RegistryError(f"capture {name!r} registered twice")
         CAPTURES[name] = fn
         return fn
 

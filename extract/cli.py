@@ -9,9 +9,9 @@ from typing import Any
 import click
 from rich.console import Console
 
+from vitreg.boundary import Number, cli_errors
 from vitreg.cache.schema import WITH_OPTIONS, parse_token_mode
-from vitreg.core.errors import InputError, cli_errors
-from vitreg.core.numbers import Number
+from vitreg.core.errors import InputError, Interrupted, RunFailed
 from vitreg.core.progress import human_seconds
 
 from .config import ExtractConfig, Setting, fields_of, flag_of, number_range, value_type
@@ -184,14 +184,11 @@ def _extract_command(*, dry_run: bool, strict: bool, no_progress: bool, **option
     try:
         summary = run_extract(config)
     except KeyboardInterrupt:
-        console.print(
-            "[red]interrupted:[/] the rows written so far are kept; "
-            "rerun the same command to resume"
-        )
-        raise SystemExit(130) from None
+        raise Interrupted("interrupted: the rows written so far are kept; "
+                          "rerun the same command to resume") from None
     except OSError as exc:
-        # exit 1 as before: the run started, its rows so far are kept
-        raise click.ClickException(write_failure(exc, config.out)) from exc
+        # exit 1: the run started, its rows so far are kept
+        raise RunFailed(write_failure(exc, config.out)) from exc
     print_summary(summary)
     check_outcome(summary, strict=strict)
 
@@ -209,11 +206,8 @@ def check_outcome(summary: Any, *, strict: bool) -> None:
             "fix the inputs, then rerun with --overwrite"
         )
     if strict and (summary.failed or summary.damaged_shards):
-        console.print(
-            f"[red]--strict:[/] {summary.failed} failed row(s), "
-            f"{len(summary.damaged_shards)} damaged shard(s); reasons above"
-        )
-        raise SystemExit(1)
+        raise RunFailed(f"--strict: {summary.failed} failed row(s), "
+                        f"{len(summary.damaged_shards)} damaged shard(s); reasons above")
 
 
 def write_failure(exc: OSError, out: str) -> str:

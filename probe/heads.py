@@ -18,10 +18,11 @@ from vitreg.core.checkpoint import read_state_dict
 from vitreg.core.files import file_sha256
 
 from .gather import PooledGather
+from .metrics import MetricSums
 from .registry import ProbeError
 from .select import Part, select_labelled_images
 from .stream import TokenStream
-from .train import ClassifyTask, MetricSums
+from .tasks import ClassifyTask
 
 
 def load_head(path: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
-from vitreg.core.numbers import COUNT, COUNT_OR_ZERO, NON_NEGATIVE, POSITIVE, Range
+from vitreg.core.numbers import COUNT, COUNT_OR_ZERO, NON_NEGATIVE, POSITIVE
 
+from .context import ProbeContext
 from .coverage import class_coverage, with_sample_sizes
+from .fitting import fit, fit_by_category, fit_summary, make_streams, selection_parts
 from .gather import (
     POOLED,
     ClassifyGather,
@@ -28,208 +28,19 @@ from .gather import (
     pooled_columns,
     require_pixels,
 )
+from .linear_heads import Head
+from .options import MOMENTUM, SKLEARN_OPTIONS, TOKEN_OPTIONS, training_options
 from .registry import Option, ProbeError, register_probe
 from .select import (
     Items,
-    Part,
     select_images_with_outliers,
     select_labelled_images,
     select_tokens,
-    split_items_by_image,
     token_source,
 )
-from .stream import TokenStream
-from .train import (
-    CATEGORIES,
-    ClassifyTask,
-    FitResult,
-    Head,
-    PositionTask,
-    ReconstructTask,
-    Task,
-    TrainConfig,
-    fit_protocol,
-    fit_sklearn,
-    needs_selection,
-)
+from .tasks import ClassifyTask, PositionTask, ReconstructTask
 
 log = logging.getLogger("vitreg.probe")
-
-
-@dataclass
-class ProbeContext:
-    """What a probe runs on: the two parts of the split, options, device, notes."""
-
-    kind: str
-    options: dict[str, Any]
-    train: Part
-    val: Part
-    device: torch.device
-    notes: list[str] = field(default_factory=list)
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def train_config(self, *, optimizer: str, weight_decay: float, patience: int | None,
-                     momentum: float = 0.9) -> TrainConfig:
-        o = self.options
-        lrs = parse_grid(o["lr"], "lr")
-        return TrainConfig(
-            epochs=int(o["epochs"]), patience=patience, lr=lrs[0], lrs=lrs,
-            min_steps=int(o.get("min_steps", 0)), optimizer=optimizer,
-            weight_decay=weight_decay, batch_size=max(1, int(o["batch_size"])),
-            shuffle_buffer=int(o["shuffle_buffer"]), seed=int(o["seed"]), device=self.device,
-            standardize=bool(o["standardize"]), momentum=momentum,
-        )
-
-
-# -- shared plumbing -------------------------------------------------------------
-def parse_grid(value: Any, name: str) -> tuple[float, ...]:
-    """'0.001,0.01' (or one number) -> (0.001, 0.01): the values a grid search tries."""
-    try:
-        values = tuple(float(v) for v in str(value).split(",") if v.strip())
-    except ValueError as exc:
-        raise ProbeError(f"--{name.replace('_', '-')} {value!r}: give comma-separated "
-                         "numbers, e.g. 0.001,0.01") from exc
-    if not values or any(not 0 < v < float("inf") for v in values):
-        raise ProbeError(f"--{name.replace('_', '-')} {value!r}: give one or more positive "
-                         "numbers, comma-separated")
-    return values
-
-
-def selection_parts(ctx: ProbeContext, items: dict[str, Items], cfg: TrainConfig,
-                    regression: bool) -> dict[str, Items]:
-    """The item sets training reads under the run's protocol: `train` and `val`, or,
-    when an epoch or a grid value is to be chosen, `fit` and `select` (the training
-    items split by image) in place of `train` (beside it under `--protocol study`)."""
-    o = ctx.options
-    stops = o["backend"] == "torch" and cfg.patience is not None
-    if o["backend"] == "sklearn":
-        name = "sklearn_alpha" if regression else "sklearn_c"
-        grid = len(parse_grid(o[name], name))
-        select = grid > 1
-    else:
-        grid = len(cfg.grid)
-        select = needs_selection(cfg.grid, cfg.patience, o["protocol"])
-    ctx.data["selection"] = selection_record(ctx, select, grid, stops)
-    if not select:
-        return items
-    fit_items, held = split_items_by_image(items["train"], float(o["select_fraction"]),
-                                           int(o["seed"]))
-    keep_train = o["protocol"] == "study" and o["backend"] == "torch"
-    return {**({"train": items["train"]} if keep_train else {}), "fit": fit_items,
-            "select": held, "val": items["val"]}
-
-
-def selection_record(ctx: ProbeContext, select: bool, grid: int, stops: bool) -> dict[str, Any]:
-    """Which split each choice is made on, for the result (and the report's setup column).
-
-    `grid`: values of the grid searched (learning rates, or C / alpha with sklearn);
-    `stops`: whether training stops early (torch with a patience).
-    """
-    o = ctx.options
-    torch_ = o["backend"] == "torch"
-    study = o["protocol"] == "study" and torch_
-    held = f"held-out {float(o['select_fraction']):g} of the training images"
-    if not select and not stops:
-        protocol = "no selection"
-    else:
-        protocol = o["protocol"] if torch_ else "heldout (sklearn)"
-    return {
-        "protocol": protocol,
-        "trained_on": "training images" + (f" less the {held}" if select and not study else ""),
-        "grid_chosen_on": held if grid > 1 else None,
-        "early_stopping_on": None if not stops else ("reported split" if study else held),
-        "reported_on": "val",
-    }
-
-
-def make_streams(ctx: ProbeContext, items: dict[str, Items], gather) -> dict[str, TokenStream]:
-    """Streams over every item set, in memory or not per --in-memory."""
-    parts = {"train": ctx.train, "fit": ctx.train, "select": ctx.train, "val": ctx.val}
-    streams = {name: TokenStream(parts[name].store, it, gather, in_memory=False)
-               for name, it in items.items()}
-    need = sum(s.nbytes() for s in streams.values())
-    budget = int(ctx.options["memory_budget"]) * 2**20
-    mode = ctx.options["in_memory"]
-    if ctx.options["backend"] == "sklearn" and need > budget:
-        raise ProbeError(
-            f"--backend sklearn holds every selected item in memory ({need / 2**20:.0f} MiB), "
-            f"more than --memory-budget {ctx.options['memory_budget']} MiB; use the torch "
-            "backend (it streams) or raise --memory-budget"
-        )
-    in_memory = mode == "yes" or (mode == "auto" and need <= budget) or \
-        ctx.options["backend"] == "sklearn"
-    for s in streams.values():
-        s.in_memory = in_memory
-    ctx.data.update(selected_mib=round(need / 2**20, 3), in_memory=in_memory)
-    log.info("%s items, %.1f MiB, %s", {k: len(v) for k, v in streams.items()},
-             need / 2**20, "kept in memory" if in_memory else "streamed")
-    return streams
-
-
-def fit(ctx: ProbeContext, streams: dict[str, TokenStream], task: Task, heads: list[Head],
-        cfg: TrainConfig) -> FitResult:
-    if any(len(s) == 0 for s in streams.values()):
-        raise ProbeError("nothing to train, select or validate on after selection: "
-                         f"{ {k: len(v) for k, v in streams.items()} }")
-    if ctx.options["backend"] == "sklearn":
-        return fit_sklearn(
-            streams.get("fit", streams.get("train")), streams["val"], task, heads, cfg,
-            alpha=parse_grid(ctx.options["sklearn_alpha"], "sklearn_alpha"),
-            C=parse_grid(ctx.options["sklearn_c"], "sklearn_c"),
-            max_iter=int(ctx.options["sklearn_max_iter"]), select=streams.get("select"),
-        )
-    return fit_protocol(streams, task, heads, cfg, ctx.options["protocol"])
-
-
-def fit_summary(result: FitResult) -> dict[str, Any]:
-    return {"curves": result.curves, "best_epoch": result.best_epoch,
-            "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
-            "passes_per_epoch": result.passes_per_epoch, "chosen": result.chosen,
-            "selection_metrics": result.selection_metrics}
-
-
-def of_category(items: Items, code: int) -> Items:
-    """The items of one token category (NORMAL or OUTLIER), still sorted by row."""
-    keep = items.fields["category"] == code
-    return Items({k: v[keep] for k, v in items.fields.items()}, counts=items.counts)
-
-
-def fit_by_category(
-    ctx: ProbeContext, items: dict[str, Items], gather, make_task, head: Head, cfg: TrainConfig,
-    keys: tuple[str, ...],
-) -> dict[str, Any]:
-    """One head per token category: normal and outlier tokens each get their own
-    standardisation, learning-rate grid, early stopping and validation.
-
-    A head fitted to the mix would be dominated by the outliers (an order of
-    magnitude larger in norm) and would show neither category's content.
-    Returns the probe's `metrics` (None for a category absent from a part),
-    and per category its curves and fit summary.
-    """
-    items = selection_parts(ctx, items, cfg, make_task().regression)
-    streams = make_streams(ctx, items, gather)
-    metrics: dict[str, Any] = {}
-    curves: dict[str, Any] = {}
-    fits: dict[str, Any] = {}
-    for name, code in CATEGORIES.items():
-        sub = {part: of_category(it, code) for part, it in items.items()}
-        empty = [part for part, it in sub.items() if len(it) == 0]
-        if empty:
-            metrics[name] = None
-            if len(sub.get("train", sub.get("fit"))) and len(sub["val"]):
-                ctx.notes.append(f"{name} tokens: none in the {', '.join(empty)} part; no "
-                                 "metrics (a larger --select-fraction or store may help)")
-            continue
-        sub_streams = {part: TokenStream(streams[part].source, sub[part], gather,
-                                         in_memory=streams[part].in_memory) for part in sub}
-        log.info("%s tokens: %s", name, {k: len(v) for k, v in sub.items()})
-        result = fit(ctx, sub_streams, make_task(), [head], cfg)
-        m = result.metrics[head.name]["all"]
-        metrics[name] = {k: m[k] for k in (*keys, "count") if k in m}
-        fits[name] = fit_summary(result)
-        curves[name] = fits[name].pop("curves")
-    return {"metrics": metrics, "curves": curves, "fits": fits,
-            "epochs_run": {k: f["epochs_run"] for k, f in fits.items()}}
 
 
 def _normals(value: Any) -> int | None:
@@ -239,46 +50,6 @@ def _normals(value: Any) -> int | None:
     if n < 0:
         raise ProbeError("--normals must be >= 0")
     return n
-
-
-#: SGD momentum: 1 and above never converge.
-MOMENTUM = Range(0, 1, high_open=True)
-
-SKLEARN_OPTIONS = (
-    Option("sklearn_c", "0.1,1,10,100", "--backend sklearn: inverse L2 strengths of "
-           "LogisticRegression tried; the best on validation is kept and reported",
-           range=POSITIVE, grid=True),
-    Option("sklearn_alpha", "0.01,0.1,1,10,100", "--backend sklearn: L2 strengths of Ridge "
-           "tried; the best on validation is kept and reported", range=POSITIVE, grid=True),
-    Option("sklearn_max_iter", 1000, "--backend sklearn: LogisticRegression iterations",
-           range=COUNT),
-)
-
-#: Learning rates of the grid (Adam/AdamW on standardised features).
-LR_GRID = "0.001,0.003,0.01,0.03,0.1"
-
-
-def training_options(monitor: str, optimizer: str, weight_decay: float, *,
-                     epochs: int = 30) -> tuple[Option, ...]:
-    """Epochs, patience, learning rate and weight decay of a probe with early stopping."""
-    return (
-        Option("epochs", epochs, f"most epochs (paper: up to {epochs})", range=COUNT),
-        Option("patience", 3, f"early stopping on validation {monitor} (paper: 3)",
-               range=COUNT),
-        Option("lr", LR_GRID, f"{optimizer} learning rates, cosine schedule (not given by the "
-               "paper): one head each, trained side by side; the best on validation is kept "
-               "and reported (dinov2's linear evaluation)", range=POSITIVE, grid=True),
-        Option("min_steps", 4000, "fewest optimisation steps in all: a store whose pass holds "
-               "few mini-batches gets epochs of several passes (early stopping counts epochs)",
-               range=COUNT_OR_ZERO),
-        Option("weight_decay", weight_decay, f"{optimizer} weight decay", range=NON_NEGATIVE),
-    )
-
-
-TOKEN_OPTIONS = (
-    Option("normals", None, "normal tokens per split part (default: as many as the part's "
-           "outliers)", type=int, range=COUNT_OR_ZERO),
-)
 
 
 def _select_token_items(ctx: ProbeContext) -> dict[str, Items]:

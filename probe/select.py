@@ -221,31 +221,37 @@ def select_tokens(part: Part, *, normals: int | None, seed: int) -> Items:
     for cand, m in zip(candidates(part), n_norm):
         k = _hypergeometric(share_rng, m, left_items - m, left_draws)
         left_items, left_draws = left_items - m, left_draws - k
-        r_norm, c_norm = np.nonzero(cand.normal)
-        if k:
-            pick = np.random.default_rng([seed, _SALT_NORMALS, cand.start]).choice(
-                m, size=k, replace=False
-            )
-            r_norm, c_norm = r_norm[pick], c_norm[pick]
-        else:
-            r_norm, c_norm = r_norm[:0], c_norm[:0]
-        r_out, c_out = np.nonzero(cand.outlier)
-        r = np.concatenate([r_out, r_norm])
-        c = np.concatenate([c_out, c_norm])
-        order = np.lexsort((cand.slot[r, c], r))
-        r, c = r[order], c[order]
-        parts.append({
-            "row": cand.rows[r].astype(np.int64),
-            "slot": cand.slot[r, c].astype(np.int32),
-            "patch": cand.patch[r, c].astype(np.int32),
-            "category": np.where(cand.outlier[r, c], OUTLIER, NORMAL).astype(np.int8),
-        })
+        parts.append(_chunk_items(cand, m, k, seed))
     fields = _concat(parts, ("row", "slot", "patch", "category"))
     return Items(fields, counts={
         "images": part.images, "outlier": n_out, "normal": take,
         "normal_available": total_normal, "normal_wanted": wanted,
         **truncation(np.concatenate(per_image), k_half),
     })
+
+
+def _chunk_items(cand: Candidates, m: int, k: int, seed: int) -> dict[str, np.ndarray]:
+    """One chunk's items: every outlier token and `k` of its `m` normal tokens drawn
+    with the chunk's own seed, sorted by row, then slot."""
+    r_norm, c_norm = np.nonzero(cand.normal)
+    if k:
+        pick = np.random.default_rng([seed, _SALT_NORMALS, cand.start]).choice(
+            m, size=k, replace=False
+        )
+        r_norm, c_norm = r_norm[pick], c_norm[pick]
+    else:
+        r_norm, c_norm = r_norm[:0], c_norm[:0]
+    r_out, c_out = np.nonzero(cand.outlier)
+    r = np.concatenate([r_out, r_norm])
+    c = np.concatenate([c_out, c_norm])
+    order = np.lexsort((cand.slot[r, c], r))
+    r, c = r[order], c[order]
+    return {
+        "row": cand.rows[r].astype(np.int64),
+        "slot": cand.slot[r, c].astype(np.int32),
+        "patch": cand.patch[r, c].astype(np.int32),
+        "category": np.where(cand.outlier[r, c], OUTLIER, NORMAL).astype(np.int8),
+    }
 
 
 def _nothing_to_probe(part: Part, normals: int | None) -> str:

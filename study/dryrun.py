@@ -62,9 +62,10 @@ def extract_estimate(step: Step, rows: int) -> tuple[int, float]:
     return sum(a.nbytes for a in arrays), max(flops / GPU_FLOPS, decode) / 3600
 
 
-def probe_hours(step: Step, steps: list[Step], rows_of: dict[str, int]) -> float:
+def probe_hours(step: Step, steps: list[Step], rows_of: dict[str, int]) -> float | None:
     """CPU hours of one probe from its fits on the train store's geometry
-    (`vitreg.probe.costs`): every epoch assumed to run, so an upper bound."""
+    (`vitreg.probe.costs`): every epoch assumed to run, so an upper bound; None for
+    a probe with no cost model."""
     from vitreg.probe.costs import estimate_probe_seconds
 
     extract = next(s for s in steps if s.id == step.config["train"])
@@ -80,7 +81,7 @@ def probe_hours(step: Step, steps: list[Step], rows_of: dict[str, int]) -> float
         registers=g.registers, train_images=train_images, val_images=val_images,
         num_classes=int(options.pop("num_classes", None) or NUM_CLASSES),
         options={k: v for k, v in options.items() if k not in ("val_fraction",)})
-    return seconds / 3600
+    return None if seconds is None else seconds / 3600
 
 
 def human(nbytes: float) -> str:
@@ -106,8 +107,9 @@ def describe(plan: Plan, steps: list[Step], states: dict[str, State]) -> dict[st
             size = f"{rows_of[step.id]} images, {human(nbytes)}, {human_seconds(hours * 3600)} GPU"
         elif step.stage == "probe":
             hours = probe_hours(step, steps, rows_of)
-            cpu_h += hours
-            size = f"{human_seconds(hours * 3600)} CPU (up to; measured here)"
+            cpu_h += hours or 0.0
+            size = ("CPU time unknown (no cost model for this probe)" if hours is None else
+                    f"{human_seconds(hours * 3600)} CPU (up to; measured here)")
         reason = f" ({state.reason})" if state.reason else ""
         click.echo(f"{state.status:5s} {step.id:40s} -> {step.output}  {size}{reason}")
     from .setups import table_setup_lines

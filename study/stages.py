@@ -26,9 +26,6 @@ EXTRACT_KEYS: set[str] = {"split", *plan_keys(EXTRACT)}
 #: `[study]` keys that are defaults of every extraction.
 STUDY_EXTRACT_DEFAULTS = tuple(plan_keys(STUDY))
 
-PROBE_KINDS = ("position", "reconstruct", "classify", "linear")
-ANALYSIS_KINDS = ("norms", "similarity", "maps")
-
 
 def show_bars() -> bool:
     """Progress bars inside steps only on a terminal (not in job logs)."""
@@ -64,7 +61,7 @@ def call_analysis(*, kind: str, stores: list[str], out: str,
                   options: dict[str, Any]) -> dict[str, Any]:
     from vitreg.analysis import ANALYSES
 
-    result = ANALYSES[kind].run(stores=stores, out=out, **options)
+    result = ANALYSES[kind].call(stores, out=out, **options)
     return {"figures": [str(Path(f)) for f in result.get("figures", [])]}
 
 
@@ -75,16 +72,24 @@ def call_report(*, stores: list[str], probes: list[str], out: str,
     return str(run_report(stores, out=out, probes=probes, **options))
 
 
-def probe_option_names(kind: str) -> set[str]:
-    """Options `run_probe(kind, ...)` takes (its registry's)."""
+# -- what the registries hold: the kinds a plan may name and the options each takes ----
+def probe_kinds() -> list[str]:
+    """Every registered probe, in registration order."""
     import vitreg.probe.probes  # noqa: F401  (fills the registry)
-    from vitreg.probe.registry import get_probe
+    from vitreg.probe.registry import PROBES
 
-    return {opt.name for opt in get_probe(kind).all_options}
+    return list(PROBES)
+
+
+def analysis_kinds() -> list[str]:
+    """Every registered analysis, in report order."""
+    from vitreg.analysis.common import registered
+
+    return [entry.name for entry in registered()]
 
 
 def probe_options_problem(kind: str, options: dict[str, Any]) -> str | None:
-    """What is wrong with a probe recipe's options (types, ranges), or None."""
+    """What is wrong with a probe recipe's options (names, types, ranges), or None."""
     from vitreg.probe.registry import ProbeError, get_probe
     from vitreg.probe.run import resolve_options
 
@@ -95,12 +100,20 @@ def probe_options_problem(kind: str, options: dict[str, Any]) -> str | None:
     return None
 
 
-#: Options an `[analysis.NAME]` takes (the keywords of its `run_*`, less stores and out).
-ANALYSIS_OPTIONS: dict[str, set[str]] = {
-    "norms": {"images", "seed", "allow_partial"},
-    "similarity": {"images", "seed", "allow_partial", "redundant_percentile", "redundant_cut"},
-    "maps": {"images", "seed", "allow_partial", "indices", "keys", "top", "block_images"},
-}
+def analysis_options_problem(kind: str | None, options: dict[str, Any]) -> str | None:
+    """What is wrong with an analysis recipe's options (`kind`), or the report's (None)."""
+    from vitreg.analysis.common import ANALYSES, report_options
+    from vitreg.core import UsageError
+    from vitreg.core.options import resolve
+
+    try:
+        if kind is None:
+            resolve(report_options(), options, what="the report")
+        else:
+            ANALYSES[kind].check(options)
+    except UsageError as exc:
+        return str(exc)
+    return None
 
 
 def check_extract_options(config: dict[str, Any]) -> str | None:

@@ -1,7 +1,8 @@
 """The layering of DESIGN.md, read from the source: stages never import each
 other nor the command-line face, `cache` imports no stage, `core` nothing of
-vitreg but itself, `study` the stages but not the face, and only `cache`
-imports zarr."""
+vitreg but itself (and not click), the command-line boundary
+(`vitreg/boundary.py`) only `core`, `study` the stages but not the face, and
+only `cache` imports zarr."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ STAGES = ("extract", "probe", "analysis")
 #: folder -> the vitreg packages it may import (besides itself)
 ALLOWED = {
     "core": set(),
-    "cache": {"core"},
-    **{stage: {"core", "cache"} for stage in STAGES},
-    "study": {"core", "cache", *STAGES},  # above the stages, beside the face
+    "boundary": {"core"},  # vitreg/boundary.py: errors -> exit status, click types
+    "cache": {"core", "boundary"},
+    **{stage: {"core", "cache", "boundary"} for stage in STAGES},
+    "study": {"core", "cache", "boundary", *STAGES},  # above the stages, beside the face
 }
+#: parts that are one file rather than a folder
+FILES = {"boundary": ROOT / "vitreg" / "boundary.py"}
 
 
 def imports(path: Path) -> list[tuple[int, str]]:
@@ -39,7 +43,8 @@ def imports(path: Path) -> list[tuple[int, str]]:
 
 
 def vitreg_part(module: str) -> str | None:
-    """`vitreg.cache.store` -> `cache`; `vitreg` or `vitreg.cli` -> `face`."""
+    """`vitreg.cache.store` -> `cache`; `vitreg.boundary` -> `boundary`; `vitreg` or
+    `vitreg.cli` -> `face`."""
     parts = module.split(".")
     if parts[0] != "vitreg":
         return None
@@ -48,10 +53,14 @@ def vitreg_part(module: str) -> str | None:
     return "face"
 
 
+def sources(part: str) -> list[Path]:
+    return [FILES[part]] if part in FILES else sorted((ROOT / part).rglob("*.py"))
+
+
 @pytest.mark.parametrize("folder", sorted(ALLOWED))
 def test_layering(folder):
     wrong = []
-    for path in sorted((ROOT / folder).rglob("*.py")):
+    for path in sources(folder):
         for line, module in imports(path):
             part = vitreg_part(module)
             where = f"{path.relative_to(ROOT)}:{line} imports {module}"
@@ -67,3 +76,17 @@ def test_the_checker_sees_a_violation(tmp_path):
     bad.write_text("import zarr\nfrom vitreg.probe import run\nfrom vitreg import __version__\n")
     parts = [vitreg_part(m) for _, m in imports(bad)]
     assert parts == [None, "probe", "face", "face"]
+
+
+def test_core_imports_neither_click_nor_a_stage():
+    """`core` is what every stage and the command line stand on: no click (the
+    boundary, `vitreg/boundary.py`, holds the click types), no stage, no face."""
+    wrong = []
+    for path in sources("core"):
+        for line, module in imports(path):
+            top = module.split(".")[0]
+            part = vitreg_part(module)
+            if top == "click" or top in (*STAGES, "cache", "study") or \
+                    part not in (None, "core"):
+                wrong.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    assert not wrong, "\n".join(wrong)

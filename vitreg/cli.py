@@ -6,12 +6,12 @@ import click
 
 from vitreg import __version__
 from vitreg.analysis.cli import analysis
+from vitreg.boundary import InOrderGroup
 from vitreg.cache.cli import info_command, pack_command, verify_command
-from vitreg.core.commands import InOrderGroup
+from vitreg.core.runtime import tune_allocator
 from vitreg.core.scrub import redact_logs
 from vitreg.extract.cli import extract_command, shards_command
 from vitreg.probe.cli import probe
-from vitreg.runtime import tune_allocator
 from vitreg.study.cli import study
 
 from .demo import demo_command

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import tests.tiny_models  # noqa: F401
+from tests.syncs import CountSyncs, syncs_per_step
 from vitreg.extract.capture import Capture, Float16OverflowError
 from vitreg.extract.model import build_model
-from vitreg.extract.step import CountSyncs, Step, syncs_per_step, wait_event
+from vitreg.extract.step import Step, wait_event
 
 DTYPES = {"tokens": "float16", "norms": "float32", "attention": "float16",
           "neighbor_cos": "float16", "pooled/cls": "float32", "pooled/patch_mean": "float32",
