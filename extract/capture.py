@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from vitreg.cache import ARRAYS, ROW_META, Geometry, VitregError, arrays_for
 from vitreg.cache.schema import parse_token_mode
 from vitreg.core.errors import UsageError
+from vitreg.core.registry import RegistryError
 
 from .adapters import Adapter, adapter_for
 from .model import LoadedModel
@@ -205,9 +206,9 @@ def captures(name: str) -> Callable[[CaptureFn], CaptureFn]:
 
     def add(fn: CaptureFn) -> CaptureFn:
         if name not in ARRAYS or name in ROW_META:
-            raise VitregError(f"capture {name!r}: declare the array in cache/schema.py first")
+            raise RegistryError(f"capture {name!r}: declare the array in cache/schema.py first")
         if name in CAPTURES:
-            raise VitregError(f"capture {name!r} registered twice")
+            raise RegistryError(f"capture {name!r} registered twice")
         CAPTURES[name] = fn
         return fn
 
