@@ -34,7 +34,7 @@ def long_functions(limit: int = MAX_LINES) -> list[str]:
 
 
 @pytest.mark.xfail(strict=False, reason="left to split by the branches that own them: "
-                   "extract/run.py run_extract (i26-config), cache/create.py ensure_store; "
+                   "cache/create.py ensure_store; "
                    "remove this mark once none is left")
 def test_the_longest_product_function_is_under_50_lines():
     offenders = long_functions()
