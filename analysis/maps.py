@@ -9,12 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from vitreg.boundary import Number
 from vitreg.cache import Store
 from vitreg.cache.names import (
     ATTENTION,
@@ -26,7 +24,8 @@ from vitreg.cache.names import (
     QKV_NORMS,
 )
 from vitreg.core import InputError
-from vitreg.core.numbers import COUNT_OR_ZERO
+from vitreg.core.numbers import COUNT, COUNT_OR_ZERO
+from vitreg.core.options import Option
 
 from .common import (
     COLOURS,
@@ -36,12 +35,11 @@ from .common import (
     patch_part,
     plain_log_y,
     read_rows,
-    read_sample,
     register_analysis,
+    sample_outliers,
     save_figure,
     slug,
     store_labels,
-    threshold_for,
     wrap,
 )
 
@@ -233,9 +231,7 @@ def plot_blocks_qkv(key: str, m: dict, label: str) -> tuple[Figure, dict]:
 
 def outlier_positions(store: Store, images: int, seed: int) -> np.ndarray:
     """Fraction of the sampled images in which each grid position holds an outlier."""
-    rows, data = read_sample(store, [NORMS], images, seed)
-    patch = patch_part(data[NORMS], store)
-    mask = patch > threshold_for(store, patch, rows)
+    _, _, mask = sample_outliers(store, [], images, seed)
     return as_grid(mask.mean(axis=0), store)
 
 
@@ -257,9 +253,7 @@ def first_block(store: Store, images: int, seed: int) -> dict[str, Any]:
     block's own 98th percentile of patch norms; the first block is the first
     with `fraction_high >= FIRST_BLOCK_FRACTION` (1-based, None if never).
     """
-    rows, data = read_sample(store, [NORMS, BLOCKS_NORMS], images, seed)
-    final = patch_part(data[NORMS], store)
-    outlier = final > threshold_for(store, final, rows)
+    rows, data, outlier = sample_outliers(store, [BLOCKS_NORMS], images, seed)
     blocks = patch_part(data[BLOCKS_NORMS].astype(np.float32), store)  # (n, L, P)
     per_block = np.moveaxis(blocks, 1, 0)  # (L, n, P)
     fraction, med_out, med_norm = [], [], []
@@ -328,11 +322,12 @@ def _image_figures(opened: list[Store], labels: list[str], keys: list[str], out:
 
 #: `--top` / `--key` / `--index` (the report takes them too)
 MAPS_OPTIONS = (
-    click.option("--top", default=TOP_K, show_default=True, type=click.IntRange(1),
-                 help="Else draw the images with the highest max patch norm."),
-    click.option("--key", "keys", multiple=True, help="Key of an image (repeatable)."),
-    click.option("--index", "indices", multiple=True, type=Number(COUNT_OR_ZERO),
-                 help="Row index of an image to draw (repeatable)."),
+    Option("top", help="Else draw the images with the highest max patch norm.", range=COUNT),
+    Option("keys", help="Key of an image (repeatable).", multiple=True, flag_name="key"),
+    Option("indices", help="Row index of an image to draw (repeatable).", multiple=True,
+           type=int, range=COUNT_OR_ZERO, flag_name="index"),
+    Option("block_images", help="Sampled ok images per store of the first-high-norm-block "
+           "figure (0: all; stores with `blocks/norms`).", range=COUNT_OR_ZERO),
 )
 
 
@@ -344,11 +339,12 @@ MAPS_OPTIONS = (
 def run_maps(
     stores: Sequence[str | Store], *, out: str | Path, indices: Sequence[int] = (),
     keys: Sequence[str] = (), top: int = TOP_K, images: int = 5000,
-    block_images: int = BLOCK_IMAGES, seed: int = 42, allow_partial: bool = False, **_: Any,
+    block_images: int = BLOCK_IMAGES, seed: int = 42, allow_partial: bool = False,
+    block: int | None = None,
 ) -> Result:
     """Map figures of chosen images, the outlier-position heat map and the first high-norm block."""
     out = Path(out)
-    opened = open_stores(stores, allow_partial=allow_partial)
+    opened = open_stores(stores, allow_partial=allow_partial, block=block)
     labels = store_labels(opened)
     check_keys(opened, keys)
     chosen = choose_keys(opened[0], indices=indices, keys=keys, top=top)

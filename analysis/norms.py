@@ -172,10 +172,10 @@ def plot_norms(summaries: list[dict[str, Any]], labels: list[str], edges: np.nda
     help="Norm histograms, 98th-percentile threshold and statistics (Claims 1-2).")
 def run_norms(
     stores: Sequence[str | Store], *, out: str | Path, images: int = 5000, seed: int = 42,
-    allow_partial: bool = False, **_: Any,
+    allow_partial: bool = False, block: int | None = None,
 ) -> Result:
     """Histograms and statistics of token norms of each store; writes `out/norms.png/.json`."""
-    opened = open_stores(stores, allow_partial=allow_partial)
+    opened = open_stores(stores, allow_partial=allow_partial, block=block)
     labels = store_labels(opened)
     parts = [store_norms(s, images=images, seed=seed) for s in opened]
     edges = np.linspace(0.0, max(float(p["norms"].max()) for p in parts) * 1.02, BINS + 1)

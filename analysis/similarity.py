@@ -8,25 +8,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 from matplotlib.figure import Figure
 
-from vitreg.boundary import Number
 from vitreg.cache import Store
-from vitreg.cache.names import NEIGHBOR_COS, NORMS
+from vitreg.cache.names import NEIGHBOR_COS
 from vitreg.core.numbers import Range
+from vitreg.core.options import Option
 
 from .common import (
     COLOURS,
     Result,
     open_stores,
-    patch_part,
-    read_sample,
     register_analysis,
+    sample_outliers,
     save_figure,
     store_labels,
-    threshold_for,
     wrap,
 )
 
@@ -68,9 +65,7 @@ def redundancy_ratio(
 def store_similarity(
     store: Store, *, images: int, seed: int, percentile: float, cut: float | None,
 ) -> dict[str, Any]:
-    rows, data = read_sample(store, [NORMS, NEIGHBOR_COS], images, seed)
-    patch = patch_part(data[NORMS], store)
-    outlier = patch > threshold_for(store, patch, rows)
+    rows, data, outlier = sample_outliers(store, [NEIGHBOR_COS], images, seed)
     cos = data[NEIGHBOR_COS].astype(np.float32)
     stats = redundancy_ratio(cos, outlier, percentile=percentile, cut=cut)
     stats["images"] = int(rows.size)
@@ -109,13 +104,10 @@ def plot_similarity(parts: list[dict[str, Any]], labels: list[str]) -> tuple[Fig
 
 #: `--redundant-percentile` / `--redundant-cut` (the report takes them too)
 SIMILARITY_OPTIONS = (
-    click.option("--redundant-percentile", default=REDUNDANT_PERCENTILE, show_default=True,
-                 type=Number(Range(0, 100)),
-                 help="'Redundant' = neighbour similarity above this percentile of normal "
-                      "tokens'."),
-    click.option("--redundant-cut", type=Number(COSINE), default=None,
-                 help="Absolute neighbour-similarity cut for 'redundant' "
-                      "(overrides --redundant-percentile)."),
+    Option("redundant_percentile", help="'Redundant' = neighbour similarity above this "
+           "percentile of normal tokens'.", range=Range(0, 100)),
+    Option("redundant_cut", help="Absolute neighbour-similarity cut for 'redundant' "
+           "(overrides --redundant-percentile).", type=float, range=COSINE),
 )
 
 
@@ -131,10 +123,10 @@ def _similarity_summary(result: Result, _: dict[str, Any]) -> str:
 def run_similarity(
     stores: Sequence[str | Store], *, out: str | Path, images: int = 5000, seed: int = 42,
     redundant_percentile: float = REDUNDANT_PERCENTILE, redundant_cut: float | None = None,
-    allow_partial: bool = False, **_: Any,
+    allow_partial: bool = False, block: int | None = None,
 ) -> Result:
     """Neighbour-similarity distributions and the redundancy ratio; writes `out/similarity.*`."""
-    opened = [s for s in open_stores(stores, allow_partial=allow_partial)
+    opened = [s for s in open_stores(stores, allow_partial=allow_partial, block=block)
               if NEIGHBOR_COS in s]
     if not opened:
         return {"figures": [], "stats": {}, "notes": ["no store has `neighbor_cos`"]}

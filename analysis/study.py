@@ -24,8 +24,12 @@ import numpy as np
 
 from vitreg.cache.names import NORMS
 
-#: Study model name -> timm model name (with the pretrained tag the study used).
+#: Study model name -> timm model name (with the pretrained tag the study used): every
+#: model the study names, in its order; the one list of them (`study/paper.py`'s plan
+#: reads it).
 STUDY_MODELS: dict[str, str] = {
+    "DINO-S": "vit_small_patch16_224.dino",
+    "DINO-B": "vit_base_patch16_224.dino",
     "DINOv2-S": "vit_small_patch14_dinov2.lvd142m",
     "DINOv2-B": "vit_base_patch14_dinov2.lvd142m",
     "DINOv2-L": "vit_large_patch14_dinov2.lvd142m",
@@ -34,9 +38,17 @@ STUDY_MODELS: dict[str, str] = {
     "DINOv2-B+reg": "vit_base_patch14_reg4_dinov2.lvd142m",
     "DINOv2-L+reg": "vit_large_patch14_reg4_dinov2.lvd142m",
     "DINOv2-G+reg": "vit_giant_patch14_reg4_dinov2.lvd142m",
+    # The study's DeiT3 was trained on ImageNet-1K (Section 3.5): timm's `fb_in1k` tag.
+    # Darcet et al. used ImageNet-22K: `fb_in22k_ft_in1k` is the documented alternative.
+    "DeiT3-S": "deit3_small_patch16_224.fb_in1k",
     "DeiT3-M": "deit3_medium_patch16_224.fb_in1k",
+    "DeiT3-L": "deit3_large_patch16_224.fb_in1k",
+    "DeiT3-H": "deit3_huge_patch14_224.fb_in1k",
     "OpenCLIP-B": "vit_base_patch16_clip_224.laion2b",
+    "OpenCLIP-L": "vit_large_patch14_clip_224.laion2b",
     "OpenCLIP-H": "vit_huge_patch14_clip_224.laion2b",
+    # "OpenCLIP-H/G" (Claim 2): G read as ViT-g/14 on LAION-2B, timm's `vit_giant_*`.
+    "OpenCLIP-G": "vit_giant_patch14_clip_224.laion2b",
 }
 
 #: Table 1, position prediction: top-1 accuracy (%) and average distance (patches).

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from vitreg.core.errors import UsageError
+from vitreg.core.registry import RegistryError
 
 from . import names as n
 
@@ -100,7 +101,7 @@ ARRAYS: dict[str, ArraySpec] = {}
 
 def _register(spec: ArraySpec) -> None:
     if spec.name in ARRAYS:
-        raise ValueError(f"array {spec.name!r} registered twice")
+        raise RegistryError(f"array {spec.name!r} registered twice")
     ARRAYS[spec.name] = spec
 
 

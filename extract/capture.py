@@ -33,6 +33,7 @@ from vitreg.cache.names import (
 )
 from vitreg.cache.schema import parse_token_mode
 from vitreg.core.errors import UsageError
+from vitreg.core.registry import RegistryError
 
 from .adapters import Adapter, adapter_for
 from .model import LoadedModel
@@ -224,9 +225,9 @@ def captures(name: str) -> Callable[[CaptureFn], CaptureFn]:
 
     def add(fn: CaptureFn) -> CaptureFn:
         if name not in ARRAYS or name in ROW_META:
-            raise VitregError(f"capture {name!r}: declare the array in cache/schema.py first")
+            raise RegistryError(f"capture {name!r}: declare the array in cache/schema.py first")
         if name in CAPTURES:
-            raise VitregError(f"capture {name!r} registered twice")
+            raise RegistryError(f"capture {name!r} registered twice")
         CAPTURES[name] = fn
         return fn
 
