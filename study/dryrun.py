@@ -12,6 +12,7 @@ from vitreg.core.progress import human_seconds
 
 from .execute import State
 from .plan import Plan
+from .stages import extract_config
 from .steps import Step
 
 #: ImageNet-1k sizes, used while a split's shards are placeholders.
@@ -49,13 +50,15 @@ def extract_estimate(step: Step, rows: int) -> tuple[int, float]:
     """Bytes on disk and GPU hours of one extraction."""
     from vitreg.extract.dryrun import estimate_arrays
 
-    geometry = _geometry(step.config["model"], step.config.get("img_size"))
-    arrays = estimate_arrays(geometry, rows, with_options=list(step.config.get("with", [])),
-                             token_mode=str(step.config.get("tokens", "all")),
-                             tokens_dtype=str(step.config.get("dtype", "float16")))
+    config = extract_config(step.config, out=step.output)
+    geometry = _geometry(config.model, config.img_size)
+    arrays = estimate_arrays(geometry, rows, with_options=list(config.with_options),
+                             token_mode=config.token_mode, tokens_dtype=config.tokens_dtype,
+                             chunk_rows=config.chunk_rows)
     tokens = geometry.prefix + geometry.grid[0] * geometry.grid[1]
     flops = 2 * 12 * geometry.dim**2 * geometry.depth * tokens * rows  # 2 x params x tokens
-    decode = rows / (DECODE_PER_WORKER * max(int(step.config.get("workers", 1)), 1))
+    workers = config.workers if isinstance(config.workers, int) else 1
+    decode = rows / (DECODE_PER_WORKER * max(workers, 1))
     return sum(a.nbytes for a in arrays), max(flops / GPU_FLOPS, decode) / 3600
 
 

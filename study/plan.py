@@ -13,7 +13,8 @@ from typing import Any
 from braceexpand import UnbalancedBracesError, braceexpand
 
 from vitreg.core import InputError, UsageError
-from vitreg.core.numbers import COUNT, COUNT_OR_ZERO, SEED, Range
+from vitreg.core.numbers import COUNT, COUNT_OR_ZERO, Range
+from vitreg.extract.config import EXTRACT, STUDY, fields_of, plan_key, plan_keys
 
 from . import paper
 from .stages import (
@@ -27,7 +28,7 @@ from .stages import (
 
 #: Allowed keys of each table (model entries: the `[[model]]` array).
 KEYS: dict[str, set[str]] = {
-    "study": {"weights", "seed", "batch_size", "precision", "device", "workers", "imports"},
+    "study": {*plan_keys(STUDY), "imports"},
     "data": {"val", "train"},
     "resources": set(paper.RESOURCES),
     "extract": EXTRACT_KEYS,
@@ -41,16 +42,22 @@ SPLITS = ("val", "train")
 #: What each value of `[study]`, `[extract.NAME]`, `[resources]` and a model may
 #: be: a Range (a number in it), a tuple of choices, `str`, `bool`, or `list`
 #: (of strings). Keys not here are checked by their stage.
-_CROP = Range(0, 1, low_open=True)
-_WORKERS = ("auto", COUNT_OR_ZERO)
+def extract_values(table: str) -> dict[str, object]:
+    """The kinds of the extraction options `table` may set, from `ExtractConfig`'s fields."""
+    kinds: dict[str, object] = {}
+    for f, spec in fields_of():
+        if table in spec.plan:
+            kinds[plan_key(f.name, spec)] = (
+                _KIND_VALUES.get(spec.kind or "") or spec.choices or spec.range
+                or (bool if isinstance(f.default, bool) else str))
+    return kinds
+
+
+_KIND_VALUES: dict[str, object] = {"workers": ("auto", COUNT_OR_ZERO), "with": list,
+                                   "blocks": list}
 VALUES: dict[str, dict[str, object]] = {
-    "study": {"weights": str, "seed": SEED, "batch_size": COUNT, "workers": _WORKERS,
-              "precision": ("auto", "fp32", "bf16", "fp16"), "device": str, "imports": list},
-    "extract": {"img_size": COUNT, "limit": COUNT, "batch_size": COUNT, "workers": _WORKERS,
-                "chunk_rows": COUNT, "crop_pct": _CROP, "dtype": ("float16", "float32"),
-                "precision": ("auto", "fp32", "bf16", "fp16"), "tokens": str, "with": list,
-                "preprocess": str, "interpolation": str, "keys": str, "device": str,
-                "split": str},
+    "study": {**extract_values(STUDY), "imports": list},
+    "extract": {**extract_values(EXTRACT), "split": str},
     "resources": {"partition": str, "gpus_per_job": COUNT_OR_ZERO,
                   "cpus_per_gpu_job": COUNT, "cpus_per_cpu_job": COUNT, "mem_gb": COUNT,
                   "timeout_min": COUNT, "local_gpus": COUNT_OR_ZERO, "local_cpu_jobs": COUNT},

@@ -1,7 +1,8 @@
 """The one place that knows the stages' `run_*` functions and their keyword
 arguments: plan option -> keyword, and one small `call_*` per stage.
 
-When a stage's signature changes, this table is what to adapt.
+An extraction's plan keys are not listed here: they come from `ExtractConfig`'s
+fields (`extract/config.py`, each field's `Setting.plan`).
 """
 
 from __future__ import annotations
@@ -9,18 +10,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-#: Plan key (in `[study]` or `[extract.NAME]`) -> `run_extract` keyword.
-EXTRACT_KWARGS: dict[str, str] = {
-    "weights": "weights", "seed": "seed", "img_size": "img_size", "tokens": "token_mode",
-    "with": "with_options", "limit": "limit", "batch_size": "batch_size",
-    "precision": "precision", "device": "device", "workers": "workers",
-    "dtype": "tokens_dtype", "chunk_rows": "chunk_rows", "preprocess": "preprocess",
-    "crop_pct": "crop_pct", "interpolation": "interpolation", "keys": "keys_file",
-}
-#: Keys an `[extract.NAME]` table takes: the split, and the keywords above.
-EXTRACT_KEYS: set[str] = {"split", *EXTRACT_KWARGS} - {"weights", "seed"}
+from vitreg.extract.config import (
+    EXTRACT,
+    STUDY,
+    ExtractConfig,
+    OptionError,
+    check_option,
+    plan_keys,
+)
+
+#: Plan key (in `[study]` or `[extract.NAME]`) -> `ExtractConfig` field, from its fields.
+EXTRACT_KWARGS: dict[str, str] = {**plan_keys(STUDY), **plan_keys(EXTRACT)}
+#: Keys an `[extract.NAME]` table takes: the split, and the options a recipe may set.
+EXTRACT_KEYS: set[str] = {"split", *plan_keys(EXTRACT)}
 #: `[study]` keys that are defaults of every extraction.
-STUDY_EXTRACT_DEFAULTS = ("weights", "seed", "batch_size", "precision", "device", "workers")
+STUDY_EXTRACT_DEFAULTS = tuple(plan_keys(STUDY))
+
 
 def show_bars() -> bool:
     """Progress bars inside steps only on a terminal (not in job logs)."""
@@ -29,17 +34,17 @@ def show_bars() -> bool:
     return console.is_terminal
 
 
-def extract_kwargs(config: dict[str, Any]) -> dict[str, Any]:
-    """`run_extract` keywords of one extraction step's configuration."""
-    return {EXTRACT_KWARGS[k]: v for k, v in config.items() if k in EXTRACT_KWARGS}
+def extract_config(config: dict[str, Any], **run: Any) -> ExtractConfig:
+    """The `ExtractConfig` of one extraction step's configuration (plan keys, and
+    `model` and `shards`), with `run`'s settings (`out`, `overwrite`, ...)."""
+    options = {EXTRACT_KWARGS[k]: v for k, v in config.items() if k in EXTRACT_KWARGS}
+    return ExtractConfig(shards=config["shards"], model=config["model"], **options, **run)
 
 
-def call_extract(*, shards: list[str], model: str, out: str, config: dict[str, Any],
-                 overwrite: bool) -> dict[str, Any]:
+def call_extract(config: ExtractConfig) -> dict[str, Any]:
     from vitreg.extract.run import run_extract
 
-    summary = run_extract(shards=shards, model=model, out=out, overwrite=overwrite,
-                          progress=show_bars(), **extract_kwargs(config))
+    summary = run_extract(config)
     return {"rows": summary.rows, "ok": summary.ok, "failed": summary.failed,
             "seconds": round(summary.seconds, 2)}
 
@@ -112,14 +117,11 @@ def analysis_options_problem(kind: str | None, options: dict[str, Any]) -> str |
 
 
 def check_extract_options(config: dict[str, Any]) -> str | None:
-    """What is wrong with an extraction's `tokens` or `with`, or None."""
-    from vitreg.cache.schema import WITH_OPTIONS, parse_token_mode
-
-    unknown = sorted(set(config.get("with", [])) - set(WITH_OPTIONS))
-    if unknown:
-        return f"with: unknown {unknown}; known: {list(WITH_OPTIONS)}"
-    try:
-        parse_token_mode(str(config.get("tokens", "all")))
-    except ValueError as exc:
-        return f"tokens: {exc}"
+    """What is wrong with an extraction's options (`ExtractConfig`'s checks), or None."""
+    for key, value in config.items():
+        if key in EXTRACT_KWARGS:
+            try:
+                check_option(EXTRACT_KWARGS[key], value, label=key)
+            except OptionError as exc:
+                return f"{key}: {exc.why}"
     return None

@@ -42,6 +42,7 @@ def cli_errors(fn: F) -> F:
         except VitregError as exc:
             raise _CliError(scrub(exc), exc.exit_code) from exc
 
+    wrapper.through_boundary = True  # type: ignore[attr-defined]  (tests/test_boundary.py)
     return wrapper  # type: ignore[return-value]
 
 

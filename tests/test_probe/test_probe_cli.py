@@ -73,7 +73,7 @@ def test_cli_runs_a_probe_and_writes_json(planted, tmp_path):
 def test_cli_turns_vitreg_errors_into_a_message(tmp_path):
     result = CliRunner().invoke(probe, ["position", str(tmp_path / "nothing.zarr"),
                                         "--out", str(tmp_path / "r.json"), "--quiet"])
-    assert result.exit_code == 2  # core.cli_errors: a VitregError exits 2
+    assert result.exit_code == 2  # vitreg.boundary.cli_errors: a VitregError exits 2
     assert "Error:" in result.output and "nothing.zarr" in result.output
     assert "Traceback" not in result.output
 
