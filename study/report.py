@@ -27,6 +27,11 @@ PER_STORE_WIDTH = 360
 PER_STORE = {"blocks": "token-norm map after each block (study Fig. 7)",
              "blocks_qkv": "q, k, v and output norm maps of each block (study A.2)"}
 
+CSS = """
+table.perstore td{white-space:normal;text-align:left;vertical-align:top;max-width:420px}
+table.perstore figcaption{font-size:11px}
+"""
+
 #: Per-image figures (one row per store) that the models x images grid replaces.
 GRID_REPLACES = ("maps", "qkv")
 
@@ -64,7 +69,8 @@ def per_store_table(paths: list[Path], figures: Figures) -> str:
                          "</td>" if k in r else "<td>—</td>" for k in kinds) + "</tr>"
         for _, r in sorted(rows.items(), key=lambda item: int(item[0])))
     return ('<p class="note">Per-block maps of the first image, one row per model (click a '
-            f"thumbnail for the full figure).</p><table><tr>{head}</tr>{body}</table>")
+            f'thumbnail for the full figure).</p><table class="perstore"><tr>{head}</tr>'
+            f"{body}</table>")
 
 
 def add_study_sections(html: Path, analyses: list[str]) -> None:
@@ -75,7 +81,7 @@ def add_study_sections(html: Path, analyses: list[str]) -> None:
 
     text = html.read_text(encoding="utf-8")
     figures = Figures(base=html.parent, page=text)
-    body = (f"<style>{GRID_CSS}</style><h2>Study figures</h2>"
+    body = (f"<style>{GRID_CSS}{CSS}</style><h2>Study figures</h2>"
             + "".join(study_section(Path(a), figures) for a in analyses))
     cut = text.rfind("</body>")
     write_atomic(html, text[:cut] + body + text[cut:])
