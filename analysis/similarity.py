@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from vitreg.cache import Store
+from vitreg.cache.names import NEIGHBOR_COS
 from vitreg.core.numbers import Range
 from vitreg.core.options import Option
 
@@ -25,6 +26,7 @@ from .common import (
     store_labels,
     wrap,
 )
+from .progress import analysis_bar, stepped
 
 #: a cosine similarity (--redundant-cut)
 COSINE = Range(-1, 1)
@@ -64,8 +66,8 @@ def redundancy_ratio(
 def store_similarity(
     store: Store, *, images: int, seed: int, percentile: float, cut: float | None,
 ) -> dict[str, Any]:
-    rows, data, outlier = sample_outliers(store, ["neighbor_cos"], images, seed)
-    cos = data["neighbor_cos"].astype(np.float32)
+    rows, data, outlier = sample_outliers(store, [NEIGHBOR_COS], images, seed)
+    cos = data[NEIGHBOR_COS].astype(np.float32)
     stats = redundancy_ratio(cos, outlier, percentile=percentile, cut=cut)
     stats["images"] = int(rows.size)
     return {"cos": cos.ravel(), "outlier": outlier.ravel(), "stats": stats}
@@ -126,16 +128,18 @@ def run_similarity(
 ) -> Result:
     """Neighbour-similarity distributions and the redundancy ratio; writes `out/similarity.*`."""
     opened = [s for s in open_stores(stores, allow_partial=allow_partial, block=block)
-              if "neighbor_cos" in s]
+              if NEIGHBOR_COS in s]
     if not opened:
         return {"figures": [], "stats": {}, "notes": ["no store has `neighbor_cos`"]}
     labels = store_labels(opened)
-    parts = [store_similarity(s, images=images, seed=seed, percentile=redundant_percentile,
-                              cut=redundant_cut) for s in opened]
-    fig, data = plot_similarity(parts, labels)
-    data.update(images=images, seed=seed, redundant=(
-        f"neighbour similarity > {redundant_cut}" if redundant_cut is not None else
-        f"neighbour similarity > the normal tokens' {redundant_percentile:g}th percentile"))
-    png = save_figure(fig, data, Path(out) / "similarity.png")
+    with analysis_bar("similarity", len(opened) + 1) as advance:  # each store, the figure
+        parts = [store_similarity(s, images=images, seed=seed, percentile=redundant_percentile,
+                                  cut=redundant_cut) for s in stepped(opened, advance)]
+        fig, data = plot_similarity(parts, labels)
+        data.update(images=images, seed=seed, redundant=(
+            f"neighbour similarity > {redundant_cut}" if redundant_cut is not None else
+            f"neighbour similarity > the normal tokens' {redundant_percentile:g}th percentile"))
+        png = save_figure(fig, data, Path(out) / "similarity.png")
+        advance(1)
     return {"figures": [png], "stats": {lb: p["stats"] for lb, p in zip(labels, parts)},
             "notes": [data["redundant"]]}
