@@ -17,6 +17,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator
 
 from vitreg.cache import Store, open_store, outlier_threshold
 from vitreg.cache.attrs import provenance as store_provenance
+from vitreg.cache.names import NORMS
 from vitreg.core.errors import UsageError
 from vitreg.core.files import write_json as core_write_json
 from vitreg.core.numbers import COUNT_OR_ZERO, SEED, Range
@@ -237,8 +238,8 @@ def sample_outliers(
 ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """A seeded sample's rows, those rows of `norms` and `names`, and which of their
     patch tokens are outliers by the store's threshold."""
-    rows, data = read_sample(store, list(dict.fromkeys(["norms", *names])), images, seed)
-    patch = patch_part(data["norms"], store)
+    rows, data = read_sample(store, list(dict.fromkeys([NORMS, *names])), images, seed)
+    patch = patch_part(data[NORMS], store)
     return rows, data, patch > threshold_for(store, patch, rows)
 
 

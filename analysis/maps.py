@@ -14,6 +14,15 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from vitreg.cache import Store
+from vitreg.cache.names import (
+    ATTENTION,
+    BLOCKS_NORMS,
+    BLOCKS_QKV_NORMS,
+    KEY,
+    NORMS,
+    PIXELS,
+    QKV_NORMS,
+)
 from vitreg.core import InputError
 from vitreg.core.numbers import COUNT, COUNT_OR_ZERO
 from vitreg.core.options import Option
@@ -43,13 +52,13 @@ FIRST_BLOCK_FRACTION = 0.5
 
 
 def store_keys(store: Store) -> np.ndarray:
-    return np.asarray(store.array("key")[:], dtype=object)
+    return np.asarray(store.array(KEY)[:], dtype=object)
 
 
 def top_rows(store: Store, k: int) -> np.ndarray:
     """The k ok rows whose highest patch-token norm is largest."""
     rows = store.ok_rows()
-    norms = patch_part(read_rows(store, ["norms"], rows)["norms"], store)
+    norms = patch_part(read_rows(store, [NORMS], rows)[NORMS], store)
     order = np.argsort(-norms.max(axis=1), kind="stable")[:k]
     return rows[order]
 
@@ -94,21 +103,21 @@ def row_of(store: Store, key: str, keys_cache: dict[str, np.ndarray]) -> int | N
 
 def image_maps(store: Store, row: int) -> dict[str, Any]:
     """Grids of one row: attention, norms, outlier mask, and pixels/qkv/blocks when stored."""
-    names = [n for n in ("norms", "attention", "pixels", "qkv_norms", "blocks/norms",
-                         "blocks/qkv_norms") if n in store]
+    names = [n for n in (NORMS, ATTENTION, PIXELS, QKV_NORMS, BLOCKS_NORMS,
+                         BLOCKS_QKV_NORMS) if n in store]
     data = {k: v[0] for k, v in read_rows(store, names, np.array([row])).items()}
-    out: dict[str, Any] = {"norm": as_grid(patch_part(data["norms"], store), store)}
+    out: dict[str, Any] = {"norm": as_grid(patch_part(data[NORMS], store), store)}
     out["outlier"] = out["norm"] > store.threshold()
-    if "attention" in data:
-        out["attention"] = as_grid(patch_part(data["attention"].astype(np.float32), store), store)
-    if "pixels" in data:
-        out["pixels"] = data["pixels"]
-    if "qkv_norms" in data:
-        out["qkv"] = as_grid(patch_part(data["qkv_norms"].astype(np.float32), store), store)
-    if "blocks/norms" in data:
-        out["blocks"] = as_grid(patch_part(data["blocks/norms"].astype(np.float32), store), store)
-    if "blocks/qkv_norms" in data:  # (L, 3, gh, gw)
-        out["blocks_qkv"] = as_grid(patch_part(data["blocks/qkv_norms"].astype(np.float32), store),
+    if ATTENTION in data:
+        out["attention"] = as_grid(patch_part(data[ATTENTION].astype(np.float32), store), store)
+    if PIXELS in data:
+        out["pixels"] = data[PIXELS]
+    if QKV_NORMS in data:
+        out["qkv"] = as_grid(patch_part(data[QKV_NORMS].astype(np.float32), store), store)
+    if BLOCKS_NORMS in data:
+        out["blocks"] = as_grid(patch_part(data[BLOCKS_NORMS].astype(np.float32), store), store)
+    if BLOCKS_QKV_NORMS in data:  # (L, 3, gh, gw)
+        out["blocks_qkv"] = as_grid(patch_part(data[BLOCKS_QKV_NORMS].astype(np.float32), store),
                                     store)
     return out
 
@@ -244,8 +253,8 @@ def first_block(store: Store, images: int, seed: int) -> dict[str, Any]:
     block's own 98th percentile of patch norms; the first block is the first
     with `fraction_high >= FIRST_BLOCK_FRACTION` (1-based, None if never).
     """
-    rows, data, outlier = sample_outliers(store, ["blocks/norms"], images, seed)
-    blocks = patch_part(data["blocks/norms"].astype(np.float32), store)  # (n, L, P)
+    rows, data, outlier = sample_outliers(store, [BLOCKS_NORMS], images, seed)
+    blocks = patch_part(data[BLOCKS_NORMS].astype(np.float32), store)  # (n, L, P)
     per_block = np.moveaxis(blocks, 1, 0)  # (L, n, P)
     fraction, med_out, med_norm = [], [], []
     for values in per_block:
@@ -343,7 +352,7 @@ def run_maps(
     grids = [outlier_positions(s, images, seed) for s in opened]
     figures.append(save_figure(*plot_positions(grids, labels), out / "outlier_positions.png"))
     stats: dict[str, Any] = {lb: {"images_drawn": chosen} for lb in labels}
-    with_blocks = [(s, lb) for s, lb in zip(opened, labels) if "blocks/norms" in s]
+    with_blocks = [(s, lb) for s, lb in zip(opened, labels) if BLOCKS_NORMS in s]
     if with_blocks:
         results = [first_block(s, block_images, seed) for s, _ in with_blocks]
         figures.append(save_figure(*plot_first_block(results, [lb for _, lb in with_blocks]),
@@ -352,5 +361,5 @@ def run_maps(
             stats[lb]["first_block_images"] = res["images"]
             stats[lb]["first_high_norm_block"] = res["first_block"]
     notes = [f"{lb}: input image not stored (no `pixels`)" for s, lb in zip(opened, labels)
-             if "pixels" not in s]
+             if PIXELS not in s]
     return {"figures": figures, "stats": stats, "notes": notes}

@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from vitreg.cache import Store
+from vitreg.cache.names import NORMS
 
 from .common import (
     COLOURS,
@@ -100,8 +101,8 @@ def norm_stats(patch: np.ndarray, threshold: float, top: float) -> dict[str, Any
 
 def store_norms(store: Store, *, images: int, seed: int) -> dict[str, Any]:
     """Norms of a seeded sample of ok rows, and the store's outlier threshold."""
-    rows, data = read_sample(store, ["norms"], images, seed)
-    norms = data["norms"]
+    rows, data = read_sample(store, [NORMS], images, seed)
+    norms = data[NORMS]
     return {"store": store, "rows": rows, "norms": norms,
             "threshold": threshold_for(store, patch_part(norms, store), rows)}
 

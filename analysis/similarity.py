@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from vitreg.cache import Store
+from vitreg.cache.names import NEIGHBOR_COS
 from vitreg.core.numbers import Range
 from vitreg.core.options import Option
 
@@ -64,8 +65,8 @@ def redundancy_ratio(
 def store_similarity(
     store: Store, *, images: int, seed: int, percentile: float, cut: float | None,
 ) -> dict[str, Any]:
-    rows, data, outlier = sample_outliers(store, ["neighbor_cos"], images, seed)
-    cos = data["neighbor_cos"].astype(np.float32)
+    rows, data, outlier = sample_outliers(store, [NEIGHBOR_COS], images, seed)
+    cos = data[NEIGHBOR_COS].astype(np.float32)
     stats = redundancy_ratio(cos, outlier, percentile=percentile, cut=cut)
     stats["images"] = int(rows.size)
     return {"cos": cos.ravel(), "outlier": outlier.ravel(), "stats": stats}
@@ -126,7 +127,7 @@ def run_similarity(
 ) -> Result:
     """Neighbour-similarity distributions and the redundancy ratio; writes `out/similarity.*`."""
     opened = [s for s in open_stores(stores, allow_partial=allow_partial, block=block)
-              if "neighbor_cos" in s]
+              if NEIGHBOR_COS in s]
     if not opened:
         return {"figures": [], "stats": {}, "notes": ["no store has `neighbor_cos`"]}
     labels = store_labels(opened)

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from vitreg.cache.names import NORMS
+
 #: Study model name -> timm model name (with the pretrained tag the study used): every
 #: model the study names, in its order; the one list of them (`study/paper.py`'s plan
 #: reads it).
@@ -279,7 +281,7 @@ def store_truncation(store: Any) -> dict[str, int] | None:
     if kind != "sampled":
         return None
     threshold, prefix = store.threshold(), store.geometry.prefix
-    counts = [(b["norms"][:, prefix:] > threshold).sum(1) for b in store.batches(["norms"])]
+    counts = [(b[NORMS][:, prefix:] > threshold).sum(1) for b in store.batches([NORMS])]
     n_out = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
     return {"k": k, "images": int(n_out.size), "truncated_images": int((n_out > k // 2).sum()),
             "outliers": int(n_out.sum()),

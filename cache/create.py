@@ -88,26 +88,31 @@ def ensure_store(
         root.attrs["vitreg"] = {**attrs, "schema_version": SCHEMA_VERSION, "complete": False}
     present = set(stored_arrays(root))
     for spec in specs:
-        if spec.name in present:
-            continue
-        row_shape = spec.row_shape(geometry, sample_k)
-        # A zero-size axis (no registers) still gets a chunk of 1:
-        # zero-size chunks confuse readers.
-        rest = tuple(max(1, s) for s in row_shape)
-        try:
-            root.create_array(
-                spec.name,
-                shape=(n_rows, *row_shape),
-                chunks=(chunk_rows, *rest),
-                shards=(shard_rows, *rest) if shard_rows and shard_rows != chunk_rows else None,
-                dtype=str if spec.dtype == "string" else spec.dtype,
-                compressors=COMPRESSORS,
-                fill_value=_fill_value(spec.dtype),
-                dimension_names=spec.dims,
-            )
-        except zarr.errors.ContainsArrayError:
-            pass  # another job created it a moment ago
+        if spec.name not in present:
+            create_array(root, spec, (n_rows, *spec.row_shape(geometry, sample_k)),
+                         chunk_rows=chunk_rows, shard_rows=shard_rows)
     return root
+
+
+def create_array(root: zarr.Group, spec: ArraySpec, shape: tuple[int, ...], *,
+                 chunk_rows: int, shard_rows: int | None) -> None:
+    """One array of a store, unless another job created it a moment ago."""
+    # A zero-size axis (no registers) still gets a chunk of 1:
+    # zero-size chunks confuse readers.
+    rest = tuple(max(1, s) for s in shape[1:])
+    try:
+        root.create_array(
+            spec.name,
+            shape=shape,
+            chunks=(chunk_rows, *rest),
+            shards=(shard_rows, *rest) if shard_rows and shard_rows != chunk_rows else None,
+            dtype=str if spec.dtype == "string" else spec.dtype,
+            compressors=COMPRESSORS,
+            fill_value=_fill_value(spec.dtype),
+            dimension_names=spec.dims,
+        )
+    except zarr.errors.ContainsArrayError:
+        pass  # another job created it a moment ago
 
 
 def write_rows(array: zarr.Array) -> int:

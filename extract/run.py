@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from vitreg.cache import STATUS_FAILED, STATUS_OK, Geometry, VitregError, arrays_for
 from vitreg.cache.attrs import root_attrs
 from vitreg.cache.layout import row_range
+from vitreg.cache.names import ERROR, KEY, LABEL, STATUS
 from vitreg.cache.schema import parse_token_mode
 from vitreg.cache.store import check_out
 from vitreg.cache.target import WriteTarget, open_for_write
@@ -376,8 +377,8 @@ def host_meta(batch: dict[str, Any]) -> dict[str, Any]:
     """What the host needs of a batch besides its images: rows, labels, keys,
     errors and warnings, as NumPy arrays and lists (the loader's tensors are
     on the host already)."""
-    return {"row": batch["row"].numpy(), "label": batch["label"].numpy(),
-            "key": batch["key"], "error": batch["error"], "warning": batch["warning"]}
+    return {"row": batch["row"].numpy(), LABEL: batch[LABEL].numpy(),
+            KEY: batch[KEY], ERROR: batch[ERROR], "warning": batch["warning"]}
 
 
 def _write_batch(step: Step, writer, staged: Staged, meta: dict[str, Any],
@@ -429,7 +430,7 @@ def overlap_decoding(workers: int, device: torch.device) -> bool:
 def batch_values(values: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, np.ndarray]:
     """The arrays of one batch (`Step.finish`), with status and error filled in per row."""
     finite = values.pop("finite")
-    errors = np.array(meta["error"], dtype=object)
+    errors = np.array(meta[ERROR], dtype=object)
     bad_values = (errors == "") & ~finite
     errors[bad_values] = "model: NaN or inf in the outputs"
     failed = errors != ""
@@ -438,8 +439,8 @@ def batch_values(values: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[st
     if failed.any():
         for value in values.values():
             value[failed] = 0  # a failed row holds fill values only
-    values["status"] = np.where(failed, STATUS_FAILED, STATUS_OK).astype(np.uint8)
-    values["error"] = errors
-    values["key"] = np.array(meta["key"], dtype=object)
-    values["label"] = meta["label"]
+    values[STATUS] = np.where(failed, STATUS_FAILED, STATUS_OK).astype(np.uint8)
+    values[ERROR] = errors
+    values[KEY] = np.array(meta[KEY], dtype=object)
+    values[LABEL] = meta[LABEL]
     return values

@@ -18,6 +18,7 @@ import torch
 from vitreg.cache import SCHEMA_VERSION, Store, open_store
 from vitreg.cache.attrs import SAME_MODEL_KEYS
 from vitreg.cache.attrs import provenance as store_provenance
+from vitreg.cache.names import KEY
 from vitreg.core.device import resolve_device
 from vitreg.core.files import write_json as core_write_json
 from vitreg.core.options import resolve
@@ -174,7 +175,7 @@ def check_out_file(out: str) -> None:
 
 def check_no_overlap(train: Store, val: Store) -> None:
     """Refuse a --val store that shares images (keys of ok rows) with the training store."""
-    keys = [set(np.asarray(s.array("key")[:], dtype=object)[s.ok_rows()].tolist())
+    keys = [set(np.asarray(s.array(KEY)[:], dtype=object)[s.ok_rows()].tolist())
             for s in (train, val)]
     shared = keys[0] & keys[1]
     if shared:

@@ -55,7 +55,7 @@ ANALYSES: dict[str, dict] = {
 }
 
 _T123 = ["position", "reconstruct", "classify"]
-_ALL = ["norms", "similarity", "maps"]
+_ALL = list(ANALYSES)
 _FIG = ["val", "hires"]
 _T123_STORES = ["val", "train", "hires"]
 _HEAD = [*_FIG, "linear_val"]

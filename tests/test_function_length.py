@@ -8,8 +8,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).parents[1]
 PRODUCT = ("core", "cache", "extract", "probe", "analysis", "study", "vitreg")
 MAX_LINES = 50
@@ -33,9 +31,6 @@ def long_functions(limit: int = MAX_LINES) -> list[str]:
     return [f"{where} ({n} lines)" for n, where in sorted(lengths, reverse=True) if n >= limit]
 
 
-@pytest.mark.xfail(strict=False, reason="left to split by the branches that own them: "
-                   "cache/create.py ensure_store; "
-                   "remove this mark once none is left")
 def test_the_longest_product_function_is_under_50_lines():
     offenders = long_functions()
     assert not offenders, "\n".join(offenders)

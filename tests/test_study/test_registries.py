@@ -167,6 +167,16 @@ def test_an_analysis_refuses_an_option_it_does_not_declare(toys):
         ANALYSES["norms"].call(["unused.zarr"], out="unused", image=2)
 
 
+def test_list_options_are_checked_item_by_item():
+    checked = ANALYSES["maps"].check({"indices": [1, "2"], "keys": ["a"]})
+    assert checked["indices"] == (1, 2) and checked["keys"] == ("a",)
+    assert checked["top"] == 3 and checked["block_images"] == 500  # run_maps' own defaults
+    with pytest.raises(UsageError, match="give a list"):
+        ANALYSES["maps"].check({"indices": 3})
+    with pytest.raises(UsageError, match="--index -1"):
+        ANALYSES["maps"].check({"indices": [-1]})
+
+
 def test_a_registration_that_cannot_work_is_a_programming_error(toys):
     assert not issubclass(RegistryError, VitregError)
     with pytest.raises(RegistryError, match="already registered"):
