@@ -13,20 +13,25 @@ from vitreg.boundary import cli_errors, click_option
 from vitreg.core.paths import check_not_inside
 
 from .common import ANALYSES, Analysis, registered, report_options
+from .progress import analysis_progress
 from .report import run_report
 
 
 def _arguments() -> list[click.Parameter]:
-    """STORE... and --out, which every analysis and the report take."""
+    """STORE..., --out and --no-progress, which every analysis and the report take."""
     return [click.Argument(["stores"], nargs=-1, required=True),
             click.Option(["--out", "out"], required=True, type=click.Path(file_okay=False),
-                         help="Folder for the figures (PNG) and their data (JSON).")]
+                         help="Folder for the figures (PNG) and their data (JSON)."),
+            click.Option(["--no-progress", "no_progress"], is_flag=True,
+                         help="No progress bar on stderr (logs, batch jobs).")]
 
 
 def _command(entry: Analysis) -> click.Command:
-    def callback(stores: tuple[str, ...], out: str, **options: Any) -> None:
+    def callback(stores: tuple[str, ...], out: str, no_progress: bool,
+                 **options: Any) -> None:
         check_not_inside(out, stores)
-        result = entry.call(stores, out=out, **options)
+        with analysis_progress(not no_progress):
+            result = entry.call(stores, out=out, **options)
         click.echo(entry.summary(result, {"out": out, **options}))
 
     return click.Command(entry.name, callback=cli_errors(callback), help=entry.help,
@@ -35,9 +40,11 @@ def _command(entry: Analysis) -> click.Command:
 
 def _report_command() -> click.Command:
     def callback(stores: tuple[str, ...], out: str, probes: tuple[str, ...],
-                 **options: Any) -> None:
+                 no_progress: bool, **options: Any) -> None:
         check_not_inside(out, [*stores, *probes])
-        click.echo(f"wrote {run_report(stores, out=out, probes=probes, **options)}")
+        with analysis_progress(not no_progress):
+            path = run_report(stores, out=out, probes=probes, **options)
+        click.echo(f"wrote {path}")
 
     probes = click.Option(["--probes", "probes"], multiple=True,
                           type=click.Path(exists=True, dir_okay=False),

@@ -5,7 +5,7 @@ over the grid; and the first block at which high-norm tokens appear."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from vitreg.cache.names import (
     BLOCKS_NORMS,
     BLOCKS_QKV_NORMS,
     KEY,
+    LABEL,
     NORMS,
     PIXELS,
     QKV_NORMS,
@@ -42,6 +43,8 @@ from .common import (
     store_labels,
     wrap,
 )
+from .grid import GridWriter
+from .progress import analysis_bar, stepped
 
 #: How many images `--top` picks by default, and how many rows the block analysis reads.
 TOP_K = 3
@@ -299,11 +302,15 @@ def plot_first_block(results: list[dict], labels: list[str]) -> tuple[Figure, di
                          "above that block's 98th percentile of patch norms"}
 
 
-def _image_figures(opened: list[Store], labels: list[str], keys: list[str], out: Path) -> list:
+def _image_figures(opened: list[Store], labels: list[str], keys: list[str], out: Path,
+                   advance: Callable[[int], None]) -> list:
     figures, cache = [], {}
-    for key in keys:
+    cells = GridWriter(out, opened, labels)
+    for key in stepped(keys, advance):
         rows = [row_of(s, key, cache) for s in opened]
         maps = [None if r is None else image_maps(s, r) for s, r in zip(opened, rows)]
+        for i, (store, row, m) in enumerate(zip(opened, rows, maps)):
+            cells.add(i, key, None if row is None else int(store.take(LABEL, [row])[0]), m)
         figures.append(save_figure(*plot_image(key, maps, labels), out / f"maps_{slug(key)}.png"))
         with_qkv = [(m, lb) for m, lb in zip(maps, labels) if m is not None and "qkv" in m]
         if with_qkv:
@@ -317,6 +324,7 @@ def _image_figures(opened: list[Store], labels: list[str], keys: list[str], out:
                 if m is not None and "blocks_qkv" in m:
                     figures.append(save_figure(*plot_blocks_qkv(key, m, lb),
                                                out / f"blocks_qkv_{i}_{slug(key)}.png"))
+    cells.close()
     return figures
 
 
@@ -348,18 +356,24 @@ def run_maps(
     labels = store_labels(opened)
     check_keys(opened, keys)
     chosen = choose_keys(opened[0], indices=indices, keys=keys, top=top)
-    figures = _image_figures(opened, labels, chosen, out)
-    grids = [outlier_positions(s, images, seed) for s in opened]
-    figures.append(save_figure(*plot_positions(grids, labels), out / "outlier_positions.png"))
     stats: dict[str, Any] = {lb: {"images_drawn": chosen} for lb in labels}
     with_blocks = [(s, lb) for s, lb in zip(opened, labels) if BLOCKS_NORMS in s]
-    if with_blocks:
-        results = [first_block(s, block_images, seed) for s, _ in with_blocks]
-        figures.append(save_figure(*plot_first_block(results, [lb for _, lb in with_blocks]),
-                                   out / "first_block.png"))
-        for (_, lb), res in zip(with_blocks, results):
-            stats[lb]["first_block_images"] = res["images"]
-            stats[lb]["first_high_norm_block"] = res["first_block"]
+    # each image's figures, each store's outlier positions, their figure, each store's
+    # first block and its figure
+    steps = len(chosen) + len(opened) + 1 + (len(with_blocks) + 1 if with_blocks else 0)
+    with analysis_bar("maps", steps) as advance:
+        figures = _image_figures(opened, labels, chosen, out, advance)
+        grids = [outlier_positions(s, images, seed) for s in stepped(opened, advance)]
+        figures.append(save_figure(*plot_positions(grids, labels), out / "outlier_positions.png"))
+        advance(1)
+        if with_blocks:
+            results = [first_block(s, block_images, seed) for s, _ in stepped(with_blocks, advance)]
+            figures.append(save_figure(*plot_first_block(results, [lb for _, lb in with_blocks]),
+                                       out / "first_block.png"))
+            advance(1)
+            for (_, lb), res in zip(with_blocks, results):
+                stats[lb]["first_block_images"] = res["images"]
+                stats[lb]["first_high_norm_block"] = res["first_block"]
     notes = [f"{lb}: input image not stored (no `pixels`)" for s, lb in zip(opened, labels)
              if PIXELS not in s]
     return {"figures": figures, "stats": stats, "notes": notes}

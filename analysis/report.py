@@ -18,6 +18,7 @@ from vitreg.core.options import resolve
 from .common import ANALYSES, open_stores, provenance, registered, report_options, store_labels
 from .presentation import CSS as PRESENTATION_CSS
 from .presentation import Figures, caption_for, metric_cell, metric_header, stats_table
+from .progress import analysis_bar
 from .study import (
     DEVIATIONS,
     TABLE4,
@@ -343,5 +344,7 @@ def run_report(
                 for entry in registered()}
     path = out / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(opened, sections, results, Figures(base=out)), encoding="utf-8")
+    with analysis_bar("report", sum(len(r["figures"]) for r in sections.values())) as advance:
+        figures = Figures(base=out, embedded=advance)  # a step: one figure made a thumbnail
+        path.write_text(render_html(opened, sections, results, figures), encoding="utf-8")
     return path

@@ -26,6 +26,7 @@ from .common import (
     store_labels,
     wrap,
 )
+from .progress import analysis_bar, stepped
 
 #: a cosine similarity (--redundant-cut)
 COSINE = Range(-1, 1)
@@ -131,12 +132,14 @@ def run_similarity(
     if not opened:
         return {"figures": [], "stats": {}, "notes": ["no store has `neighbor_cos`"]}
     labels = store_labels(opened)
-    parts = [store_similarity(s, images=images, seed=seed, percentile=redundant_percentile,
-                              cut=redundant_cut) for s in opened]
-    fig, data = plot_similarity(parts, labels)
-    data.update(images=images, seed=seed, redundant=(
-        f"neighbour similarity > {redundant_cut}" if redundant_cut is not None else
-        f"neighbour similarity > the normal tokens' {redundant_percentile:g}th percentile"))
-    png = save_figure(fig, data, Path(out) / "similarity.png")
+    with analysis_bar("similarity", len(opened) + 1) as advance:  # each store, the figure
+        parts = [store_similarity(s, images=images, seed=seed, percentile=redundant_percentile,
+                                  cut=redundant_cut) for s in stepped(opened, advance)]
+        fig, data = plot_similarity(parts, labels)
+        data.update(images=images, seed=seed, redundant=(
+            f"neighbour similarity > {redundant_cut}" if redundant_cut is not None else
+            f"neighbour similarity > the normal tokens' {redundant_percentile:g}th percentile"))
+        png = save_figure(fig, data, Path(out) / "similarity.png")
+        advance(1)
     return {"figures": [png], "stats": {lb: p["stats"] for lb, p in zip(labels, parts)},
             "notes": [data["redundant"]]}

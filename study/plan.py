@@ -188,6 +188,7 @@ def value_problem(value: Any, kind: object) -> str | None:
 def check_plan(plan: Plan, text: str, *, placeholders: bool = False) -> None:
     """Recipes, models and data: every reference resolves and every shard exists."""
     where = lambda table, key=None, i=0: _where(text, plan.path, table, key, i)  # noqa: E731
+    _import_plugins(plan)  # first: they may register probes, analyses and timm models
     for table, recipes, kinds in (("probe", plan.probe, probe_kinds()),
                                   ("analysis", plan.analysis, analysis_kinds())):
         for name, body in recipes.items():
@@ -205,7 +206,6 @@ def check_plan(plan: Plan, text: str, *, placeholders: bool = False) -> None:
     _check_options(plan, where)
     if not plan.models:
         raise PlanError(f"{plan.path}: no [[model]] entries")
-    _import_plugins(plan)
     for i, model in enumerate(plan.models):
         _check_model(plan, model, lambda key, i=i: where("model", key, i))
     _check_data(plan, where, placeholders)
@@ -229,7 +229,8 @@ def _check_options(plan: Plan, where: Any) -> None:
 
 
 def _import_plugins(plan: Plan) -> None:
-    """Modules that register extra timm models (tests' tiny models, a lab's own)."""
+    """Modules that register extra timm models (tests' tiny models, a lab's own),
+    probes or analyses."""
     import importlib
 
     for module in plan.study.get("imports", []):

@@ -144,6 +144,39 @@ def test_a_plan_naming_the_toys_is_checked_and_dry_run(toys, study_shards, tmp_p
         load_plan(bad)
 
 
+PLUGIN = """\
+from vitreg.analysis.common import register_analysis
+from vitreg.probe.registry import register_probe
+
+
+@register_probe("plugin", summary="a plugin's probe")
+def plugin(ctx):
+    return {}
+
+
+@register_analysis("plugin", order=98, title="Plugin", help="A plugin's analysis.")
+def run_plugin(stores, *, out, images=5000, seed=42, allow_partial=False, block=None):
+    return {"figures": [], "stats": {}}
+"""
+
+
+def test_a_plan_s_imports_may_register_probes_and_analyses(study_shards, tmp_path,
+                                                           monkeypatch):
+    (tmp_path / "vitreg_plugin_of_the_test.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = TOY_PLAN.replace('"tests.tiny_models"]',
+                            '"tests.tiny_models", "vitreg_plugin_of_the_test"]')
+    for option in (", options = {{scale = 3}}", ", options = {{factor = 3.0}}", "factor = 3.0, "):
+        text = text.replace(option, "")
+    text = text.replace('kind = "toy"', 'kind = "plugin"')
+    try:
+        loaded = load_plan(write_plan(tmp_path / "plan.toml", study_shards, text))
+        assert loaded.probe["toy"]["kind"] == "plugin"
+    finally:
+        unregister_probe("plugin")
+        unregister_analysis("plugin")
+
+
 def test_the_study_runs_the_toys_through_the_toy_executor(toy_study):
     out = toy_study["out"]
     assert EXECUTED == ["extract:tiny:val", "probe:tiny:toy", "analysis:toy", "report"]
