@@ -11,6 +11,9 @@ the repeats):
   against the zarr array directly;
 - `zarr rows`: 32 scattered rows through `get_orthogonal_selection`.
 
+Reads alternate one by one between the two; each repeat gives the median
+per read of each and their ratio.
+
     python bench/bench_arrays.py --images 4096 --repeats 7
 """
 
@@ -31,11 +34,17 @@ from vitreg.testing import write_planted_store
 GEOM = Geometry(registers=4, grid=(16, 16), dim=64, depth=2, img_size=64)
 
 
-def per_read(fn: Callable[[int], object], rows: np.ndarray) -> float:
-    t0 = time.perf_counter()
+def paired(wrapper: Callable[[int], object], wrapped: Callable[[int], object],
+           rows: np.ndarray) -> tuple[float, float]:
+    """Median seconds per read of each, timed read by read in turn (so that a
+    burst of load on a shared machine hits both alike)."""
+    a, b = [], []
     for row in rows:
-        fn(int(row))
-    return (time.perf_counter() - t0) / len(rows)
+        for fn, times in ((wrapper, a), (wrapped, b)):
+            t0 = time.perf_counter()
+            fn(int(row))
+            times.append(time.perf_counter() - t0)
+    return statistics.median(a), statistics.median(b)
 
 
 def cases(url: str) -> dict[str, tuple[Callable, Callable]]:
@@ -63,8 +72,8 @@ def main(images: int, repeats: int, reads: int) -> None:
         rows = np.random.default_rng(0).integers(0, images, reads)
         for name, (wrapper, wrapped) in cases(url).items():
             ratios, times = [], []
-            for _ in range(repeats):  # interleaved: each repeat times both, in turn
-                a, b = per_read(wrapper, rows), per_read(wrapped, rows)
+            for _ in range(repeats):
+                a, b = paired(wrapper, wrapped, rows)
                 ratios.append(a / b)
                 times.append((a, b))
             med = statistics.median(ratios)
