@@ -3,10 +3,11 @@ the arrays asked for, labelling stores, and writing figures with their data."""
 
 from __future__ import annotations
 
+import inspect
 import re
 import textwrap
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,12 @@ from matplotlib.ticker import FuncFormatter, LogLocator
 
 from vitreg.cache import Store, open_store, outlier_threshold
 from vitreg.cache.attrs import provenance as store_provenance
-from vitreg.core.errors import RegistrationError, UsageError
+from vitreg.cache.names import NORMS
+from vitreg.core.errors import UsageError
 from vitreg.core.files import write_json as core_write_json
+from vitreg.core.numbers import COUNT_OR_ZERO, SEED, Range
+from vitreg.core.options import Option, resolve
+from vitreg.core.registry import RegistryError, add_entry
 
 #: Colours of the stores, in the order they are given (matplotlib's tab10).
 COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
@@ -26,20 +31,47 @@ COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:
 Result = dict[str, Any]
 
 
+#: Options every analysis takes (besides STORE... and --out); their defaults are
+#: each `run_*` function's own (`register_analysis` reads them from its signature).
+COMMON_OPTIONS: tuple[Option, ...] = (
+    Option("images", help="Seeded sample of ok images per store (0: all), as in the study.",
+           range=COUNT_OR_ZERO),
+    Option("seed", help="Seed of the image sample.", range=SEED),
+    Option("allow_partial", help="Use the rows written so far of an incomplete store.",
+           type=bool),
+    Option("block", help="Read this block's tokens, norms and attention (1 the first, -1 the "
+           "last; default the last): stores extracted with --blocks.", type=int,
+           range=Range(-4096, 4096, integer=True)),  # the store's depth is checked on open
+)
+
+
+def _wrote_first(result: Result, _: dict[str, Any]) -> str:
+    return f"wrote {result['figures'][0]}" if result["figures"] else "wrote no figure"
+
+
 @dataclass(frozen=True)
 class Analysis:
-    """One `vitreg analysis NAME` command and one section of the report."""
+    """One `vitreg analysis NAME` command, one kind a study plan may name, and one
+    section of the report."""
 
     name: str
     run: Callable[..., Result]
     order: int  # place in the report and in `--help`
     title: str  # the report's section title
     help: str  # the command's help
-    #: click options beyond those every analysis takes (the report takes them all)
-    options: tuple[Callable, ...] = ()
+    #: every option `run` takes (COMMON_OPTIONS first), defaults from its signature
+    options: tuple[Option, ...] = ()
     #: the line the command prints: (result, options) -> text
-    summary: Callable[[Result, dict[str, Any]], str] = lambda result, _: \
-        f"wrote {result['figures'][0]}"
+    summary: Callable[[Result, dict[str, Any]], str] = _wrote_first
+
+    def check(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Every option, `options` overlaid on the defaults, checked: an option this
+        analysis does not take is refused, naming those it takes."""
+        return resolve(self.options, options, what=f"analysis {self.name!r}")
+
+    def call(self, stores: Sequence[str | Store], *, out: str | Path, **options: Any) -> Result:
+        """`run` with `options` checked (`check`)."""
+        return self.run(stores, out=out, **self.check(options))
 
 
 #: Every analysis by name; `register_analysis` adds to it, `registered()` orders them.
@@ -47,20 +79,53 @@ ANALYSES: dict[str, Analysis] = {}
 
 
 def register_analysis(name: str, *, order: int, title: str, help: str,
-                      options: tuple[Callable, ...] = (),
+                      options: tuple[Option, ...] = (),
                       summary: Callable[[Result, dict[str, Any]], str] | None = None,
                       ) -> Callable[[Callable[..., Result]], Callable[..., Result]]:
-    """Add a `run_*` function to `ANALYSES`: it becomes a command and a report
-    section. Names are unique."""
+    """Add `run_NAME(stores, *, out, <COMMON_OPTIONS and options>)` to `ANALYSES`: it
+    becomes a command, a kind a study plan may name and a report section. Names are
+    unique; the options must be exactly `run`'s keywords (`RegistryError`)."""
 
     def add(fn: Callable[..., Result]) -> Callable[..., Result]:
-        if name in ANALYSES:
-            raise RegistrationError(f"analysis {name!r} registered twice")
         extra = {"summary": summary} if summary else {}
-        ANALYSES[name] = Analysis(name, fn, order, title, help, options, **extra)
+        entry = Analysis(name, fn, order, title, help, _with_defaults(name, fn, options),
+                         **extra)
+        _check_shared(entry)
+        add_entry(ANALYSES, name, entry, what="analysis")
         return fn
 
     return add
+
+
+def _with_defaults(name: str, fn: Callable[..., Result],
+                   options: tuple[Option, ...]) -> tuple[Option, ...]:
+    """COMMON_OPTIONS and `options`, each with its default from `fn`'s signature."""
+    declared = COMMON_OPTIONS + tuple(options)
+    params = {p.name: p for p in inspect.signature(fn).parameters.values()
+              if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "out"}
+    names = [opt.name for opt in declared]
+    if len(set(names)) != len(names) or set(names) != set(params):
+        raise RegistryError(
+            f"analysis {name!r}: its options {sorted(names)} must be the keywords of "
+            f"{fn.__name__} besides `out`, {sorted(params)}, each once")
+    return tuple(replace(opt, default=params[opt.name].default) for opt in declared)
+
+
+def _check_shared(entry: Analysis) -> None:
+    """An option two analyses take is one option (the report takes it once)."""
+    mine = {opt.name: opt for opt in entry.options}
+    for other in ANALYSES.values():
+        if other.name == entry.name:
+            continue  # a name taken twice: add_entry says so
+        clash = [o.name for o in other.options if o.name in mine and mine[o.name] != o]
+        if clash:
+            raise RegistryError(f"analysis {entry.name!r}: option(s) {clash} differ from "
+                                f"analysis {other.name!r}'s")
+
+
+def unregister_analysis(name: str) -> None:
+    """Remove analysis `name` (a test's or a plugin's)."""
+    ANALYSES.pop(name, None)
 
 
 def registered() -> list[Analysis]:
@@ -68,12 +133,18 @@ def registered() -> list[Analysis]:
     return sorted(ANALYSES.values(), key=lambda entry: (entry.order, entry.name))
 
 
-def open_stores(urls: Sequence[str | Store], *, allow_partial: bool = False) -> list[Store]:
-    """Open each store (already opened ones pass through)."""
+def report_options() -> tuple[Option, ...]:
+    """Every analysis's options, once each (the report takes them all)."""
+    return tuple({opt.name: opt for entry in registered() for opt in entry.options}.values())
+
+
+def open_stores(urls: Sequence[str | Store], *, allow_partial: bool = False,
+                block: int | None = None) -> list[Store]:
+    """Open each store (already opened ones pass through), at `block` when one is given."""
     if not urls:
         raise UsageError("give at least one store")
-    return [u if isinstance(u, Store) else open_store(str(u), allow_partial=allow_partial)
-            for u in urls]
+    return [(u if isinstance(u, Store) else open_store(str(u), allow_partial=allow_partial))
+            .at_block(block) for u in urls]
 
 
 def is_random(store: Store) -> bool:
@@ -160,6 +231,16 @@ def threshold_for(store: Store, patch: np.ndarray, rows: np.ndarray) -> float:
     if not store.complete and rows.size == store.counts()["ok"]:
         return outlier_threshold(patch)
     return store.threshold()
+
+
+def sample_outliers(
+    store: Store, names: Sequence[str], images: int, seed: int,
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """A seeded sample's rows, those rows of `norms` and `names`, and which of their
+    patch tokens are outliers by the store's threshold."""
+    rows, data = read_sample(store, list(dict.fromkeys([NORMS, *names])), images, seed)
+    patch = patch_part(data[NORMS], store)
+    return rows, data, patch > threshold_for(store, patch, rows)
 
 
 def as_grid(patch_values: np.ndarray, store: Store) -> np.ndarray:

@@ -5,19 +5,28 @@ over the grid; and the first block at which high-norm tokens appear."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from vitreg.boundary import Number
 from vitreg.cache import Store
+from vitreg.cache.names import (
+    ATTENTION,
+    BLOCKS_NORMS,
+    BLOCKS_QKV_NORMS,
+    KEY,
+    LABEL,
+    NORMS,
+    PIXELS,
+    QKV_NORMS,
+)
 from vitreg.core import InputError
-from vitreg.core.numbers import COUNT_OR_ZERO
+from vitreg.core.numbers import COUNT, COUNT_OR_ZERO
+from vitreg.core.options import Option
 
 from .common import (
     COLOURS,
@@ -27,14 +36,15 @@ from .common import (
     patch_part,
     plain_log_y,
     read_rows,
-    read_sample,
     register_analysis,
+    sample_outliers,
     save_figure,
     slug,
     store_labels,
-    threshold_for,
     wrap,
 )
+from .grid import GridWriter
+from .progress import analysis_bar, stepped
 
 #: How many images `--top` picks by default, and how many rows the block analysis reads.
 TOP_K = 3
@@ -45,13 +55,13 @@ FIRST_BLOCK_FRACTION = 0.5
 
 
 def store_keys(store: Store) -> np.ndarray:
-    return np.asarray(store.array("key")[:], dtype=object)
+    return np.asarray(store.array(KEY)[:], dtype=object)
 
 
 def top_rows(store: Store, k: int) -> np.ndarray:
     """The k ok rows whose highest patch-token norm is largest."""
     rows = store.ok_rows()
-    norms = patch_part(read_rows(store, ["norms"], rows)["norms"], store)
+    norms = patch_part(read_rows(store, [NORMS], rows)[NORMS], store)
     order = np.argsort(-norms.max(axis=1), kind="stable")[:k]
     return rows[order]
 
@@ -96,21 +106,21 @@ def row_of(store: Store, key: str, keys_cache: dict[str, np.ndarray]) -> int | N
 
 def image_maps(store: Store, row: int) -> dict[str, Any]:
     """Grids of one row: attention, norms, outlier mask, and pixels/qkv/blocks when stored."""
-    names = [n for n in ("norms", "attention", "pixels", "qkv_norms", "blocks/norms",
-                         "blocks/qkv_norms") if n in store]
+    names = [n for n in (NORMS, ATTENTION, PIXELS, QKV_NORMS, BLOCKS_NORMS,
+                         BLOCKS_QKV_NORMS) if n in store]
     data = {k: v[0] for k, v in read_rows(store, names, np.array([row])).items()}
-    out: dict[str, Any] = {"norm": as_grid(patch_part(data["norms"], store), store)}
+    out: dict[str, Any] = {"norm": as_grid(patch_part(data[NORMS], store), store)}
     out["outlier"] = out["norm"] > store.threshold()
-    if "attention" in data:
-        out["attention"] = as_grid(patch_part(data["attention"].astype(np.float32), store), store)
-    if "pixels" in data:
-        out["pixels"] = data["pixels"]
-    if "qkv_norms" in data:
-        out["qkv"] = as_grid(patch_part(data["qkv_norms"].astype(np.float32), store), store)
-    if "blocks/norms" in data:
-        out["blocks"] = as_grid(patch_part(data["blocks/norms"].astype(np.float32), store), store)
-    if "blocks/qkv_norms" in data:  # (L, 3, gh, gw)
-        out["blocks_qkv"] = as_grid(patch_part(data["blocks/qkv_norms"].astype(np.float32), store),
+    if ATTENTION in data:
+        out["attention"] = as_grid(patch_part(data[ATTENTION].astype(np.float32), store), store)
+    if PIXELS in data:
+        out["pixels"] = data[PIXELS]
+    if QKV_NORMS in data:
+        out["qkv"] = as_grid(patch_part(data[QKV_NORMS].astype(np.float32), store), store)
+    if BLOCKS_NORMS in data:
+        out["blocks"] = as_grid(patch_part(data[BLOCKS_NORMS].astype(np.float32), store), store)
+    if BLOCKS_QKV_NORMS in data:  # (L, 3, gh, gw)
+        out["blocks_qkv"] = as_grid(patch_part(data[BLOCKS_QKV_NORMS].astype(np.float32), store),
                                     store)
     return out
 
@@ -224,9 +234,7 @@ def plot_blocks_qkv(key: str, m: dict, label: str) -> tuple[Figure, dict]:
 
 def outlier_positions(store: Store, images: int, seed: int) -> np.ndarray:
     """Fraction of the sampled images in which each grid position holds an outlier."""
-    rows, data = read_sample(store, ["norms"], images, seed)
-    patch = patch_part(data["norms"], store)
-    mask = patch > threshold_for(store, patch, rows)
+    _, _, mask = sample_outliers(store, [], images, seed)
     return as_grid(mask.mean(axis=0), store)
 
 
@@ -248,10 +256,8 @@ def first_block(store: Store, images: int, seed: int) -> dict[str, Any]:
     block's own 98th percentile of patch norms; the first block is the first
     with `fraction_high >= FIRST_BLOCK_FRACTION` (1-based, None if never).
     """
-    rows, data = read_sample(store, ["norms", "blocks/norms"], images, seed)
-    final = patch_part(data["norms"], store)
-    outlier = final > threshold_for(store, final, rows)
-    blocks = patch_part(data["blocks/norms"].astype(np.float32), store)  # (n, L, P)
+    rows, data, outlier = sample_outliers(store, [BLOCKS_NORMS], images, seed)
+    blocks = patch_part(data[BLOCKS_NORMS].astype(np.float32), store)  # (n, L, P)
     per_block = np.moveaxis(blocks, 1, 0)  # (L, n, P)
     fraction, med_out, med_norm = [], [], []
     for values in per_block:
@@ -296,11 +302,15 @@ def plot_first_block(results: list[dict], labels: list[str]) -> tuple[Figure, di
                          "above that block's 98th percentile of patch norms"}
 
 
-def _image_figures(opened: list[Store], labels: list[str], keys: list[str], out: Path) -> list:
+def _image_figures(opened: list[Store], labels: list[str], keys: list[str], out: Path,
+                   advance: Callable[[int], None]) -> list:
     figures, cache = [], {}
-    for key in keys:
+    cells = GridWriter(out, opened, labels)
+    for key in stepped(keys, advance):
         rows = [row_of(s, key, cache) for s in opened]
         maps = [None if r is None else image_maps(s, r) for s, r in zip(opened, rows)]
+        for i, (store, row, m) in enumerate(zip(opened, rows, maps)):
+            cells.add(i, key, None if row is None else int(store.take(LABEL, [row])[0]), m)
         figures.append(save_figure(*plot_image(key, maps, labels), out / f"maps_{slug(key)}.png"))
         with_qkv = [(m, lb) for m, lb in zip(maps, labels) if m is not None and "qkv" in m]
         if with_qkv:
@@ -314,16 +324,18 @@ def _image_figures(opened: list[Store], labels: list[str], keys: list[str], out:
                 if m is not None and "blocks_qkv" in m:
                     figures.append(save_figure(*plot_blocks_qkv(key, m, lb),
                                                out / f"blocks_qkv_{i}_{slug(key)}.png"))
+    cells.close()
     return figures
 
 
 #: `--top` / `--key` / `--index` (the report takes them too)
 MAPS_OPTIONS = (
-    click.option("--top", default=TOP_K, show_default=True, type=click.IntRange(1),
-                 help="Else draw the images with the highest max patch norm."),
-    click.option("--key", "keys", multiple=True, help="Key of an image (repeatable)."),
-    click.option("--index", "indices", multiple=True, type=Number(COUNT_OR_ZERO),
-                 help="Row index of an image to draw (repeatable)."),
+    Option("top", help="Else draw the images with the highest max patch norm.", range=COUNT),
+    Option("keys", help="Key of an image (repeatable).", multiple=True, flag_name="key"),
+    Option("indices", help="Row index of an image to draw (repeatable).", multiple=True,
+           type=int, range=COUNT_OR_ZERO, flag_name="index"),
+    Option("block_images", help="Sampled ok images per store of the first-high-norm-block "
+           "figure (0: all; stores with `blocks/norms`).", range=COUNT_OR_ZERO),
 )
 
 
@@ -335,26 +347,33 @@ MAPS_OPTIONS = (
 def run_maps(
     stores: Sequence[str | Store], *, out: str | Path, indices: Sequence[int] = (),
     keys: Sequence[str] = (), top: int = TOP_K, images: int = 5000,
-    block_images: int = BLOCK_IMAGES, seed: int = 42, allow_partial: bool = False, **_: Any,
+    block_images: int = BLOCK_IMAGES, seed: int = 42, allow_partial: bool = False,
+    block: int | None = None,
 ) -> Result:
     """Map figures of chosen images, the outlier-position heat map and the first high-norm block."""
     out = Path(out)
-    opened = open_stores(stores, allow_partial=allow_partial)
+    opened = open_stores(stores, allow_partial=allow_partial, block=block)
     labels = store_labels(opened)
     check_keys(opened, keys)
     chosen = choose_keys(opened[0], indices=indices, keys=keys, top=top)
-    figures = _image_figures(opened, labels, chosen, out)
-    grids = [outlier_positions(s, images, seed) for s in opened]
-    figures.append(save_figure(*plot_positions(grids, labels), out / "outlier_positions.png"))
     stats: dict[str, Any] = {lb: {"images_drawn": chosen} for lb in labels}
-    with_blocks = [(s, lb) for s, lb in zip(opened, labels) if "blocks/norms" in s]
-    if with_blocks:
-        results = [first_block(s, block_images, seed) for s, _ in with_blocks]
-        figures.append(save_figure(*plot_first_block(results, [lb for _, lb in with_blocks]),
-                                   out / "first_block.png"))
-        for (_, lb), res in zip(with_blocks, results):
-            stats[lb]["first_block_images"] = res["images"]
-            stats[lb]["first_high_norm_block"] = res["first_block"]
+    with_blocks = [(s, lb) for s, lb in zip(opened, labels) if BLOCKS_NORMS in s]
+    # each image's figures, each store's outlier positions, their figure, each store's
+    # first block and its figure
+    steps = len(chosen) + len(opened) + 1 + (len(with_blocks) + 1 if with_blocks else 0)
+    with analysis_bar("maps", steps) as advance:
+        figures = _image_figures(opened, labels, chosen, out, advance)
+        grids = [outlier_positions(s, images, seed) for s in stepped(opened, advance)]
+        figures.append(save_figure(*plot_positions(grids, labels), out / "outlier_positions.png"))
+        advance(1)
+        if with_blocks:
+            results = [first_block(s, block_images, seed) for s, _ in stepped(with_blocks, advance)]
+            figures.append(save_figure(*plot_first_block(results, [lb for _, lb in with_blocks]),
+                                       out / "first_block.png"))
+            advance(1)
+            for (_, lb), res in zip(with_blocks, results):
+                stats[lb]["first_block_images"] = res["images"]
+                stats[lb]["first_high_norm_block"] = res["first_block"]
     notes = [f"{lb}: input image not stored (no `pixels`)" for s, lb in zip(opened, labels)
-             if "pixels" not in s]
+             if PIXELS not in s]
     return {"figures": figures, "stats": stats, "notes": notes}

@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from vitreg.cache import Store
+from vitreg.cache.names import NORMS
 
 from .common import (
     COLOURS,
@@ -26,6 +27,7 @@ from .common import (
     threshold_for,
     wrap,
 )
+from .progress import analysis_bar, stepped
 
 BINS = 100
 #: Each displayed bin is split into this many fine bins, from which the median
@@ -100,8 +102,8 @@ def norm_stats(patch: np.ndarray, threshold: float, top: float) -> dict[str, Any
 
 def store_norms(store: Store, *, images: int, seed: int) -> dict[str, Any]:
     """Norms of a seeded sample of ok rows, and the store's outlier threshold."""
-    rows, data = read_sample(store, ["norms"], images, seed)
-    norms = data["norms"]
+    rows, data = read_sample(store, [NORMS], images, seed)
+    norms = data[NORMS]
     return {"store": store, "rows": rows, "norms": norms,
             "threshold": threshold_for(store, patch_part(norms, store), rows)}
 
@@ -171,17 +173,25 @@ def plot_norms(summaries: list[dict[str, Any]], labels: list[str], edges: np.nda
     help="Norm histograms, 98th-percentile threshold and statistics (Claims 1-2).")
 def run_norms(
     stores: Sequence[str | Store], *, out: str | Path, images: int = 5000, seed: int = 42,
-    allow_partial: bool = False, **_: Any,
+    allow_partial: bool = False, block: int | None = None,
 ) -> Result:
     """Histograms and statistics of token norms of each store; writes `out/norms.png/.json`."""
-    opened = open_stores(stores, allow_partial=allow_partial)
+    opened = open_stores(stores, allow_partial=allow_partial, block=block)
     labels = store_labels(opened)
-    parts = [store_norms(s, images=images, seed=seed) for s in opened]
+    with analysis_bar("norms", len(opened) + 1) as advance:  # each store, then the figure
+        parts = [store_norms(s, images=images, seed=seed) for s in stepped(opened, advance)]
+        result = _norms_result(parts, labels, images, seed, Path(out))
+        advance(1)
+    return result
+
+
+def _norms_result(parts: list[dict[str, Any]], labels: list[str], images: int, seed: int,
+                  out: Path) -> Result:
     edges = np.linspace(0.0, max(float(p["norms"].max()) for p in parts) * 1.02, BINS + 1)
     summaries = [summarise(p, edges) for p in parts]
     data = {"bin_edges": edges, "images": images, "seed": seed,
             "bimodality": "Sarle's bimodality coefficient over patch-token norms (>5/9 bimodal)",
             "stores": [{"label": lb, **sm} for lb, sm in zip(labels, summaries)]}
-    png = save_figure(plot_norms(summaries, labels, edges), data, Path(out) / "norms.png",
+    png = save_figure(plot_norms(summaries, labels, edges), data, out / "norms.png",
                       tight=False)
     return {"figures": [png], "stats": {lb: sm["stats"] for lb, sm in zip(labels, summaries)}}

@@ -10,12 +10,16 @@ import hashlib
 import html
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 #: Widest thumbnail embedded in the page, in pixels (the full PNG is linked).
 THUMB_WIDTH = 1400
+#: Largest area of an embedded thumbnail, in pixels (a tall figure of 18 models is
+#: shrunk to it; the full PNG is linked).
+THUMB_PIXELS = 2_000_000
 
 CSS = """
 td.def{color:#555;font-size:12px;text-align:left;max-width:420px;white-space:normal}
@@ -190,21 +194,29 @@ def metric_cell(result: dict, group: str, key: str, scale: float) -> str:
 class Figures:
     """Embeds each figure once per page: a repeat (same bytes) links to the first."""
 
-    def __init__(self, base: Path | None = None, page: str = "") -> None:
+    def __init__(self, base: Path | None = None, page: str = "",
+                 embedded: Callable[[int], None] = lambda n: None) -> None:
         self.base = base
+        self.embedded = embedded  # called once per figure (a progress bar's advance)
         #: figures already on `page` (a report that sections are appended to)
         self.seen: dict[str, str] = {d: "an earlier figure" for d in
                                      re.findall(r'id="fig-([0-9a-f]{16})"', page)}
 
-    def figure(self, path: str | Path, caption: str) -> str:
-        path = Path(path)
+    def figure(self, path: str | Path, caption: str, width: int = THUMB_WIDTH) -> str:
+        """`path` embedded as a thumbnail at most `width` px wide, linked to the PNG."""
+        try:
+            return self._figure(Path(path), caption, width)
+        finally:
+            self.embedded(1)
+
+    def _figure(self, path: Path, caption: str, width: int) -> str:
         data = path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()[:16]
         if digest in self.seen:
             return (f'<p class="note">{esc(caption)}: the same figure as '
                     f'<a href="#fig-{digest}">{esc(self.seen[digest])}</a> above.</p>')
         self.seen[digest] = caption
-        thumb, mime = thumbnail(data)
+        thumb, mime = thumbnail(data, width)
         link = self.link(path)
         img = (f'<img class="thumb" alt="{esc(caption)}" '
                f'src="data:{mime};base64,{base64.b64encode(thumb).decode()}">')
@@ -222,16 +234,20 @@ class Figures:
             return path.resolve().as_uri()
 
 
-def thumbnail(data: bytes, width: int = THUMB_WIDTH) -> tuple[bytes, str]:
-    """`data` (a PNG) at most `width` px wide; a large photo-like one as JPEG."""
+def thumbnail(data: bytes, width: int = THUMB_WIDTH,
+              pixels: int = THUMB_PIXELS) -> tuple[bytes, str]:
+    """`data` (a PNG) at most `width` px wide and `pixels` in area; a large
+    photo-like one as JPEG."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as img:
-        if img.width <= width and len(data) < 400_000:
+        scale = min(1.0, width / img.width, (pixels / (img.width * img.height)) ** 0.5)
+        if scale == 1.0 and len(data) < 400_000:
             return data, "image/png"
         img = img.convert("RGB")
-        if img.width > width:
-            img = img.resize((width, round(img.height * width / img.width)), Image.LANCZOS)
+        if scale < 1.0:
+            img = img.resize((round(img.width * scale), round(img.height * scale)),
+                             Image.LANCZOS)
         png, jpeg = io.BytesIO(), io.BytesIO()
         img.save(png, format="PNG", optimize=True)
         img.save(jpeg, format="JPEG", quality=85)
@@ -252,18 +268,37 @@ FIGURE_CAPTIONS = {
 }
 
 
+#: Per-image figures by file-name prefix (`<kind>_<image key>`, per-store ones
+#: `<kind>_<store index>_<image key>`): what they show.
+IMAGE_FIGURES = {
+    "maps": "input, [CLS] attention and patch-norm maps, one row per store",
+    "qkv": "norms of q, k and v of the last block beside the output norms, one row per store",
+    "blocks_qkv": "q, k, v and output norm maps of every block (study A.2)",
+    "blocks": "patch-token norm map after every block (study Fig. 7)",
+}
+
+
 def caption_for(path: str | Path) -> str:
-    """What a figure shows, from its file name (maps are `<kind>_<image key>`)."""
-    stem = Path(path).stem
+    """What a figure shows, from its file name; a per-store figure names its store
+    (the `label` of the JSON beside it)."""
+    path = Path(path)
+    stem = path.stem
     if stem in FIGURE_CAPTIONS:
         return FIGURE_CAPTIONS[stem]
-    kind, _, key = stem.partition("_")
-    if kind == "blocks" and key.partition("_")[0].isdigit():
-        key = key.partition("_")[2]
-    what = {"maps": "input, [CLS] attention and patch-norm maps, one row per store",
-            "qkv": "norms of q, k and v of the last block beside the output norms, one row "
-                   "per store",
-            "blocks": "patch-token norms after every block (first store)"}.get(kind)
-    if what and key:
-        return f"Image {key}: {what}."
-    return stem.replace("_", " ")
+    kind = next((k for k in IMAGE_FIGURES if stem.startswith(k + "_")), None)
+    if kind is None:
+        return stem.replace("_", " ")
+    key = stem[len(kind) + 1:]
+    index, _, rest = key.partition("_")
+    if kind.startswith("blocks") and index.isdigit() and rest:
+        return f"{_store_label(path)}, image {rest}: {IMAGE_FIGURES[kind]}."
+    return f"Image {key}: {IMAGE_FIGURES[kind]}."
+
+
+def _store_label(png: Path) -> str:
+    import json
+
+    try:
+        return str(json.loads(png.with_suffix(".json").read_text(encoding="utf-8"))["label"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "one store"

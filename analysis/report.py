@@ -13,14 +13,17 @@ from typing import Any
 
 from vitreg.cache import Store
 from vitreg.core import InputError
+from vitreg.core.options import resolve
 
-from .common import ANALYSES, open_stores, provenance, registered, store_labels
+from .common import ANALYSES, open_stores, provenance, registered, report_options, store_labels
 from .presentation import CSS as PRESENTATION_CSS
 from .presentation import Figures, caption_for, metric_cell, metric_header, stats_table
+from .progress import analysis_bar
 from .study import (
     DEVIATIONS,
     TABLE4,
     TABLE5,
+    TABLE_OF,
     TABLES,
     result_setup,
     result_study_name,
@@ -231,6 +234,30 @@ def sampled_html(stores: Sequence[Store], labels: Sequence[str]) -> str:
                      "outliers not kept", "outliers", "most outliers in one image"], rows))
 
 
+def _flat(metrics: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A result's metrics as (name, value): `group.key` for a group's."""
+    pairs: list[tuple[str, Any]] = []
+    for name, value in metrics.items():
+        if isinstance(value, dict):
+            pairs += [(f"{name}.{key}", v) for key, v in value.items()]
+        else:
+            pairs.append((name, value))
+    return pairs
+
+
+def other_probes_html(probes: Sequence[dict]) -> str:
+    """Results of probes that fill none of the study's tables (a plugin's), each
+    metric as it was recorded."""
+    others = [p for p in probes if p["probe"] not in TABLE_OF]
+    if not others:
+        return ""
+    rows = [("", [esc(p["probe"]), esc(setup_label(p)),
+                  esc("; ".join(f"{k} {fmt(v)}" for k, v in _flat(p["metrics"])))])
+            for p in others]
+    return ("<h3>Other probes (no table of the study)</h3>"
+            + table(["probe", "setup", "metrics"], rows))
+
+
 def deviations_html() -> str:
     """Every choice the study leaves open, and what vitreg chose."""
     rows = [("", [esc(topic), esc(study), esc(ours)]) for topic, study, ours in DEVIATIONS]
@@ -259,6 +286,7 @@ def probes_html(probes: Sequence[dict]) -> str:
     missing += [] if linear else ["Tables 4-5 (linear)"]
     if missing:
         parts.append(f'<p class="note">No probe results for {esc(", ".join(missing))}.</p>')
+    parts.append(other_probes_html(probes))
     parts.append(deviations_html())
     return "".join(parts)
 
@@ -301,15 +329,22 @@ def _load_probe(path: Path) -> dict:
 
 def run_report(
     stores: Sequence[str | Store], *, out: str | Path, probes: Sequence[str | Path] = (),
-    allow_partial: bool = False, **options: Any,
+    **options: Any,
 ) -> Path:
-    """Run every analysis into `out/<name>/` and write `out/report.html`; return its path."""
+    """Run every registered analysis into `out/<name>/`, each with the `options` it takes
+    (`common.report_options()`: every analysis's, once; another name is refused), and
+    write `out/report.html`; return its path."""
     out = Path(out)
+    opts = resolve(report_options(), options, what="the report")
     results = load_probes(probes)  # a wrong file is refused before any analysis runs
-    opened = open_stores(stores, allow_partial=allow_partial)
-    sections = {entry.name: entry.run(opened, out=out / entry.name, **options)
+    opened = open_stores(stores, allow_partial=opts.pop("allow_partial"), block=opts.pop("block"))
+    sections = {entry.name: entry.call(opened, out=out / entry.name,
+                                       **{o.name: opts[o.name] for o in entry.options
+                                          if o.name in opts})
                 for entry in registered()}
     path = out / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(opened, sections, results, Figures(base=out)), encoding="utf-8")
+    with analysis_bar("report", sum(len(r["figures"]) for r in sections.values())) as advance:
+        figures = Figures(base=out, embedded=advance)  # a step: one figure made a thumbnail
+        path.write_text(render_html(opened, sections, results, figures), encoding="utf-8")
     return path

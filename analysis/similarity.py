@@ -8,26 +8,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 from matplotlib.figure import Figure
 
-from vitreg.boundary import Number
 from vitreg.cache import Store
+from vitreg.cache.names import NEIGHBOR_COS
 from vitreg.core.numbers import Range
+from vitreg.core.options import Option
 
 from .common import (
     COLOURS,
     Result,
     open_stores,
-    patch_part,
-    read_sample,
     register_analysis,
+    sample_outliers,
     save_figure,
     store_labels,
-    threshold_for,
     wrap,
 )
+from .progress import analysis_bar, stepped
 
 #: a cosine similarity (--redundant-cut)
 COSINE = Range(-1, 1)
@@ -67,10 +66,8 @@ def redundancy_ratio(
 def store_similarity(
     store: Store, *, images: int, seed: int, percentile: float, cut: float | None,
 ) -> dict[str, Any]:
-    rows, data = read_sample(store, ["norms", "neighbor_cos"], images, seed)
-    patch = patch_part(data["norms"], store)
-    outlier = patch > threshold_for(store, patch, rows)
-    cos = data["neighbor_cos"].astype(np.float32)
+    rows, data, outlier = sample_outliers(store, [NEIGHBOR_COS], images, seed)
+    cos = data[NEIGHBOR_COS].astype(np.float32)
     stats = redundancy_ratio(cos, outlier, percentile=percentile, cut=cut)
     stats["images"] = int(rows.size)
     return {"cos": cos.ravel(), "outlier": outlier.ravel(), "stats": stats}
@@ -108,13 +105,10 @@ def plot_similarity(parts: list[dict[str, Any]], labels: list[str]) -> tuple[Fig
 
 #: `--redundant-percentile` / `--redundant-cut` (the report takes them too)
 SIMILARITY_OPTIONS = (
-    click.option("--redundant-percentile", default=REDUNDANT_PERCENTILE, show_default=True,
-                 type=Number(Range(0, 100)),
-                 help="'Redundant' = neighbour similarity above this percentile of normal "
-                      "tokens'."),
-    click.option("--redundant-cut", type=Number(COSINE), default=None,
-                 help="Absolute neighbour-similarity cut for 'redundant' "
-                      "(overrides --redundant-percentile)."),
+    Option("redundant_percentile", help="'Redundant' = neighbour similarity above this "
+           "percentile of normal tokens'.", range=Range(0, 100)),
+    Option("redundant_cut", help="Absolute neighbour-similarity cut for 'redundant' "
+           "(overrides --redundant-percentile).", type=float, range=COSINE),
 )
 
 
@@ -130,20 +124,22 @@ def _similarity_summary(result: Result, _: dict[str, Any]) -> str:
 def run_similarity(
     stores: Sequence[str | Store], *, out: str | Path, images: int = 5000, seed: int = 42,
     redundant_percentile: float = REDUNDANT_PERCENTILE, redundant_cut: float | None = None,
-    allow_partial: bool = False, **_: Any,
+    allow_partial: bool = False, block: int | None = None,
 ) -> Result:
     """Neighbour-similarity distributions and the redundancy ratio; writes `out/similarity.*`."""
-    opened = [s for s in open_stores(stores, allow_partial=allow_partial)
-              if "neighbor_cos" in s]
+    opened = [s for s in open_stores(stores, allow_partial=allow_partial, block=block)
+              if NEIGHBOR_COS in s]
     if not opened:
         return {"figures": [], "stats": {}, "notes": ["no store has `neighbor_cos`"]}
     labels = store_labels(opened)
-    parts = [store_similarity(s, images=images, seed=seed, percentile=redundant_percentile,
-                              cut=redundant_cut) for s in opened]
-    fig, data = plot_similarity(parts, labels)
-    data.update(images=images, seed=seed, redundant=(
-        f"neighbour similarity > {redundant_cut}" if redundant_cut is not None else
-        f"neighbour similarity > the normal tokens' {redundant_percentile:g}th percentile"))
-    png = save_figure(fig, data, Path(out) / "similarity.png")
+    with analysis_bar("similarity", len(opened) + 1) as advance:  # each store, the figure
+        parts = [store_similarity(s, images=images, seed=seed, percentile=redundant_percentile,
+                                  cut=redundant_cut) for s in stepped(opened, advance)]
+        fig, data = plot_similarity(parts, labels)
+        data.update(images=images, seed=seed, redundant=(
+            f"neighbour similarity > {redundant_cut}" if redundant_cut is not None else
+            f"neighbour similarity > the normal tokens' {redundant_percentile:g}th percentile"))
+        png = save_figure(fig, data, Path(out) / "similarity.png")
+        advance(1)
     return {"figures": [png], "stats": {lb: p["stats"] for lb, p in zip(labels, parts)},
             "notes": [data["redundant"]]}

@@ -22,8 +22,14 @@ from typing import Any
 
 import numpy as np
 
-#: Study model name -> timm model name (with the pretrained tag the study used).
+from vitreg.cache.names import NORMS
+
+#: Study model name -> timm model name (with the pretrained tag the study used): every
+#: model the study names, in its order; the one list of them (`study/paper.py`'s plan
+#: reads it).
 STUDY_MODELS: dict[str, str] = {
+    "DINO-S": "vit_small_patch16_224.dino",
+    "DINO-B": "vit_base_patch16_224.dino",
     "DINOv2-S": "vit_small_patch14_dinov2.lvd142m",
     "DINOv2-B": "vit_base_patch14_dinov2.lvd142m",
     "DINOv2-L": "vit_large_patch14_dinov2.lvd142m",
@@ -32,9 +38,17 @@ STUDY_MODELS: dict[str, str] = {
     "DINOv2-B+reg": "vit_base_patch14_reg4_dinov2.lvd142m",
     "DINOv2-L+reg": "vit_large_patch14_reg4_dinov2.lvd142m",
     "DINOv2-G+reg": "vit_giant_patch14_reg4_dinov2.lvd142m",
+    # The study's DeiT3 was trained on ImageNet-1K (Section 3.5): timm's `fb_in1k` tag.
+    # Darcet et al. used ImageNet-22K: `fb_in22k_ft_in1k` is the documented alternative.
+    "DeiT3-S": "deit3_small_patch16_224.fb_in1k",
     "DeiT3-M": "deit3_medium_patch16_224.fb_in1k",
+    "DeiT3-L": "deit3_large_patch16_224.fb_in1k",
+    "DeiT3-H": "deit3_huge_patch14_224.fb_in1k",
     "OpenCLIP-B": "vit_base_patch16_clip_224.laion2b",
+    "OpenCLIP-L": "vit_large_patch14_clip_224.laion2b",
     "OpenCLIP-H": "vit_huge_patch14_clip_224.laion2b",
+    # "OpenCLIP-H/G" (Claim 2): G read as ViT-g/14 on LAION-2B, timm's `vit_giant_*`.
+    "OpenCLIP-G": "vit_giant_patch14_clip_224.laion2b",
 }
 
 #: Table 1, position prediction: top-1 accuracy (%) and average distance (patches).
@@ -267,7 +281,7 @@ def store_truncation(store: Any) -> dict[str, int] | None:
     if kind != "sampled":
         return None
     threshold, prefix = store.threshold(), store.geometry.prefix
-    counts = [(b["norms"][:, prefix:] > threshold).sum(1) for b in store.batches(["norms"])]
+    counts = [(b[NORMS][:, prefix:] > threshold).sum(1) for b in store.batches([NORMS])]
     n_out = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
     return {"k": k, "images": int(n_out.size), "truncated_images": int((n_out > k // 2).sum()),
             "outliers": int(n_out.sum()),

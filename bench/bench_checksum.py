@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from benchutil import add_images_option, image_folder, load_jpegs, write_shards
 
-import vitreg.cache.store as store_module
+import vitreg.cache.create as store_module
 from vitreg.cache import ChunkWriter, Geometry, arrays_for, create_store
 from vitreg.cache.cli import run_verify
 from vitreg.cache.integrity import check_checksums

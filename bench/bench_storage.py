@@ -36,7 +36,7 @@ from benchutil import add_images_option, drop_cache, image_folder, load_jpegs, w
 from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 
 from vitreg.cache import ChunkWriter, Geometry, arrays_for, create_store, open_store
-from vitreg.cache.store import COMPRESSORS, chunk_rows_for
+from vitreg.cache.create import COMPRESSORS, chunk_rows_for
 from vitreg.testing import synthetic_attrs, write_store
 
 CODECS = {
@@ -74,7 +74,7 @@ def source_tokens(args: argparse.Namespace, tmp: Path) -> tuple[np.ndarray, dict
 def small_codecs(small: dict, geom: Geometry, tmp: Path, chunk_rows: int, repeats: int) -> None:
     """Schema 1.1 (raw) against 1.0 (zstd-1) for the small arrays: bytes, and
     per-image reads through Store.batches (page cache warm), interleaved."""
-    import vitreg.cache.store as store_mod
+    import vitreg.cache.create as store_mod
 
     urls = {}
     for label, compressors in (("raw (1.1)", ()), ("zstd-1 (1.0)", (ZstdCodec(level=1),))):

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 
 import click
 import numpy as np
+from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Column, Table
 from rich.text import Text
 
@@ -17,6 +19,7 @@ from vitreg.core.files import human_bytes
 from vitreg.core.scrub import scrub
 
 from .layout import array_sizes
+from .names import ERROR, KEY, STATUS
 from .reader import Store, failure_summary
 from .shardid import local_shard_path, shard_digest
 from .store import remove_partials
@@ -31,47 +34,91 @@ def text(value: object) -> Text:
     return Text(scrub(value, newlines=False))
 
 
-def run_info(url: str) -> None:
-    store = Store(url, allow_partial=True)
+def plain(value: object) -> str:
+    """A stored value for a person: 4 significant digits, `none` for None."""
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return scrub(value, newlines=False)
+
+
+def dims(shape: tuple) -> str:
+    """`(4, 3254, 1024)` -> `4×3254×1024`: one word, never split across lines."""
+    return "×".join(str(d) for d in shape) or "scalar"
+
+
+def chunk_text(chunks: tuple, shape: tuple) -> str:
+    """Rows per chunk when a chunk spans the rest of the array (the usual case)."""
+    return f"{chunks[0]} rows" if tuple(chunks[1:]) == tuple(shape[1:]) else dims(chunks)
+
+
+def store_table(store: Store) -> Table:
+    """What the store holds and where it came from, one line per field."""
     meta, counts = store.meta, store.counts()
-    head = Table(title=text(f"vitreg store {store.url}"), show_header=False)
+    threshold = (meta.get("outlier_threshold") or {}).get("value")
+    head = Table(show_header=False, box=box.SIMPLE, pad_edge=False, show_edge=False)
     for key, value in [
         ("model", meta.get("model")), ("weights", meta.get("weights")),
-        ("weights sha256", meta.get("weights_sha256")), ("image size", meta.get("img_size")),
-        ("grid / registers", f"{meta.get('grid')} / {meta.get('registers')}"),
+        ("weights sha256", meta.get("weights_sha256")),
+        ("image size", f"{meta.get('img_size')} px"),
+        ("grid / registers", f"{dims(tuple(meta.get('grid') or ()))} / "
+                             f"{meta.get('registers')}"),
         ("prefix tokens", ", ".join(map(str, meta["prefix_layout"])) or "none"
          if "prefix_layout" in meta else "[CLS], then the registers (schema < 1.6)"),
         ("attention", {"cls": "[CLS] query", "map": "pooling head's query", None: "none"}.get(
             meta.get("attention_query", "cls"), "?")),
         ("chosen blocks", ", ".join(str(b + 1) for b in meta.get("blocks") or []) or "none"),
         ("precision", meta.get("precision")), ("schema", meta.get("schema_version")),
-        ("rows", f"{store.n_rows}: {counts['ok']} ok, {counts['failed']} failed, "
-                 f"{counts['pending']} pending"),
-        ("complete", meta.get("complete")),
-        ("outlier threshold", (meta.get("outlier_threshold") or {}).get("value")),
+        ("rows", f"{store.n_rows:,}: {counts['ok']:,} ok, {counts['failed']:,} failed, "
+                 f"{counts['pending']:,} pending"),
+        ("complete", "yes" if meta.get("complete") else "no"),
+        ("outlier threshold", "not computed" if threshold is None else
+         f"{threshold:.4g} (L2 norm: 98th percentile of the patch-token norms)"),
     ]:
-        head.add_row(key, text(value))
+        head.add_row(key, Text(plain(value)))
     if meta.get("weights") == "random":
         head.add_row("[bold red]WARNING[/]", "[bold red]random weights: values mean nothing[/]")
-    console.print(head)
-    for what, status in (("failed", STATUS_FAILED), ("warned", STATUS_OK)):
-        for group in failure_summary(store.root, status=status):
-            console.print(text(f"{what} {group['count']} row(s): {group['reason']} "
-                               f"(e.g. {', '.join(group['keys'])})"))
-    sizes = array_sizes(store)
-    width = max((len(name) for name, *_ in sizes), default=5)
-    table = Table(Column("array", no_wrap=True, min_width=width), "shape", "dtype", "chunks",
-                  "on disk", "raw", "ratio")
+    return head
+
+
+def arrays_table(store: Store, *, with_raw: bool = True) -> Table:
+    """Each array's shape, dtype, chunking and bytes; `with_raw=False` leaves out
+    the uncompressed size (a narrow terminal)."""
+    columns = ["array", "shape", "dtype", "chunks", "on disk", *(["raw"] * with_raw), "ratio"]
+    table = Table(*(Column(c, no_wrap=True, justify="right" if i > 3 else "left")
+                    for i, c in enumerate(columns)), box=box.SIMPLE_HEAD, pad_edge=False,
+                  show_edge=False, collapse_padding=True,
+                  caption="ratio: uncompressed bytes / bytes on disk")
     total_stored = total_raw = 0
-    for name, shape, dtype, stored, raw in sizes:
+    for name, shape, dtype, stored, raw in array_sizes(store):
         total_stored, total_raw = total_stored + stored, total_raw + raw
-        ratio = f"{raw / stored:.2f}x" if stored and raw else "-"
-        table.add_row(text(name), str(shape), dtype, str(store.array(name).chunks),
-                      human_bytes(stored),
-                      human_bytes(raw) if raw else "-", ratio)
-    table.add_row("total", "", "", "", human_bytes(total_stored), human_bytes(total_raw),
-                  f"{total_raw / total_stored:.2f}x" if total_stored else "-")
-    console.print(table)
+        array = store.array(name)
+        kind = "str" if array.dtype.kind in "OTU" else dtype
+        table.add_row(text(name), dims(shape), kind, chunk_text(array.chunks, shape),
+                      human_bytes(stored), *([human_bytes(raw) if raw else "-"] * with_raw),
+                      f"{raw / stored:.3g}x" if stored and raw else "-")
+    table.add_row("total", "", "", "", human_bytes(total_stored),
+                  *([human_bytes(total_raw)] * with_raw),
+                  f"{total_raw / total_stored:.3g}x" if total_stored else "-")
+    return table
+
+
+def run_info(url: str) -> None:
+    store = Store(url, allow_partial=True)
+    out = Console(soft_wrap=True)  # the terminal's width now (COLUMNS), not at import
+    out.print(text(f"vitreg store {store.url}"), style="bold")  # a long URL stays one line
+    out.print(store_table(store))
+    out.print()
+    for what, status in (("failed", STATUS_FAILED), ("warned", STATUS_OK)):
+        for group in failure_summary(store._root, status=status):
+            out.print(text(f"{what} {group['count']:,} row(s): {group['reason']} "
+                           f"(e.g. {', '.join(group['keys'])})"))
+    table = arrays_table(store)
+    natural = Measurement.get(out, out.options.update_width(10_000), table).maximum
+    if natural > out.width:  # no column may wrap: drop one instead
+        table = arrays_table(store, with_raw=False)
+    out.print(table)
 
 
 @dataclass
@@ -86,8 +133,8 @@ def check_integrity(store: Store, report: VerifyReport) -> None:
     missing (in a complete store), truncated or altered."""
     from .integrity import check_checksums, metadata_mismatches
 
-    chunks = check_checksums(store.root, store.names, skip_missing=not store.complete)
-    report.problems.extend(metadata_mismatches(store.root) + chunks.problems)
+    chunks = check_checksums(store._root, store.names, skip_missing=not store.complete)
+    report.problems.extend(metadata_mismatches(store._root) + chunks.problems)
     if chunks.unchecked:
         report.notes.append(
             f"checksums absent (schema {store.meta.get('schema_version')}): "
@@ -107,7 +154,7 @@ def run_verify(url: str) -> VerifyReport:
     check_integrity(store, report)
     if report.problems:
         return report  # damaged chunks: reading the values back would only fail on them
-    status = store.root["status"][:]  # the array itself, not the attributes' summary
+    status = store.array(STATUS)[:]  # the array itself, not the attributes' summary
     if store.complete and not np.array_equal(status, store.status):
         report.problems.append("the attribute failed_rows disagrees with the status array")
     bad_status = ~np.isin(status, [STATUS_PENDING, STATUS_OK, STATUS_FAILED])
@@ -119,7 +166,7 @@ def run_verify(url: str) -> VerifyReport:
         report.problems.append(f"incomplete: {int((status == STATUS_PENDING).sum())} pending "
                                "row(s); rerun the extract command that made it to finish it")
     report.problems.extend(shard_problems(store))
-    errors = store.array("error")[:]
+    errors = store.array(ERROR)[:]
     failed_without_reason = (status == STATUS_FAILED) & (errors == "")
     if failed_without_reason.any():
         report.problems.append(f"{int(failed_without_reason.sum())} failed rows give no reason")
@@ -144,7 +191,7 @@ def shard_problems(store: Store) -> list[str]:
         if shard_digest(path) != recorded:
             problems.append(f"shard {shard['url']} changed since the store was written "
                             "(its members differ): the rows may not be its samples")
-    keys = Counter(str(k) for k in store.array("key")[:][store.ok_rows()])
+    keys = Counter(str(k) for k in store.array(KEY)[:][store.ok_rows()])
     twice = [key for key, n in keys.items() if n > 1]
     if twice:
         problems.append(f"{len(twice)} key(s) occur in several ok rows (e.g. {twice[0]!r})")

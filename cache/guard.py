@@ -38,6 +38,7 @@ from vitreg.core.errors import VitregError
 from vitreg.core.scrub import redact
 
 from .errors import MissingChunkError, StoreReadError, UnsafeStoreError
+from .validate import stored_arrays
 
 CHECKSUM_BYTES = 4
 #: An empty entry of a shard index: the chunk is not stored.
@@ -313,8 +314,6 @@ def guard_root(root: zarr.Group) -> None:
     guard = root.store
     if not isinstance(guard, GuardedStore):
         return
-    from .store import stored_arrays
-
     guard.rules = {name: chunk_rule(root[name]) for name in stored_arrays(root)}
     guard.complete = root.attrs["vitreg"].get("complete") is True
 

@@ -13,14 +13,11 @@ import zarr
 
 from vitreg.core.scrub import redact
 
-from .errors import (
-    IncompleteStoreError,
-    InputError,
-    MissingArrayError,
-    StoreFormatError,
-    VitregError,
-)
-from .mapped import MappedArray, mapped
+from . import names as n
+from .arrays import StoreArray
+from .errors import IncompleteStoreError, InputError, MissingArrayError
+from .mapped import mapped
+from .names import BLOCK_ARRAYS
 from .schema import Geometry
 from .store import (
     TOKENS_CHUNK_BYTES,
@@ -35,11 +32,6 @@ from .writer import STATUS_FAILED, STATUS_OK, STATUS_PENDING
 #: above this percentile of every patch-token norm of the store.
 OUTLIER_PERCENTILE = 98.0
 
-#: The last block's arrays, and where a store keeps them for a chosen block (`--blocks`).
-BLOCK_ARRAYS = {"tokens": "chosen/tokens", "norms": "chosen/norms",
-                "attention": "chosen/attention"}
-
-
 class Store:
     """A vitreg store opened for reading (a local path or any fsspec URL).
 
@@ -53,9 +45,9 @@ class Store:
         self.source = str(url)
         self.url = redact(self.source)
         self.verify = verify
-        self.root = open_group(self.source, mode="r")
-        self._arrays: dict[str, zarr.Array] = {}
-        self._readers: dict[str, MappedArray | CheckedArray] = {}
+        self._root = open_group(self.source, mode="r")  # never handed out: see `array`
+        self._arrays: dict[str, StoreArray] = {}
+        self._readers: dict[str, StoreArray] = {}
         self.block: int | None = None  # 0-based block read as the last (`at_block`)
         if not allow_partial and not self.complete:
             counts = self.counts()
@@ -69,7 +61,7 @@ class Store:
     @property
     def meta(self) -> dict[str, Any]:
         """The root `vitreg` attributes: model, weights, preprocessing, versions."""
-        return dict(self.root.attrs["vitreg"])
+        return dict(self._root.attrs["vitreg"])
 
     @property
     def complete(self) -> bool:
@@ -83,15 +75,15 @@ class Store:
     # lookup re-reads metadata, which adds up over a loop of many chunks.
     @cached_property
     def n_rows(self) -> int:
-        return int(self.array("status").shape[0])
+        return int(self.array(n.STATUS).shape[0])
 
     @cached_property
     def chunk_rows(self) -> int:
-        return int(self.array("status").chunks[0])
+        return int(self.array(n.STATUS).chunks[0])
 
     @cached_property
     def names(self) -> list[str]:
-        names = stored_arrays(self.root)
+        names = stored_arrays(self._root)
         if self.block is not None:  # the chosen block's arrays stand for the last block's
             names = sorted(set(names) - set(BLOCK_ARRAYS)
                            | {n for n, c in BLOCK_ARRAYS.items() if c in names})
@@ -121,34 +113,48 @@ class Store:
     def __contains__(self, name: str) -> bool:
         return name in self.names
 
-    def array(self, name: str) -> zarr.Array:
-        """One array, lazily: indexing it reads only the chunks it touches."""
+    def array(self, name: str) -> StoreArray:
+        """One array, lazily: indexing it reads only the chunks it touches and
+        returns new NumPy arrays; a damaged or missing chunk raises vitreg's error."""
         if name not in self._arrays:
-            if name not in self:
-                raise MissingArrayError(
-                    f"store {self.url} has no array {name!r}; it has {self.names}")
-            if self.block is not None and name in BLOCK_ARRAYS:
-                self._arrays[name] = BlockView(self.root[BLOCK_ARRAYS[name]], self._slot)
-            else:
-                self._arrays[name] = self.root[name]
+            self._arrays[name] = self._open(name, mapped_ok=False)
         return self._arrays[name]
 
-    @property
-    def _slot(self) -> int:
-        return self.geometry.chosen.index(self.block)
-
-    def reader(self, name: str) -> MappedArray | CheckedArray:
-        """What `batches` and the probes slice rows from: a memory map of the chunk
-        files for an uncompressed array of a local store (see `cache.mapped`),
-        else the zarr array, whose damaged chunks raise StoreFormatError."""
+    def reader(self, name: str) -> StoreArray:
+        """What `batches` and the probes slice rows from: like `array`, but row
+        slices of an uncompressed array of a local store come from memory maps
+        of its chunk files (`cache.mapped`), read-only views where they can,
+        unless the store was opened with `verify`."""
         if name not in self._readers:
-            if self.block is not None and name in BLOCK_ARRAYS:
-                self._readers[name] = BlockView(self.reader(BLOCK_ARRAYS[name]), self._slot)
-                return self._readers[name]
-            array = self.array(name)
-            mapped_array = None if self.verify else mapped(array, complete=self.complete)
-            self._readers[name] = mapped_array or CheckedArray(array, f"{self.url}/{name}")
+            self._readers[name] = self._open(name, mapped_ok=not self.verify)
         return self._readers[name]
+
+    def _open(self, name: str, *, mapped_ok: bool) -> StoreArray:
+        if name not in self:
+            raise MissingArrayError(f"store {self.url} has no array {name!r}; it has {self.names}")
+        slot = None
+        path = name
+        if self.block is not None and name in BLOCK_ARRAYS:
+            path, slot = BLOCK_ARRAYS[name], self.geometry.chosen.index(self.block)
+        array = self._root[path]
+        memory_map = mapped(array, complete=self.complete) if mapped_ok else None
+        return StoreArray(array, f"{self.url}/{path}", mapped=memory_map, slot=slot)
+
+    def cls_source(self) -> str:
+        """Where [CLS] before the final norm is read: slot 0 of `tokens`, or of
+        `sampled/prefix` (sampled stores since schema 1.4); a sampled store
+        of schema < 1.4 has neither, and offers `pooled/cls` (after the final
+        norm) instead."""
+        for name in (n.TOKENS, n.SAMPLED_PREFIX):
+            if name in self:
+                return name
+        return n.POOLED_CLS
+
+    def token_source(self) -> str | None:
+        """The array patch tokens are read from: `tokens`, else `sampled/tokens`
+        (`--tokens sampled:K`); None for a store without patch tokens
+        (`--tokens none`)."""
+        return next((name for name in (n.TOKENS, n.SAMPLED_TOKENS) if name in self), None)
 
     def to_xarray(self) -> Any:
         """Every array as a lazy `xarray.Dataset` (groups flattened with '/'), with
@@ -156,7 +162,7 @@ class Store:
         grid row and column per token (`cache.xr`)."""
         from .xr import store_dataset
 
-        return store_dataset(self.root, self.geometry)
+        return store_dataset(self._root, self.geometry)
 
     # -- rows -----------------------------------------------------------------
     @cached_property
@@ -168,7 +174,7 @@ class Store:
             status = np.full(self.n_rows, STATUS_OK, dtype=np.uint8)
             status[np.asarray(failed, dtype=np.int64)] = STATUS_FAILED
             return status
-        return self.array("status")[:]
+        return self.array(n.STATUS)[:]
 
     def counts(self) -> dict[str, int]:
         status = self.status
@@ -245,7 +251,7 @@ class Store:
     def patch_norms(self) -> np.ndarray:
         """Patch-token norms of every ok row, shape (n_ok, P), [CLS]/registers dropped."""
         prefix = self.geometry.prefix
-        parts = [b["norms"][:, prefix:] for b in self.batches(["norms"])]
+        parts = [b[n.NORMS][:, prefix:] for b in self.batches([n.NORMS])]
         if not parts:
             return np.zeros((0, self.geometry.patches), dtype=np.float32)
         return np.concatenate(parts)
@@ -269,54 +275,6 @@ class Store:
         return mask
 
 
-class BlockView:
-    """One chosen block of a `chosen/*` array (image, chosen, ...), indexed and
-    shaped like the last block's array (image, ...)."""
-
-    def __init__(self, source: Any, slot: int) -> None:
-        self.source, self.slot = source, slot
-        self.shape = (source.shape[0], *source.shape[2:])
-        self.dtype = source.dtype
-
-    @property
-    def chunks(self) -> tuple[int, ...]:
-        return (self.source.chunks[0], *self.source.chunks[2:])
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        rows, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
-        return self.source[rows][:, self.slot][(slice(None), *rest)]
-
-    def get_orthogonal_selection(self, selection: tuple[Any, ...]) -> np.ndarray:
-        rows, rest = selection[0], selection[1:]
-        return self.source.get_orthogonal_selection((rows,))[:, self.slot][(slice(None), *rest)]
-
-
-class CheckedArray:
-    """Indexing of a zarr array whose decode errors (a checksum that does not
-    match, a chunk of the wrong size) become a StoreFormatError naming it."""
-
-    def __init__(self, array: zarr.Array, where: str) -> None:
-        self.array, self.where = array, where
-        self.shape, self.chunks, self.dtype = array.shape, array.chunks, array.dtype
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        try:
-            return self.array[key]
-        except VitregError:
-            raise  # a missing or refused chunk, already a sentence
-        except (ValueError, TypeError) as exc:
-            raise StoreFormatError(
-                f"{self.where}[{key}]: a chunk is damaged ({exc}); run `vitreg verify` on "
-                "the store to name it"
-            ) from exc
-
-
 def outlier_threshold(patch_norms: np.ndarray, percentile: float = OUTLIER_PERCENTILE) -> float:
     """`numpy.percentile` (linear interpolation) over every patch-token norm."""
     values = np.asarray(patch_norms, dtype=np.float32).ravel()
@@ -337,7 +295,7 @@ def mark_complete(root: zarr.Group, *, shared: bool = False) -> tuple[int, int]:
     `shared`: other writers may still be at work, so never write `complete:
     false` (a stale view must not undo the last writer's `true`).
     """
-    status = root["status"][:]
+    status = root[n.STATUS][:]
     ok, failed = int((status == STATUS_OK).sum()), int((status == STATUS_FAILED).sum())
     complete = ok + failed == len(status)
     if shared and not complete:
@@ -349,11 +307,11 @@ def mark_complete(root: zarr.Group, *, shared: bool = False) -> tuple[int, int]:
             failed_rows.tolist() if len(failed_rows) <= MAX_LISTED_FAILURES else None
         )
         # what `vitreg info` shows as bytes on disk, for readers that cannot list
-        changes["stored_bytes"] = {n: root[n].nbytes_stored() for n in stored_arrays(root)}
+        changes["stored_bytes"] = {name: root[name].nbytes_stored() for name in stored_arrays(root)}
     if complete and ok:
         prefix = int(root.attrs["vitreg"]["prefix_tokens"])
         rows = np.flatnonzero(status == STATUS_OK)
-        norms = root["norms"].get_orthogonal_selection((rows, slice(prefix, None)))
+        norms = root[n.NORMS].get_orthogonal_selection((rows, slice(prefix, None)))
         changes["outlier_threshold"] = {
             "percentile": OUTLIER_PERCENTILE, "value": outlier_threshold(norms),
         }
@@ -371,13 +329,13 @@ def failure_summary(root: zarr.Group, *, status: int = STATUS_FAILED, examples: 
     """Rows of `status` (of the rows `region`, default all) with a text in
     `error` (failed rows: the reason; ok rows: a warning) grouped by that
     text, most frequent first, with the count and example keys."""
-    first, stop = region or (0, root["status"].shape[0])
-    error = root["error"][first:stop]
-    mine = root["status"][first:stop] == status
+    first, stop = region or (0, root[n.STATUS].shape[0])
+    error = root[n.ERROR][first:stop]
+    mine = root[n.STATUS][first:stop] == status
     rows = np.flatnonzero(mine if status == STATUS_FAILED else mine & (error != ""))
     if not len(rows):
         return []
-    keys = root["key"].get_orthogonal_selection((rows + first,))
+    keys = root[n.KEY].get_orthogonal_selection((rows + first,))
     groups: dict[str, list[str]] = {}
     for text, key in zip(error[rows], keys):
         # "row 12 has the same key": one cause, whatever the row

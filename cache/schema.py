@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from vitreg.core.errors import RegistrationError, UsageError
+from vitreg.core.errors import UsageError
+from vitreg.core.registry import RegistryError
+
+from . import names as n
 
 SCHEMA_VERSION = "1.7"
 
@@ -98,89 +101,89 @@ ARRAYS: dict[str, ArraySpec] = {}
 
 def _register(spec: ArraySpec) -> None:
     if spec.name in ARRAYS:
-        raise RegistrationError(f"array {spec.name!r} registered twice")
+        raise RegistryError(f"array {spec.name!r} registered twice")
     ARRAYS[spec.name] = spec
 
 
 for _spec in [
-    ArraySpec("key", ("image",), "string", _scalar, "the sample's `__key__`"),
-    ArraySpec("label", ("image",), "int32", _scalar, "class index, -1 if unknown"),
-    ArraySpec("status", ("image",), "uint8", _scalar, "0 pending, 1 ok, 2 failed"),
-    ArraySpec("error", ("image",), "string", _scalar,
+    ArraySpec(n.KEY, ("image",), "string", _scalar, "the sample's `__key__`"),
+    ArraySpec(n.LABEL, ("image",), "int32", _scalar, "class index, -1 if unknown"),
+    ArraySpec(n.STATUS, ("image",), "uint8", _scalar, "0 pending, 1 ok, 2 failed"),
+    ArraySpec(n.ERROR, ("image",), "string", _scalar,
               "why a row failed; for an ok row, empty or a warning that starts with `warning:`"),
     ArraySpec(
-        "tokens", ("image", "token", "dim"), "float16", lambda g, k: (g.tokens, g.dim),
+        n.TOKENS, ("image", "token", "dim"), "float16", lambda g, k: (g.tokens, g.dim),
         "output of the last block, before the final norm", option="tokens:all",
     ),
     ArraySpec(
-        "norms", ("image", "token"), "float32", lambda g, k: (g.tokens,),
+        n.NORMS, ("image", "token"), "float32", lambda g, k: (g.tokens,),
         "L2 norm of each last-block token, in float32 before any cast",
     ),
     ArraySpec(
-        "attention", ("image", "token"), "float16", lambda g, k: (g.tokens,),
+        n.ATTENTION, ("image", "token"), "float16", lambda g, k: (g.tokens,),
         "softmax attention of the last block's [CLS] query (or of the pooling head's query), "
         "mean over heads",
     ),
     ArraySpec(
-        "neighbor_cos", ("image", "patch"), "float16", lambda g, k: (g.patches,),
+        n.NEIGHBOR_COS, ("image", "patch"), "float16", lambda g, k: (g.patches,),
         "mean cosine similarity of each patch embedding with its 4-neighbours",
     ),
     ArraySpec(
-        "pooled/cls", ("image", "dim"), "float32", lambda g, k: (g.dim,),
+        n.POOLED_CLS, ("image", "dim"), "float32", lambda g, k: (g.dim,),
         "[CLS] after the final norm; for a model without [CLS], its own pooled output",
     ),
     ArraySpec(
-        "pooled/patch_mean", ("image", "dim"), "float32", lambda g, k: (g.dim,),
+        n.POOLED_PATCH_MEAN, ("image", "dim"), "float32", lambda g, k: (g.dim,),
         "mean of the patch tokens after the final norm, registers excluded",
     ),
     ArraySpec(
-        "pooled/registers", ("image", "register", "dim"), "float32",
+        n.POOLED_REGISTERS, ("image", "register", "dim"), "float32",
         lambda g, k: (g.registers, g.dim), "registers after the final norm (R may be 0)",
     ),
     ArraySpec(
-        "pixels", ("image", "y", "x", "channel"), "uint8",
+        n.PIXELS, ("image", "y", "x", "channel"), "uint8",
         lambda g, k: (g.img_size, g.img_size, 3), "the model input before normalisation",
         option="pixels",
     ),
     ArraySpec(
-        "blocks/norms", ("image", "block", "token"), "float16",
+        n.BLOCKS_NORMS, ("image", "block", "token"), "float16",
         lambda g, k: (g.depth, g.tokens), "token norms after every block", option="blocks",
     ),
     ArraySpec(
-        "qkv_norms", ("image", "qkv", "token"), "float16", lambda g, k: (3, g.tokens),
+        n.QKV_NORMS, ("image", "qkv", "token"), "float16", lambda g, k: (3, g.tokens),
         "norms of q, k, v of the last block (heads concatenated)", option="qkv",
     ),
     ArraySpec(
-        "blocks/qkv_norms", ("image", "block", "qkv", "token"), "float16",
+        n.BLOCKS_QKV_NORMS, ("image", "block", "qkv", "token"), "float16",
         lambda g, k: (g.depth, 3, g.tokens),
         "norms of q, k, v of every block (heads concatenated)", option="blocks_qkv",
     ),
     ArraySpec(
-        "chosen/tokens", ("image", "chosen", "token", "dim"), "float16",
+        n.CHOSEN_TOKENS, ("image", "chosen", "token", "dim"), "float16",
         lambda g, k: (len(g.chosen), g.tokens, g.dim),
         "output of each chosen block (`--blocks`), before the final norm", option="chosen",
     ),
     ArraySpec(
-        "chosen/norms", ("image", "chosen", "token"), "float32",
+        n.CHOSEN_NORMS, ("image", "chosen", "token"), "float32",
         lambda g, k: (len(g.chosen), g.tokens),
         "L2 norm of each token of `chosen/tokens`, in float32 before any cast", option="chosen",
     ),
     ArraySpec(
-        "chosen/attention", ("image", "chosen", "token"), "float16",
+        n.CHOSEN_ATTENTION, ("image", "chosen", "token"), "float16",
         lambda g, k: (len(g.chosen), g.tokens),
         "each chosen block's softmax attention of the [CLS] query, mean over heads",
         option="chosen",
     ),
     ArraySpec(
-        "sampled/index", ("image", "sample"), "int16", lambda g, k: (k,),
+        n.SAMPLED_INDEX, ("image", "sample"), "int16", lambda g, k: (k,),
         "patch index of each sampled token", option="tokens:sampled",
     ),
     ArraySpec(
-        "sampled/tokens", ("image", "sample", "dim"), "float16", lambda g, k: (k, g.dim),
+        n.SAMPLED_TOKENS, ("image", "sample", "dim"), "float16", lambda g, k: (k, g.dim),
         "the sampled patch tokens", option="tokens:sampled",
     ),
     ArraySpec(
-        "sampled/prefix", ("image", "prefix", "dim"), "float16",
+        n.SAMPLED_PREFIX, ("image", "prefix", "dim"), "float16",
         lambda g, k: (g.prefix, g.dim),
         "[CLS] and the registers of the last block's output, before the final norm",
         option="tokens:sampled",
@@ -203,7 +206,7 @@ def parse_token_mode(mode: str) -> tuple[str, int]:
 
 
 #: Arrays whose dtype `--dtype` chooses (float16 by default).
-TOKEN_ARRAYS = ("tokens", "sampled/tokens", "sampled/prefix", "chosen/tokens")
+TOKEN_ARRAYS = (n.TOKENS, n.SAMPLED_TOKENS, n.SAMPLED_PREFIX, n.CHOSEN_TOKENS)
 TOKEN_DTYPES = ("float16", "float32")
 
 
@@ -226,8 +229,8 @@ def arrays_for(
     for spec in ARRAYS.values():
         if spec.name in TOKEN_ARRAYS:
             spec = replace(spec, dtype=tokens_dtype)
-        if (spec.name == "attention" and query is None) or (
-                spec.name == "chosen/attention" and query != "cls"):
+        if (spec.name == n.ATTENTION and query is None) or (
+                spec.name == n.CHOSEN_ATTENTION and query != "cls"):
             continue
         if spec.option is None or spec.option in options:
             picked.append(spec)

@@ -17,6 +17,7 @@ import zarr
 from .attrs import check_config
 from .errors import ConfigMismatchError
 from .layout import chunk_rows_for_store, row_range, shard_rows_for_store
+from .names import KEY, STATUS
 from .reader import failure_summary, mark_complete
 from .schema import ArraySpec, Geometry, parse_token_mode
 from .store import delete_store, ensure_store, open_group, stored_arrays, write_rows
@@ -42,11 +43,11 @@ class WriteTarget:
     @property
     def chunk_rows(self) -> int:
         """Rows of one file (shard or chunk): the unit of writes."""
-        return write_rows(self.root["status"])
+        return write_rows(self.root[STATUS])
 
     def pending(self) -> np.ndarray:
         """A mask over every row: pending and inside this writer's range."""
-        todo = self.root["status"][:] == STATUS_PENDING
+        todo = self.root[STATUS][:] == STATUS_PENDING
         todo[: self.rows[0]] = todo[self.rows[1]:] = False
         return todo
 
@@ -67,7 +68,7 @@ class WriteTarget:
     def own_counts(self) -> tuple[int, int]:
         """(ok, failed) of this writer's rows only: what a torchrun rank other
         than the leader reports, without reading the whole `status`."""
-        status = self.root["status"][self.rows[0]: self.rows[1]]
+        status = self.root[STATUS][self.rows[0]: self.rows[1]]
         return int((status == STATUS_OK).sum()), int((status == STATUS_FAILED).sum())
 
     def failures(self, status: int = STATUS_FAILED, *, own: bool = False) -> list[dict[str, Any]]:
@@ -102,16 +103,16 @@ def open_for_write(
     root = open_group(url, mode="r+")
     if not create:
         check_config(root.attrs["vitreg"], attrs)
-    rows = row_range(attrs["n_rows"], write_rows(root["status"]), rank, world)
+    rows = row_range(attrs["n_rows"], write_rows(root[STATUS]), rank, world)
     return WriteTarget(url, root, rows)
 
 
 def check_finished_keys(root: zarr.Group, planned: list[str]) -> None:
     """The keys of the rows already written are those the plan puts there."""
-    done = np.flatnonzero(root["status"][:] != STATUS_PENDING)
+    done = np.flatnonzero(root[STATUS][:] != STATUS_PENDING)
     if not len(done):
         return
-    stored = root["key"].get_orthogonal_selection((done,))
+    stored = root[KEY].get_orthogonal_selection((done,))
     wrong = [int(r) for r, key in zip(done, stored) if key != planned[r]]
     if wrong:
         row = wrong[0]

@@ -18,6 +18,7 @@ import zarr
 
 from vitreg.core.runtime import usable_cores
 
+from .names import ROW_META
 from .shardfile import OpenFile, file_layout, write_file
 from .store import write_rows
 
@@ -37,7 +38,7 @@ def write_threads() -> int:
     return 2 if usable_cores() > 2 else 1
 
 #: Arrays written last, in this order; `status` must be the very last.
-_ROW_META = ("key", "label", "error", "status")
+_ROW_META = ROW_META
 
 
 @dataclass

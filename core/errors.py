@@ -4,8 +4,8 @@ Every failure a user can fix is a `VitregError` (zarr's habit: one base class,
 each subclass also deriving from the builtin that fits) whose message says
 what is wrong and what to do; the command line (`vitreg.boundary.cli_errors`)
 prints it as `Error: <message>` and exits with its `exit_code`. A mistake in
-vitreg's own code (a registry used wrongly, a writer handed rows off its
-chunks) is not a `VitregError`: it keeps its traceback.
+vitreg's own code (a registry used wrongly, `core/registry.py`, a writer
+handed rows off its chunks) is not a `VitregError`: it keeps its traceback.
 """
 
 from __future__ import annotations
@@ -38,8 +38,3 @@ class Interrupted(VitregError):
     """Stopped by Ctrl-C; the message says what was kept: exit status 130."""
 
     exit_code = 130
-
-
-class RegistrationError(ValueError):
-    """A registry used wrongly (a name registered twice, an undeclared array):
-    a bug in the code that registers, not a user's mistake, so not a `VitregError`."""

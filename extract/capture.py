@@ -11,9 +11,29 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vitreg.cache import ARRAYS, Geometry, VitregError, arrays_for
+from vitreg.cache import ARRAYS, ROW_META, Geometry, VitregError, arrays_for
+from vitreg.cache.names import (
+    ATTENTION,
+    BLOCKS_NORMS,
+    BLOCKS_QKV_NORMS,
+    CHOSEN_ATTENTION,
+    CHOSEN_NORMS,
+    CHOSEN_TOKENS,
+    NEIGHBOR_COS,
+    NORMS,
+    PIXELS,
+    POOLED_CLS,
+    POOLED_PATCH_MEAN,
+    POOLED_REGISTERS,
+    QKV_NORMS,
+    SAMPLED_INDEX,
+    SAMPLED_PREFIX,
+    SAMPLED_TOKENS,
+    TOKENS,
+)
 from vitreg.cache.schema import parse_token_mode
-from vitreg.core.errors import RegistrationError, UsageError
+from vitreg.core.errors import UsageError
+from vitreg.core.registry import RegistryError
 
 from .adapters import Adapter, adapter_for
 from .model import LoadedModel
@@ -195,8 +215,6 @@ class Pass:
 #: How each stored array is computed from one pass; every array of
 #: `cache.schema.ARRAYS` but the row metadata has one (a test checks).
 CAPTURES: dict[str, Callable[[Pass], torch.Tensor]] = {}
-#: Arrays the writer fills from the batch, not from the model.
-ROW_META = ("key", "label", "status", "error")
 
 
 CaptureFn = Callable[[Pass], torch.Tensor]
@@ -207,21 +225,21 @@ def captures(name: str) -> Callable[[CaptureFn], CaptureFn]:
 
     def add(fn: CaptureFn) -> CaptureFn:
         if name not in ARRAYS or name in ROW_META:
-            raise RegistrationError(f"capture {name!r}: declare the array in cache/schema.py first")
+            raise RegistryError(f"capture {name!r}: declare the array in cache/schema.py first")
         if name in CAPTURES:
-            raise RegistrationError(f"capture {name!r} registered twice")
+            raise RegistryError(f"capture {name!r} registered twice")
         CAPTURES[name] = fn
         return fn
 
     return add
 
 
-@captures("norms")
+@captures(NORMS)
 def _norms(p: Pass) -> torch.Tensor:
     return p.norms
 
 
-@captures("attention")
+@captures(ATTENTION)
 def _attention(p: Pass) -> torch.Tensor:
     if "query" not in p.attention:
         return p.attention[p.geometry.depth - 1]
@@ -230,78 +248,78 @@ def _attention(p: Pass) -> torch.Tensor:
     return F.pad(attention, (p.geometry.tokens - attention.shape[1], 0))
 
 
-@captures("neighbor_cos")
+@captures(NEIGHBOR_COS)
 def _neighbor_cos(p: Pass) -> torch.Tensor:
     return neighbor_cosine(p.patch_embed, p.geometry.grid)
 
 
-@captures("pooled/cls")
+@captures(POOLED_CLS)
 def _pooled_cls(p: Pass) -> torch.Tensor:
     return p.final[:, 0] if p.geometry.has_cls else p.pooled.float()
 
 
-@captures("pooled/patch_mean")
+@captures(POOLED_PATCH_MEAN)
 def _pooled_patch_mean(p: Pass) -> torch.Tensor:
     return p.final[:, p.geometry.prefix:].mean(dim=1)
 
 
-@captures("pooled/registers")
+@captures(POOLED_REGISTERS)
 def _pooled_registers(p: Pass) -> torch.Tensor:
     return p.final[:, p.geometry.register_slice]
 
 
-@captures("tokens")
+@captures(TOKENS)
 def _tokens(p: Pass) -> torch.Tensor:
     return p.tokens
 
 
-@captures("sampled/index")
+@captures(SAMPLED_INDEX)
 def _sampled_index(p: Pass) -> torch.Tensor:
     return p.sample_index
 
 
-@captures("sampled/tokens")
+@captures(SAMPLED_TOKENS)
 def _sampled_tokens(p: Pass) -> torch.Tensor:
     patches = p.tokens[:, p.geometry.prefix:]
     return patches.gather(1, p.sample_index[..., None].expand(-1, -1, patches.shape[-1]))
 
 
-@captures("sampled/prefix")
+@captures(SAMPLED_PREFIX)
 def _sampled_prefix(p: Pass) -> torch.Tensor:
     return p.tokens[:, : p.geometry.prefix]
 
 
-@captures("blocks/norms")
+@captures(BLOCKS_NORMS)
 def _blocks_norms(p: Pass) -> torch.Tensor:
     return torch.stack([p.blocks[i].norm(dim=-1) for i in range(p.geometry.depth)], dim=1)
 
 
-@captures("chosen/tokens")
+@captures(CHOSEN_TOKENS)
 def _chosen_tokens(p: Pass) -> torch.Tensor:
     return torch.stack([p.blocks[i] for i in p.geometry.chosen], dim=1)
 
 
-@captures("chosen/norms")
+@captures(CHOSEN_NORMS)
 def _chosen_norms(p: Pass) -> torch.Tensor:
     return torch.stack([p.blocks[i].norm(dim=-1) for i in p.geometry.chosen], dim=1)
 
 
-@captures("chosen/attention")
+@captures(CHOSEN_ATTENTION)
 def _chosen_attention(p: Pass) -> torch.Tensor:
     return torch.stack([p.attention[i] for i in p.geometry.chosen], dim=1)
 
 
-@captures("qkv_norms")
+@captures(QKV_NORMS)
 def _qkv_norms(p: Pass) -> torch.Tensor:
     return p.qkv[-1]
 
 
-@captures("blocks/qkv_norms")
+@captures(BLOCKS_QKV_NORMS)
 def _blocks_qkv_norms(p: Pass) -> torch.Tensor:
     return torch.stack(p.qkv, dim=1)
 
 
-@captures("pixels")
+@captures(PIXELS)
 def _pixels(p: Pass) -> torch.Tensor:
     return p.images.permute(0, 2, 3, 1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -11,10 +12,9 @@ from rich.console import Console
 from vitreg.boundary import Number, cli_errors
 from vitreg.cache.schema import WITH_OPTIONS, parse_token_mode
 from vitreg.core.errors import InputError, Interrupted, RunFailed
-from vitreg.core.numbers import SEED, Range
 from vitreg.core.progress import human_seconds
 
-from .transforms import INTERPOLATIONS, PRESETS
+from .config import ExtractConfig, Setting, fields_of, flag_of, number_range, value_type
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -102,137 +102,62 @@ class Workers(click.ParamType):
 WORKERS = Workers()
 
 
-#: The arguments and options of `vitreg extract`, in `--help` order.
-EXTRACT_OPTIONS = (
-    click.argument("shards", nargs=-1, required=True),
-    click.option(
-        "--model",
-        required=True,
-        help="timm model name, e.g. vit_small_patch14_reg4_dinov2.lvd142m",
-    ),
-    click.option("--out", required=True, help="Store path or fsspec URL."),
-    click.option(
-        "--weights",
-        default="pretrained",
-        show_default=True,
-        help="pretrained (timm hub or local cache), random (tests, demo), "
-        "or a .safetensors / torch file.",
-    ),
-    click.option(
-        "--img-size",
-        type=click.IntRange(min=1),
-        help="Input size; rounded down to a multiple of the patch size.",
-    ),
-    click.option(
-        "--preprocess",
-        default="timm",
-        show_default=True,
-        type=click.Choice(list(PRESETS)),
-        help="Evaluation protocol: timm (the model's pretrained config) or dinov2-linear "
-        "(resize 256 / crop 224 at 224 px, bicubic: DINOv2's linear heads).",
-    ),
-    click.option(
-        "--crop-pct",
-        type=Number(Range(0, 1, low_open=True)),
-        help="Resize the shorter side to S / crop-pct, then centre-crop S (0.875: 256 -> 224).",
-    ),
-    click.option(
-        "--interpolation",
-        type=click.Choice(list(INTERPOLATIONS)),
-        help="Resize interpolation (timm's names).",
-    ),
-    click.option(
-        "--decode",
-        default="cpu",
-        show_default=True,
-        type=click.Choice(["cpu", "gpu"]),
-        help="cpu: PIL and timm's transform, exactly (the default). gpu: decode the JPEGs and "
-        "resize them on the run's device with torchvision (nvJPEG on CUDA; what it refuses is "
-        "decoded on the CPU); a recorded variant: pixels within a few levels of timm's.",
-    ),
-    click.option(
-        "--batch-size",
-        type=click.IntRange(min=1),
-        help="Images per forward pass [default: 32 on a CPU; on a GPU the largest power of "
-        "two up to 256 that fits a quarter of its memory].",
-    ),
-    click.option(
-        "--precision",
-        default="auto",
-        show_default=True,
-        type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-        help="auto: bf16 autocast on CUDA, fp32 on CPU.",
-    ),
-    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:i."),
-    click.option(
-        "--workers",
-        default="auto",
-        show_default=True,
-        type=WORKERS,
-        help="DataLoader decode workers; auto: on a GPU one per core but one; on a CPU one "
-        "per core if decoding costs more than the model (measured on the first samples), "
-        "else 0 (decoding uses every core between batches).",
-    ),
-    click.option("--limit", type=click.IntRange(min=1), help="Stop after this many samples."),
-    click.option(
-        "--keys",
-        "keys_file",
-        type=click.Path(exists=True, dir_okay=False),
-        help="Extract only these sample keys (one a line), rows in the file's order.",
-    ),
-    click.option("--tokens", "token_mode", default="all", show_default=True, type=TokenMode(),
-                 help="Which patch tokens to store: all, none (pooled features only), or "
-                 "sampled:K (the K/2 highest-norm and K/2 random others per image)."),
-    click.option(
-        "--dtype",
-        "tokens_dtype",
-        default="float16",
-        show_default=True,
-        type=click.Choice(["float16", "float32"]),
-        help="dtype of the stored tokens; float32 when values exceed float16's range.",
-    ),
-    click.option(
-        "--with",
-        "with_options",
-        default="",
-        type=CommaChoice(),
-        help="Optional arrays: pixels,blocks,qkv,blocks_qkv.",
-    ),
-    click.option(
-        "--blocks",
-        default="",
-        type=BlockList(),
-        help="Also store the tokens, norms and [CLS] attention of these blocks "
-        "(1 is the first, -1 the last), e.g. 6,12,-1.",
-    ),
-    click.option(
-        "--chunk-rows",
-        type=click.IntRange(min=1),
-        help="Rows per chunk (default: tokens chunks of ~16 MiB).",
-    ),
-    click.option("--seed", default=42, show_default=True, type=Number(SEED),
-                 help="Seed of random weights and of the tokens drawn by --tokens sampled:K."),
-    click.option(
-        "--rank",
-        type=click.IntRange(min=0),
-        help="This job's rank among --world-size independent jobs (SLURM array).",
-    ),
-    click.option(
-        "--world-size",
-        type=click.IntRange(min=1),
-        help="Number of independent jobs sharing the store.",
-    ),
+#: click types of the `Setting.kind`s that have one.
+KIND_TYPES: dict[str, click.ParamType] = {
+    "path": click.Path(exists=True, dir_okay=False), "tokens": TokenMode(),
+    "with": CommaChoice(), "blocks": BlockList(), "workers": WORKERS,
+}
+
+
+def click_type(f: dataclasses.Field, spec: Setting) -> click.ParamType | None:
+    """The click type of an `ExtractConfig` field, from its `Setting` and type."""
+    if spec.kind is not None:
+        return KIND_TYPES[spec.kind]
+    if spec.choices is not None:
+        return click.Choice(list(spec.choices))
+    if spec.range is None and value_type(f) not in (int, float):
+        return None
+    allowed = number_range(f)
+    if allowed.integer and allowed.high is None and allowed.low is not None:
+        return click.IntRange(min=int(allowed.low), min_open=allowed.low_open)
+    return Number(allowed)
+
+
+def config_option(f: dataclasses.Field, spec: Setting) -> Callable:
+    """`vitreg extract`'s argument or option for one `ExtractConfig` field."""
+    if spec.kind == "shards":
+        return click.argument(f.name, nargs=-1, required=True)
+    required = f.default is dataclasses.MISSING
+    if isinstance(f.default, bool):
+        return click.option(flag_of(f.name, spec), f.name, is_flag=True, help=spec.help)
+    default = None if required else f.default
+    if default == ():
+        default = ""  # the kind's click type reads "" as nothing
+    return click.option(
+        flag_of(f.name, spec), f.name, required=required, default=default,
+        show_default=default not in (None, ""), type=click_type(f, spec), help=spec.help)
+
+
+#: Options of the command itself, not of the extraction.
+COMMAND_OPTIONS = (
     click.option(
         "--dry-run",
         is_flag=True,
         help="Count samples, print arrays, bytes and time; write nothing.",
     ),
-    click.option("--overwrite", is_flag=True, help="Start afresh even if the store exists."),
     click.option(
         "--strict", is_flag=True, help="Exit non-zero if any row failed or a shard was damaged."
     ),
     click.option("--no-progress", is_flag=True, help="No progress bar (logs, batch jobs)."),
 )
+
+
+def extract_options(config: type = ExtractConfig) -> tuple[Callable, ...]:
+    """The arguments and options of `vitreg extract`, in `--help` order: one per
+    field of `config` that has a flag, then the command's own."""
+    generated = tuple(config_option(f, spec) for f, spec in fields_of(config)
+                      if spec.flag is not None or spec.kind == "shards")
+    return generated + COMMAND_OPTIONS
 
 
 def with_options(fn: Callable, options: tuple[Callable, ...]) -> Callable:
@@ -242,54 +167,34 @@ def with_options(fn: Callable, options: tuple[Callable, ...]) -> Callable:
     return fn
 
 
-def _extract_command(
-    shards: tuple[str, ...],
-    out: str,
-    workers: int | str,
-    rank: int | None,
-    world_size: int | None,
-    dry_run: bool,
-    overwrite: bool,
-    strict: bool,
-    no_progress: bool,
-    **options: Any,
-) -> None:
+def _extract_command(*, dry_run: bool, strict: bool, no_progress: bool, **options: Any) -> None:
     """Run SHARDS (paths, brace patterns, pipe: URLs) through a timm ViT into a store.
 
     Under torchrun each rank writes its own chunk-aligned range of rows;
     without it, --rank/--world-size split the rows among independent jobs.
     """
-    # `options` are `run_extract`'s keywords, named as the root attributes.
-    from .run import run_extract
-
-    options["shards"] = list(shards)
+    config = ExtractConfig(**options, progress=not no_progress)
     if dry_run:
         from .dryrun import run_dry_run
 
-        print_dry_run(run_dry_run(**options))
+        print_dry_run(run_dry_run(config))
         return
+    from .run import run_extract
+
     try:
-        summary = run_extract(
-            **options,
-            out=out,
-            workers=workers,
-            overwrite=overwrite,
-            progress=not no_progress,
-            rank=rank,
-            world_size=world_size,
-        )
+        summary = run_extract(config)
     except KeyboardInterrupt:
         raise Interrupted("interrupted: the rows written so far are kept; "
                           "rerun the same command to resume") from None
     except OSError as exc:
         # exit 1: the run started, its rows so far are kept
-        raise RunFailed(write_failure(exc, out)) from exc
+        raise RunFailed(write_failure(exc, config.out)) from exc
     print_summary(summary)
     check_outcome(summary, strict=strict)
 
 
 extract_command = click.command("extract")(
-    cli_errors(with_options(_extract_command, EXTRACT_OPTIONS))
+    cli_errors(with_options(_extract_command, extract_options()))
 )
 
 

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
+from vitreg.cache.names import ERROR, KEY, LABEL
 from vitreg.cache.shardid import local_shard_path as local_path
 from vitreg.core.samples import (  # noqa: F401 - re-exported for extract's modules
     IMAGE_EXTS,
@@ -209,9 +210,9 @@ class ShardStream(IterableDataset):
         decoded = list(pool.map(self._decode, samples) if pool else map(self._decode, samples))
         batch = {
             "row": torch.tensor([r for r, _ in items], dtype=torch.int64),
-            "key": [s["__key__"] for s in samples],
-            "label": torch.tensor([label for _, _, label, _ in decoded], dtype=torch.int32),
-            "error": [error for _, error, _, _ in decoded],
+            KEY: [s["__key__"] for s in samples],
+            LABEL: torch.tensor([label for _, _, label, _ in decoded], dtype=torch.int32),
+            ERROR: [error for _, error, _, _ in decoded],
             "warning": [warning for _, _, _, warning in decoded],
         }
         if self.raw:

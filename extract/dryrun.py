@@ -15,6 +15,7 @@ from vitreg.cache.schema import parse_token_mode
 from vitreg.core.device import resolve_device
 
 from .capture import Capture, resolve_precision
+from .config import ExtractConfig
 from .data import ShardStream
 from .plan import plan_stream
 from .step import Step
@@ -71,41 +72,32 @@ def measure_batches(capture: Capture, stream: ShardStream, specs: list[ArraySpec
     return rate
 
 
-def run_dry_run(
-    *, shards: list[str], model: str, weights: str = "pretrained", img_size: int | None = None,
-    batch_size: int | None = None, precision: str = "auto", device: str = "auto",
-    limit: int | None = None,
-    token_mode: str = "all", with_options: list[str] | tuple[str, ...] = (),
-    tokens_dtype: str = "float16", chunk_rows: int | None = None, seed: int = 42,
-    preprocess: str = "timm", crop_pct: float | None = None, interpolation: str | None = None,
-    keys_file: str | None = None, blocks: list[int] | tuple[int, ...] = (),
-    decode: str = "cpu",
-) -> dict[str, Any]:
-    """Plan the run and time two batches; write nothing."""
+def run_dry_run(config: ExtractConfig | None = None, /, **options: Any) -> dict[str, Any]:
+    """Plan the run of `config` (or of `ExtractConfig(**options)`) and time two
+    batches; write nothing."""
     from .run import loop_settings, plan_and_build
 
-    dev = resolve_device(device)
-    plan, loaded = plan_and_build(
-        shards, model, weights=weights, img_size=img_size, limit=limit, keys_file=keys_file,
-        token_mode=token_mode, seed=seed, preprocess=preprocess, crop_pct=crop_pct,
-        interpolation=interpolation, with_options=with_options, blocks=blocks)
+    config = config.replace(**options) if config is not None else ExtractConfig(**options)
+    dev = resolve_device(config.device)
+    plan, loaded = plan_and_build(config)
     query = loaded.adapter.query()
-    precision = resolve_precision(precision, dev)
-    _, batch_size = loop_settings(0, batch_size, dev, loaded.geometry)
-    specs = arrays_for(sorted(with_options), token_mode, tokens_dtype, query=query,
-                       chosen=bool(loaded.geometry.chosen))
+    precision = resolve_precision(config.precision, dev)
+    _, batch_size = loop_settings(0, config.batch_size, dev, loaded.geometry)
+    with_options = list(config.with_options)
     capture = Capture(loaded, device=dev, precision=precision, with_options=with_options,
-                      token_mode=token_mode, seed=seed)
+                      token_mode=config.token_mode, seed=config.seed)
     todo = np.zeros(plan.n_rows, dtype=bool)
     todo[: 2 * batch_size] = True
     stream = plan_stream(plan, loaded, todo, batch_size)
+    specs = arrays_for(with_options, config.token_mode, config.tokens_dtype, query=query,
+                       chosen=bool(loaded.geometry.chosen))
     rate = measure_batches(capture, stream, specs)
-    estimates = estimate_arrays(loaded.geometry, plan.n_rows, with_options=list(with_options),
-                                token_mode=token_mode, tokens_dtype=tokens_dtype,
-                                chunk_rows=chunk_rows, query=query)
+    estimates = estimate_arrays(loaded.geometry, plan.n_rows, with_options=with_options,
+                                token_mode=config.token_mode, tokens_dtype=config.tokens_dtype,
+                                chunk_rows=config.chunk_rows, query=query)
     return {
         "n_rows": plan.n_rows, "shards": len(plan.shards), "damaged": plan.damaged(),
         "arrays": estimates, "images_per_second": rate,
         "seconds": plan.n_rows / rate if rate else float("nan"),
-        "device": str(dev), "precision": precision, "model": model,
+        "device": str(dev), "precision": precision, "model": config.model,
     }

@@ -26,6 +26,7 @@ from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from vitreg.cache.names import ERROR
 from vitreg.core import UsageError
 from vitreg.core.samples import to_rgb
 
@@ -119,5 +120,5 @@ def device_images(batch: dict[str, Any], config: dict[str, Any],
     """The images of a raw batch (`ShardStream(raw=True)`) on `device`; a sample
     that decodes nowhere gets its reason in `batch["error"]` (its row fails)."""
     images, errors, _ = decode_batch(batch["encoded"], config, device)
-    batch["error"] = [old or new for old, new in zip(batch["error"], errors)]
+    batch[ERROR] = [old or new for old, new in zip(batch[ERROR], errors)]
     return images

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from vitreg.cache import STATUS_FAILED, STATUS_OK, Geometry, VitregError, arrays_for
 from vitreg.cache.attrs import root_attrs
 from vitreg.cache.layout import row_range
+from vitreg.cache.names import ERROR, KEY, LABEL, STATUS
 from vitreg.cache.schema import parse_token_mode
 from vitreg.cache.store import check_out
 from vitreg.cache.target import WriteTarget, open_for_write
@@ -28,6 +29,7 @@ from vitreg.core.runtime import tune_allocator, usable_cores
 
 from .capture import Capture, apply_options, resolve_precision
 from .checks import PREFETCH, check_model, check_shared_memory
+from .config import ExtractConfig
 from .costs import Costs, measure_costs
 from .distributed import Ranks, barrier, final_barrier, final_timeout, ranks_of
 from .gpudecode import DEVICE_DECODE, device_images
@@ -71,30 +73,43 @@ class Summary:
         return self.processed / self.loop_seconds if self.loop_seconds else 0.0
 
 
-def store_attrs(model: str, loaded: LoadedModel, *, precision: str, token_mode: str,
-                tokens_dtype: str, with_options: list[str], shards: list[dict[str, Any]],
-                n_rows: int, seed: int, shard_digests: list[str | None],
-                keys_file: str | None = None, decode: str = "cpu") -> dict[str, Any]:
-    """The root attributes of the store this run writes (`cache.attrs` checks them)."""
-    geom = loaded.geometry
+@dataclass
+class Setup:
+    """What a run decides before its first batch: the device, the plan of rows,
+    the model and the loop's settings (`auto` resolved)."""
+
+    device: torch.device
+    plan: Plan
+    loaded: LoadedModel
+    precision: str
+    workers: int
+    batch_size: int
+    costs: Costs | None = None
+
+
+def store_attrs(config: ExtractConfig, setup: Setup) -> dict[str, Any]:
+    """The root attributes of the store this run writes (`cache.attrs` checks them);
+    `ExtractConfig`'s `records` say which attributes each option lands in."""
+    loaded, geom, keys_file = setup.loaded, setup.loaded.geometry, config.keys_file
     weights_file = None
     if loaded.weights not in ("pretrained", "random"):
         weights_file = {"path": loaded.weights, "sha256": file_sha256(loaded.weights)}
     return root_attrs(
-        model=model, pretrained_cfg=_pretrained_cfg(loaded), weights=loaded.weights,
+        model=config.model, pretrained_cfg=_pretrained_cfg(loaded), weights=loaded.weights,
         weights_sha256=loaded.weights_sha256, weights_file=weights_file,
         img_size=geom.img_size, dynamic_img_size=loaded.dynamic_img_size,
         patch_size=loaded.patch_size, grid=list(geom.grid), prefix_tokens=geom.prefix,
         registers=geom.registers, embed_dim=geom.dim, depth=geom.depth, heads=loaded.heads,
         prefix_layout=list(geom.layout), attention_query=loaded.adapter.query(),
         blocks=list(geom.chosen) or None,
-        precision=precision, preprocessing=transform_kwargs(loaded.data_config),
-        preprocessing_preset=loaded.preset, token_mode=token_mode, tokens_dtype=tokens_dtype,
-        shards=shards, shard_digests=shard_digests, n_rows=n_rows, seed=seed,
+        precision=setup.precision, preprocessing=transform_kwargs(loaded.data_config),
+        preprocessing_preset=loaded.preset, token_mode=config.token_mode,
+        tokens_dtype=config.tokens_dtype, shards=setup.plan.shard_info(),
+        shard_digests=setup.plan.digests(), n_rows=setup.plan.n_rows, seed=config.seed,
         keys_file={"path": keys_file, "sha256": file_sha256(keys_file)} if keys_file else None,
         versions={"timm": timm.__version__, "torch": torch.__version__},
-        decode=DEVICE_DECODE if decode == "gpu" else None,
-        **{"with": sorted(with_options)},
+        decode=DEVICE_DECODE if config.decode == "gpu" else None,
+        **{"with": list(config.with_options)},
     )
 
 
@@ -124,83 +139,68 @@ def open_for_ranks(out: str, attrs: dict[str, Any], loaded: LoadedModel, ranks: 
     return target
 
 
-DECODES = ("cpu", "gpu")
+def run_extract(config: ExtractConfig | None = None, /, **options: Any) -> Summary:
+    """Extract every sample of `config.shards` through `config.model` into the
+    store `config.out` (`ExtractConfig` says what each option does).
 
-
-def run_extract(
-    *, shards: list[str], model: str, out: str, weights: str = "pretrained",
-    img_size: int | None = None, batch_size: int | None = None, precision: str = "auto",
-    device: str = "auto", workers: int | str = "auto", limit: int | None = None,
-    token_mode: str = "all",
-    with_options: list[str] | tuple[str, ...] = (), tokens_dtype: str = "float16",
-    overwrite: bool = False, seed: int = 42, chunk_rows: int | None = None,
-    progress: bool = True, rank: int | None = None, world_size: int | None = None,
-    preprocess: str = "timm", crop_pct: float | None = None, interpolation: str | None = None,
-    keys_file: str | None = None, blocks: Sequence[int] = (), decode: str = "cpu",
-) -> Summary:
-    """Extract every sample of `shards` through `model` into the store `out`.
-
+    `options` are `ExtractConfig`'s fields, to build one (`run_extract(shards=...,
+    model=..., out=...)`) or to change `config`'s; a misspelt name is a TypeError.
     With several processes (torchrun, or `rank`/`world_size` for independent
     jobs) each writes its own chunk-aligned range of rows into the one store.
-    `preprocess` names an evaluation protocol (`transforms.PRESETS`);
-    `crop_pct` and `interpolation` (timm's names) override it. `keys_file`, a
-    file of sample keys, makes the rows those keys in the file's order.
-    `decode="gpu"` decodes and resizes the images on the run's device
-    (`extract.gpudecode`, recorded in the store's `decode` attribute).
-    Keywords are the names of the root attributes they become (`token_mode`,
-    `tokens_dtype`, `keys_file`). `blocks` (`--blocks 6,12,-1`) adds the
-    tokens, norms and [CLS] attention of those blocks (`chosen/*`).
     """
+    config = config.replace(**options) if config is not None else ExtractConfig(**options)
     tune_allocator()
-    if decode not in DECODES:
-        raise UsageError(f"--decode {decode!r}: choose from {', '.join(DECODES)}")
     start = time.perf_counter()
-    with ranks_of(rank, world_size) as ranks:  # ends the process group it starts
-        with_options = sorted(set(with_options))
-        dev = resolve_device(device, local_rank=ranks.local_rank)
-        check_out(out, overwrite=overwrite)
-        plan, loaded = plan_and_build(
-            shards, model, weights=weights, img_size=img_size, limit=limit, keys_file=keys_file,
-            token_mode=token_mode, seed=seed, preprocess=preprocess, crop_pct=crop_pct,
-            interpolation=interpolation, with_options=with_options, blocks=blocks)
-        costs = measure_costs(plan, loaded) if dev.type == "cpu" and workers != 0 and \
-            plan.n_rows >= WORKER_ROWS else None
-        workers, batch_size = loop_settings(workers, batch_size, dev, loaded.geometry,
-                                            announce=progress and ranks.leader, costs=costs,
-                                            ranks_on_node=ranks.local_world)
-        check_shared_memory(workers, batch_size * 3 * loaded.geometry.img_size ** 2,
-                            ranks_on_node=ranks.local_world)
-        precision = resolve_precision(precision, dev)
-        attrs = store_attrs(model, loaded, precision=precision, token_mode=token_mode,
-                            tokens_dtype=tokens_dtype, with_options=with_options,
-                            shards=plan.shard_info(), n_rows=plan.n_rows, seed=seed,
-                            shard_digests=plan.digests(), keys_file=keys_file, decode=decode)
-        target = open_for_ranks(out, attrs, loaded, ranks, chunk_rows=chunk_rows,
-                                overwrite=overwrite)
-        target.check_keys(plan.keys())
+    with ranks_of(config.rank, config.world_size) as ranks:  # ends the process group it starts
+        setup = prepare(config, ranks)
+        target = open_for_ranks(config.out, store_attrs(config, setup), setup.loaded, ranks,
+                                chunk_rows=config.chunk_rows, overwrite=config.overwrite)
+        target.check_keys(setup.plan.keys())
         loop_start = time.perf_counter()
-        stats = _extract_rows(
-            target, loaded, plan, device=dev, precision=precision, with_options=with_options,
-            token_mode=token_mode, batch_size=batch_size, workers=workers, seed=seed,
-            progress=progress and ranks.leader, threads=loop_threads(workers, dev, costs),
-            decode=decode,
-        )
+        stats = _extract_rows(target, config, setup, progress=config.progress and ranks.leader)
         loop_seconds = time.perf_counter() - loop_start
-        final_barrier(ranks, final_timeout(largest_range(plan.n_rows, target, ranks.world),
+        final_barrier(ranks, final_timeout(largest_range(setup.plan.n_rows, target, ranks.world),
                                            stats.rows, loop_seconds))
-        # Completion reads the whole `status` and `norms`: under torchrun the
-        # leader alone does it; the other ranks report their own rows.
-        follower = ranks.torchrun and not ranks.leader
-        ok, failed = target.own_counts() if follower else \
-            target.finish(shared=ranks.world > 1 and not ranks.torchrun)
-        return Summary(
-            store=out, rows=plan.n_rows, ok=ok, failed=failed, processed=stats.rows,
-            seconds=time.perf_counter() - start, loop_seconds=loop_seconds,
-            writer_waited=stats.waited, phases=stats.phases, batch_ends=stats.batch_ends,
-            notes=loaded.notes, damaged_shards=plan.damaged(), rank=ranks.rank, world=ranks.world,
-            row_range=target.rows, failures=target.failures(own=follower),
-            warnings=target.failures(status=STATUS_OK, own=follower),
-        )
+        summary = summarize(config.out, target, setup, ranks, stats)
+        summary.seconds, summary.loop_seconds = time.perf_counter() - start, loop_seconds
+        return summary
+
+
+def prepare(config: ExtractConfig, ranks: Ranks) -> Setup:
+    """Check the destination, plan the rows, build the model and choose the
+    loop's settings (measuring the decode and model costs on a CPU)."""
+    dev = resolve_device(config.device, local_rank=ranks.local_rank)
+    check_out(config.out, overwrite=config.overwrite)
+    plan, loaded = plan_and_build(config)
+    costs = measure_costs(plan, loaded) if dev.type == "cpu" and config.workers != 0 and \
+        plan.n_rows >= WORKER_ROWS else None
+    workers, batch_size = loop_settings(
+        config.workers, config.batch_size, dev, loaded.geometry,
+        announce=config.progress and ranks.leader, costs=costs, ranks_on_node=ranks.local_world)
+    check_shared_memory(workers, batch_size * 3 * loaded.geometry.img_size ** 2,
+                        ranks_on_node=ranks.local_world)
+    return Setup(device=dev, plan=plan, loaded=loaded,
+                 precision=resolve_precision(config.precision, dev), workers=workers,
+                 batch_size=batch_size, costs=costs)
+
+
+def summarize(out: str, target: WriteTarget, setup: Setup, ranks: Ranks,
+              stats: LoopStats) -> Summary:
+    """The run's `Summary` (its times are the caller's to fill in).
+
+    Completion reads the whole `status` and `norms`: under torchrun the leader
+    alone does it; the other ranks report their own rows."""
+    follower = ranks.torchrun and not ranks.leader
+    ok, failed = target.own_counts() if follower else \
+        target.finish(shared=ranks.world > 1 and not ranks.torchrun)
+    return Summary(
+        store=out, rows=setup.plan.n_rows, ok=ok, failed=failed, processed=stats.rows,
+        seconds=0.0, writer_waited=stats.waited, phases=stats.phases,
+        batch_ends=stats.batch_ends, notes=setup.loaded.notes,
+        damaged_shards=setup.plan.damaged(), rank=ranks.rank, world=ranks.world,
+        row_range=target.rows, failures=target.failures(own=follower),
+        warnings=target.failures(status=STATUS_OK, own=follower),
+    )
 
 
 def largest_range(n_rows: int, target: WriteTarget, world: int) -> int:
@@ -210,22 +210,19 @@ def largest_range(n_rows: int, target: WriteTarget, world: int) -> int:
     return max(sizes)
 
 
-def plan_and_build(shards: list[str], model: str, *, weights: str, img_size: int | None,
-                   limit: int | None, keys_file: str | None, token_mode: str, seed: int,
-                   preprocess: str, crop_pct: float | None, interpolation: str | None,
-                   with_options: Sequence[str] = (), blocks: Sequence[int] = (),
-                   ) -> tuple[Plan, LoadedModel]:
+def plan_and_build(config: ExtractConfig) -> tuple[Plan, LoadedModel]:
     """Check the options, count the shards' samples and build the model: what a
     run and a dry run both do before any batch."""
-    check_model(model, img_size)
-    check_shard_args(shards)
-    plan = plan_shards(shards, limit=limit, keys=keys_file)
+    check_model(config.model, config.img_size)
+    check_shard_args(list(config.shards))
+    plan = plan_shards(list(config.shards), limit=config.limit, keys=config.keys_file)
     if plan.n_rows == 0:
         raise InputError(no_samples_message(plan))
-    loaded = build_model(model, weights=weights, img_size=img_size, seed=seed,
-                         preprocess=preprocess, crop_pct=crop_pct, interpolation=interpolation)
-    check_token_mode(token_mode, loaded.geometry)
-    apply_options(loaded, with_options, blocks)
+    loaded = build_model(config.model, weights=config.weights, img_size=config.img_size,
+                         seed=config.seed, preprocess=config.preprocess,
+                         crop_pct=config.crop_pct, interpolation=config.interpolation)
+    check_token_mode(config.token_mode, loaded.geometry)
+    apply_options(loaded, list(config.with_options), config.blocks)
     return plan, loaded
 
 
@@ -312,32 +309,32 @@ class LoopStats:
     batch_ends: list[tuple[float, int]] = field(default_factory=list)
 
 
-def _extract_rows(target: WriteTarget, loaded: LoadedModel, plan: Plan, *,
-                  device: torch.device, precision: str, with_options: list[str],
-                  token_mode: str, batch_size: int, workers: int, seed: int,
-                  progress: bool, threads: int | None = None, decode: str = "cpu") -> LoopStats:
+def _extract_rows(target: WriteTarget, config: ExtractConfig, setup: Setup, *,
+                  progress: bool) -> LoopStats:
     """Decode, run and write every pending row of the writer's range."""
     todo = target.pending()
     stats = LoopStats(rows=int(todo.sum()))
     if stats.rows == 0:
         return stats
-    stream = plan_stream(plan, loaded, todo, batch_size, raw=decode == "gpu",
-                         decode_threads=1 if workers else usable_cores())
+    device, loaded, workers = setup.device, setup.loaded, setup.workers
     loader = DataLoader(
-        stream, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
+        plan_stream(setup.plan, loaded, todo, setup.batch_size, raw=config.decode == "gpu",
+                    decode_threads=1 if workers else usable_cores()),
+        batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
         prefetch_factor=PREFETCH if workers else None, persistent_workers=False,
     )
-    capture = Capture(loaded, device=device, precision=precision, with_options=with_options,
-                      token_mode=token_mode, seed=seed)
+    capture = Capture(loaded, device=device, precision=setup.precision,
+                      with_options=list(config.with_options), token_mode=config.token_mode,
+                      seed=config.seed)
     step = Step(capture, target.dtypes)
-    writer = target.writer(batch_rows=batch_size)
+    writer = target.writer(batch_rows=setup.batch_size)
     try:
         with progress_bar(stats.rows, enabled=progress) as advance, \
-                intra_op_threads(threads):
+                intra_op_threads(loop_threads(workers, device, setup.costs)):
             batches = prefetched(loader, name="vitreg-decode") \
                 if overlap_decoding(workers, device) else loader
             on_device = (lambda b: device_images(b, loaded.data_config, device)) \
-                if decode == "gpu" else None
+                if config.decode == "gpu" else None
             _run_batches(batches, step, writer, stats, advance, on_device)
             step.release_all()
     except BaseException:
@@ -380,8 +377,8 @@ def host_meta(batch: dict[str, Any]) -> dict[str, Any]:
     """What the host needs of a batch besides its images: rows, labels, keys,
     errors and warnings, as NumPy arrays and lists (the loader's tensors are
     on the host already)."""
-    return {"row": batch["row"].numpy(), "label": batch["label"].numpy(),
-            "key": batch["key"], "error": batch["error"], "warning": batch["warning"]}
+    return {"row": batch["row"].numpy(), LABEL: batch[LABEL].numpy(),
+            KEY: batch[KEY], ERROR: batch[ERROR], "warning": batch["warning"]}
 
 
 def _write_batch(step: Step, writer, staged: Staged, meta: dict[str, Any],
@@ -433,7 +430,7 @@ def overlap_decoding(workers: int, device: torch.device) -> bool:
 def batch_values(values: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, np.ndarray]:
     """The arrays of one batch (`Step.finish`), with status and error filled in per row."""
     finite = values.pop("finite")
-    errors = np.array(meta["error"], dtype=object)
+    errors = np.array(meta[ERROR], dtype=object)
     bad_values = (errors == "") & ~finite
     errors[bad_values] = "model: NaN or inf in the outputs"
     failed = errors != ""
@@ -442,8 +439,8 @@ def batch_values(values: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[st
     if failed.any():
         for value in values.values():
             value[failed] = 0  # a failed row holds fill values only
-    values["status"] = np.where(failed, STATUS_FAILED, STATUS_OK).astype(np.uint8)
-    values["error"] = errors
-    values["key"] = np.array(meta["key"], dtype=object)
-    values["label"] = meta["label"]
+    values[STATUS] = np.where(failed, STATUS_FAILED, STATUS_OK).astype(np.uint8)
+    values[ERROR] = errors
+    values[KEY] = np.array(meta[KEY], dtype=object)
+    values[LABEL] = meta[LABEL]
     return values

@@ -11,24 +11,10 @@ from PIL import Image
 from vitreg.core import UsageError
 from vitreg.core.samples import pixel_transform
 
+from .config import INTERPOLATIONS, PRESETS  # noqa: F401  (options' choices, kept there)
+
 #: Keys of timm's data config that define the eval preprocessing.
 _TRANSFORM_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
-
-#: timm's interpolation names (`timm.data.transforms.str_to_interp_mode`).
-INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")
-
-#: Named evaluation protocols: what each changes in the model's own data
-#: config (mean and std always stay the model's). At S px, crop_pct c resizes
-#: the shorter side to floor(S / c) and centre-crops S.
-PRESETS: dict[str, dict[str, Any]] = {
-    # timm's pretrained config as it is: DINOv2 resize 224 / crop 224 (crop_pct 1.0),
-    # DeiT3 crop_pct 1.0, OpenCLIP 0.9, DINO 0.875; the study's maps and probes.
-    "timm": {},
-    # dinov2/eval (make_classification_eval_transform): resize 256 / crop 224,
-    # bicubic; the official linear heads of Table 4 were evaluated so.
-    "dinov2-linear": {"crop_pct": 224 / 256, "interpolation": "bicubic", "crop_mode": "center"},
-}
-
 
 def preprocessing_config(data_config: dict[str, Any], *, preset: str = "timm",
                          crop_pct: float | None = None,

@@ -5,7 +5,8 @@
 is the click group.
 """
 
-from .registry import PROBES, Option, ProbeError, ProbeSpec, register_probe
+from .registry import PROBES, Option, ProbeError, ProbeSpec, register_probe, unregister_probe
 from .run import run_probe
 
-__all__ = ["PROBES", "Option", "ProbeError", "ProbeSpec", "register_probe", "run_probe"]
+__all__ = ["PROBES", "Option", "ProbeError", "ProbeSpec", "register_probe", "run_probe",
+           "unregister_probe"]

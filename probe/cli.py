@@ -10,18 +10,22 @@ import click
 from rich.console import Console
 from rich.logging import RichHandler
 
-from vitreg.boundary import Number, cli_errors
+from vitreg.boundary import cli_errors, click_option
 
-from .registry import PROBES, Option, ProbeSpec
+from .registry import PROBES, ProbeSpec
 from .report import print_result
 from .run import run_probe
 
 
 class _ProbeGroup(click.Group):
-    """Lists the registered probes in registration order, with what each measures."""
+    """One command per registered probe, in registration order, built from the
+    registry when asked for: a probe registered later (a plugin's) is one too."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return [name for name in PROBES if name in self.commands]
+        return list(PROBES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return _command(PROBES[cmd_name]) if cmd_name in PROBES else None
 
 
 @click.group(name="probe", cls=_ProbeGroup)
@@ -32,19 +36,6 @@ def probe() -> None:
     the 98th percentile of its patch-token norms); normal tokens are drawn to
     match the outlier count. Validation is --val STORE or a seeded split by image.
     """
-
-
-def _click_option(opt: Option) -> click.Option:
-    flag = opt.flag
-    if opt.value_type is bool:
-        no = "--no-" + flag[2:]
-        return click.Option([f"{flag}/{no}", opt.name], default=opt.default, help=opt.help,
-                            show_default=True)
-    kind: Any = click.Choice(opt.choices) if opt.choices else opt.value_type
-    if opt.range is not None and not opt.grid:
-        kind = Number(opt.range)
-    return click.Option([flag, opt.name], type=kind, default=opt.default, help=opt.help,
-                        show_default=opt.default is not None)
 
 
 def _command(spec: ProbeSpec) -> click.Command:
@@ -65,7 +56,7 @@ def _command(spec: ProbeSpec) -> click.Command:
                      help="also log selection counts and every epoch's loss on stderr"),
         click.Option(["--progress/--no-progress", "progress"], default=True, show_default=True,
                      help="a bar per fit (epochs x heads x learning rates) on stderr"),
-        *(_click_option(opt) for opt in spec.all_options),
+        *(click_option(opt) for opt in spec.all_options),
     ]
     return click.Command(spec.name, callback=cli_errors(callback), params=params,
                          help=f"Probe: {spec.summary}.", short_help=spec.summary)
@@ -77,7 +68,3 @@ def _configure_logging(verbose: bool) -> None:
     if not any(isinstance(h, RichHandler) for h in logger.handlers):
         logger.addHandler(RichHandler(console=Console(stderr=True), show_path=False))
         logger.propagate = False
-
-
-for _spec in PROBES.values():
-    probe.add_command(_command(_spec))

@@ -15,10 +15,13 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from vitreg.core.registry import add_entry
 
 from .backend_torch import MAX_PASSES_PER_EPOCH
 from .registry import get_probe
@@ -61,27 +64,81 @@ class Fit:
         return per_item * (trained + evaluated)
 
 
+@dataclass(frozen=True)
+class Sizes:
+    """What a probe's fits depend on: the store's geometry, the images, its options."""
+
+    dim: int
+    patches: int
+    patch_size: int
+    registers: int
+    train_images: int
+    val_images: int
+    num_classes: int
+    options: dict[str, Any]
+
+    def common(self) -> dict[str, int]:
+        opts = self.options
+        return dict(epochs=int(opts["epochs"]), min_steps=int(opts.get("min_steps", 0) or 0),
+                    batch=int(opts["batch_size"]))
+
+    def lrs(self) -> int:
+        lr = self.options["lr"]
+        return len(str(lr).split(",")) if isinstance(lr, str) else 1
+
+    def tokens(self, images: int) -> int:
+        return max(1, round(OUTLIER_SHARE * self.patches * images))
+
+
+FitsFn = Callable[[str, Sizes], list[Fit]]
+#: How each probe's fits are counted, by probe name (`prices`); a probe without an
+#: entry (a plugin's that registers none) gets no estimate.
+FITS: dict[str, FitsFn] = {}
+
+
+def prices(*kinds: str) -> Callable[[FitsFn], FitsFn]:
+    """Register `fn(kind, sizes) -> fits` as the cost model of probes `kinds`."""
+
+    def add(fn: FitsFn) -> FitsFn:
+        for kind in kinds:
+            add_entry(FITS, kind, fn, what="cost model of probe")
+        return fn
+
+    return add
+
+
+@prices("position", "reconstruct")
+def _token_fits(kind: str, s: Sizes) -> list[Fit]:
+    outputs = s.patches + 2 if kind == "position" else s.patch_size * s.patch_size * 3
+    one = Fit(s.tokens(s.train_images), s.tokens(s.val_images), s.dim, outputs, s.lrs(),
+              **s.common())
+    return [one, one]  # normal tokens, then outlier tokens
+
+
+@prices("classify")
+def _classify_fits(kind: str, s: Sizes) -> list[Fit]:
+    images = min(s.train_images, int(s.options["max_images"] or s.train_images))
+    return [Fit(images, s.val_images, 3 * s.dim, s.num_classes, s.lrs(), **s.common())]
+
+
+@prices("linear")
+def _linear_fits(kind: str, s: Sizes) -> list[Fit]:
+    widths = {"cls": s.dim, "patch_mean": s.dim, "registers": s.registers * s.dim}
+    combos = [c.split("+") for c in str(s.options["features"]).split(",")]
+    width = sum(widths[name] for combo in combos for name in combo)
+    return [Fit(s.train_images, s.val_images, width, s.num_classes, 1, **s.common())]
+
+
 def probe_fits(kind: str, *, dim: int, patches: int, patch_size: int, registers: int,
                train_images: int, val_images: int, num_classes: int = 1000,
-               options: dict[str, Any] | None = None) -> list[Fit]:
+               options: dict[str, Any] | None = None) -> list[Fit] | None:
     """The fits probe `kind` makes with `options` (the registry's defaults
-    overlaid) on stores of this geometry."""
+    overlaid) on stores of this geometry; None for a probe with no cost model."""
+    if kind not in FITS:
+        return None
     opts = {**get_probe(kind).defaults(), **(options or {})}
-    lrs = len(str(opts["lr"]).split(",")) if isinstance(opts["lr"], str) else 1
-    common = dict(epochs=int(opts["epochs"]), min_steps=int(opts.get("min_steps", 0) or 0),
-                  batch=int(opts["batch_size"]))
-    tokens = lambda images: max(1, round(OUTLIER_SHARE * patches * images))  # noqa: E731
-    if kind in ("position", "reconstruct"):
-        outputs = patches + 2 if kind == "position" else patch_size * patch_size * 3
-        one = Fit(tokens(train_images), tokens(val_images), dim, outputs, lrs, **common)
-        return [one, one]  # normal tokens, then outlier tokens
-    if kind == "classify":
-        images = min(train_images, int(opts["max_images"] or train_images))
-        return [Fit(images, val_images, 3 * dim, num_classes, lrs, **common)]
-    widths = {"cls": dim, "patch_mean": dim, "registers": registers * dim}
-    combos = [c.split("+") for c in str(opts["features"]).split(",")]
-    width = sum(widths[name] for combo in combos for name in combo)
-    return [Fit(train_images, val_images, width, num_classes, 1, **common)]
+    return FITS[kind](kind, Sizes(dim, patches, patch_size, registers, train_images,
+                                  val_images, num_classes, opts))
 
 
 #: What a fit costs beyond its optimisation steps, in bare steps (`StepCosts.step_s`)
@@ -150,6 +207,8 @@ def _time_steps(batch: int, width: int, outputs: int, *, repeats: int) -> float:
     return min(times)
 
 
-def estimate_probe_seconds(kind: str, **geometry_and_options: Any) -> float:
-    """Seconds probe `kind` should take here (see `probe_fits` for the arguments)."""
-    return measure_step_costs().seconds(probe_fits(kind, **geometry_and_options))
+def estimate_probe_seconds(kind: str, **geometry_and_options: Any) -> float | None:
+    """Seconds probe `kind` should take here (see `probe_fits` for the arguments);
+    None when its cost is unknown."""
+    fits = probe_fits(kind, **geometry_and_options)
+    return None if fits is None else measure_step_costs().seconds(fits)

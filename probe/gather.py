@@ -13,6 +13,9 @@ import numpy as np
 
 from vitreg.cache import Store
 
+# POOLED: the pooled features a `linear` probe may join with '+', in the column order of X
+from vitreg.cache.names import LABEL, PIXELS, POOLED, POOLED_CLS, SAMPLED_PREFIX, TOKENS
+
 from .registry import ProbeError
 
 
@@ -41,11 +44,11 @@ class PixelPatchGather:
 
     @property
     def arrays(self) -> tuple[str, ...]:
-        return (self.source, "pixels")
+        return (self.source, PIXELS)
 
     def __call__(self, blocks, local, fields):
         x = blocks[self.source][local, fields["slot"]]
-        return x, pixel_patches(blocks["pixels"], local, fields["patch"], self.patch_size,
+        return x, pixel_patches(blocks[PIXELS], local, fields["patch"], self.patch_size,
                                 self.grid)
 
 
@@ -92,18 +95,14 @@ class ClassifyGather:
 
     def __call__(self, blocks, local, fields):
         tokens = blocks[self.source]
-        if self.cls_source in ("tokens", "sampled/prefix"):
+        if self.cls_source in (TOKENS, SAMPLED_PREFIX):
             cls = blocks[self.cls_source][local, 0]
         else:
-            cls = blocks["pooled/cls"][local]
+            cls = blocks[POOLED_CLS][local]
         parts = [cls, tokens[local, fields["normal_slot"]], tokens[local, fields["outlier_slot"]]]
         dtype = np.result_type(*parts)
         return np.concatenate([q.astype(dtype, copy=False) for q in parts], axis=1), \
-            fields["label"].astype(np.int64)
-
-
-#: Pooled features a `linear` probe may join with '+', in the column order of X.
-POOLED = {"cls": "pooled/cls", "patch_mean": "pooled/patch_mean", "registers": "pooled/registers"}
+            fields[LABEL].astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -119,7 +118,7 @@ class PooledGather:
     def __call__(self, blocks, local, fields):
         parts = [blocks[POOLED[n]][local].reshape(local.size, -1) for n in self.names]
         return np.concatenate(parts, axis=1).astype(np.float32, copy=False), \
-            fields["label"].astype(np.int64)
+            fields[LABEL].astype(np.int64)
 
 
 def pooled_columns(names: tuple[str, ...], dim: int, registers: int) -> dict[str, np.ndarray]:
@@ -147,7 +146,7 @@ def patch_geometry(store: Store) -> tuple[int, tuple[int, int]]:
 
 def require_pixels(store: Store) -> None:
     """`--targets pixels` needs the `pixels` array."""
-    if "pixels" in store:
+    if PIXELS in store:
         return
     shards = store.meta.get("shards") or store.meta.get("inputs")
     where = f" (its recorded shards: {_short(shards)})" if shards else ""

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vitreg.cache.names import LABEL
 from vitreg.core.checkpoint import read_state_dict
 from vitreg.core.files import file_sha256
 
@@ -71,7 +72,7 @@ def evaluate_head(ctx, path: str) -> dict[str, Any]:
     g = part.store.geometry
     names = head_features(weight.shape[1], g.dim, g.registers)
     items = select_labelled_images(part)
-    largest = int(items.fields["label"].max())
+    largest = int(items.fields[LABEL].max())
     if largest >= weight.shape[0]:
         raise ProbeError(f"a label is {largest} but the head has {weight.shape[0]} classes; "
                          "the store's labels must use the head's class indices")

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from vitreg.cache import Store
+from vitreg.cache.names import LABEL, PIXELS, POOLED_CLS
 from vitreg.core.numbers import COUNT, COUNT_OR_ZERO, NON_NEGATIVE, POSITIVE
 
 from .context import ProbeContext
@@ -133,7 +135,7 @@ def reconstruct(ctx: ProbeContext) -> dict[str, Any]:
     source = token_source(ctx.train.store)
     mode = ctx.options["targets"]
     if mode == "auto":
-        mode = "pixels" if all("pixels" in part.store for part in (ctx.train, ctx.val)) \
+        mode = "pixels" if all(PIXELS in part.store for part in (ctx.train, ctx.val)) \
             else "shards"
     if mode == "pixels":
         for part in (ctx.train, ctx.val):
@@ -208,7 +210,7 @@ def classify(ctx: ProbeContext) -> dict[str, Any]:
     geometry = store.geometry
     has_cls = geometry.has_cls
     cls_source = cls_array(store)
-    if cls_source == "pooled/cls":
+    if cls_source == POOLED_CLS:
         ctx.notes.append("sampled store of schema < 1.4 (no sampled/prefix): [CLS] comes from "
                          "pooled/cls (after the final LayerNorm), the patch tokens from before "
                          "it; re-extract it to compare [CLS] with a full store's")
@@ -232,7 +234,7 @@ def classify(ctx: ProbeContext) -> dict[str, Any]:
     else:
         ctx.notes.append("the model has no [CLS] token")
     result = fit(ctx, streams, ClassifyTask(num_classes), heads, cfg)
-    coverage = class_coverage(items["train"].fields["label"], items["val"].fields["label"])
+    coverage = class_coverage(items["train"].fields[LABEL], items["val"].fields[LABEL])
     return {
         "counts": {name: it.counts for name, it in items.items()},
         "images_used": {name: len(it) for name, it in items.items()},
@@ -247,13 +249,10 @@ def classify(ctx: ProbeContext) -> dict[str, Any]:
     }
 
 
-def cls_array(store) -> str:
-    """Where [CLS] before the final norm is: slot 0 of `tokens`, or of `sampled/prefix`
-    (sampled stores, schema 1.4); `pooled/cls` (after it) for older sampled stores."""
-    for name in ("tokens", "sampled/prefix"):
-        if name in store:
-            return name
-    return "pooled/cls"
+def cls_array(store: Store) -> str:
+    """Where [CLS] before the final norm is read (`Store.cls_source`: the cache
+    knows which schema versions keep it where)."""
+    return store.cls_source()
 
 
 def _top(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -265,10 +264,10 @@ SPARSE_LABELS = 1000
 
 
 def _num_classes(ctx: ProbeContext, items: dict[str, Items]) -> int:
-    largest = max(int(it.fields["label"].max()) for it in items.values())
+    largest = max(int(it.fields[LABEL].max()) for it in items.values())
     given = ctx.options.get("num_classes")
     if given is None:
-        distinct = len(np.unique(np.concatenate([it.fields["label"] for it in items.values()])))
+        distinct = len(np.unique(np.concatenate([it.fields[LABEL] for it in items.values()])))
         if largest + 1 > max(SPARSE_LABELS, 10 * distinct):
             raise ProbeError(
                 f"the largest label is {largest} but only {distinct} distinct labels are used: "
@@ -323,7 +322,7 @@ def linear(ctx: ProbeContext) -> dict[str, Any]:
     heads = [Head("+".join(c), num_classes, np.concatenate([columns[n] for n in c]))
              for c in combos]
     result = fit(ctx, streams, ClassifyTask(num_classes), heads, cfg)
-    coverage = class_coverage(items["train"].fields["label"], items["val"].fields["label"])
+    coverage = class_coverage(items["train"].fields[LABEL], items["val"].fields[LABEL])
     return {
         "counts": {name: it.counts for name, it in items.items()},
         "num_classes": num_classes,

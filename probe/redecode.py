@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vitreg.cache import Store
+from vitreg.cache.names import KEY
 from vitreg.cache.shardid import local_shard_path, shard_digest
 from vitreg.core import InputError, UsageError
 from vitreg.core.samples import decode_checked, expand_shards, pixel_transform, shard_samples
@@ -225,7 +226,7 @@ def decode_targets(
     order = np.argsort(rows, kind="stable")
     wanted, starts = np.unique(rows[order], return_index=True)
     groups = np.split(order, starts[1:])  # item indices of each wanted row
-    keys = np.asarray(store.array("key")[:], dtype=object)
+    keys = np.asarray(store.array(KEY)[:], dtype=object)
     tasks, members = _tasks(store, urls, wanted, groups, keys, patches, p, grid)
     workers = min(workers or min(8, os.cpu_count() or 1), len(tasks))
     loader = DataLoader(_Tasks(tasks), batch_size=None, collate_fn=_single, num_workers=workers)

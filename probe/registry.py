@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from vitreg.cache import OUTLIER_PERCENTILE, VitregError
-from vitreg.core.errors import RegistrationError
 from vitreg.core.numbers import (
     COUNT,
     COUNT_OR_ZERO,
@@ -21,35 +20,15 @@ from vitreg.core.numbers import (
     SEED,
     Range,
 )
+from vitreg.core.options import Option, defaults
+from vitreg.core.registry import RegistryError, add_entry
+
+__all__ = ["COMMON_OPTIONS", "PROBES", "Option", "ProbeError", "ProbeSpec", "get_probe",
+           "register_probe", "unregister_probe"]
 
 
 class ProbeError(VitregError, ValueError):
     """A probe cannot run on these stores with these options; the message says why."""
-
-
-@dataclass(frozen=True)
-class Option:
-    """One probe option: `--kebab-name` on the command line, `snake_name` in Python."""
-
-    name: str
-    default: Any
-    help: str
-    choices: tuple[str, ...] | None = None
-    type: type | None = None  # when the default (None) does not say it
-    #: allowed values of a number (NaN and infinities never are); with `grid`, of
-    #: every number of a comma-separated list
-    range: Range | None = None
-    grid: bool = False
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    @property
-    def value_type(self) -> type:
-        if self.type is not None:
-            return self.type
-        return type(self.default) if self.default is not None else str
 
 
 @dataclass(frozen=True)
@@ -66,7 +45,7 @@ class ProbeSpec:
         return COMMON_OPTIONS + self.options
 
     def defaults(self) -> dict[str, Any]:
-        return {opt.name: opt.default for opt in self.all_options}
+        return defaults(self.all_options)
 
 
 #: Every registered probe, by name, in registration order.
@@ -76,18 +55,25 @@ PROBES: dict[str, ProbeSpec] = {}
 def register_probe(
     name: str, *, summary: str, options: tuple[Option, ...] = ()
 ) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]:
-    """Register `fn(ctx) -> result` as probe `name`; a second `name` is refused."""
+    """Register `fn(ctx) -> result` as probe `name`: it becomes `vitreg probe NAME`, a
+    kind a study plan may name, and a row of the report's tables when it has one. A
+    second `name` is refused (`RegistryError`)."""
 
     def decorate(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
-        if name in PROBES:
-            raise RegistrationError(f"probe {name!r} is already registered")
         clash = {o.name for o in options} & {o.name for o in COMMON_OPTIONS}
         if clash:
-            raise RegistrationError(f"probe {name!r} redefines common option(s) {sorted(clash)}")
-        PROBES[name] = ProbeSpec(name=name, run=fn, summary=summary, options=tuple(options))
+            raise RegistryError(f"probe {name!r} redefines common option(s) {sorted(clash)}")
+        spec = ProbeSpec(name=name, run=fn, summary=summary, options=tuple(options))
+        add_entry(PROBES, name, spec, what="probe")
         return fn
 
     return decorate
+
+
+def unregister_probe(name: str) -> None:
+    """Remove probe `name` (a test's or a plugin's); its command stays until the
+    probe group is built again."""
+    PROBES.pop(name, None)
 
 
 def get_probe(name: str) -> ProbeSpec:

@@ -7,6 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from vitreg.core.progress import human_seconds
+
 #: Column headers: what each number is, with its unit; `n` is its sample size.
 HEADERS = {"top1": "top-1", "top5": "top-5", "distance": "distance (patches)",
            "mse": "MSE (intensity²)", "l2": "L2 (0-255)", "count": "n (val)",
@@ -77,7 +79,7 @@ def _caption(result: dict[str, Any]) -> str:
     if result.get("epochs_run"):
         parts.append(epochs_text(result["epochs_run"]))
     parts.append(f"{result['backend']} on {result['environment']['device']}")
-    parts.append(f"{result['elapsed_s']:.1f} s")
+    parts.append(human_seconds(result["elapsed_s"]))
     units = result.get("units", {})
     if "l2" in units:
         parts.append("mse, l2 in 0-255 pixel units")

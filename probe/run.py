@@ -18,10 +18,10 @@ import torch
 from vitreg.cache import SCHEMA_VERSION, Store, open_store
 from vitreg.cache.attrs import SAME_MODEL_KEYS
 from vitreg.cache.attrs import provenance as store_provenance
-from vitreg.core import UsageError
+from vitreg.cache.names import KEY
 from vitreg.core.device import resolve_device
 from vitreg.core.files import write_json as core_write_json
-from vitreg.core.numbers import check_grid
+from vitreg.core.options import resolve
 from vitreg.core.paths import check_not_inside
 from vitreg.core.scrub import redact
 from vitreg.core.version import __version__
@@ -29,7 +29,7 @@ from vitreg.core.version import __version__
 from . import probes as _probes  # noqa: F401 - registers the probes
 from .context import ProbeContext
 from .progress import probe_progress
-from .registry import Option, ProbeError, ProbeSpec, get_probe
+from .registry import ProbeError, ProbeSpec, get_probe
 from .select import Part, split_rows
 from .setup import result_setup
 
@@ -159,44 +159,7 @@ def model_threshold(train: Store, source: str | None, percentile: float, *,
 
 def resolve_options(spec: ProbeSpec, given: dict[str, Any]) -> dict[str, Any]:
     """The probe's defaults overlaid with `given`, each checked and cast to its type."""
-    known = {opt.name: opt for opt in spec.all_options}
-    unknown = sorted(set(given) - set(known))
-    if unknown:
-        raise ProbeError(f"probe {spec.name!r} takes no option(s) {unknown}; it takes "
-                         f"{sorted(known)}")
-    resolved = spec.defaults()
-    for name, value in given.items():
-        resolved[name] = None if value is None else _checked(known[name], value)
-    return resolved
-
-
-def _checked(opt: Option, value: Any) -> Any:
-    """`value` cast to the option's type and checked against its range or choices."""
-    try:
-        if opt.range is not None and opt.grid:
-            return check_grid(opt.flag, value, opt.range)
-        if opt.range is not None:
-            return opt.range.check(opt.flag, value)
-    except UsageError as exc:
-        raise ProbeError(str(exc)) from exc
-    kind = opt.value_type
-    try:
-        value = kind(value) if kind is not bool else _as_bool(value)
-    except (TypeError, ValueError) as exc:
-        raise ProbeError(f"option {opt.name}={value!r}: expected {kind.__name__}") from exc
-    if opt.choices is not None and value not in opt.choices:
-        raise ProbeError(f"option {opt.name}={value!r}: one of {list(opt.choices)}")
-    return value
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(value)
-    return bool(value)
+    return resolve(spec.all_options, given, what=f"probe {spec.name!r}", error=ProbeError)
 
 
 def check_out_file(out: str) -> None:
@@ -212,7 +175,7 @@ def check_out_file(out: str) -> None:
 
 def check_no_overlap(train: Store, val: Store) -> None:
     """Refuse a --val store that shares images (keys of ok rows) with the training store."""
-    keys = [set(np.asarray(s.array("key")[:], dtype=object)[s.ok_rows()].tolist())
+    keys = [set(np.asarray(s.array(KEY)[:], dtype=object)[s.ok_rows()].tolist())
             for s in (train, val)]
     shared = keys[0] & keys[1]
     if shared:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vitreg.cache import Store
+from vitreg.cache.names import LABEL, NORMS, SAMPLED_INDEX, SAMPLED_TOKENS, TOKENS
 
 from .registry import ProbeError
 
@@ -129,11 +130,11 @@ class Candidates:
 
 
 def token_source(store: Store) -> str:
-    """The array patch tokens are read from: `tokens`, else `sampled/tokens`."""
-    if "tokens" in store:
-        return "tokens"
-    if "sampled/tokens" in store:
-        return "sampled/tokens"
+    """The array patch tokens are read from (`Store.token_source`): `tokens`,
+    else `sampled/tokens`."""
+    source = store.token_source()
+    if source is not None:
+        return source
     raise ProbeError(
         f"store {store.url} holds no patch tokens (extracted with --tokens none?); this probe "
         "needs a store extracted with --tokens all or --tokens sampled:K"
@@ -155,31 +156,31 @@ def candidates(part: Part) -> Iterator[Candidates]:
     if part.threshold is None:
         part.threshold = store.threshold(part.percentile)
     source = token_source(store)
-    names = ["norms", "label"] + (["sampled/index"] if source == "sampled/tokens" else [])
+    names = [NORMS, LABEL] + ([SAMPLED_INDEX] if source == SAMPLED_TOKENS else [])
     prefix, patches = geometry.prefix, geometry.patches
     for batch in store.batches(names, rows=part.rows):
         n = batch["row"].size
-        if source == "tokens":
+        if source == TOKENS:
             patch = np.broadcast_to(np.arange(patches, dtype=np.int32), (n, patches))
             slot = patch + prefix
             valid = np.ones((n, patches), dtype=bool)
             top = drawn = valid
         else:
-            patch = batch["sampled/index"].astype(np.int32)
+            patch = batch[SAMPLED_INDEX].astype(np.int32)
             valid = (patch >= 0) & (patch < patches)
             patch = np.where(valid, patch, 0)
             slot = np.broadcast_to(np.arange(patch.shape[1], dtype=np.int32), patch.shape)
             top = np.broadcast_to(slot < patch.shape[1] // 2, patch.shape)
             drawn = ~top
-        norms = np.take_along_axis(batch["norms"], patch + prefix, axis=1)
+        norms = np.take_along_axis(batch[NORMS], patch + prefix, axis=1)
         above = (norms > part.threshold) & valid
         # `norms` holds every patch's norm, sampled or not: each image's true outlier count
-        n_outliers = (batch["norms"][:, prefix:prefix + patches] > part.threshold).sum(1)
+        n_outliers = (batch[NORMS][:, prefix:prefix + patches] > part.threshold).sum(1)
         yield Candidates(
             start=batch["chunk_start"],
-            rows=batch["row"], labels=batch["label"], slot=slot, patch=patch,
+            rows=batch["row"], labels=batch[LABEL], slot=slot, patch=patch,
             outlier=above & top, valid=valid, normal=valid & ~above & drawn,
-            n_outliers=n_outliers, kept=None if source == "tokens" else patch.shape[1] // 2,
+            n_outliers=n_outliers, kept=None if source == TOKENS else patch.shape[1] // 2,
         )
 
 
@@ -221,31 +222,37 @@ def select_tokens(part: Part, *, normals: int | None, seed: int) -> Items:
     for cand, m in zip(candidates(part), n_norm):
         k = _hypergeometric(share_rng, m, left_items - m, left_draws)
         left_items, left_draws = left_items - m, left_draws - k
-        r_norm, c_norm = np.nonzero(cand.normal)
-        if k:
-            pick = np.random.default_rng([seed, _SALT_NORMALS, cand.start]).choice(
-                m, size=k, replace=False
-            )
-            r_norm, c_norm = r_norm[pick], c_norm[pick]
-        else:
-            r_norm, c_norm = r_norm[:0], c_norm[:0]
-        r_out, c_out = np.nonzero(cand.outlier)
-        r = np.concatenate([r_out, r_norm])
-        c = np.concatenate([c_out, c_norm])
-        order = np.lexsort((cand.slot[r, c], r))
-        r, c = r[order], c[order]
-        parts.append({
-            "row": cand.rows[r].astype(np.int64),
-            "slot": cand.slot[r, c].astype(np.int32),
-            "patch": cand.patch[r, c].astype(np.int32),
-            "category": np.where(cand.outlier[r, c], OUTLIER, NORMAL).astype(np.int8),
-        })
+        parts.append(_chunk_items(cand, m, k, seed))
     fields = _concat(parts, ("row", "slot", "patch", "category"))
     return Items(fields, counts={
         "images": part.images, "outlier": n_out, "normal": take,
         "normal_available": total_normal, "normal_wanted": wanted,
         **truncation(np.concatenate(per_image), k_half),
     })
+
+
+def _chunk_items(cand: Candidates, m: int, k: int, seed: int) -> dict[str, np.ndarray]:
+    """One chunk's items: every outlier token and `k` of its `m` normal tokens drawn
+    with the chunk's own seed, sorted by row, then slot."""
+    r_norm, c_norm = np.nonzero(cand.normal)
+    if k:
+        pick = np.random.default_rng([seed, _SALT_NORMALS, cand.start]).choice(
+            m, size=k, replace=False
+        )
+        r_norm, c_norm = r_norm[pick], c_norm[pick]
+    else:
+        r_norm, c_norm = r_norm[:0], c_norm[:0]
+    r_out, c_out = np.nonzero(cand.outlier)
+    r = np.concatenate([r_out, r_norm])
+    c = np.concatenate([c_out, c_norm])
+    order = np.lexsort((cand.slot[r, c], r))
+    r, c = r[order], c[order]
+    return {
+        "row": cand.rows[r].astype(np.int64),
+        "slot": cand.slot[r, c].astype(np.int32),
+        "patch": cand.patch[r, c].astype(np.int32),
+        "category": np.where(cand.outlier[r, c], OUTLIER, NORMAL).astype(np.int8),
+    }
 
 
 def _nothing_to_probe(part: Part, normals: int | None) -> str:
@@ -313,7 +320,7 @@ def select_images_with_outliers(
         parts.append({
             "n_outliers": sub.n_outliers.astype(np.int32),
             "row": cand.rows[keep].astype(np.int64),
-            "label": cand.labels[keep].astype(np.int64),
+            LABEL: cand.labels[keep].astype(np.int64),
             "outlier_slot": _pick_slot(rng, sub, sub.outlier, patches).astype(np.int32),
             "normal_slot": _pick_slot(rng, sub, sub.normal, patches).astype(np.int32),
             "category": np.full(keep.size, NO_CATEGORY, np.int8),
@@ -324,7 +331,7 @@ def select_images_with_outliers(
             f"outlier token ({unlabelled} unlabelled, {no_outlier} without an outlier above "
             f"the {part.percentile:g}th-percentile threshold {part.threshold:.6g})"
         )
-    fields = _concat(parts, ("row", "label", "outlier_slot", "normal_slot", "category",
+    fields = _concat(parts, ("row", LABEL, "outlier_slot", "normal_slot", "category",
                              "n_outliers"))
     eligible = fields["row"].size
     if max_images is not None and eligible > max_images:
@@ -365,10 +372,10 @@ def _rows_of(cand: Candidates, keep: np.ndarray) -> Candidates:
 def select_labelled_images(part: Part) -> Items:
     """Every labelled ok image of the part (the pooled-feature probes)."""
     rows, labels = [], []
-    for batch in part.store.batches(["label"], rows=part.rows):
-        keep = batch["label"] >= 0
+    for batch in part.store.batches([LABEL], rows=part.rows):
+        keep = batch[LABEL] >= 0
         rows.append(batch["row"][keep])
-        labels.append(batch["label"][keep])
+        labels.append(batch[LABEL][keep])
     row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
     if row.size == 0:
         raise ProbeError(
@@ -376,7 +383,7 @@ def select_labelled_images(part: Part) -> Items:
             "classification probes need labelled shards (class folders or --synsets)"
         )
     fields = {
-        "row": row.astype(np.int64), "label": np.concatenate(labels).astype(np.int64),
+        "row": row.astype(np.int64), LABEL: np.concatenate(labels).astype(np.int64),
         "category": np.full(row.size, NO_CATEGORY, np.int8),
     }
     return Items(fields, counts={"images": part.images, "labelled": int(row.size)})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vitreg.boundary import cli_errors
+from vitreg.boundary import LiveChoice, cli_errors
 
 from .executors import EXECUTORS
 from .steps import STAGES
@@ -48,8 +48,9 @@ def init_command(paper: bool, models: str, weights: str, val: str | None, train:
 @click.option("--dry-run", is_flag=True, help="List every step, its state, size and hours.")
 @click.option("--only", type=click.Choice(STAGES), default=None,
               help="Run only this stage (the earlier ones must be done).")
-@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
-              help="local: one step after another here; slurm / submitit-*: as jobs.")
+@click.option("--executor", type=LiveChoice(EXECUTORS), default="local", show_default=True,
+              help="How the steps run: local, one after another here; slurm and submitit-*, "
+              "each step a job (every registered executor is offered).")
 @click.option("--redo", multiple=True, metavar="STEP",
               help="Run this step again although it is done (an id from --dry-run, or a glob "
               "such as 'extract:*'); a finished extraction is deleted and extracted afresh "

@@ -12,6 +12,7 @@ from vitreg.core.progress import human_seconds
 
 from .execute import State
 from .plan import Plan
+from .stages import extract_config
 from .steps import Step
 
 #: ImageNet-1k sizes, used while a split's shards are placeholders.
@@ -49,19 +50,22 @@ def extract_estimate(step: Step, rows: int) -> tuple[int, float]:
     """Bytes on disk and GPU hours of one extraction."""
     from vitreg.extract.dryrun import estimate_arrays
 
-    geometry = _geometry(step.config["model"], step.config.get("img_size"))
-    arrays = estimate_arrays(geometry, rows, with_options=list(step.config.get("with", [])),
-                             token_mode=str(step.config.get("tokens", "all")),
-                             tokens_dtype=str(step.config.get("dtype", "float16")))
+    config = extract_config(step.config, out=step.output)
+    geometry = _geometry(config.model, config.img_size)
+    arrays = estimate_arrays(geometry, rows, with_options=list(config.with_options),
+                             token_mode=config.token_mode, tokens_dtype=config.tokens_dtype,
+                             chunk_rows=config.chunk_rows)
     tokens = geometry.prefix + geometry.grid[0] * geometry.grid[1]
     flops = 2 * 12 * geometry.dim**2 * geometry.depth * tokens * rows  # 2 x params x tokens
-    decode = rows / (DECODE_PER_WORKER * max(int(step.config.get("workers", 1)), 1))
+    workers = config.workers if isinstance(config.workers, int) else 1
+    decode = rows / (DECODE_PER_WORKER * max(workers, 1))
     return sum(a.nbytes for a in arrays), max(flops / GPU_FLOPS, decode) / 3600
 
 
-def probe_hours(step: Step, steps: list[Step], rows_of: dict[str, int]) -> float:
+def probe_hours(step: Step, steps: list[Step], rows_of: dict[str, int]) -> float | None:
     """CPU hours of one probe from its fits on the train store's geometry
-    (`vitreg.probe.costs`): every epoch assumed to run, so an upper bound."""
+    (`vitreg.probe.costs`): every epoch assumed to run, so an upper bound; None for
+    a probe with no cost model."""
     from vitreg.probe.costs import estimate_probe_seconds
 
     extract = next(s for s in steps if s.id == step.config["train"])
@@ -77,7 +81,7 @@ def probe_hours(step: Step, steps: list[Step], rows_of: dict[str, int]) -> float
         registers=g.registers, train_images=train_images, val_images=val_images,
         num_classes=int(options.pop("num_classes", None) or NUM_CLASSES),
         options={k: v for k, v in options.items() if k not in ("val_fraction",)})
-    return seconds / 3600
+    return None if seconds is None else seconds / 3600
 
 
 def human(nbytes: float) -> str:
@@ -103,8 +107,9 @@ def describe(plan: Plan, steps: list[Step], states: dict[str, State]) -> dict[st
             size = f"{rows_of[step.id]} images, {human(nbytes)}, {human_seconds(hours * 3600)} GPU"
         elif step.stage == "probe":
             hours = probe_hours(step, steps, rows_of)
-            cpu_h += hours
-            size = f"{human_seconds(hours * 3600)} CPU (up to; measured here)"
+            cpu_h += hours or 0.0
+            size = ("CPU time unknown (no cost model for this probe)" if hours is None else
+                    f"{human_seconds(hours * 3600)} CPU (up to; measured here)")
         reason = f" ({state.reason})" if state.reason else ""
         click.echo(f"{state.status:5s} {step.id:40s} -> {step.output}  {size}{reason}")
     from .setups import table_setup_lines

@@ -122,9 +122,8 @@ def _pending_hash(step: Step) -> str | None:
 def _run_extract(step: Step, paths: dict[str, str], fresh: bool) -> dict[str, Any]:
     """`fresh` (--redo, not an interrupted redo) deletes the store first; otherwise
     extract resumes it, or refuses one extracted with other settings."""
-    config = {k: v for k, v in step.config.items() if k not in ("model", "split", "shards")}
-    return stages.call_extract(shards=step.config["shards"], model=step.config["model"],
-                               out=step.output, config=config, overwrite=fresh)
+    return stages.call_extract(stages.extract_config(
+        step.config, out=step.output, overwrite=fresh, progress=stages.show_bars()))
 
 
 def _run_probe(step: Step, paths: dict[str, str], fresh: bool) -> dict[str, Any]:

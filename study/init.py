@@ -9,7 +9,7 @@ from typing import Any
 from vitreg.core import UsageError
 
 from . import paper
-from .stages import PROBE_KINDS
+from .stages import analysis_kinds, probe_kinds
 
 
 def toml_value(value: Any) -> str:
@@ -127,8 +127,8 @@ def own_plan(*, models: list[str], weights: str, val: str, train: str | None = N
         extracts["train"] = {"split": "train", **size, "tokens": "sampled:32"}
     fit = "train" if train else "val"
     probes = {k: {"kind": k, "train": fit, **({"val": "val"} if train else {})}
-              for k in PROBE_KINDS}
-    analyses = {k: {"kind": k, "store": "val"} for k in paper.ANALYSES}
+              for k in probe_kinds()}
+    analyses = {k: {"kind": k, "store": "val"} for k in analysis_kinds()}
     parts = ["# vitreg study plan\n",
              toml_table("[study]", {"weights": weights, "seed": 42, "batch_size": 32}),
              toml_table("[data]", {"val": val, **({"train": train} if train else {})}),

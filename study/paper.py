@@ -3,6 +3,8 @@ probes and analyses each table and figure of the reproducibility study needs."""
 
 from __future__ import annotations
 
+from vitreg.analysis.study import STUDY_MODELS
+
 PLACEHOLDER = "FILL-ME"
 
 #: Patch tokens kept per image in the Tables 1-3 stores: the K/2 = 32 highest norms and 32
@@ -53,43 +55,38 @@ ANALYSES: dict[str, dict] = {
 }
 
 _T123 = ["position", "reconstruct", "classify"]
-_ALL = ["norms", "similarity", "maps"]
+_ALL = list(ANALYSES)
 _FIG = ["val", "hires"]
 _T123_STORES = ["val", "train", "hires"]
 _HEAD = [*_FIG, "linear_val"]
 _T5 = [*_HEAD, "linear_train"]
 
+#: Study name -> (extractions, probes, analyses, what it is for); the timm names are
+#: `vitreg.analysis.study.STUDY_MODELS`'s.
+_RECIPES: dict[str, tuple[list[str], list[str], list[str], str]] = {
+    "DINO-S": (_FIG, [], _ALL, "Fig. 1"),
+    "DINO-B": (_FIG, [], _ALL, "Fig. 1"),
+    "DINOv2-S": ([*_T123_STORES, "linear_val"], _T123, _ALL, "Tables 1-4, Figs. 1, 3, 6"),
+    "DINOv2-B": (_HEAD, [], _ALL, "Table 4, Fig. 1"),
+    "DINOv2-L": (_HEAD, [], _ALL, "Table 4, Figs. 2, 6, 7"),
+    "DINOv2-G": ([*_T123_STORES, "linear_val"], _T123, _ALL, "Tables 1-4, Figs. 2, 3, 5"),
+    "DINOv2-S+reg": (_T5, ["linear"], _ALL, "Tables 4-5"),
+    "DINOv2-B+reg": (_T5, ["linear"], _ALL, "Tables 4-5"),
+    "DINOv2-L+reg": (_T5, ["linear"], _ALL, "Tables 4-5"),
+    "DINOv2-G+reg": (_HEAD, [], _ALL, "Table 4, Fig. 5"),
+    "DeiT3-S": (_FIG, [], _ALL, "Fig. 1"),
+    "DeiT3-M": (_T123_STORES, _T123, _ALL, "Tables 1-3, Figs. 1, 3, 6"),
+    "DeiT3-L": (_FIG, [], _ALL, "Fig. 1"),
+    "DeiT3-H": (_FIG, [], _ALL, "Figs. 1, 2 (Claim 2)"),
+    "OpenCLIP-B": (_T123_STORES, _T123, _ALL, "Tables 1-3, Figs. 1, 3, 4, 6"),
+    "OpenCLIP-L": (_FIG, [], _ALL, "Fig. 1"),
+    "OpenCLIP-H": (_FIG, [], _ALL, "Figs. 1, 4"),
+    "OpenCLIP-G": (_FIG, [], _ALL, "Fig. 1 (Claim 2)"),
+}
+
 #: Study name -> (timm name with tag, extractions, probes, analyses, what it is for).
 PAPER_MODELS: dict[str, tuple[str, list[str], list[str], list[str], str]] = {
-    "DINO-S": ("vit_small_patch16_224.dino", _FIG, [], _ALL, "Fig. 1"),
-    "DINO-B": ("vit_base_patch16_224.dino", _FIG, [], _ALL, "Fig. 1"),
-    "DINOv2-S": ("vit_small_patch14_dinov2.lvd142m", [*_T123_STORES, "linear_val"], _T123,
-                 _ALL, "Tables 1-4, Figs. 1, 3, 6"),
-    "DINOv2-B": ("vit_base_patch14_dinov2.lvd142m", _HEAD, [], _ALL, "Table 4, Fig. 1"),
-    "DINOv2-L": ("vit_large_patch14_dinov2.lvd142m", _HEAD, [], _ALL, "Table 4, Figs. 2, 6, 7"),
-    "DINOv2-G": ("vit_giant_patch14_dinov2.lvd142m", [*_T123_STORES, "linear_val"], _T123,
-                 _ALL, "Tables 1-4, Figs. 2, 3, 5"),
-    "DINOv2-S+reg": ("vit_small_patch14_reg4_dinov2.lvd142m", _T5, ["linear"], _ALL,
-                     "Tables 4-5"),
-    "DINOv2-B+reg": ("vit_base_patch14_reg4_dinov2.lvd142m", _T5, ["linear"], _ALL,
-                     "Tables 4-5"),
-    "DINOv2-L+reg": ("vit_large_patch14_reg4_dinov2.lvd142m", _T5, ["linear"], _ALL,
-                     "Tables 4-5"),
-    "DINOv2-G+reg": ("vit_giant_patch14_reg4_dinov2.lvd142m", _HEAD, [], _ALL,
-                     "Table 4, Fig. 5"),
-    # The study's DeiT3 was trained on ImageNet-1K (Section 3.5): timm's `fb_in1k` tag.
-    # Darcet et al. used ImageNet-22K: `fb_in22k_ft_in1k` is the documented alternative.
-    "DeiT3-S": ("deit3_small_patch16_224.fb_in1k", _FIG, [], _ALL, "Fig. 1"),
-    "DeiT3-M": ("deit3_medium_patch16_224.fb_in1k", _T123_STORES, _T123, _ALL,
-                "Tables 1-3, Figs. 1, 3, 6"),
-    "DeiT3-L": ("deit3_large_patch16_224.fb_in1k", _FIG, [], _ALL, "Fig. 1"),
-    "DeiT3-H": ("deit3_huge_patch14_224.fb_in1k", _FIG, [], _ALL, "Figs. 1, 2 (Claim 2)"),
-    "OpenCLIP-B": ("vit_base_patch16_clip_224.laion2b", _T123_STORES, _T123, _ALL,
-                   "Tables 1-3, Figs. 1, 3, 4, 6"),
-    "OpenCLIP-L": ("vit_large_patch14_clip_224.laion2b", _FIG, [], _ALL, "Fig. 1"),
-    "OpenCLIP-H": ("vit_huge_patch14_clip_224.laion2b", _FIG, [], _ALL, "Figs. 1, 4"),
-    # "OpenCLIP-H/G" (Claim 2): G read as ViT-g/14 on LAION-2B, timm's `vit_giant_*`.
-    "OpenCLIP-G": ("vit_giant_patch14_clip_224.laion2b", _FIG, [], _ALL, "Fig. 1 (Claim 2)"),
+    name: (STUDY_MODELS[name], *recipe) for name, recipe in _RECIPES.items()
 }
 
 #: Study models with an official DINOv2 linear head (Table 4): the file name in

@@ -13,22 +13,22 @@ from typing import Any
 from braceexpand import UnbalancedBracesError, braceexpand
 
 from vitreg.core import InputError, UsageError
-from vitreg.core.numbers import COUNT, COUNT_OR_ZERO, SEED, Range
+from vitreg.core.numbers import COUNT, COUNT_OR_ZERO, Range
+from vitreg.extract.config import EXTRACT, STUDY, fields_of, plan_key, plan_keys
 
 from . import paper
 from .stages import (
-    ANALYSIS_KINDS,
-    ANALYSIS_OPTIONS,
     EXTRACT_KEYS,
-    PROBE_KINDS,
+    analysis_kinds,
+    analysis_options_problem,
     check_extract_options,
-    probe_option_names,
+    probe_kinds,
     probe_options_problem,
 )
 
 #: Allowed keys of each table (model entries: the `[[model]]` array).
 KEYS: dict[str, set[str]] = {
-    "study": {"weights", "seed", "batch_size", "precision", "device", "workers", "imports"},
+    "study": {*plan_keys(STUDY), "imports"},
     "data": {"val", "train"},
     "resources": set(paper.RESOURCES),
     "extract": EXTRACT_KEYS,
@@ -42,27 +42,27 @@ SPLITS = ("val", "train")
 #: What each value of `[study]`, `[extract.NAME]`, `[resources]` and a model may
 #: be: a Range (a number in it), a tuple of choices, `str`, `bool`, or `list`
 #: (of strings). Keys not here are checked by their stage.
-_CROP = Range(0, 1, low_open=True)
-_WORKERS = ("auto", COUNT_OR_ZERO)
+def extract_values(table: str) -> dict[str, object]:
+    """The kinds of the extraction options `table` may set, from `ExtractConfig`'s fields."""
+    kinds: dict[str, object] = {}
+    for f, spec in fields_of():
+        if table in spec.plan:
+            kinds[plan_key(f.name, spec)] = (
+                _KIND_VALUES.get(spec.kind or "") or spec.choices or spec.range
+                or (bool if isinstance(f.default, bool) else str))
+    return kinds
+
+
+_KIND_VALUES: dict[str, object] = {"workers": ("auto", COUNT_OR_ZERO), "with": list,
+                                   "blocks": list}
 VALUES: dict[str, dict[str, object]] = {
-    "study": {"weights": str, "seed": SEED, "batch_size": COUNT, "workers": _WORKERS,
-              "precision": ("auto", "fp32", "bf16", "fp16"), "device": str, "imports": list},
-    "extract": {"img_size": COUNT, "limit": COUNT, "batch_size": COUNT, "workers": _WORKERS,
-                "chunk_rows": COUNT, "crop_pct": _CROP, "dtype": ("float16", "float32"),
-                "precision": ("auto", "fp32", "bf16", "fp16"), "tokens": str, "with": list,
-                "preprocess": str, "interpolation": str, "keys": str, "device": str,
-                "split": str},
+    "study": {**extract_values(STUDY), "imports": list},
+    "extract": {**extract_values(EXTRACT), "split": str},
     "resources": {"partition": str, "gpus_per_job": COUNT_OR_ZERO,
                   "cpus_per_gpu_job": COUNT, "cpus_per_cpu_job": COUNT, "mem_gb": COUNT,
                   "timeout_min": COUNT, "local_gpus": COUNT_OR_ZERO, "local_cpu_jobs": COUNT},
     "model": {"name": str, "timm": str, "weights": str, "extract": list, "probe": list,
               "analysis": list},
-}
-#: Numeric options of the analyses (the others are flags, lists and strings).
-ANALYSIS_VALUES: dict[str, object] = {
-    "images": COUNT_OR_ZERO, "seed": SEED, "top": COUNT, "block_images": COUNT_OR_ZERO,
-    "redundant_percentile": Range(0, 100), "redundant_cut": Range(-1, 1), "allow_partial": bool,
-    "keys": list, "indices": list,
 }
 
 
@@ -188,14 +188,13 @@ def value_problem(value: Any, kind: object) -> str | None:
 def check_plan(plan: Plan, text: str, *, placeholders: bool = False) -> None:
     """Recipes, models and data: every reference resolves and every shard exists."""
     where = lambda table, key=None, i=0: _where(text, plan.path, table, key, i)  # noqa: E731
-    for name, body in plan.probe.items():
-        if body.get("kind") not in PROBE_KINDS:
-            raise PlanError(f"{where(f'probe.{name}', 'kind')}: unknown probe kind "
-                            f"{body.get('kind')!r}; known: {sorted(PROBE_KINDS)}")
-    for name, body in plan.analysis.items():
-        if body.get("kind") not in ANALYSIS_KINDS:
-            raise PlanError(f"{where(f'analysis.{name}', 'kind')}: unknown analysis kind "
-                            f"{body.get('kind')!r}; known: {sorted(ANALYSIS_KINDS)}")
+    _import_plugins(plan)  # first: they may register probes, analyses and timm models
+    for table, recipes, kinds in (("probe", plan.probe, probe_kinds()),
+                                  ("analysis", plan.analysis, analysis_kinds())):
+        for name, body in recipes.items():
+            if body.get("kind") not in kinds:
+                raise PlanError(f"{where(f'{table}.{name}', 'kind')}: unknown {table} kind "
+                                f"{body.get('kind')!r}; known: {sorted(kinds)}")
     for name, body in plan.extract.items():
         if body.get("split") not in SPLITS:
             raise PlanError(f"{where(f'extract.{name}', 'split')}: split must be one of "
@@ -207,51 +206,31 @@ def check_plan(plan: Plan, text: str, *, placeholders: bool = False) -> None:
     _check_options(plan, where)
     if not plan.models:
         raise PlanError(f"{plan.path}: no [[model]] entries")
-    _import_plugins(plan)
     for i, model in enumerate(plan.models):
         _check_model(plan, model, lambda key, i=i: where("model", key, i))
     _check_data(plan, where, placeholders)
 
 
 def _check_options(plan: Plan, where: Any) -> None:
-    """Every key of a probe's or an analysis's `options`, against what its stage takes."""
-    for table, recipes in (("probe", plan.probe), ("analysis", plan.analysis)):
-        for name, body in recipes.items():
-            options = body.get("options", {})
-            if not isinstance(options, dict):
-                raise PlanError(f"{where(f'{table}.{name}', 'options')}: expected a table")
-            known = (probe_option_names(body["kind"]) if table == "probe"
-                     else ANALYSIS_OPTIONS[body["kind"]])
-            unknown = sorted(set(options) - known)
-            if unknown:
-                raise PlanError(f"{where(f'{table}.{name}', 'options')}: unknown option(s) "
-                                f"{unknown}; {body['kind']} takes {sorted(known)}")
-            why = (probe_options_problem(body["kind"], options) if table == "probe"
-                   else _analysis_problem(options))
-            if why:
-                raise PlanError(f"{where(f'{table}.{name}', 'options')}: {why}")
-    known = set().union(*ANALYSIS_OPTIONS.values())
-    if not isinstance(plan.report.get("options", {}), dict):
-        raise PlanError(f"{where('report', 'options')}: expected a table")
-    unknown = sorted(set(plan.report.get("options", {})) - known)
-    if unknown:
-        raise PlanError(f"{where('report', 'options')}: unknown option(s) {unknown}; the "
-                        f"report takes {sorted(known)}")
-    why = _analysis_problem(plan.report.get("options", {}))
-    if why:
-        raise PlanError(f"{where('report', 'options')}: {why}")
-
-
-def _analysis_problem(options: dict[str, Any]) -> str | None:
-    for key, value in options.items():
-        why = value_problem(value, ANALYSIS_VALUES.get(key))
+    """Every key of a probe's or an analysis's `options`, and the report's, against
+    what its registry entry declares (names, types, ranges)."""
+    checks = [(f"{table}.{name}", body.get("options", {}),
+               (probe_options_problem if table == "probe" else analysis_options_problem),
+               body["kind"])
+              for table, recipes in (("probe", plan.probe), ("analysis", plan.analysis))
+              for name, body in recipes.items()]
+    checks.append(("report", plan.report.get("options", {}), analysis_options_problem, None))
+    for table, options, problem, kind in checks:
+        if not isinstance(options, dict):
+            raise PlanError(f"{where(table, 'options')}: expected a table")
+        why = problem(kind, options)
         if why:
-            return f"{key} = {value!r}: {why}"
-    return None
+            raise PlanError(f"{where(table, 'options')}: {why}")
 
 
 def _import_plugins(plan: Plan) -> None:
-    """Modules that register extra timm models (tests' tiny models, a lab's own)."""
+    """Modules that register extra timm models (tests' tiny models, a lab's own),
+    probes or analyses."""
     import importlib
 
     for module in plan.study.get("imports", []):

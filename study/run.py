@@ -17,7 +17,7 @@ from rich.console import Console
 from vitreg.core import UsageError
 
 from .execute import State, step_state
-from .executors import EXECUTORS, run_local, run_submitit
+from .executors import get_executor
 from .plan import load_plan
 from .progress import StepClock
 from .steps import STAGES, Step, build_steps
@@ -100,8 +100,7 @@ def run_study(*, plan: str, out: str, dry_run: bool = False, only: str | None = 
     """Run (or with `dry_run`, describe) every step of `plan` into `out`;
     `redo`: step ids (or globs) to run again even when done."""
     started = time.perf_counter()
-    if executor not in EXECUTORS:
-        raise UsageError(f"--executor {executor!r}: one of {EXECUTORS}")
+    get_executor(executor)  # an unknown name is refused before anything runs
     if only is not None and only not in STAGES:
         raise UsageError(f"--only {only!r}: one of {STAGES}")
     loaded = load_plan(plan, placeholders=dry_run)
@@ -119,8 +118,7 @@ def _run_steps(loaded: Any, steps: list[Step], out: str, only: str | None, execu
                started: float) -> dict[str, Any]:
     states = plan_states(steps)
     check_stops(states)
-    runner = (run_local if executor == "local"
-              else run_submitit(executor, Path(out) / "jobs", loaded.resources))
+    runner = get_executor(executor).make(Path(out) / "jobs", loaded.resources)
     paths = {s.id: s.output for s in steps}
     ran = []
     if only is not None:

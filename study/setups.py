@@ -12,6 +12,7 @@ from vitreg.analysis.study import (
     TABLE3,
     TABLE4,
     TABLE5,
+    TABLE_OF,
     setup_differences,
     study_name,
 )
@@ -20,14 +21,15 @@ from .plan import Plan, model_probes
 
 #: Table number -> the study's numbers (which models it reports).
 STUDY_NUMBERS = {1: TABLE1, 2: TABLE2, 3: TABLE3, 4: TABLE4, 5: TABLE5}
-_KIND_TABLE = {"position": 1, "reconstruct": 2, "classify": 3, "linear": 5}
 
 
-def planned_result(plan: Plan, model: dict[str, Any], probe: str) -> tuple[int, dict[str, Any]]:
-    """(table, a result-shaped record of the setup a planned probe will have)."""
+def planned_result(plan: Plan, model: dict[str, Any],
+                   probe: str) -> tuple[int | None, dict[str, Any]]:
+    """(table, a result-shaped record of the setup a planned probe will have); the
+    table is None for a probe kind that fills none of the study's."""
     recipe = plan.probe[probe]
     options = recipe.get("options", {})
-    table = 4 if probe == "head" or options.get("head") else _KIND_TABLE[recipe["kind"]]
+    table = 4 if probe == "head" or options.get("head") else TABLE_OF.get(recipe["kind"])
     extract = plan.extract[recipe["train"]]
     store = {"model": model["timm"], "pretrained_cfg": None,
              "weights": model.get("weights", plan.study.get("weights", "random")),
@@ -61,6 +63,8 @@ def table_setup_lines(plan: Plan) -> list[str]:
     for model in plan.models:
         for probe in model_probes(model):
             table, result = planned_result(plan, model, probe)
+            if table is None:
+                continue
             store = result["setup"]["train_store"]
             setup = (f"{store['weights']}, {store['img_size']} px, "
                      f"{store['preprocessing_preset']}, tokens {store['token_mode']}, "

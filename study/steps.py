@@ -15,6 +15,7 @@ from typing import Any
 
 from vitreg.core.files import atomic_write_text as write_atomic
 from vitreg.core.scrub import redact, redact_values
+from vitreg.extract.config import execution_keys
 
 from .plan import Plan, PlanError, file_name, model_probes, shard_paths
 from .stages import STUDY_EXTRACT_DEFAULTS
@@ -25,7 +26,7 @@ STAGES = ("extract", "probe", "analysis", "report")
 #: identity, so editing them redoes nothing. (A probe's batch size is not here:
 #: it changes the optimisation; an extraction's only groups the same forwards.)
 EXECUTION_KEYS: dict[str, frozenset[str]] = {
-    "extract": frozenset({"batch_size", "workers", "device"}),
+    "extract": execution_keys(),  # `ExtractConfig`'s execution-only settings
     "probe": frozenset({"device", "decode_workers", "in_memory", "memory_budget"}),
 }
 #: Input files up to this size are identified by their content's sha256 too.

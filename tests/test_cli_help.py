@@ -9,9 +9,10 @@ from vitreg.cli import cli
 
 def walk(command: click.Command, path: str = "vitreg"):
     yield path, command
-    if isinstance(command, click.Group):
-        for name, sub in command.commands.items():
-            yield from walk(sub, f"{path} {name}")
+    if isinstance(command, click.Group):  # the probe and analysis groups build on demand
+        ctx = click.Context(command)
+        for name in command.list_commands(ctx):
+            yield from walk(command.get_command(ctx, name), f"{path} {name}")
 
 
 def test_commands_listed_in_pipeline_order():

@@ -13,13 +13,14 @@ stranger's store. Stages may import this module; it imports only `core`.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import click
 
 from vitreg.core.errors import VitregError
 from vitreg.core.numbers import Range, as_number
+from vitreg.core.options import Option
 from vitreg.core.scrub import scrub
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,6 +42,7 @@ def cli_errors(fn: F) -> F:
         except VitregError as exc:
             raise _CliError(scrub(exc), exc.exit_code) from exc
 
+    wrapper.through_boundary = True  # type: ignore[attr-defined]  (tests/test_boundary.py)
     return wrapper  # type: ignore[return-value]
 
 
@@ -67,3 +69,34 @@ class Number(click.ParamType):
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
         return "INTEGER" if self.range.integer else "FLOAT"
+
+
+class LiveChoice(click.Choice):
+    """A choice among a registry's names as they are when the command runs (a
+    plugin's registration is offered too), not when the option was declared."""
+
+    def __init__(self, table: Mapping[str, Any]) -> None:  # no super(): `choices` is live
+        self.table = table
+        self.case_sensitive = True
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        return tuple(self.table)
+
+
+def click_option(opt: Option) -> click.Option:
+    """An option record (`core.options.Option`) as a click option: `--flag/--no-flag`
+    for a yes/no, a repeatable flag for a list, a checked number for a range, a
+    choice for choices. Probes and analyses build their flags with it."""
+    flag = opt.flag
+    if opt.value_type is bool:
+        no = "--no-" + flag[2:]
+        return click.Option([f"{flag}/{no}", opt.name], default=opt.default, help=opt.help,
+                            show_default=True)
+    kind: Any = click.Choice(opt.choices) if opt.choices else opt.value_type
+    if opt.range is not None and not opt.grid:
+        kind = Number(opt.range)
+    if opt.multiple:
+        return click.Option([flag, opt.name], type=kind, multiple=True, help=opt.help)
+    return click.Option([flag, opt.name], type=kind, default=opt.default, help=opt.help,
+                        show_default=opt.default is not None)

@@ -84,6 +84,7 @@ def run_demo(*, out: str, batch_size: int = 16) -> Path:
     from vitreg.extract.model import WeightsError
     from vitreg.extract.run import run_extract
     from vitreg.extract.shards import run_shards
+    from vitreg.probe import PROBES
     from vitreg.probe.cli import run_probe
 
     root = Path(out)
@@ -102,7 +103,7 @@ def run_demo(*, out: str, batch_size: int = 16) -> Path:
         summary = run_extract(weights="random", **kwargs)
     console.print(f"demo: extracted {summary.ok} ok, {summary.failed} failed")
     probes = []
-    for kind in ("position", "reconstruct", "classify", "linear"):
+    for kind in PROBES:  # every registered probe
         result = root / f"probe-{kind}.json"
         with timed(f"demo: probe {kind}", start=False):
             run_probe(kind, store, out=str(result), progress=True)

@@ -25,10 +25,12 @@ from vitreg.cache import (
     ARRAYS,
     STATUS_FAILED,
     STATUS_OK,
+    ArraySpec,
     ChunkWriter,
     Geometry,
     create_store,
     mark_complete,
+    names,
 )
 from vitreg.cache.schema import arrays_for, parse_token_mode
 
@@ -76,20 +78,20 @@ def write_store(
     """
     n = len(next(iter(arrays.values())))
     arrays = dict(arrays)
-    arrays.setdefault("status", np.full(n, STATUS_OK, np.uint8))
-    arrays.setdefault("key", np.array([f"{i:06d}" for i in range(n)], dtype=object))
-    arrays.setdefault("label", np.full(n, -1, np.int32))
-    arrays.setdefault("error", np.array([""] * n, dtype=object))
+    arrays.setdefault(names.STATUS, np.full(n, STATUS_OK, np.uint8))
+    arrays.setdefault(names.KEY, np.array([f"{i:06d}" for i in range(n)], dtype=object))
+    arrays.setdefault(names.LABEL, np.full(n, -1, np.int32))
+    arrays.setdefault(names.ERROR, np.array([""] * n, dtype=object))
     specs = [ARRAYS[name] for name in ARRAYS if name in arrays or ARRAYS[name].option is None]
-    if "tokens" not in arrays:
-        specs = [s for s in specs if s.name != "tokens"]
+    if names.TOKENS not in arrays:
+        specs = [s for s in specs if s.name != names.TOKENS]
     root = create_store(
         url, geometry=geometry, n_rows=n, specs=specs, chunk_rows=chunk_rows,
         shard_rows=shard_rows, attrs=synthetic_attrs(geometry, **attrs), sample_k=sample_k,
     )
     for spec in specs:  # every chunk exists, as extract writes them: `verify` expects that
         if spec.name not in arrays:
-            arrays[spec.name] = np.zeros(root[spec.name].shape, root[spec.name].dtype)
+            arrays[spec.name] = zeros(spec, n, geometry, sample_k)
     writer = ChunkWriter(root, list(arrays))
     for start in range(0, n, rows_per_put):
         rows = np.arange(start, min(start + rows_per_put, n))
@@ -184,28 +186,27 @@ def _chunk(
     if g.registers:
         registers[:, 0] += codes.pooled_registers[y]
     return {
-        "label": y.astype(np.int32),
-        "tokens": tokens,
-        "norms": norms,
-        "pixels": pixels,
-        "pooled/cls": codes.pooled_cls[y] + noise(n, d),
-        "pooled/patch_mean": noise(n, d),
-        "pooled/registers": registers,
+        names.LABEL: y.astype(np.int32),
+        names.TOKENS: tokens,
+        names.NORMS: norms,
+        names.PIXELS: pixels,
+        names.POOLED_CLS: codes.pooled_cls[y] + noise(n, d),
+        names.POOLED_PATCH_MEAN: noise(n, d),
+        names.POOLED_REGISTERS: registers,
     }
 
 
 def _sample(values: dict[str, np.ndarray], g: Geometry, k: int, rng: np.random.Generator):
     """Keep K patch tokens per image: the K/2 highest norms, then K/2 drawn
     uniformly from all patches (as extract does since schema 1.2)."""
-    norms = values["norms"][:, g.prefix:]
+    norms = values[names.NORMS][:, g.prefix:]
     top = np.argsort(-norms, axis=1, kind="stable")[:, : k // 2]
     draw = np.sort(rng.random(norms.shape).argsort(axis=1)[:, : k - k // 2], axis=1)
     index = np.concatenate([top, draw], axis=1)
-    values["sampled/index"] = index.astype(np.int16)
-    values["sampled/tokens"] = np.take_along_axis(
-        values["tokens"][:, g.prefix:], index[..., None], axis=1)
-    values["sampled/prefix"] = values["tokens"][:, : g.prefix]
-    del values["tokens"]
+    tokens = values.pop(names.TOKENS)
+    values[names.SAMPLED_INDEX] = index.astype(np.int16)
+    values[names.SAMPLED_TOKENS] = np.take_along_axis(tokens[:, g.prefix:], index[..., None], 1)
+    values[names.SAMPLED_PREFIX] = tokens[:, : g.prefix]
     return values
 
 
@@ -213,12 +214,47 @@ def _row_meta(values: dict[str, np.ndarray], rows: np.ndarray, bad: np.ndarray,
               seed: int) -> None:
     """Zero the failed rows' data and add status, key and error."""
     for name in values:
-        if name != "label":
+        if name != names.LABEL:
             values[name][bad] = 0
-    values["status"] = np.where(bad, STATUS_FAILED, STATUS_OK).astype(np.uint8)
+    values[names.STATUS] = np.where(bad, STATUS_FAILED, STATUS_OK).astype(np.uint8)
     # images of another seed are other images: their keys differ (--val overlap check)
-    values["key"] = np.array([f"s{seed}-{r:08d}" for r in rows], dtype=object)
-    values["error"] = np.array(["planted failure" if b else "" for b in bad], dtype=object)
+    values[names.KEY] = np.array([f"s{seed}-{r:08d}" for r in rows], dtype=object)
+    values[names.ERROR] = np.array(["planted failure" if b else "" for b in bad], dtype=object)
+
+
+def zeros(spec: ArraySpec, n: int, geometry: Geometry, sample_k: int = 0) -> np.ndarray:
+    """`n` rows of zeros of one array: what a store holds where nothing was planted."""
+    dtype = object if spec.dtype == "string" else spec.dtype
+    return np.zeros((n, *spec.row_shape(geometry, sample_k)), dtype)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a planted store holds: its geometry, codebooks, classes and outliers."""
+
+    g: Geometry
+    p: int  # patch size in pixels
+    planted: Planted
+    codes: _Codes
+    labels: np.ndarray
+    outliers: np.ndarray  # (N, P) bool
+    failed: np.ndarray  # (N,) bool
+    seed: int
+    token_mode: str
+    specs: tuple[ArraySpec, ...]
+
+    def values(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Every array's values for `rows` (one chunk)."""
+        kind, k = parse_token_mode(self.token_mode)
+        values = _chunk(rows, self.g, self.p, self.codes, self.planted, self.labels,
+                        self.outliers, self.seed)
+        if kind == "sampled":
+            rng = np.random.default_rng([self.seed, 13, int(rows[0])])
+            values = _sample(values, self.g, k, rng)
+        _row_meta(values, rows, self.failed[rows], self.seed)
+        # unplanted (attention, neighbour cosines): zeros; every chunk of a complete store exists
+        return {spec.name: values[spec.name] if spec.name in values
+                else zeros(spec, len(rows), self.g, k) for spec in self.specs}
 
 
 def write_planted_store(
@@ -245,42 +281,39 @@ def write_planted_store(
     after the chunks below this row, leaving the rest pending and the store
     incomplete (a store still being written). `labels` overrides the classes.
     """
-    g = geometry
-    p = g.img_size // g.grid[0]
-    kind, k = parse_token_mode(token_mode)
-    specs = arrays_for(["pixels"] if with_pixels else [], token_mode)
-    meta = synthetic_attrs(g, token_mode=token_mode, sample_k=k, patch_size=p,
-                           planted=planted.__dict__, **attrs)
-    meta["with"] = ["pixels"] if with_pixels else []
-    root = create_store(url, geometry=g, n_rows=n_images, specs=specs, attrs=meta,
-                        chunk_rows=chunk_rows, sample_k=k)
-    codes = _Codes(g, p, planted, seed if codes_seed is None else codes_seed)
-    if labels is None:
-        labels = np.random.default_rng([seed, 5]).integers(0, planted.classes, n_images)
-    labels = np.asarray(labels)
-    outliers = plant_outliers(n_images, g.patches, planted.outlier_fraction, seed)
-    failed_mask = np.zeros(n_images, bool)
-    if failed is not None:
-        failed_mask[np.asarray(failed)] = True
+    plan = _plan(n_images, geometry, planted, seed, codes_seed, token_mode, with_pixels,
+                 failed, labels)
+    meta = synthetic_attrs(geometry, token_mode=token_mode, patch_size=plan.p,
+                           sample_k=parse_token_mode(token_mode)[1], planted=planted.__dict__,
+                           **attrs)
+    meta["with"] = ["pixels"] if with_pixels else []  # the `--with` option
+    root = create_store(url, geometry=geometry, n_rows=n_images, specs=plan.specs, attrs=meta,
+                        chunk_rows=chunk_rows, sample_k=meta["sample_k"])
     stop = n_images if written_rows is None else written_rows // chunk_rows * chunk_rows
-    written = [s.name for s in specs]
-    unplanted = {"attention", "neighbor_cos"}  # zeros: every chunk of a complete store exists
-    writer = ChunkWriter(root, written)
+    writer = ChunkWriter(root, [spec.name for spec in plan.specs])
     try:
         for start in range(0, stop, chunk_rows):
             rows = np.arange(start, min(start + chunk_rows, n_images))
-            values = _chunk(rows, g, p, codes, planted, labels, outliers, seed)
-            if kind == "sampled":
-                values = _sample(values, g, k, np.random.default_rng([seed, 13, start]))
-            elif kind == "none":
-                del values["tokens"]
-            if not with_pixels:
-                del values["pixels"]
-            _row_meta(values, rows, failed_mask[rows], seed)
-            for name in unplanted:
-                values[name] = np.zeros((len(rows), *root[name].shape[1:]), root[name].dtype)
-            writer.put(rows, {n_: values[n_] for n_ in written})
+            writer.put(rows, plan.values(rows))
     finally:
         writer.close()
     mark_complete(root)  # complete (with threshold) only when no row is pending
     return url
+
+
+def _plan(n_images: int, g: Geometry, planted: Planted, seed: int, codes_seed: int | None,
+          token_mode: str, with_pixels: bool, failed: np.ndarray | None,
+          labels: np.ndarray | None) -> _Plan:
+    p = g.img_size // g.grid[0]
+    if labels is None:
+        labels = np.random.default_rng([seed, 5]).integers(0, planted.classes, n_images)
+    failed_mask = np.zeros(n_images, bool)
+    if failed is not None:
+        failed_mask[np.asarray(failed)] = True
+    codes = _Codes(g, p, planted, seed if codes_seed is None else codes_seed)
+    return _Plan(
+        g=g, p=p, planted=planted, codes=codes,
+        labels=np.asarray(labels), failed=failed_mask, seed=seed, token_mode=token_mode,
+        outliers=plant_outliers(n_images, g.patches, planted.outlier_fraction, seed),
+        specs=tuple(arrays_for(["pixels"] if with_pixels else [], token_mode)),
+    )

@@ -4,8 +4,10 @@
 # ImageNet sample images, in .whl/ at the repository's root (ignored by git;
 # the device tool carries it: carry [".whl"]).
 #
-#   bench/gpu/prepare.sh            # for the GPU machine's Python 3.12
-#   VITREG_BUNDLE=/tmp/b bench/gpu/prepare.sh 3.11   # for a test here
+#   VITREG_IMAGES=DIR bench/gpu/prepare.sh            # for the GPU machine's Python 3.12
+#   VITREG_IMAGES=DIR VITREG_BUNDLE=/tmp/b bench/gpu/prepare.sh 3.11   # for a test here
+#
+# DIR: a folder of ImageNet JPEGs (*.JPEG; a synsets.txt beside it labels them).
 #
 # The GPU machine's Python has torch, timm, numpy, pillow, pyyaml, packaging,
 # typing-extensions, rich, click, scikit-image/learn, matplotlib, xarray and
@@ -14,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 pyver=${1:-3.12}
 bundle=${VITREG_BUNDLE:-.whl}
-images=${VITREG_IMAGES:-../shared/data/imagenet-samples/images}
+images=${VITREG_IMAGES:?set VITREG_IMAGES to a folder of ImageNet *.JPEG files}
 python=${PYTHON:-python3}
 # the versions this project is tested with
 wheels=(zarr==3.1.6 numcodecs==0.16.6 google-crc32c==1.9.0 crc32c==2.9.post0 donfig==0.8.1.post1

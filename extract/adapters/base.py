@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitreg.cache import VitregError
-from vitreg.core.errors import RegistrationError
+from vitreg.core.registry import RegistryError
 
 
 class UnsupportedModelError(VitregError, ValueError):
@@ -54,10 +54,10 @@ Hook = Callable[[torch.Tensor], None]
 def register_adapter(cls: type[Adapter]) -> type[Adapter]:
     """Register `cls` for its family and timm model classes; refuses duplicates."""
     if cls.family in ADAPTERS:
-        raise RegistrationError(f"adapter family {cls.family!r} registered twice")
+        raise RegistryError(f"adapter family {cls.family!r} registered twice")
     taken = [name for name in cls.classes if name in _BY_CLASS]
     if taken:
-        raise RegistrationError(f"timm classes {taken} already have an adapter")
+        raise RegistryError(f"timm classes {taken} already have an adapter")
     ADAPTERS[cls.family] = cls
     _BY_CLASS.update(dict.fromkeys(cls.classes, cls.family))
     return cls

@@ -100,7 +100,7 @@ def test_the_memory_map_reads_the_data_before_the_checksum(intact):
 
 def test_a_store_without_checksums_says_so(intact, tmp_path, monkeypatch):
     """Schema 1.1 stores have no crc32c: they open, and verify says what it could not check."""
-    monkeypatch.setattr("vitreg.cache.store.COMPRESSORS", ())
+    monkeypatch.setattr("vitreg.cache.create.COMPRESSORS", ())
     url = write_store(str(tmp_path / "old.zarr"), {"norms": np.ones((N, GEOM.tokens), "f4")},
                       geometry=GEOM, chunk_rows=16, schema_version="1.1")
     root = json.loads(Path(url, "zarr.json").read_text())

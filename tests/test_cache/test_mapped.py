@@ -10,10 +10,10 @@ import zarr
 from zarr.codecs import BytesCodec, ZstdCodec
 
 from vitreg.cache import Geometry, StoreFormatError, open_store
+from vitreg.cache.arrays import StoreArray
 from vitreg.cache.errors import MissingChunkError
-from vitreg.cache.mapped import MappedArray, mapped
+from vitreg.cache.mapped import mapped
 from vitreg.cache.pack import run_pack
-from vitreg.cache.reader import CheckedArray
 from vitreg.testing import write_store
 
 GEOM = Geometry(registers=1, grid=(2, 3), dim=8, depth=2, img_size=42)
@@ -44,7 +44,7 @@ def reference(url: str, name: str) -> np.ndarray:
 ])
 def test_row_slices_equal_zarr(store_url, rows):
     reader = open_store(store_url).reader("tokens")
-    assert isinstance(reader, MappedArray)
+    assert isinstance(reader, StoreArray) and reader.mapped
     got = reader[rows]
     np.testing.assert_array_equal(got, reference(store_url, "tokens")[rows])
     assert got.dtype == np.float16
@@ -82,12 +82,12 @@ def test_other_indices_go_to_zarr(store_url):
 
 def test_compressed_arrays_of_a_schema_1_0_store_are_read_by_zarr(tmp_path, monkeypatch):
     """Schema 1.0 compressed its arrays with zstd: no byte layout to map."""
-    monkeypatch.setattr("vitreg.cache.store.COMPRESSORS", (ZstdCodec(level=1),))
+    monkeypatch.setattr("vitreg.cache.create.COMPRESSORS", (ZstdCodec(level=1),))
     tokens = np.random.default_rng(42).normal(size=(N, GEOM.tokens, GEOM.dim)).astype(np.float16)
     url = write_store(str(tmp_path / "old.zarr"), {"tokens": tokens}, geometry=GEOM,
                       chunk_rows=CHUNK)
     store = open_store(url)
-    assert isinstance(store.reader("tokens"), CheckedArray)  # zarr decodes it
+    assert not store.reader("tokens").mapped  # zarr decodes it
     np.testing.assert_array_equal(store.reader("tokens")[3:20], tokens[3:20])
     rows = np.array([1, 8, 30])
     np.testing.assert_array_equal(
@@ -98,7 +98,7 @@ def test_a_packed_store_is_read_by_zarr(store_url, tmp_path):
     packed = str(tmp_path / "s.zip")
     run_pack(store_url, packed)
     zipped = open_store(packed)
-    assert isinstance(zipped.reader("tokens"), CheckedArray)
+    assert not zipped.reader("tokens").mapped
     np.testing.assert_array_equal(zipped.reader("tokens")[3:20],
                                   open_store(store_url).reader("tokens")[3:20])
 
@@ -138,7 +138,7 @@ def test_a_rewritten_chunk_leaves_earlier_views_intact(store_url):
 
 def test_small_arrays_are_mapped_too(store_url):
     reader = open_store(store_url).reader("norms")
-    assert isinstance(reader, MappedArray)
+    assert isinstance(reader, StoreArray) and reader.mapped
     np.testing.assert_array_equal(reader[5:30], reference(store_url, "norms")[5:30])
 
 

@@ -31,9 +31,14 @@ def readme_stores(tmp_path, monkeypatch):
     return url
 
 
-def test_every_python_block_runs_as_written(readme_stores):
+def test_every_python_block_runs_as_written(readme_stores, monkeypatch):
     blocks = python_blocks()
     assert len(blocks) >= 2 and any("xr.open_zarr" in b for b in blocks)
+    # The extraction example names pretrained weights and 64 shards, which a
+    # test cannot download: its config is built and checked as written, and
+    # only the run itself is replaced by a recorder.
+    runs = []
+    monkeypatch.setattr("vitreg.extract.run.run_extract", lambda config: runs.append(config))
     for block in blocks:
         namespace: dict = {}
         exec(compile(block, str(README), "exec"), namespace)  # noqa: S102 - our own README
@@ -43,6 +48,9 @@ def test_every_python_block_runs_as_written(readme_stores):
     assert namespace["corner"].shape == (48, 1)
     assert list(namespace["pooled"].data_vars) == ["cls", "patch_mean", "registers"]
     assert namespace["by_key"].sizes["key"] == 48
+    [config] = runs
+    assert config.token_mode == "sampled:64" and config.with_options == ("pixels",)
+    assert config.model == "vit_small_patch14_reg4_dinov2.lvd142m"
 
 
 def test_coordinates_name_every_token(readme_stores):

@@ -75,6 +75,7 @@ def run_command(name: str, store: str, out: Path) -> tuple[str, dict[str, str]]:
                for p in sorted(out.rglob("*.json"))}
     text = result.output.replace(store, "STORE").replace(str(out), "OUT")
     text = re.sub(r"\b\d+:\d\d(:\d\d)?\b", "H:MM", text)  # progress's elapsed times
+    text = re.sub(r"[0-9.,]+\s*(img|step)/s\b", "N/s", text)  # progress's rates
     text = re.sub(r"[0-9.]+\s*s\b", "Ns", text)  # rich wraps anywhere: "13.5 \ns" too
     return re.sub(r"\s+", "", text), written
 

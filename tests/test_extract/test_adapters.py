@@ -24,6 +24,7 @@ from torch.overrides import TorchFunctionMode
 
 from tests.test_extract.test_values import TOLERANCE, neighbor_cos_numpy
 from vitreg.core.errors import UsageError
+from vitreg.core.registry import RegistryError
 from vitreg.extract.adapters import ADAPTERS, Adapter, UnsupportedModelError, adapter_for
 from vitreg.extract.adapters.base import register_adapter
 from vitreg.extract.capture import Capture
@@ -251,9 +252,9 @@ def test_an_unknown_model_class_is_refused_in_one_sentence():
 
 
 def test_registry_refuses_duplicates():
-    with pytest.raises(Exception, match="registered twice"):
+    with pytest.raises(RegistryError, match="registered twice"):
         register_adapter(type("Again", (Adapter,), {"family": "eva", "classes": ("X",)}))
-    with pytest.raises(Exception, match="already have an adapter"):
+    with pytest.raises(RegistryError, match="already have an adapter"):
         register_adapter(type("Again", (Adapter,), {"family": "new", "classes": ("Eva",)}))
     assert "new" not in ADAPTERS
 

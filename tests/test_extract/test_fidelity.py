@@ -90,11 +90,11 @@ def test_api_and_command_line_default_to_pretrained_weights():
     import inspect
 
     from vitreg.extract.cli import extract_command
-    from vitreg.extract.dryrun import run_dry_run
+    from vitreg.extract.config import ExtractConfig
     from vitreg.extract.model import build_model
 
-    for function in (run_extract, run_dry_run, build_model):
-        assert inspect.signature(function).parameters["weights"].default == "pretrained"
+    assert inspect.signature(build_model).parameters["weights"].default == "pretrained"
+    assert ExtractConfig(shards=["a.tar"], model="m", out="o").weights == "pretrained"
     option = next(p for p in extract_command.params if p.name == "weights")
     assert option.default == "pretrained"
 

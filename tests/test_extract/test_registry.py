@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from vitreg.cache import ARRAYS
-from vitreg.extract.capture import CAPTURES, ROW_META
+from vitreg.cache import ARRAYS, ROW_META
+from vitreg.extract.capture import CAPTURES
 
 
 def test_every_array_has_one_capture():

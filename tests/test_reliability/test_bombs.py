@@ -36,7 +36,7 @@ CODECS = {"gzip": (GzipCodec(level=1), numcodecs.GZip(level=1)),
 def test_a_chunk_that_inflates_past_its_array_is_refused_in_bounded_memory(
         tmp_path, monkeypatch, name):
     codec, encoder = CODECS[name]
-    monkeypatch.setattr("vitreg.cache.store.COMPRESSORS", (codec, Crc32cCodec()))
+    monkeypatch.setattr("vitreg.cache.create.COMPRESSORS", (codec, Crc32cCodec()))
     norms = np.ones((8, GEOM.tokens), np.float32)
     url = write_store(str(tmp_path / "s.zarr"), {"norms": norms}, geometry=GEOM, chunk_rows=4)
     np.testing.assert_array_equal(open_store(url).array("norms")[:], norms)  # intact: reads

@@ -236,11 +236,11 @@ PLANS = {
     "probe-epochs-string": (("epochs = 1", 'epochs = "many"'), "[probe.linear] options",
                             "--epochs"),
     "analysis-top-zero": (('store = "val"\n\n[report]', 'store = "val"\noptions = {{top = 0}}'
-                           '\n\n[report]'), "[analysis.maps] options", "top = 0"),
+                           '\n\n[report]'), "[analysis.maps] options", "--top 0"),
     "report-options-a-number": (('[report]\nstore = "val"', '[report]\nstore = "val"\n'
                                  "options = 3"), "[report] options", "expected a table"),
     "report-top-zero": (('[report]\nstore = "val"', '[report]\nstore = "val"\n'
-                         "options = {{top = 0}}"), "[report] options", "top = 0"),
+                         "options = {{top = 0}}"), "[report] options", "--top 0"),
     "model-extract-a-string": (('extract = ["val"]', 'extract = "val"'), "[model] extract",
                                "give a list"),
     "model-name-a-number": (('name = "tiny"', "name = 7"), "[model] name", "string in quotes"),

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from vitreg.cache import ChunkWriter, Geometry, arrays_for, create_store, open_group
+from vitreg.cache import ChunkWriter, Geometry, arrays_for, create_store
+from vitreg.cache.store import open_group
 from vitreg.testing import synthetic_attrs
 
 GEOM = Geometry(registers=1, grid=(2, 2), dim=3, depth=1, img_size=28)

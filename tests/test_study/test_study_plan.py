@@ -109,7 +109,7 @@ def test_an_interrupted_extraction_resumes_and_a_stale_one_starts_over_with_redo
     from vitreg.study.steps import build_steps
 
     calls = []
-    monkeypatch.setattr(stages, "call_extract", lambda **kw: calls.append(kw["overwrite"]) or {})
+    monkeypatch.setattr(stages, "call_extract", lambda config: calls.append(config.overwrite) or {})
     step = build_steps(load_plan(plan_file), tmp_path / "out")[0]
     step.pending.parent.mkdir(parents=True)
     step.pending.write_text(step.hash)          # killed during this very configuration

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from vitreg.study.executors import slurm_parameters
+from vitreg.study.executors import SLURM, SUBMITIT_LOCAL, slurm_parameters
 from vitreg.study.paper import RESOURCES
 from vitreg.study.run import run_study
 
@@ -43,7 +43,7 @@ def test_submitit_local_spreads_extractions_over_the_plan_s_gpus(monkeypatch, tm
                         lambda self, fn, step, paths: seen.append(self.parameters) or _Done())
     steps = [Step(id=f"extract:m{i}:val", stage="extract", config={}, output=f"o{i}")
              for i in range(2)]
-    _run_wave("submitit-local", tmp_path, steps, {}, lambda s, r: None,
+    _run_wave(SUBMITIT_LOCAL, tmp_path, steps, {}, lambda s, r: None,
               {**RESOURCES, "local_gpus": 2})
     assert [p["visible_gpus"] for p in seen] == [(0,), (1,)]
 
@@ -56,7 +56,7 @@ class _Done:
 
 
 def test_slurm_parameters_put_extractions_on_gpus_and_the_rest_on_cpus():
-    gpu = slurm_parameters("slurm", "extract", {**RESOURCES, "partition": "gpu"})
-    cpu = slurm_parameters("slurm", "probe", RESOURCES)
+    gpu = slurm_parameters(SLURM, "extract", {**RESOURCES, "partition": "gpu"})
+    cpu = slurm_parameters(SLURM, "probe", RESOURCES)
     assert gpu["gpus_per_node"] == 1 and gpu["slurm_partition"] == "gpu"
     assert cpu["gpus_per_node"] == 0 and cpu["cpus_per_task"] == RESOURCES["cpus_per_cpu_job"]
