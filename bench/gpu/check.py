@@ -58,7 +58,7 @@ import benchutil  # noqa: E402
 
 MODELS = {"vit-s": "vit_small_patch14_reg4_dinov2", "vit-l": "vit_large_patch14_reg4_dinov2",
           "vit-g": "vit_giant_patch14_reg4_dinov2", "tiny": "tiny_dinov2_reg4"}
-NEEDED = ("zarr", "numcodecs", "webdataset", "google_crc32c", "donfig", "timm", "PIL",
+NEEDED = ("zarr", "numcodecs", "webdataset", "google_crc32c", "crc32c", "donfig", "timm", "PIL",
           "vitreg.extract.run")
 
 
