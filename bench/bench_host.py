@@ -220,8 +220,8 @@ def writer_waits(tmp: Path, rows: int, step_ms: float) -> dict[str, float]:
         if label.startswith("old"):
             writer = ChunkWriter(root, ["tokens", "status"], max_pending=2)
         else:
-            view = SimpleNamespace(root=root, names=["tokens", "status"], rows=(0, rows),
-                                   chunk_rows=write_rows(root["status"]))
+            view = SimpleNamespace(_root=root, names=["tokens", "status"], rows=(0, rows),
+                                    chunk_rows=write_rows(root["status"]))
             writer = WriteTarget.writer(view, batch_rows=batch)
         for first in range(0, rows, batch):
             time.sleep(step_ms / 1e3)  # the device computes the next batch

@@ -26,28 +26,30 @@ from .writer import STATUS_FAILED, STATUS_OK, STATUS_PENDING, ChunkWriter
 
 @dataclass
 class WriteTarget:
-    """An open store and one writer's share of it."""
+    """An open store and one writer's share of it. The zarr group stays
+    private: code outside `cache/` writes through `writer()` and finishes
+    through `finish()`, never through zarr."""
 
     url: str
-    root: zarr.Group
+    _root: zarr.Group
     rows: tuple[int, int]
 
     @property
     def names(self) -> list[str]:
-        return stored_arrays(self.root)
+        return stored_arrays(self._root)
 
     @property
     def dtypes(self) -> dict[str, str]:
-        return {name: str(self.root[name].dtype) for name in self.names}
+        return {name: str(self._root[name].dtype) for name in self.names}
 
     @property
     def chunk_rows(self) -> int:
         """Rows of one file (shard or chunk): the unit of writes."""
-        return write_rows(self.root[STATUS])
+        return write_rows(self._root[STATUS])
 
     def pending(self) -> np.ndarray:
         """A mask over every row: pending and inside this writer's range."""
-        todo = self.root[STATUS][:] == STATUS_PENDING
+        todo = self._root[STATUS][:] == STATUS_PENDING
         todo[: self.rows[0]] = todo[self.rows[1]:] = False
         return todo
 
@@ -55,25 +57,25 @@ class WriteTarget:
         """A writer of this range that lets at least two batches of
         `batch_rows` (and two chunks) be in flight before the caller waits."""
         bound = max(2 * self.chunk_rows, 2 * batch_rows + self.chunk_rows)
-        return ChunkWriter(self.root, self.names, rows=self.rows, max_pending_rows=bound)
+        return ChunkWriter(self._root, self.names, rows=self.rows, max_pending_rows=bound)
 
     def check_keys(self, planned: list[str]) -> None:
         """Refuse a store whose finished rows hold other keys than `planned`."""
-        check_finished_keys(self.root, planned)
+        check_finished_keys(self._root, planned)
 
     def finish(self, *, shared: bool) -> tuple[int, int]:
         """Mark the store complete if no row is pending; (ok, failed)."""
-        return mark_complete(self.root, shared=shared)
+        return mark_complete(self._root, shared=shared)
 
     def own_counts(self) -> tuple[int, int]:
         """(ok, failed) of this writer's rows only: what a torchrun rank other
         than the leader reports, without reading the whole `status`."""
-        status = self.root[STATUS][self.rows[0]: self.rows[1]]
+        status = self._root[STATUS][self.rows[0]: self.rows[1]]
         return int((status == STATUS_OK).sum()), int((status == STATUS_FAILED).sum())
 
     def failures(self, status: int = STATUS_FAILED, *, own: bool = False) -> list[dict[str, Any]]:
         """Failed (or warned) rows grouped by reason; `own`: this writer's rows only."""
-        return failure_summary(self.root, status=status, region=self.rows if own else None)
+        return failure_summary(self._root, status=status, region=self.rows if own else None)
 
 
 def open_for_write(

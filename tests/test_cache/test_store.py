@@ -275,7 +275,7 @@ def test_a_loop_writer_lets_two_batches_of_many_chunks_be_in_flight(tmp_path, mo
         real_write(self, *args)
 
     monkeypatch.setattr(ChunkWriter, "_write", slow_write)
-    writer = WriteTarget.writer(SimpleNamespace(root=root, names=["status"], rows=(0, n),
+    writer = WriteTarget.writer(SimpleNamespace(_root=root, names=["status"], rows=(0, n),
                                                 chunk_rows=16), batch_rows=batch)
     start = time.perf_counter()
     for first in (0, batch):  # two batches queue without waiting on the disk
