@@ -159,7 +159,9 @@ def decode_rate(shards: list[str], loaded, workers: int, batch: int, n: int) -> 
 def writer_rate(geometry, megabytes: float, batch: int, tmp: Path) -> tuple[float, float]:
     """(MB/s of `ChunkWriter` alone, MB/s of a plain write of the same bytes),
     about `megabytes` of this model's rows, chunked and sharded as for
-    ImageNet's 1,281,167 images (fewer chunks a shard if that is too much)."""
+    ImageNet's 1,281,167 images (fewer chunks a shard if that is too much).
+    Durable rates, each run after a sync (`bench_writer.timed`): to the page
+    cache alone, one run pays for the writeback of the one before."""
     import bench_writer
 
     from vitreg.cache.layout import chunk_rows_for_store, shard_rows_for_store
@@ -177,9 +179,10 @@ def writer_rate(geometry, megabytes: float, batch: int, tmp: Path) -> tuple[floa
         for name in ("writer", "plain") if repeat % 2 == 0 else ("plain", "writer"):
             url = tmp / f"writer-{name}-{repeat}"
             if name == "writer":
-                times[name].append(bench_writer.run_writer(str(url), data, rows, batch, 2))
+                run = lambda u: bench_writer.run_writer(u, data, rows, batch, 2)  # noqa: E731
             else:
-                times[name].append(bench_writer.run_plain(str(url), data, rows))
+                run = lambda u: bench_writer.run_plain(u, data, rows)  # noqa: E731
+            times[name].append(bench_writer.timed(run, str(url))[1])
             shutil.rmtree(url)
     return tuple(payload / statistics.median(times[k]) / 1e6 for k in ("writer", "plain"))
 
@@ -279,7 +282,7 @@ def check_model(key: str, args: argparse.Namespace, device: torch.device, tmp: P
     say(f"{model}: decode only {decode:.1f} img/s ({workers} workers, batch {batch})")
     row_bytes = loaded.geometry.tokens * loaded.geometry.dim * 2
     writer, plain = writer_rate(loaded.geometry, args.writer_mb, batch, tmp)
-    say(f"{model}: writer only {writer:.0f} MB/s = {writer * 1e6 / row_bytes:.0f} img/s of "
+    say(f"{model}: writer only {writer:.0f} MB/s durable = {writer * 1e6 / row_bytes:.0f} img/s of "
         f"tokens; plain write() {plain:.0f} MB/s; ratio {writer / plain:.3f}")
     n = int(min(bare, decode) * args.seconds)
     n = min(args.max_images, max(6 * batch, n - n % batch) + batch // 3 + 1)  # last batch partial
