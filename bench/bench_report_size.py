@@ -10,7 +10,7 @@ from ImageNet sample photos (--images) or noise. Random maps compress worse than
 ones: without --smooth the size is an upper bound.
 
     .venv/bin/python bench/bench_report_size.py --workdir /tmp/report-size \
-        --images /work/shared/data/imagenet-samples/images
+        --images DIR   # a folder of ImageNet JPEGs
 """
 
 from __future__ import annotations
